@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#ifndef PSFMATCH_KERNEL_CANDIDATE_H
+#define PSFMATCH_KERNEL_CANDIDATE_H
+
+#include <limits>
+#include <memory>
+#include <optional>
+
+#include <Eigen/Core>
+
+#include "psfmatch/control.h"
+#include "psfmatch/image.h"
+#include "psfmatch/kernel.h"
+#include "psfmatch/kernel_solution.h"
+
+namespace psfmatch {
+
+/// One star's template and science stamps and the kernel that matches them (ALGORITHM.md §1.1).
+class KernelCandidate {
+public:
+    enum Status { BAD = 0, GOOD = 1, UNKNOWN = 2 };
+    /// Which solution an accessor reads: ORIG (first fit), PCA (latest refit), RECENT (PCA if
+    /// present, else ORIG).
+    enum CandidateSwitch { ORIG = 0, PCA = 1, RECENT = 2 };
+
+    /// A candidate at parent position (xCenter, yCenter) with stamps of one shape and origin.
+    /// A NaN rating means "rate by the mean of image·sqrt(1/variance) over the science core";
+    /// if that fails the candidate starts BAD. Throws InvalidInputError for mismatched stamps.
+    KernelCandidate(double xCenter, double yCenter, MaskedImage templateStamp, MaskedImage scienceStamp,
+                    const KernelControl& control, double rating = std::numeric_limits<double>::quiet_NaN());
+
+    double getXCenter() const { return _xCenter; }
+    double getYCenter() const { return _yCenter; }
+    double getCandidateRating() const { return _rating; }
+    void setCandidateRating(double rating) { _rating = rating; }
+    Status getStatus() const { return _status; }
+    void setStatus(Status status) { _status = status; }
+    double getChi2() const { return _chi2; }
+    void setChi2(double chi2) { _chi2 = chi2; }
+    int getId() const { return _id; }
+    bool isInitialized() const { return _isInitialized; }
+    bool getUsedRegularization() const { return _useRegularization; }
+    bool getFitForBackground() const { return _control.fitForBackground; }
+    const KernelControl& getControl() const { return _control; }
+    const MaskedImage& getTemplateMaskedImage() const { return _template; }
+    const MaskedImage& getScienceMaskedImage() const { return _science; }
+    /// The weights' variance of the latest build (after constant weighting, if on).
+    const ImageD& getVarianceEstimate() const { return _varianceEstimate; }
+
+    /// Fits a kernel with `basis` (and regularization H if given, a delta-function basis).
+    /// The first call fills ORIG and initialises; later calls fill PCA. Sets BAD if the
+    /// condition number check fails; never sets GOOD. Throws on bad variance or a NaN solution.
+    void build(const KernelList& basis, const std::optional<Eigen::MatrixXd>& hMat = std::nullopt);
+
+    std::shared_ptr<StaticKernelSolution> getKernelSolution(CandidateSwitch which) const;
+    const FixedKernel& getKernel(CandidateSwitch which) const;
+    double getBackground(CandidateSwitch which) const;
+    double getKsum(CandidateSwitch which) const;
+    /// The unnormalised kernel image of a solution.
+    ImageD getKernelImage(CandidateSwitch which) const;
+    /// The ORIG kernel image.
+    ImageD getImage() const { return getKernelImage(ORIG); }
+    /// D = S − (K ⊗ T + b) over the stamp with a solution's kernel and background.
+    MaskedImage getDifferenceImage(CandidateSwitch which) const;
+    /// The same with any kernel and background.
+    MaskedImage getDifferenceImage(const FixedKernel& kernel, double background) const;
+
+private:
+    std::shared_ptr<StaticKernelSolution> solveOnce(const KernelList& basis,
+                                                    const std::optional<Eigen::MatrixXd>& hMat,
+                                                    const ImageD& variance) const;
+    double _xCenter, _yCenter;
+    MaskedImage _template, _science;
+    KernelControl _control;
+    double _rating;
+    Status _status = UNKNOWN;
+    double _chi2 = std::numeric_limits<double>::max();
+    int _id;
+    bool _isInitialized = false;
+    bool _useRegularization = false;
+    ImageD _varianceEstimate;
+    std::shared_ptr<StaticKernelSolution> _kernelSolutionOrig, _kernelSolutionPca;
+};
+
+}  // namespace psfmatch
+
+#endif

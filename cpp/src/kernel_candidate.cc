@@ -1,0 +1,164 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "psfmatch/kernel_candidate.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "psfmatch/convolve.h"
+#include "psfmatch/errors.h"
+#include "psfmatch/image_statistics.h"
+
+namespace psfmatch {
+
+namespace {
+
+std::atomic<int> nextCandidateId{0};
+
+double median(const ImageD& a) {
+    std::vector<double> v(a.data(), a.data() + a.size());
+    const std::size_t n = v.size();
+    std::nth_element(v.begin(), v.begin() + n / 2, v.end());
+    const double hi = v[n / 2];
+    if (n % 2 == 1) return hi;
+    const double lo = *std::max_element(v.begin(), v.begin() + n / 2);
+    return 0.5 * (lo + hi);
+}
+
+void checkVariance(const ImageD& v) {
+    if (v.isNaN().any()) throw InvalidInputError("KernelCandidate.build: the variance estimate has NaN pixels");
+    const double vmin = v.minCoeff();
+    if (vmin < 0.0) throw InvalidInputError("KernelCandidate.build: variance less than 0 in the stamp");
+    if (vmin == 0.0) throw InvalidInputError("KernelCandidate.build: variance of 0 in the stamp, cannot weight");
+}
+
+}  // namespace
+
+KernelCandidate::KernelCandidate(double xCenter, double yCenter, MaskedImage templateStamp,
+                                 MaskedImage scienceStamp, const KernelControl& control, double rating)
+        : _xCenter(xCenter),
+          _yCenter(yCenter),
+          _template(std::move(templateStamp)),
+          _science(std::move(scienceStamp)),
+          _control(control),
+          _rating(rating),
+          _id(nextCandidateId++) {
+    _template.checkConsistent("KernelCandidate template stamp");
+    _science.checkConsistent("KernelCandidate science stamp");
+    if (_template.getWidth() != _science.getWidth() || _template.getHeight() != _science.getHeight()) {
+        throw InvalidInputError("KernelCandidate: template stamp is " + std::to_string(_template.getWidth()) + "x" +
+                                std::to_string(_template.getHeight()) + " but science stamp is " +
+                                std::to_string(_science.getWidth()) + "x" + std::to_string(_science.getHeight()));
+    }
+    if (std::isnan(_rating)) {
+        try {
+            ImageStatistics stats(_control);
+            stats.apply(_science, _control.candidateCoreRadius);
+            _rating = stats.getMean();
+        } catch (const PsfMatchError&) {
+            _rating = std::numeric_limits<double>::quiet_NaN();
+        }
+        if (!std::isfinite(_rating)) _status = BAD;
+    }
+}
+
+std::shared_ptr<StaticKernelSolution> KernelCandidate::solveOnce(const KernelList& basis,
+                                                                 const std::optional<Eigen::MatrixXd>& hMat,
+                                                                 const ImageD& variance) const {
+    std::shared_ptr<StaticKernelSolution> solution;
+    if (hMat) {
+        solution = std::make_shared<RegularizedKernelSolution>(basis, _control.fitForBackground, *hMat, _control);
+    } else {
+        solution = std::make_shared<StaticKernelSolution>(basis, _control.fitForBackground);
+    }
+    solution->build(_template.image, _science.image, variance);
+    return solution;
+}
+
+void KernelCandidate::build(const KernelList& basis, const std::optional<Eigen::MatrixXd>& hMat) {
+    ImageD variance = _science.variance + _template.variance;
+    if (_control.constantVarianceWeighting) {
+        const double med = median(variance);
+        variance.setConstant(med > 0.0 ? med : 1.0);
+    }
+    checkVariance(variance);
+
+    std::shared_ptr<StaticKernelSolution> solution = solveOnce(basis, hMat, variance);
+    auto store = [&](std::shared_ptr<StaticKernelSolution> s) {
+        if (!_isInitialized) {
+            _kernelSolutionOrig = std::move(s);
+            _isInitialized = true;
+        } else {
+            _kernelSolutionPca = std::move(s);
+        }
+    };
+    _useRegularization = hMat.has_value();
+    _varianceEstimate = variance;
+    if (_control.checkConditionNumber &&
+        solution->getConditionNumber(_control.conditionNumberType) > _control.maxConditionNumber) {
+        _status = BAD;
+        store(std::move(solution));
+        return;
+    }
+    solution->solve();
+    if (_control.iterateSingleKernel && !_control.constantVarianceWeighting) {
+        // Weight the second pass by the variance the first solution's difference image has.
+        ConvolutionControl cc;
+        cc.noDataBit = _control.noDataBit;
+        cc.nThreads = 1;
+        variance = convolveMaskedImage(_template, solution->getKernel(), cc).variance + _science.variance;
+        checkVariance(variance);
+        solution = solveOnce(basis, hMat, variance);
+        solution->solve();
+        _varianceEstimate = variance;
+    }
+    store(std::move(solution));
+}
+
+std::shared_ptr<StaticKernelSolution> KernelCandidate::getKernelSolution(CandidateSwitch which) const {
+    switch (which) {
+        case ORIG:
+            if (_kernelSolutionOrig) return _kernelSolutionOrig;
+            throw PsfMatchError("KernelCandidate " + std::to_string(_id) + ": no ORIG kernel solution (not built)");
+        case PCA:
+            if (_kernelSolutionPca) return _kernelSolutionPca;
+            throw PsfMatchError("KernelCandidate " + std::to_string(_id) + ": no PCA kernel solution");
+        case RECENT:
+            if (_kernelSolutionPca) return _kernelSolutionPca;
+            if (_kernelSolutionOrig) return _kernelSolutionOrig;
+            throw PsfMatchError("KernelCandidate " + std::to_string(_id) + ": no kernel solution (not built)");
+    }
+    throw InvalidInputError("KernelCandidate: unknown solution selector");
+}
+
+const FixedKernel& KernelCandidate::getKernel(CandidateSwitch which) const {
+    return getKernelSolution(which)->getKernel();
+}
+
+double KernelCandidate::getBackground(CandidateSwitch which) const {
+    return getKernelSolution(which)->getBackground();
+}
+
+double KernelCandidate::getKsum(CandidateSwitch which) const { return getKernelSolution(which)->getKsum(); }
+
+ImageD KernelCandidate::getKernelImage(CandidateSwitch which) const { return getKernel(which).getImage(); }
+
+MaskedImage KernelCandidate::getDifferenceImage(CandidateSwitch which) const {
+    auto solution = getKernelSolution(which);
+    return getDifferenceImage(solution->getKernel(), solution->getBackground());
+}
+
+MaskedImage KernelCandidate::getDifferenceImage(const FixedKernel& kernel, double background) const {
+    ConvolutionControl cc;
+    cc.noDataBit = _control.noDataBit;
+    cc.nThreads = 1;
+    MaskedImage diff = convolveMaskedImage(_template, kernel, cc);
+    diff.image = _science.image - diff.image - background;
+    diff.variance += _science.variance;
+    diff.mask = diff.mask.binaryExpr(_science.mask, [](std::int32_t a, std::int32_t b) { return a | b; });
+    return diff;
+}
+
+}  // namespace psfmatch

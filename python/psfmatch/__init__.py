@@ -1,0 +1,88 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""psfmatch: Alard–Lupton PSF matching and image subtraction.
+
+Conventions used throughout: ``x`` is the column and ``y`` the row; arrays are indexed
+``[y, x]`` and shapes are ``(ny, nx)``; positions are 0-based with the centre of a pixel at its
+integer coordinates, in *parent* coordinates (array index plus the image origin ``xy0``).
+Convolution is true convolution (the kernel is flipped), as in ``scipy.signal.convolve``.
+"""
+
+from __future__ import annotations
+
+try:
+    from . import _core
+except ImportError as err:  # pragma: no cover - only on a broken install
+    raise ImportError(
+        "psfmatch's compiled core (psfmatch._core) could not be imported. Install the package "
+        "with `pip install .` from a source checkout (it needs a C++17 compiler); importing "
+        f"from the source tree without building does not work. Original error: {err}"
+    ) from err
+
+from ._core import (
+    Box2I,
+    ConditionNumberType,
+    FixedKernel,
+    KernelSolution,
+    RegularizedKernelSolution,
+    SeparableTerm,
+    SolvedBy,
+    StaticKernelSolution,
+    linearCombination,
+)
+from .basis import (
+    generateAlardLuptonBasisList,
+    makeAlardLuptonBasisList,
+    makeDeltaFunctionBasisList,
+    makeKernelBasisList,
+    makeRegularizationMatrix,
+    renormalizeKernelList,
+)
+from .candidate import ImageStatistics, KernelCandidate
+from .config import PsfMatchConfig, PsfMatchConfigAL, PsfMatchConfigDF, makeKernelControl
+from .convolution import convolve
+from .errors import (
+    InsufficientKernelSourcesError,
+    InvalidInputError,
+    NoKernelCandidatesError,
+    PsfMatchError,
+    SingularMatrixError,
+)
+from .image import Mask, MaskedImage
+from .task import Struct, Task, TaskMetadata
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Box2I",
+    "ConditionNumberType",
+    "FixedKernel",
+    "ImageStatistics",
+    "InsufficientKernelSourcesError",
+    "InvalidInputError",
+    "KernelCandidate",
+    "KernelSolution",
+    "Mask",
+    "MaskedImage",
+    "NoKernelCandidatesError",
+    "PsfMatchConfig",
+    "PsfMatchConfigAL",
+    "PsfMatchConfigDF",
+    "PsfMatchError",
+    "RegularizedKernelSolution",
+    "SeparableTerm",
+    "SingularMatrixError",
+    "SolvedBy",
+    "StaticKernelSolution",
+    "Struct",
+    "Task",
+    "TaskMetadata",
+    "convolve",
+    "generateAlardLuptonBasisList",
+    "linearCombination",
+    "makeAlardLuptonBasisList",
+    "makeDeltaFunctionBasisList",
+    "makeKernelBasisList",
+    "makeKernelControl",
+    "makeRegularizationMatrix",
+    "renormalizeKernelList",
+]

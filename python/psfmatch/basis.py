@@ -1,0 +1,205 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Kernel bases: Alard–Lupton sums of Gaussians × polynomials and delta functions.
+
+The numerics (sampling, renormalisation, regularization matrices) run in the compiled core;
+this module turns a config and the two images' FWHMs into the arguments (ALGORITHM.md §2.3)
+and records the ``ALBasis*`` metadata.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import MutableMapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from .config import PsfMatchConfig, PsfMatchConfigAL, PsfMatchConfigDF
+from .errors import InvalidInputError
+
+__all__ = [
+    "FWHM_PER_SIGMA",
+    "generateAlardLuptonBasisList",
+    "makeAlardLuptonBasisList",
+    "makeDeltaFunctionBasisList",
+    "makeKernelBasisList",
+    "makeRegularizationMatrix",
+    "renormalizeKernelList",
+]
+
+#: FWHM / σ of a Gaussian, 2·sqrt(2·ln 2).
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+
+makeAlardLuptonBasisList = _core.makeAlardLuptonBasisList
+renormalizeKernelList = _core.renormalizeKernelList
+makeDeltaFunctionBasisList = _core.makeDeltaFunctionBasisList
+
+
+def _alardLuptonSigmas(
+    sigBig: float, sigSmall: float, minSig: float, nGauss: int, beta: float
+) -> list[float]:
+    """The widths f(σ_big, σ_small, minSig) of ALGORITHM.md §2.3."""
+    sigK = max(math.sqrt(sigBig**2 - sigSmall**2), minSig)
+    first = max(minSig, sigK / beta) if nGauss > 1 else sigK
+    return [first * beta**i for i in range(nGauss)]
+
+
+def _record(metadata: MutableMapping[str, Any] | None, **items: Any) -> None:
+    if metadata is None:
+        return
+    for key, value in items.items():
+        metadata[key] = value
+
+
+def generateAlardLuptonBasisList(
+    config: PsfMatchConfigAL,
+    targetFwhmPix: float | None = None,
+    referenceFwhmPix: float | None = None,
+    basisDegGauss: Sequence[int] | None = None,
+    basisSigmaGauss: Sequence[float] | None = None,
+    metadata: MutableMapping[str, Any] | None = None,
+) -> list[Any]:
+    """The Alard–Lupton basis for matching a target image to a reference image.
+
+    Parameters
+    ----------
+    config : `PsfMatchConfigAL`
+        Basis settings: ``alardNGauss``, ``alardDegGauss``, ``alardSigGauss``,
+        ``alardGaussBeta``, ``alardMinSig``, ``alardMinSigDeconv``, ``kernelSize``,
+        ``scaleByFwhm``, ``kernelSizeFwhmScaling``, ``kernelSizeMin``, ``kernelSizeMax``.
+    targetFwhmPix, referenceFwhmPix : `float`, optional
+        FWHM in pixels of the image that is convolved (target) and the one it is matched to
+        (reference). With both given and ``scaleByFwhm`` on, the Gaussian widths and the
+        kernel size follow from them; otherwise the config's widths and size are used.
+    basisDegGauss, basisSigmaGauss : sequence, optional
+        Override the config's degrees / widths (same length as ``alardNGauss``).
+    metadata : mapping, optional
+        Receives ``ALBasisNGauss``, ``ALBasisDegGauss``, ``ALBasisSigGauss``, ``ALKernelSize``
+        and ``ALBasisMode`` ("config", "convolution" or "deconvolution").
+
+    Returns
+    -------
+    basisList : `list` of `FixedKernel`
+        The renormalised basis (kernel 0 has unit sum, every other kernel zero sum, unit norm).
+
+    Raises
+    ------
+    PsfMatchError
+        If the config is not for the Alard–Lupton basis.
+    InvalidInputError
+        If the degree or width lists do not have ``alardNGauss`` entries, the kernel size is
+        even, or a FWHM is not positive.
+    """
+    from .errors import PsfMatchError
+
+    if config.kernelBasisSet != "alard-lupton":
+        raise PsfMatchError(
+            f"generateAlardLuptonBasisList needs kernelBasisSet='alard-lupton', "
+            f"got {config.kernelBasisSet!r}"
+        )
+    nGauss = int(config.alardNGauss)
+    degrees = list(basisDegGauss if basisDegGauss is not None else config.alardDegGauss)
+    sigmas = [float(s) for s in (basisSigmaGauss or config.alardSigGauss)]
+    if len(degrees) != nGauss:
+        raise InvalidInputError(
+            f"alardDegGauss has {len(degrees)} entries, alardNGauss is {nGauss}"
+        )
+    if len(sigmas) != nGauss:
+        raise InvalidInputError(f"alardSigGauss has {len(sigmas)} entries, alardNGauss is {nGauss}")
+    if config.kernelSize % 2 == 0:
+        raise InvalidInputError(f"kernelSize must be odd, got {config.kernelSize}")
+
+    mode = "config"
+    kernelSize = int(config.kernelSize)
+    if targetFwhmPix is not None and referenceFwhmPix is not None and config.scaleByFwhm:
+        for name, value in (
+            ("targetFwhmPix", targetFwhmPix),
+            ("referenceFwhmPix", referenceFwhmPix),
+        ):
+            if not (np.isfinite(value) and value > 0):
+                raise InvalidInputError(f"{name} must be a positive number of pixels, got {value}")
+        sigTarget = targetFwhmPix / FWHM_PER_SIGMA
+        sigReference = referenceFwhmPix / FWHM_PER_SIGMA
+        beta = float(config.alardGaussBeta)
+        if sigReference > sigTarget:
+            mode = "convolution"
+            sigmas = _alardLuptonSigmas(sigReference, sigTarget, config.alardMinSig, nGauss, beta)
+        elif sigReference < sigTarget:
+            mode = "deconvolution"
+            sigmas = _alardLuptonSigmas(
+                sigTarget, sigReference, config.alardMinSigDeconv, nGauss, beta
+            )
+        kernelSize = int(config.kernelSizeFwhmScaling * sigmas[-1])
+        if kernelSize % 2 == 0:
+            kernelSize += 1
+        kernelSize = min(max(kernelSize, config.kernelSizeMin), config.kernelSizeMax)
+
+    _record(
+        metadata,
+        ALBasisNGauss=nGauss,
+        ALBasisDegGauss=degrees,
+        ALBasisSigGauss=sigmas,
+        ALKernelSize=kernelSize,
+        ALBasisMode=mode,
+    )
+    return makeAlardLuptonBasisList(kernelSize // 2, nGauss, sigmas, degrees)
+
+
+def makeKernelBasisList(
+    config: PsfMatchConfig,
+    targetFwhmPix: float | None = None,
+    referenceFwhmPix: float | None = None,
+    basisDegGauss: Sequence[int] | None = None,
+    basisSigmaGauss: Sequence[float] | None = None,
+    metadata: MutableMapping[str, Any] | None = None,
+) -> list[Any]:
+    """The basis a config asks for: Alard–Lupton (sized from the FWHMs) or delta functions.
+
+    See `generateAlardLuptonBasisList` for the parameters.
+
+    Raises
+    ------
+    InvalidInputError
+        For an unknown ``kernelBasisSet``.
+    """
+    if config.kernelBasisSet == "alard-lupton":
+        if not isinstance(config, PsfMatchConfigAL):
+            raise InvalidInputError("an Alard-Lupton basis needs a PsfMatchConfigAL")
+        return generateAlardLuptonBasisList(
+            config, targetFwhmPix, referenceFwhmPix, basisDegGauss, basisSigmaGauss, metadata
+        )
+    if config.kernelBasisSet == "delta-function":
+        return makeDeltaFunctionBasisList(config.kernelSize, config.kernelSize)
+    raise InvalidInputError(f"unknown kernelBasisSet {config.kernelBasisSet!r}")
+
+
+def makeRegularizationMatrix(config: PsfMatchConfigDF) -> np.ndarray:
+    """H = BᵀB for the delta-function basis of ``config`` (ALGORITHM.md §2.5).
+
+    The matrix is ``kernelSize²`` square, plus one all-zero row and column for the background
+    when ``fitForBackground`` is set.
+
+    Raises
+    ------
+    InvalidInputError
+        For a stencil other than 5 or 9, a forward order outside 1..3, a negative border
+        penalty, or an unknown regularization type.
+    """
+    types = {
+        "centralDifference": _core.RegularizationType.CENTRAL_DIFFERENCE,
+        "forwardDifference": _core.RegularizationType.FORWARD_DIFFERENCE,
+    }
+    if config.regularizationType not in types:
+        raise InvalidInputError(f"unknown regularizationType {config.regularizationType!r}")
+    return np.asarray(
+        _core.makeRegularizationMatrix(
+            config.kernelSize,
+            config.kernelSize,
+            types[config.regularizationType],
+            int(config.centralRegularizationStencil),
+            [int(o) for o in config.forwardRegularizationOrders],
+            float(config.regularizationBorderPenalty),
+            bool(config.fitForBackground),
+        )
+    )

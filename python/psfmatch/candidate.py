@@ -1,0 +1,112 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""KernelCandidate: one star's stamp pair and the kernel that matches them."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from . import _core
+from .config import PsfMatchConfig, makeKernelControl
+from .convolution import _checkFinite
+from .errors import InvalidInputError
+from .image import MaskedImage
+
+__all__ = ["ImageStatistics", "KernelCandidate", "toControl"]
+
+
+def toControl(config: Any) -> Any:
+    """A ``KernelControl`` from a `PsfMatchConfig` (or the control itself, unchanged)."""
+    if isinstance(config, _core.KernelControl):
+        return config
+    if isinstance(config, PsfMatchConfig):
+        return makeKernelControl(config)
+    raise InvalidInputError(
+        f"config: expected a PsfMatchConfig or KernelControl, got {type(config).__name__}"
+    )
+
+
+class KernelCandidate(_core.KernelCandidate):
+    """A template stamp and a science stamp around one star (ALGORITHM.md §1.1).
+
+    Parameters
+    ----------
+    x, y : `float`
+        The star's position in parent coordinates; the spatial model is evaluated here.
+    templateMaskedImage, scienceMaskedImage : `MaskedImage`
+        The stamps: the template is convolved to match the science stamp. Same shape and
+        origin; every pixel finite (the per-candidate fit does not look at mask bits, so a
+        stamp with unusable pixels should not become a candidate).
+    config : `PsfMatchConfig` or ``KernelControl``
+        The fit settings; a copy is kept.
+    rating : `float`, optional
+        Orders candidates within a cell (larger first). By default, the mean of
+        image·sqrt(1/variance) over the science stamp's core of radius ``candidateCoreRadius``;
+        if that is not finite the candidate starts BAD.
+
+    Raises
+    ------
+    InvalidInputError
+        If the stamps are not MaskedImages, differ in shape or origin, or hold NaN/inf.
+
+    Notes
+    -----
+    Solution selectors are ``KernelCandidate.ORIG``, ``PCA`` and ``RECENT``; status values are
+    ``KernelCandidate.BAD``, ``GOOD`` and ``UNKNOWN``.
+    """
+
+    def __init__(
+        self,
+        x: float,
+        y: float,
+        templateMaskedImage: MaskedImage,
+        scienceMaskedImage: MaskedImage,
+        config: Any,
+        *,
+        rating: float | None = None,
+    ) -> None:
+        for name, mi in (
+            ("templateMaskedImage", templateMaskedImage),
+            ("scienceMaskedImage", scienceMaskedImage),
+        ):
+            if not isinstance(mi, MaskedImage):
+                raise InvalidInputError(f"{name}: expected a MaskedImage, got {type(mi).__name__}")
+            _checkFinite(mi, name, 0)
+        if templateMaskedImage.image.shape != scienceMaskedImage.image.shape:
+            raise InvalidInputError(
+                f"stamps differ in shape: template {templateMaskedImage.image.shape}, "
+                f"science {scienceMaskedImage.image.shape}"
+            )
+        if templateMaskedImage.getXY0() != scienceMaskedImage.getXY0():
+            raise InvalidInputError(
+                f"stamps differ in origin: template {templateMaskedImage.getXY0()}, "
+                f"science {scienceMaskedImage.getXY0()}"
+            )
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise InvalidInputError(f"candidate position must be finite, got ({x}, {y})")
+        super().__init__(
+            float(x),
+            float(y),
+            templateMaskedImage,
+            scienceMaskedImage,
+            toControl(config),
+            math.nan if rating is None else float(rating),
+        )
+
+
+class ImageStatistics(_core.ImageStatistics):
+    """Statistics of x·sqrt(1/var) over unmasked pixels (ALGORITHM.md §3.6).
+
+    Parameters
+    ----------
+    config : `PsfMatchConfig` or ``KernelControl``
+        Gives ``badMaskPlanes`` and the residual thresholds of ``evaluateQuality``.
+    """
+
+    def __init__(self, config: Any) -> None:
+        self._control = toControl(config)
+        super().__init__(self._control)
+
+    def evaluateQuality(self, config: Any = None) -> bool:  # type: ignore[override]
+        """Whether the residuals pass the mean and rms thresholds of ``config``."""
+        return bool(super().evaluateQuality(self._control if config is None else toControl(config)))
