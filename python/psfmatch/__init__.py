@@ -10,7 +10,7 @@ Convolution is true convolution (the kernel is flipped), as in ``scipy.signal.co
 from __future__ import annotations
 
 try:
-    from . import _core
+    from . import _core  # noqa: F401
 except ImportError as err:  # pragma: no cover - only on a broken install
     raise ImportError(
         "psfmatch's compiled core (psfmatch._core) could not be imported. Install the package "

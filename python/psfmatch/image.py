@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import InvalidInputError
 
-__all__ = ["Box2I", "Mask", "MaskedImage"]
+__all__ = ["Mask", "MaskedImage"]
 
 # Mask pixels are int32, so there are 32 planes at most.
 _MAX_PLANES = 32
