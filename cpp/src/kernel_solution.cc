@@ -190,9 +190,12 @@ std::vector<double> RegularizedKernelSolution::lambdaGrid() const {
     if (!(_control.lambdaStep > 0.0) || !(_control.lambdaMax >= _control.lambdaMin)) {
         throw InvalidInputError("lambda scan needs lambdaStep > 0 and lambdaMax >= lambdaMin");
     }
-    // Half a step of slack so that lambdaMax itself is visited despite rounding.
-    for (double v = _control.lambdaMin; v <= _control.lambdaMax + 0.5 * _control.lambdaStep;
-         v += _control.lambdaStep) {
+    // lambdaMin + k·lambdaStep up to lambdaMax inclusive. Indexing avoids accumulated rounding;
+    // the 1e-9-step slack keeps lambdaMax when it lies on the grid but never steps past it.
+    const long nSteps =
+            static_cast<long>(std::floor((_control.lambdaMax - _control.lambdaMin) / _control.lambdaStep + 1e-9));
+    for (long k = 0; k <= nSteps; ++k) {
+        const double v = _control.lambdaMin + static_cast<double>(k) * _control.lambdaStep;
         grid.push_back(_control.lambdaStepType == LambdaStepType::LOG ? std::pow(10.0, v) : v);
     }
     return grid;

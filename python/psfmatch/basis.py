@@ -100,7 +100,9 @@ def generateAlardLuptonBasisList(
         )
     nGauss = int(config.alardNGauss)
     degrees = list(basisDegGauss if basisDegGauss is not None else config.alardDegGauss)
-    sigmas = [float(s) for s in (basisSigmaGauss or config.alardSigGauss)]
+    sigmas = [
+        float(s) for s in (basisSigmaGauss if basisSigmaGauss is not None else config.alardSigGauss)
+    ]
     if len(degrees) != nGauss:
         raise InvalidInputError(
             f"alardDegGauss has {len(degrees)} entries, alardNGauss is {nGauss}"

@@ -107,6 +107,6 @@ class ImageStatistics(_core.ImageStatistics):
         self._control = toControl(config)
         super().__init__(self._control)
 
-    def evaluateQuality(self, config: Any = None) -> bool:  # type: ignore[override]
+    def evaluateQuality(self, config: Any = None) -> bool:
         """Whether the residuals pass the mean and rms thresholds of ``config``."""
         return bool(super().evaluateQuality(self._control if config is None else toControl(config)))
