@@ -69,6 +69,9 @@ void bindBasis(py::module_& m);
 void bindKernelSolution(py::module_& m);
 void bindImageStatistics(py::module_& m);
 void bindKernelCandidate(py::module_& m);
+void bindSpatial(py::module_& m);
+void bindSpatialCell(py::module_& m);
+void bindVisitors(py::module_& m);
 
 }  // namespace bindings
 }  // namespace psfmatch

@@ -13,4 +13,7 @@ PYBIND11_MODULE(_core, m) {
     bindKernelSolution(m);
     bindImageStatistics(m);
     bindKernelCandidate(m);
+    bindSpatial(m);
+    bindSpatialCell(m);
+    bindVisitors(m);
 }

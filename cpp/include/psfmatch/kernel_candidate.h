@@ -16,7 +16,7 @@
 namespace psfmatch {
 
 /// One star's template and science stamps and the kernel that matches them (ALGORITHM.md §1.1).
-class KernelCandidate {
+class KernelCandidate : public std::enable_shared_from_this<KernelCandidate> {
 public:
     enum Status { BAD = 0, GOOD = 1, UNKNOWN = 2 };
     /// Which solution an accessor reads: ORIG (first fit), PCA (latest refit), RECENT (PCA if
