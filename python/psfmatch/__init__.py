@@ -48,19 +48,43 @@ from .errors import (
     SingularMatrixError,
 )
 from .image import Mask, MaskedImage
+from .spatial import (
+    AssessSpatialKernelVisitor,
+    BuildSingleKernelVisitor,
+    BuildSpatialKernelVisitor,
+    CandidateVisitor,
+    KernelPca,
+    KernelPcaVisitor,
+    KernelSumVisitor,
+    LinearCombinationKernel,
+    SpatialBackground,
+    SpatialCell,
+    SpatialCellSet,
+    SpatialFunction,
+    SpatialKernelSolution,
+    SpatialModelType,
+)
 from .task import Struct, Task, TaskMetadata
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AssessSpatialKernelVisitor",
     "Box2I",
+    "BuildSingleKernelVisitor",
+    "BuildSpatialKernelVisitor",
+    "CandidateVisitor",
     "ConditionNumberType",
     "FixedKernel",
     "ImageStatistics",
     "InsufficientKernelSourcesError",
     "InvalidInputError",
     "KernelCandidate",
+    "KernelPca",
+    "KernelPcaVisitor",
     "KernelSolution",
+    "KernelSumVisitor",
+    "LinearCombinationKernel",
     "Mask",
     "MaskedImage",
     "NoKernelCandidatesError",
@@ -72,6 +96,12 @@ __all__ = [
     "SeparableTerm",
     "SingularMatrixError",
     "SolvedBy",
+    "SpatialBackground",
+    "SpatialCell",
+    "SpatialCellSet",
+    "SpatialFunction",
+    "SpatialKernelSolution",
+    "SpatialModelType",
     "StaticKernelSolution",
     "Struct",
     "Task",

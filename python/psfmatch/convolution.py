@@ -33,17 +33,19 @@ def convolve(
     doCopyEdge: bool = False,
     method: str = "auto",
     nThreads: int = 0,
+    varianceTolerance: float = 1.0e-3,
 ) -> MaskedImage:
-    """Convolve a masked image with a fixed kernel.
+    """Convolve a masked image with a fixed or a spatially varying kernel.
 
     Parameters
     ----------
     maskedImage : `MaskedImage`
         The input; never modified.
-    kernel : `FixedKernel`
-        An odd-sized kernel.
+    kernel : `FixedKernel` or `LinearCombinationKernel`
+        An odd-sized kernel. A spatially varying kernel is evaluated at every pixel's parent
+        position (array index plus ``xy0``).
     doNormalize : `bool`, optional
-        Divide by the kernel sum (the variance by its square).
+        Divide by the kernel sum (the variance by its square). Fixed kernels only.
     doCopyEdge : `bool`, optional
         Border pixels the kernel cannot reach: copy the input and set ``EDGE`` (True), or
         set image NaN, variance +inf and ``NO_DATA`` (False, the default).
@@ -51,6 +53,10 @@ def convolve(
         "auto" uses the kernel's separable decomposition when it is cheaper.
     nThreads : `int`, optional
         Threads for the pixel loops; 0 uses every core. The result does not depend on it.
+    varianceTolerance : `float`, optional
+        Spatially varying kernels only: K² is held constant over tiles small enough that it
+        changes by at most this fraction (L1) across a tile, which bounds the relative error of
+        the output variance. The image plane is always exact.
 
     Returns
     -------
@@ -61,8 +67,8 @@ def convolve(
     Raises
     ------
     InvalidInputError
-        If the image is smaller than the kernel, the method is unknown, or the kernel sum is
-        zero with ``doNormalize``.
+        If the image is smaller than the kernel, the method is unknown, the kernel sum is
+        zero with ``doNormalize``, or ``doNormalize`` is asked of a spatially varying kernel.
     """
     if not isinstance(maskedImage, MaskedImage):
         raise InvalidInputError(
@@ -77,9 +83,25 @@ def convolve(
     control.noDataBit = Mask.getPlaneBitMask("NO_DATA")
     control.method = _METHODS[method]
     control.nThreads = int(nThreads)
-    image, mask, variance = _core.convolveMaskedImageArrays(
-        maskedImage.image, maskedImage.mask, maskedImage.variance, kernel, control
-    )
+    if isinstance(kernel, _core.LinearCombinationKernel):
+        image, mask, variance = _core.convolveSpatialArrays(
+            maskedImage.image,
+            maskedImage.mask,
+            maskedImage.variance,
+            maskedImage.getXY0(),
+            kernel,
+            control,
+            float(varianceTolerance),
+        )
+    elif isinstance(kernel, _core.FixedKernel):
+        image, mask, variance = _core.convolveMaskedImageArrays(
+            maskedImage.image, maskedImage.mask, maskedImage.variance, kernel, control
+        )
+    else:
+        raise InvalidInputError(
+            "kernel: expected a FixedKernel or LinearCombinationKernel, "
+            f"got {type(kernel).__name__}"
+        )
     return MaskedImage(image, mask, variance, xy0=maskedImage.getXY0())
 
 
