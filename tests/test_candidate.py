@@ -367,11 +367,15 @@ def numpyRisk(
 
 
 def pseudoInverse(m: np.ndarray, maxCondition: float | None) -> np.ndarray:
-    """Eigen pseudo-inverse; with a cut, eigenvalues with e_max/e > maxCondition are zeroed."""
+    """Eigen pseudo-inverse; eigenvalues zero to rounding (|e| ≤ n·ε·max|e|) are dropped, and
+    with a cut, eigenvalues with e_max/e > maxCondition too."""
     e, v = np.linalg.eigh(m)
     inv = np.zeros_like(e)
+    rankTolerance = len(e) * np.finfo(float).eps * np.abs(e).max()
     for i, ei in enumerate(e):
-        if ei == 0.0 or (maxCondition is not None and np.abs(e).max() / ei > maxCondition):
+        if abs(ei) <= rankTolerance or (
+            maxCondition is not None and np.abs(e).max() / ei > maxCondition
+        ):
             continue
         inv[i] = 1.0 / ei
     return v @ np.diag(inv) @ v.T
@@ -943,3 +947,16 @@ def test_image_statistics_edge_cases(rng: np.random.Generator) -> None:
     strict = alConfig(candidateResidualStdMax=0.5)
     stats.apply(pm.MaskedImage(z, None, np.ones((30, 30))))
     assert not stats.evaluateQuality(strict)
+
+
+def test_rank_deficient_system_gets_minimum_norm_solution(rng: np.random.Generator) -> None:
+    # M = AᵀA of rank 3 in 6 unknowns: LU reports it singular; the eigen fallback must drop the
+    # eigenvalues that are zero only to rounding and return numpy's minimum-norm lstsq answer.
+    a = rng.normal(size=(3, 6))
+    m = a.T @ a
+    b = a.T @ rng.normal(size=3)
+    solution, how = pm._core.solveNormalEquations(m, b)
+    expected = np.linalg.pinv(m, rcond=1e-12) @ b
+    # cond of the non-zero part is ~10: the two answers agree to rounding of M's entries.
+    np.testing.assert_allclose(solution, expected, rtol=1e-9, atol=1e-12)
+    assert how == pm.SolvedBy.EIGENVECTOR

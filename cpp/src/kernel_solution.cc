@@ -19,15 +19,20 @@ namespace {
 
 std::atomic<int> nextSolutionId{0};
 
-// The eigen pseudo-inverse of a symmetric matrix; eigenvalues whose |e| is at most `cut`
-// (and exactly-zero ones when cut is 0) are dropped.
+// The eigen pseudo-inverse of a symmetric matrix. Eigenvalues that are zero to rounding
+// (|e| ≤ n·ε·|e|max, the numerical-rank rule of LAPACK and numpy.linalg.matrix_rank) are
+// dropped: the reference drops only exact zeros, which in floating point inverts rounding
+// noise and turns a rank-deficient system (e.g. fewer stars than spatial terms) into garbage
+// instead of its minimum-norm solution. With maxCondition > 0, eigenvalues with
+// |e|max/e > maxCondition are dropped too (the truncated pseudo-inverse of the risk estimate).
 Eigen::MatrixXd eigenPseudoInverse(const Eigen::MatrixXd& m, double maxCondition) {
     Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(m);
     Eigen::VectorXd e = es.eigenvalues();
     Eigen::VectorXd inv = Eigen::VectorXd::Zero(e.size());
     const double eMax = e.cwiseAbs().maxCoeff();
+    const double rankTolerance = static_cast<double>(e.size()) * std::numeric_limits<double>::epsilon() * eMax;
     for (long i = 0; i < e.size(); ++i) {
-        if (e[i] == 0.0) continue;
+        if (std::fabs(e[i]) <= rankTolerance) continue;
         if (maxCondition > 0.0 && eMax / e[i] > maxCondition) continue;
         inv[i] = 1.0 / e[i];
     }

@@ -18,9 +18,10 @@ namespace psfmatch {
 enum class SolvedBy { NONE, LU, EIGENVECTOR };
 
 /// Solves the symmetric system M a = b: LU with full pivoting, or, if LU reports M singular, the
-/// eigen-decomposition pseudo-inverse (exactly-zero eigenvalues stay zero, all others are
-/// inverted). Throws SingularMatrixError if neither gives a finite answer. `how` (optional)
-/// receives the method used.
+/// eigen-decomposition pseudo-inverse: eigenvalues zero to rounding (|e| ≤ n·ε·|e|max) are
+/// dropped, all others are inverted, so a rank-deficient system gets its minimum-norm solution.
+/// Throws SingularMatrixError if neither gives a finite answer. `how` (optional) receives the
+/// method used.
 Eigen::VectorXd solveNormalEquations(const Eigen::MatrixXd& m, const Eigen::VectorXd& b, SolvedBy* how = nullptr);
 
 /// λ_max/λ_min of the symmetric eigenvalues (EIGENVALUE; may be negative) or σ_max/σ_min of the
