@@ -38,9 +38,10 @@ script). Restore the defaults with ``psfmatch.debug.Info = psfmatch.debug.Defaul
 
 from __future__ import annotations
 
-__all__ = ["DefaultInfo", "Info", "getInfo"]
+__all__ = ["DefaultInfo", "Info", "getInfo", "showDebug"]
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 
@@ -86,6 +87,16 @@ DefaultInfo = Info
 """The original `Info` class, kept here when `Info` has been replaced by the user."""
 
 _state = threading.local()
+
+showDebug: Callable[..., None] | None = None
+"""What a task calls when its ``display`` switch is on, or `None`.
+
+``showDebug(task, requests=Struct(...), **data)`` receives the task, a `psfmatch.task.Struct`
+of the switches asked for (``displayCandidates``, ``displayKernelBasis``, ...,
+``maskTransparency``) and the data to show (for `PsfMatchTask`: ``kernelCellSet``,
+``basisList``, ``spatialKernel``, ``spatialBackground``). Install a function here to draw them
+your way; while it is `None`, a task with ``display`` on logs what was asked for.
+"""
 
 
 def getInfo(name: str) -> Any:

@@ -1,0 +1,472 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""PsfMatchTask: the solve loop that turns kernel candidates into a spatial kernel.
+
+The task sequences the visitors of the compiled core (ALGORITHM.md §5.6): fit each candidate's
+own kernel and clip it on its residuals, clip outliers in kernel sum (variable stars), optionally
+replace the basis by its principal components (§5.7), fit one spatially varying kernel and
+background to all candidates, and clip the candidates that model fits badly; repeat until the
+spatial model rejects nothing. `PsfMatchTask._diagnostic` then records what it found (§6.1).
+
+Metadata
+--------
+``spatialKernelSum``
+    The kernel sum at the centre of the cell set's box (10^(-0.4 Δzeropoint)).
+``spatialConditionNum``
+    Condition number of the spatial normal matrix (``conditionNumberType``).
+``nCandidatesTotal``, ``nCandidatesGood``, ``nCandidatesBad``
+    The candidates of the cell set after the fit, by status.
+``spatialKernelConstraint``, ``spatialBackgroundConstraint``
+    ``"well"``, ``"poorly"`` or ``"under"``: how many good candidates constrain the spatial
+    kernel and background terms (§6.1).
+``metric_MEAN``, ``metric_MEDIAN``, ``metric_STDEV``
+    Statistics over the good candidates (decision 4) of the quality of their difference
+    stamps, each a nested container with four keys: ``LOCAL_residualMean`` and
+    ``LOCAL_residualStd`` (mean and rms of D/σ with the candidate's own kernel),
+    ``SPATIAL_residualMean`` and ``SPATIAL_residualStd`` (the same with the spatial kernel and
+    background evaluated at the candidate). For example ``metadata["metric_MEDIAN.SPATIAL_
+    residualStd"]`` is the median over candidates of the rms of D/σ under the spatial model;
+    a good fit has it near 1. The statistics use the core or the whole stamp as
+    ``useCoreStats`` says, and skip masked pixels as ``badMaskPlanes`` says.
+
+Debugging switches (`psfmatch.debug`, module name ``"psfmatch.psf_match"``): ``display``,
+``maskTransparency``, ``displayCandidates``, ``displayKernelBasis``, ``displayKernelMosaic``,
+``plotKernelSpatialModel``, ``plotKernelCoefficients``, ``showBadCandidates``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["PsfMatchTask"]
+
+import abc
+import math
+from typing import Any
+
+import numpy as np
+from lsst.utils.logging import getTraceLogger
+from lsst.utils.timer import timeMethod
+
+from . import _core
+from . import debug as psfmatchDebug
+from .basis import makeRegularizationMatrix, renormalizeKernelList
+from .candidate import ImageStatistics
+from .config import PsfMatchConfig, PsfMatchConfigDF, makeKernelControl
+from .errors import InvalidInputError, NoKernelCandidatesError, PsfMatchError
+from .spatial import (
+    AssessSpatialKernelVisitor,
+    BuildSingleKernelVisitor,
+    BuildSpatialKernelVisitor,
+    KernelPca,
+    KernelPcaVisitor,
+    KernelSumVisitor,
+    isConstantFirstTerm,
+)
+from .task import Struct, Task
+
+_GOOD = _core.KernelCandidate.GOOD
+_BAD = _core.KernelCandidate.BAD
+_RECENT = _core.KernelCandidate.RECENT
+
+_METRIC_STATISTICS = {"MEAN": np.mean, "MEDIAN": np.median, "STDEV": np.std}
+
+
+def _kernelConfig(config: Any) -> PsfMatchConfig:
+    """The kernel configuration of a task config: ``config.kernel.active``, or the config."""
+    kernelField = getattr(config, "kernel", None)
+    active = getattr(kernelField, "active", None)
+    if isinstance(active, PsfMatchConfig):
+        return active
+    if isinstance(config, PsfMatchConfig):
+        return config
+    raise InvalidInputError(
+        "PsfMatchTask needs a PsfMatchConfig, or a config whose `kernel` field selects one; "
+        f"got {type(config).__name__}"
+    )
+
+
+class PsfMatchTask(Task, abc.ABC):
+    """Base class for PSF matching: fits a spatially varying matching kernel.
+
+    Derived tasks build a `SpatialCellSet` of `KernelCandidate` objects (`_buildCellSet`) and a
+    kernel basis, and call `_solve`. See the module docstring for the metadata it records.
+
+    Parameters
+    ----------
+    *args, **kwargs
+        As for `Task`. The config is a `PsfMatchConfig` (AL or DF), or a config with a field
+        ``kernel`` that selects one (``config.kernel.active``).
+
+    Attributes
+    ----------
+    kConfig : `PsfMatchConfig`
+        The kernel configuration in use.
+    useRegularization : `bool`
+        Whether delta-function kernels are regularized.
+    hMat : `numpy.ndarray` or `None`
+        The regularization matrix, made at construction when ``useRegularization``.
+    """
+
+    ConfigClass = PsfMatchConfig
+    _DefaultName = "psfMatch"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.kConfig = _kernelConfig(self.config)
+        self.useRegularization = False
+        self.hMat: np.ndarray | None = None
+        if isinstance(self.kConfig, PsfMatchConfigDF) and self.kConfig.useRegularization:
+            self.useRegularization = True
+            self.hMat = makeRegularizationMatrix(self.kConfig)
+
+    @abc.abstractmethod
+    def _buildCellSet(self, *args: Any, **kwargs: Any) -> Any:
+        """Fill a `SpatialCellSet` with kernel candidates; derived tasks implement it."""
+
+    @timeMethod
+    def _solve(self, kernelCellSet: Any, basisList: list[Any]) -> tuple[Any, Any, Any]:
+        """Fit the spatially varying kernel and background (ALGORITHM.md §5.6).
+
+        Parameters
+        ----------
+        kernelCellSet : `SpatialCellSet`
+            The candidates; their statuses are updated (rejected ones become BAD).
+        basisList : `list` of `FixedKernel`
+            The kernel basis.
+
+        Returns
+        -------
+        spatialSolution : `SpatialKernelSolution`
+            The spatial normal system and its solution (``getConditionNumber``).
+        spatialKernel : `LinearCombinationKernel`
+            K(x, y).
+        spatialBackground : `SpatialBackground`
+            The differential background b(x, y).
+
+        Raises
+        ------
+        NoKernelCandidatesError
+            If every cell is empty, no kernel sum can be computed, or no candidate is left
+            for the spatial fit.
+        """
+        kConfig = self.kConfig
+        control = makeKernelControl(kConfig)
+        nStarPerCell = int(kConfig.nStarPerCell)
+        maxSpatialIterations = int(kConfig.maxSpatialIterations)
+        usePca = bool(kConfig.usePcaForSpatialKernel)
+        constantFirstTerm = isConstantFirstTerm(kConfig)
+        regionBBox = kernelCellSet.getBBox()
+        traceLog = getTraceLogger(self.log.getChild("_solve"), 1)
+        traceLog3 = getTraceLogger(self.log.getChild("_solve"), 3)
+
+        singlekv = BuildSingleKernelVisitor(basisList, control, self.hMat)
+        ksv = KernelSumVisitor(control)
+
+        def fitSpatial(spatialBasisList: list[Any]) -> tuple[Any, Any, Any]:
+            spatialkv = BuildSpatialKernelVisitor(
+                spatialBasisList, regionBBox, control, constantFirstTerm
+            )
+            kernelCellSet.visitCandidates(spatialkv, nStarPerCell)
+            if spatialkv.getNCandidates() < 1:
+                raise NoKernelCandidatesError(
+                    "No kernel candidates remain for the spatial fit; lower the spatial orders "
+                    "or loosen the candidate clipping"
+                )
+            spatialkv.solveLinearEquation()
+            spatialKernel, spatialBackground = spatialkv.getSolutionPair()
+            return spatialkv, spatialKernel, spatialBackground
+
+        nIter = 0
+        nRejectedSpatial = 0
+        spatialBasisList = basisList
+        spatialkv: Any = None
+        while nIter < maxSpatialIterations:
+            # Single-kernel fits until a pass rejects nothing: each pass fits the candidates
+            # promoted into the top nStarPerCell of their cell by the previous rejections.
+            nRejectedSkf = -1
+            while nRejectedSkf != 0:
+                traceLog.debug("Building single kernels...")
+                kernelCellSet.visitCandidates(singlekv, nStarPerCell, ignoreExceptions=True)
+                nRejectedSkf = singlekv.getNRejected()
+                traceLog.debug(
+                    "Iteration %d, rejected %d candidates due to initial kernel fit",
+                    nIter,
+                    nRejectedSkf,
+                )
+
+            # Reject variable objects by their kernel sums.
+            ksv.resetKernelSum()
+            ksv.setMode(KernelSumVisitor.AGGREGATE)
+            kernelCellSet.visitCandidates(ksv, nStarPerCell, ignoreExceptions=True)
+            if all(cell.empty() for cell in kernelCellSet.getCellList()):
+                raise NoKernelCandidatesError(
+                    "All spatial cells are empty of good kernel candidates: every star was "
+                    "rejected by the single-kernel fit"
+                )
+            try:
+                ksv.processKsumDistribution()
+            except PsfMatchError as err:
+                raise NoKernelCandidatesError(f"Unable to calculate the kernel sum: {err}") from err
+            ksv.setMode(KernelSumVisitor.REJECT)
+            kernelCellSet.visitCandidates(ksv, nStarPerCell, ignoreExceptions=True)
+            nRejectedKsum = ksv.getNRejected()
+            traceLog.debug(
+                "Iteration %d, rejected %d candidates due to kernel sum (mean %.4f, std %.4f)",
+                nIter,
+                nRejectedKsum,
+                ksv.getkSumMean(),
+                ksv.getkSumStd(),
+            )
+            if nRejectedKsum > 0:
+                continue
+
+            if usePca:
+                nRejectedPca, spatialBasisList = self._createPcaBasis(
+                    kernelCellSet, nStarPerCell, control
+                )
+                if nRejectedPca > 0:
+                    continue
+            else:
+                spatialBasisList = basisList
+
+            spatialkv, spatialKernel, spatialBackground = fitSpatial(spatialBasisList)
+
+            assesskv = AssessSpatialKernelVisitor(spatialKernel, spatialBackground, control)
+            kernelCellSet.visitCandidates(assesskv, nStarPerCell)
+            nRejectedSpatial = assesskv.getNRejected()
+            nGoodSpatial = assesskv.getNGood()
+            traceLog.debug(
+                "Iteration %d, rejected %d candidates due to spatial kernel fit",
+                nIter,
+                nRejectedSpatial,
+            )
+            traceLog.debug("Spatial kernel built with %d candidates", spatialkv.getNCandidates())
+            if nGoodSpatial == 0 and nRejectedSpatial == 0:
+                raise NoKernelCandidatesError("No kernel candidates for spatial fit")
+            if nRejectedSpatial == 0:
+                break
+            nIter += 1
+
+        if nRejectedSpatial > 0 and nIter == maxSpatialIterations:
+            # The last assessment rejected candidates: one more fit without them, unassessed.
+            traceLog.debug("Final spatial fit")
+            if usePca:
+                _, spatialBasisList = self._createPcaBasis(kernelCellSet, nStarPerCell, control)
+            spatialkv, spatialKernel, spatialBackground = fitSpatial(spatialBasisList)
+
+        spatialSolution = spatialkv.getKernelSolution()
+        traceLog3.debug("Spatial kernel parameters: %s", spatialKernel.getSpatialParameters())
+        self._diagnostic(kernelCellSet, spatialSolution, spatialKernel, spatialBackground)
+        self._displayDebug(kernelCellSet, spatialBasisList, spatialKernel, spatialBackground)
+        return spatialSolution, spatialKernel, spatialBackground
+
+    def _createPcaBasis(
+        self, kernelCellSet: Any, nStarPerCell: int, control: Any
+    ) -> tuple[int, list[Any]]:
+        """Replace the basis by the principal components of the candidates' kernels (§5.7).
+
+        Parameters
+        ----------
+        kernelCellSet : `SpatialCellSet`
+            The candidates; their ORIG kernels (normalised to unit sum) are analysed, and each
+            visited candidate is refitted with the new basis (into its PCA slot).
+        nStarPerCell : `int`
+            Candidates per cell to use.
+        control : ``KernelControl``
+            The fit settings.
+
+        Returns
+        -------
+        nRejected : `int`
+            How many candidates the refit rejected.
+        spatialBasisList : `list` of `FixedKernel`
+            The renormalised basis: the mean kernel (if ``subtractMeanForPca``) and the leading
+            eigen-kernels, ``numPrincipalComponents`` in all.
+
+        Raises
+        ------
+        PsfMatchError
+            If the eigenvalues sum to zero or no candidate has a usable kernel.
+        """
+        kConfig = self.kConfig
+        imagePca = KernelPca()
+        kernelCellSet.visitCandidates(
+            KernelPcaVisitor(imagePca), nStarPerCell, ignoreExceptions=True
+        )
+        if imagePca.getNImages() == 0:
+            raise NoKernelCandidatesError("No candidate kernels for the PCA basis")
+        if kConfig.subtractMeanForPca:
+            imagePca.subtractMean()
+        imagePca.analyze()
+        eigenValues = np.asarray(imagePca.getEigenValues())
+        eigenKernels = [_core.FixedKernel(image) for image in imagePca.getEigenImages()]
+        if eigenValues.sum() == 0.0:
+            raise PsfMatchError("Eigenvalues sum to zero")
+        traceLog = getTraceLogger(self.log.getChild("_solve"), 3)
+        for j, value in enumerate(eigenValues):
+            traceLog.debug("Eigenvalue %d : %f (%f)", j, value, value / eigenValues.sum())
+
+        kernelList = [_core.FixedKernel(imagePca.getMean())] if kConfig.subtractMeanForPca else []
+        kernelList += eigenKernels
+        nComponents = min(int(kConfig.numPrincipalComponents), len(eigenValues))
+        kernelList = kernelList[:nComponents]
+        # A NaN eigen-kernel cannot be used; an all-zero one (a zero eigenvalue) cannot be
+        # normalised and adds nothing, so it is dropped too (the reference would keep it and
+        # produce NaN kernels).
+        kernelList = [
+            k
+            for i, k in enumerate(kernelList)
+            if np.isfinite(k.getImage()).all() and (i == 0 or np.any(k.getImage() != 0.0))
+        ]
+        spatialBasisList = renormalizeKernelList(kernelList)
+
+        singlekvPca = BuildSingleKernelVisitor(spatialBasisList, control)
+        singlekvPca.setSkipBuilt(False)
+        kernelCellSet.visitCandidates(singlekvPca, nStarPerCell, ignoreExceptions=True)
+        singlekvPca.setSkipBuilt(True)
+        return singlekvPca.getNRejected(), spatialBasisList
+
+    def _diagnostic(
+        self, kernelCellSet: Any, spatialSolution: Any, spatialKernel: Any, spatialBg: Any
+    ) -> None:
+        """Record the quality of the spatial fit in the metadata and the log (§6.1)."""
+        kConfig = self.kConfig
+        bbox = kernelCellSet.getBBox()
+        xCen = 0.5 * (bbox.getMinX() + bbox.getMaxX())
+        yCen = 0.5 * (bbox.getMinY() + bbox.getMaxY())
+        kSum = float(spatialKernel.getSum(xCen, yCen))
+        self.metadata["spatialKernelSum"] = kSum
+        self.log.info("Final spatial kernel sum %.3f", kSum)
+
+        conditionType = getattr(_core.ConditionNumberType, kConfig.conditionNumberType)
+        conditionNum = float(spatialSolution.getConditionNumber(conditionType))
+        self.metadata["spatialConditionNum"] = conditionNum
+        self.log.info("Spatial model condition number %.3e", conditionNum)
+        if conditionNum < 0.0:
+            self.log.warning("Condition number is negative (%.3e)", conditionNum)
+        if conditionNum > kConfig.maxSpatialConditionNumber:
+            self.log.warning(
+                "Spatial solution exceeds max condition number (%.3e > %.3e)",
+                conditionNum,
+                kConfig.maxSpatialConditionNumber,
+            )
+
+        candidates = kernelCellSet.getAllCandidates(ignoreBad=False)
+        nGood = sum(1 for c in candidates if c.getStatus() == _GOOD)
+        nBad = sum(1 for c in candidates if c.getStatus() == _BAD)
+        nTot = len(candidates)
+        self.metadata["nCandidatesTotal"] = nTot
+        self.metadata["nCandidatesGood"] = nGood
+        self.metadata["nCandidatesBad"] = nBad
+        if nBad > 2 * nGood:
+            self.log.warning(
+                "Many more candidates rejected than accepted; %d total, %d rejected, %d used",
+                nTot,
+                nBad,
+                nGood,
+            )
+        else:
+            self.log.info("%d candidates total, %d rejected, %d used", nTot, nBad, nGood)
+
+        nKernelTerms = spatialKernel.getNSpatialParameters() or 1
+        bgParams = np.asarray(spatialBg.getParameters())
+        nBgTerms = 0 if (bgParams.size == 1 and bgParams[0] == 0.0) else int(bgParams.size)
+        self.metadata["spatialKernelConstraint"] = self._judgeConstraint(
+            "Spatial kernel model", nGood, nKernelTerms, "spatialKernelOrder"
+        )
+        if nBgTerms > 0:
+            self.metadata["spatialBackgroundConstraint"] = self._judgeConstraint(
+                "Spatial background model", nGood, nBgTerms, "spatialBgOrder"
+            )
+        self._recordMetrics(kernelCellSet, spatialKernel, spatialBg)
+
+    def _judgeConstraint(self, what: str, nGood: int, nTerms: int, orderField: str) -> str:
+        """Log whether ``nGood`` candidates constrain ``nTerms`` spatial terms; return the word."""
+        if nGood < nTerms:
+            self.log.warning(
+                "%s underconstrained; %d candidates, %d terms. Consider lowering the "
+                "spatial order (%s).",
+                what,
+                nGood,
+                nTerms,
+                orderField,
+            )
+            return "under"
+        if nGood <= 2 * nTerms:
+            self.log.warning(
+                "%s poorly constrained; %d candidates, %d terms. Consider lowering the "
+                "spatial order (%s).",
+                what,
+                nGood,
+                nTerms,
+                orderField,
+            )
+            return "poorly"
+        self.log.info("%s appears well constrained; %d candidates, %d terms", what, nGood, nTerms)
+        return "well"
+
+    def _recordMetrics(self, kernelCellSet: Any, spatialKernel: Any, spatialBg: Any) -> None:
+        """Set ``metric_MEAN``, ``metric_MEDIAN``, ``metric_STDEV`` (decision 4)."""
+        control = makeKernelControl(self.kConfig)
+        core = int(self.kConfig.candidateCoreRadius) if self.kConfig.useCoreStats else 0
+        values: dict[str, list[float]] = {
+            "LOCAL_residualMean": [],
+            "LOCAL_residualStd": [],
+            "SPATIAL_residualMean": [],
+            "SPATIAL_residualStd": [],
+        }
+        for cand in kernelCellSet.getAllCandidates(ignoreBad=True):
+            if cand.getStatus() != _GOOD or not cand.isInitialized():
+                continue
+            x, y = cand.getXCenter(), cand.getYCenter()
+            for kind, diff in (
+                ("LOCAL", cand.getDifferenceImage(_RECENT)),
+                (
+                    "SPATIAL",
+                    cand.getDifferenceImage(spatialKernel.computeKernel(x, y), spatialBg(x, y)),
+                ),
+            ):
+                stats = ImageStatistics(control)
+                try:
+                    stats.apply(diff, core)
+                except PsfMatchError:
+                    continue
+                values[f"{kind}_residualMean"].append(stats.getMean())
+                values[f"{kind}_residualStd"].append(stats.getRms())
+        for statName, func in _METRIC_STATISTICS.items():
+            for key, vals in values.items():
+                finite = [v for v in vals if math.isfinite(v)]
+                self.metadata[f"metric_{statName}.{key}"] = (
+                    float(func(finite)) if finite else math.nan
+                )
+
+    def _displayDebug(
+        self, kernelCellSet: Any, basisList: list[Any], spatialKernel: Any, spatialBg: Any
+    ) -> None:
+        """Honour the debugging switches of `psfmatch.debug` for this module.
+
+        Each switch that is on calls the matching ``psfmatch.plot`` function (an optional
+        extra). Without matplotlib the switches log what they would have shown.
+        """
+        lsstDebug = psfmatchDebug.getInfo(__name__)
+        if not lsstDebug.display:
+            return
+        requests = Struct(
+            displayCandidates=bool(lsstDebug.displayCandidates),
+            displayKernelBasis=bool(lsstDebug.displayKernelBasis),
+            displayKernelMosaic=bool(lsstDebug.displayKernelMosaic),
+            plotKernelSpatialModel=bool(lsstDebug.plotKernelSpatialModel),
+            plotKernelCoefficients=bool(lsstDebug.plotKernelCoefficients),
+            showBadCandidates=bool(lsstDebug.showBadCandidates),
+            maskTransparency=lsstDebug.maskTransparency or 0,
+        )
+        showDebug = psfmatchDebug.showDebug
+        if showDebug is None:
+            self.log.info("Debug display requested but no display hook is installed: %s", requests)
+            return
+        showDebug(
+            self,
+            requests=requests,
+            kernelCellSet=kernelCellSet,
+            basisList=basisList,
+            spatialKernel=spatialKernel,
+            spatialBackground=spatialBg,
+        )
