@@ -39,6 +39,7 @@ __all__ = ["PsfMatchTask"]
 
 import abc
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -66,7 +67,11 @@ _GOOD = _core.KernelCandidate.GOOD
 _BAD = _core.KernelCandidate.BAD
 _RECENT = _core.KernelCandidate.RECENT
 
-_METRIC_STATISTICS = {"MEAN": np.mean, "MEDIAN": np.median, "STDEV": np.std}
+_METRIC_STATISTICS: dict[str, Callable[[list[float]], Any]] = {
+    "MEAN": np.mean,
+    "MEDIAN": np.median,
+    "STDEV": np.std,
+}
 
 
 def _kernelConfig(config: Any) -> PsfMatchConfig:
