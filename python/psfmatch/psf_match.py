@@ -40,7 +40,7 @@ __all__ = ["PsfMatchTask"]
 import abc
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from lsst.utils.logging import getTraceLogger
@@ -110,7 +110,7 @@ class PsfMatchTask(Task, abc.ABC):
         The regularization matrix, made at construction when ``useRegularization``.
     """
 
-    ConfigClass = PsfMatchConfig
+    ConfigClass: ClassVar[Any] = PsfMatchConfig
     _DefaultName = "psfMatch"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -39,7 +39,7 @@ import logging
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
-from typing import Any, ClassVar, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 import numpy as np
 from lsst.pex.config import Config, ConfigurableField
@@ -395,6 +395,10 @@ class Struct:
     def __init__(self, **keyArgs: Any) -> None:
         for name, value in keyArgs.items():
             self._safeSet(name, value)
+
+    if TYPE_CHECKING:
+        # Attributes are set per instance; tell type checkers any name may exist.
+        def __getattr__(self, name: str) -> Any: ...
 
     def _safeSet(self, name: str, value: Any) -> None:
         """Set a new attribute, refusing names that would hide methods or dunders."""
