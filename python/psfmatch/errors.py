@@ -12,6 +12,13 @@ Which to raise when:
   nothing left for the spatial fit).
 - `InsufficientKernelSourcesError` — candidate selection found fewer stars than required; it
   carries how many were found and how many are needed.
+- `PsfMatchIOError` — a file cannot be read or written for a reason outside its content: an
+  unwritable or missing directory, a permission problem, a failed write. Also an `OSError`.
+  (A file that exists but is not a usable FITS image is an `InvalidInputError`.)
+- `InputFileNotFoundError` — an input file does not exist. A `PsfMatchIOError` and a
+  `FileNotFoundError`.
+- `OutputExistsError` — an output file exists and overwriting was not asked for. A
+  `PsfMatchIOError` and a `FileExistsError`.
 - `PsfMatchError` — anything else that stops the work. A `RuntimeError`.
 
 A degraded but usable fit is not an exception: it is a logged warning and a metadata entry.
@@ -21,10 +28,13 @@ The compiled core raises these same classes.
 from __future__ import annotations
 
 __all__ = [
+    "InputFileNotFoundError",
     "InsufficientKernelSourcesError",
     "InvalidInputError",
     "NoKernelCandidatesError",
+    "OutputExistsError",
     "PsfMatchError",
+    "PsfMatchIOError",
     "SingularMatrixError",
 ]
 
@@ -35,6 +45,37 @@ class PsfMatchError(RuntimeError):
 
 class InvalidInputError(PsfMatchError, ValueError):
     """An argument has a shape, type or value psfmatch cannot use."""
+
+
+class PsfMatchIOError(PsfMatchError, OSError):
+    """A file could not be read or written.
+
+    Parameters
+    ----------
+    message : `str`
+        What failed; it names the file.
+    filename : `str`, optional
+        The file concerned, also available as the ``filename`` attribute.
+    """
+
+    def __init__(self, message: str, filename: str | None = None) -> None:
+        super().__init__(message)
+        self.filename = filename
+
+    def __str__(self) -> str:
+        # OSError.__str__ would print "[Errno None] None: <filename>" once filename is set.
+        return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self) -> tuple[type, tuple[str, str | None]]:
+        return type(self), (str(self), self.filename)
+
+
+class InputFileNotFoundError(PsfMatchIOError, FileNotFoundError):
+    """An input file does not exist."""
+
+
+class OutputExistsError(PsfMatchIOError, FileExistsError):
+    """An output file exists and overwriting it was not requested."""
 
 
 class SingularMatrixError(PsfMatchError, ArithmeticError):
