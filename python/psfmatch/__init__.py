@@ -18,6 +18,7 @@ except ImportError as err:  # pragma: no cover - only on a broken install
         f"from the source tree without building does not work. Original error: {err}"
     ) from err
 
+from . import io, simulate
 from ._core import (
     Box2I,
     ConditionNumberType,
@@ -29,6 +30,7 @@ from ._core import (
     StaticKernelSolution,
     linearCombination,
 )
+from .api import SubtractionResult, subtract
 from .basis import (
     generateAlardLuptonBasisList,
     makeAlardLuptonBasisList,
@@ -41,13 +43,19 @@ from .candidate import ImageStatistics, KernelCandidate
 from .config import PsfMatchConfig, PsfMatchConfigAL, PsfMatchConfigDF, makeKernelControl
 from .convolution import convolve
 from .errors import (
+    InputFileNotFoundError,
     InsufficientKernelSourcesError,
     InvalidInputError,
     NoKernelCandidatesError,
+    OutputExistsError,
     PsfMatchError,
+    PsfMatchIOError,
     SingularMatrixError,
 )
 from .image import Mask, MaskedImage
+from .image_psf_match import ImagePsfMatchConfig, ImagePsfMatchTask
+from .psf_match import PsfMatchTask
+from .selection import KernelSourceSelectionConfig
 from .spatial import (
     AssessSpatialKernelVisitor,
     BuildSingleKernelVisitor,
@@ -76,22 +84,29 @@ __all__ = [
     "CandidateVisitor",
     "ConditionNumberType",
     "FixedKernel",
+    "ImagePsfMatchConfig",
+    "ImagePsfMatchTask",
     "ImageStatistics",
+    "InputFileNotFoundError",
     "InsufficientKernelSourcesError",
     "InvalidInputError",
     "KernelCandidate",
     "KernelPca",
     "KernelPcaVisitor",
     "KernelSolution",
+    "KernelSourceSelectionConfig",
     "KernelSumVisitor",
     "LinearCombinationKernel",
     "Mask",
     "MaskedImage",
     "NoKernelCandidatesError",
+    "OutputExistsError",
     "PsfMatchConfig",
     "PsfMatchConfigAL",
     "PsfMatchConfigDF",
     "PsfMatchError",
+    "PsfMatchIOError",
+    "PsfMatchTask",
     "RegularizedKernelSolution",
     "SeparableTerm",
     "SingularMatrixError",
@@ -104,10 +119,12 @@ __all__ = [
     "SpatialModelType",
     "StaticKernelSolution",
     "Struct",
+    "SubtractionResult",
     "Task",
     "TaskMetadata",
     "convolve",
     "generateAlardLuptonBasisList",
+    "io",
     "linearCombination",
     "makeAlardLuptonBasisList",
     "makeDeltaFunctionBasisList",
@@ -115,4 +132,6 @@ __all__ = [
     "makeKernelControl",
     "makeRegularizationMatrix",
     "renormalizeKernelList",
+    "simulate",
+    "subtract",
 ]

@@ -253,7 +253,7 @@ def _asPixelArray(array: Any, name: str) -> np.ndarray:
         raise InvalidInputError(f"{name}: expected a 2-D array, got {a.ndim} dimensions {a.shape}")
     if a.dtype.kind not in "fiub":
         raise InvalidInputError(f"{name}: expected a real numeric array, got dtype {a.dtype}")
-    dtype = np.float32 if a.dtype == np.float32 else np.float64
+    dtype = np.float32 if (a.dtype.kind == "f" and a.dtype.itemsize == 4) else np.float64
     return np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("="))
 
 

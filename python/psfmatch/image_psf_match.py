@@ -437,6 +437,8 @@ class ImagePsfMatchTask(PsfMatchTask):
             else:
                 sources = self._userSources(candidateList, science.getBBox(), kernelSize)
         self.metadata["nPsfSources"] = len(sources)
+        for key, value in sources.meta.items():
+            self.metadata[f"selection.{key}"] = value
 
         with self.timer("buildCellSet"):
             cellSet = self._buildCellSet(target, reference, sources, kernelSize)

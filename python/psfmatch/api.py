@@ -1,0 +1,307 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""The convenience layer: `subtract` two images in one call, and the result it returns.
+
+`subtract` accepts numpy arrays, `~astropy.nddata.NDData`/`~astropy.nddata.CCDData`,
+`MaskedImage` objects or FITS paths (`psfmatch.io.readImage` says how each is read), runs
+`ImagePsfMatchTask.subtractMaskedImages`, and wraps what it returns in a
+`SubtractionResult` that knows how to write itself to FITS.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SubtractionResult", "subtract"]
+
+import math
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+
+from . import io as pmio
+from .errors import InvalidInputError
+from .image import MaskedImage
+from .image_psf_match import ImagePsfMatchConfig, ImagePsfMatchTask
+from .task import TaskMetadata
+
+#: HOTPANTS header keywords written with every difference image, and what they hold.
+HOTPANTS_KEYS = {
+    "KSUM": "kernel sum at the image centre",
+    "CONVOL": "convolved image: TEMPLATE or IMAGE (science)",
+    "NGAUSS": "Gaussians in the AL basis (0: delta functions)",
+    "KO": "spatial order of the kernel variation",
+    "BGO": "spatial order of the differential background",
+    "NSTAMP": "kernel candidates used in the final fit",
+    "SSSIG": "mean over stamps of rms(D/sigma), spatial model",
+    "SSSCAT": "std over stamps of rms(D/sigma)",
+    "X2NRM": "mean of (D/sigma)^2 over unmasked pixels",
+    "DMEAN": "mean of D over unmasked pixels",
+    "DSIG": "standard deviation of D over unmasked pixels",
+    "DSIGE": "expected std of D: sqrt(mean variance)",
+}
+
+
+@dataclass
+class SubtractionResult:
+    """What `subtract` found.
+
+    Attributes
+    ----------
+    difference : `MaskedImage`
+        D, its variance and its mask (see `psfmatch.image_psf_match` for the conventions).
+    matched : `MaskedImage`
+        The convolved image: the template in ``convolveTemplate`` mode, else the science image.
+    kernel : `LinearCombinationKernel`
+        The spatially varying matching kernel K(x, y).
+    background : `SpatialBackground`
+        The differential background b(x, y).
+    candidates : `astropy.table.Table`
+        The kernel sources with their ``status``, ``kernelSum`` and ``chi2``.
+    metadata : `TaskMetadata`
+        The task's metadata (``spatialKernelSum``, ``spatialConditionNum``, ...).
+    convolved : `str`
+        ``"Template"`` or ``"Science"``.
+    config : `ImagePsfMatchConfig`
+        The configuration used.
+    """
+
+    difference: MaskedImage
+    matched: MaskedImage
+    kernel: Any
+    background: Any
+    candidates: Table
+    metadata: TaskMetadata
+    convolved: str
+    config: ImagePsfMatchConfig = field(repr=False)
+
+    @property
+    def image(self) -> np.ndarray:
+        """The difference image's pixels."""
+        return self.difference.image
+
+    @property
+    def variance(self) -> np.ndarray:
+        return self.difference.variance
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.difference.mask
+
+    @property
+    def kernelSum(self) -> float:
+        """The kernel sum at the image centre (``metadata["spatialKernelSum"]``)."""
+        return float(self.metadata["spatialKernelSum"])
+
+    def _centre(self) -> tuple[float, float]:
+        bbox = self.difference.getBBox()
+        return (
+            0.5 * (bbox.getMinX() + bbox.getMaxX()),
+            0.5 * (bbox.getMinY() + bbox.getMaxY()),
+        )
+
+    def kernelImage(self, x: float | None = None, y: float | None = None) -> np.ndarray:
+        """The (unnormalised) kernel image at parent position (x, y), by default the centre."""
+        xc, yc = self._centre()
+        image, _ = self.kernel.computeImage(xc if x is None else x, yc if y is None else y)
+        return np.asarray(image)
+
+    def statistics(self) -> dict[str, float]:
+        """Pixel statistics of the difference over usable pixels (finite, no bad mask bit)."""
+        d = self.difference
+        badBits = pmio.Mask.getPlaneBitMask(
+            ["NO_DATA", "EDGE", "SAT", "BAD", "CR"], skipUnknown=True
+        )
+        good = np.isfinite(d.image) & np.isfinite(d.variance) & (d.variance > 0)
+        good &= (d.mask & badBits) == 0
+        if not good.any():
+            return {"X2NRM": math.nan, "DMEAN": math.nan, "DSIG": math.nan, "DSIGE": math.nan}
+        image = d.image[good].astype(np.float64)
+        variance = d.variance[good].astype(np.float64)
+        return {
+            "X2NRM": float(np.mean(image**2 / variance)),
+            "DMEAN": float(image.mean()),
+            "DSIG": float(image.std()),
+            "DSIGE": float(np.sqrt(variance.mean())),
+        }
+
+    def header(self) -> fits.Header:
+        """FITS cards: the HOTPANTS keywords (`HOTPANTS_KEYS`, each also with HOTPANTS's
+        region suffix ``00``) followed by the task metadata under ``HIERARCH PSFMATCH``."""
+        md = self.metadata
+        kConfig = self.config.kernel.active
+
+        def mdValue(key: str, default: Any = math.nan) -> Any:
+            return md[key] if key in md else default
+
+        stats = self.statistics()
+        values: dict[str, Any] = {
+            "KSUM": self.kernelSum,
+            "CONVOL": "TEMPLATE" if self.convolved == "Template" else "IMAGE",
+            "NGAUSS": int(mdValue("ALBasisNGauss", 0)),
+            "KO": int(kConfig.spatialKernelOrder),
+            "BGO": int(kConfig.spatialBgOrder) if kConfig.fitForBackground else 0,
+            "NSTAMP": int(mdValue("nCandidatesGood", 0)),
+            "SSSIG": mdValue("metric_MEAN.SPATIAL_residualStd"),
+            "SSSCAT": mdValue("metric_STDEV.SPATIAL_residualStd"),
+            **stats,
+        }
+        header = fits.Header()
+        for key, value in values.items():
+            card = "nan" if isinstance(value, float) and not math.isfinite(value) else value
+            header[key] = (card, HOTPANTS_KEYS[key])
+            header[f"{key}00"] = (card, "HOTPANTS region-00 form of " + key)
+        header.extend(pmio.metadataToHeader(md, prefix="psfmatch."))
+        return header
+
+    def extraHdus(self) -> list[Any]:
+        """The kernel at the centre, its basis and spatial coefficients, the background
+        coefficients and the candidate table, as FITS extensions."""
+        kernelHdu = fits.ImageHDU(self.kernelImage(), name="KERNEL")
+        xc, yc = self._centre()
+        kernelHdu.header["KX"] = (xc, "parent x where the kernel was evaluated")
+        kernelHdu.header["KY"] = (yc, "parent y where the kernel was evaluated")
+        kernelHdu.header["KSUM"] = (self.kernelSum, "kernel sum")
+        basis = np.array([np.asarray(k.getImage()) for k in self.kernel.getBasisList()])
+        basisHdu = fits.ImageHDU(basis, name="KERNEL_BASIS")
+        function = self.kernel.getSpatialFunction()
+        coeffHdu = fits.ImageHDU(
+            np.asarray(self.kernel.getSpatialParameters()), name="KERNEL_COEFFS"
+        )
+        for hdu, fn in ((coeffHdu, function), (None, self.background.getSpatialFunction())):
+            target = coeffHdu.header if hdu is not None else None
+            if target is None:
+                continue
+            bbox = fn.getBBox()
+            target["SPTYPE"] = (str(fn.getType()).split(".")[-1], "spatial function family")
+            target["SPORDER"] = (fn.getOrder(), "spatial order")
+            target["SPBBOX"] = (
+                f"{bbox.getMinX()} {bbox.getMinY()} {bbox.getMaxX()} {bbox.getMaxY()}",
+                "minX minY maxX maxY of the function's box",
+            )
+        bgFunction = self.background.getSpatialFunction()
+        bgHdu = fits.ImageHDU(np.asarray(self.background.getParameters()), name="BACKGROUND")
+        bgHdu.header["SPTYPE"] = str(bgFunction.getType()).split(".")[-1]
+        bgHdu.header["SPORDER"] = bgFunction.getOrder()
+        candidates = Table(self.candidates, copy=True)
+        candidates.meta.clear()  # the selection counts are in the metadata already
+        table = fits.table_to_hdu(candidates)
+        table.name = "CANDIDATES"
+        return [kernelHdu, basisHdu, coeffHdu, bgHdu, table]
+
+    def writeFits(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        matchedPath: str | os.PathLike[str] | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        """Write the difference image (LSST MaskedImage layout, `header`, `extraHdus`).
+
+        Parameters
+        ----------
+        path : path
+            The difference image file.
+        matchedPath : path, optional
+            Also write the convolved image here.
+        overwrite : `bool`, optional
+            Replace existing files; otherwise an existing file is an `OutputExistsError`.
+        """
+        header = self.header()
+        pmio.writeMaskedImage(
+            path, self.difference, header=header, overwrite=overwrite, extraHdus=self.extraHdus()
+        )
+        if matchedPath is not None:
+            pmio.writeMaskedImage(matchedPath, self.matched, header=header, overwrite=overwrite)
+
+
+def subtract(
+    science: Any,
+    template: Any,
+    *,
+    mode: str = "auto",
+    config: ImagePsfMatchConfig | None = None,
+    candidates: Any = None,
+    scienceFwhm: float | None = None,
+    templateFwhm: float | None = None,
+    scienceVariance: Any = None,
+    templateVariance: Any = None,
+    scienceMask: Any = None,
+    templateMask: Any = None,
+    spatialKernelOrder: int | None = None,
+    spatialBgOrder: int | None = None,
+    ignoreOrigins: bool = False,
+) -> SubtractionResult:
+    """Subtract a template from a science image after matching their PSFs.
+
+    Parameters
+    ----------
+    science, template : path, array, `~astropy.nddata.NDData`, or `MaskedImage`
+        The two images, on one pixel grid. Never modified.
+    mode : {"auto", "convolveTemplate", "convolveScience"}, optional
+        Which image to convolve; "auto" convolves the one with the narrower PSF.
+        Overrides ``config.mode``.
+    config : `ImagePsfMatchConfig`, optional
+        Every setting; the defaults otherwise. Not modified (a copy is used).
+    candidates : table or sequence of (x, y), optional
+        Kernel source positions (parent coordinates) instead of sep's detections.
+    scienceFwhm, templateFwhm : `float`, optional
+        PSF FWHMs in pixels, instead of measuring them.
+    scienceVariance, templateVariance, scienceMask, templateMask : optional
+        Planes for inputs that lack them (arrays or FITS paths; see `psfmatch.io.readImage`).
+    spatialKernelOrder, spatialBgOrder : `int`, optional
+        Override the spatial orders of the kernel and the background.
+    ignoreOrigins : `bool`, optional
+        Give the template the science image's origin (``xy0``) when they differ: for images
+        already on one grid whose headers disagree.
+
+    Returns
+    -------
+    result : `SubtractionResult`
+
+    Raises
+    ------
+    InvalidInputError
+        Unreadable or mismatched inputs, NaNs outside the mask, an invalid config.
+    InsufficientKernelSourcesError
+        Too few stars to fit a kernel.
+    NoKernelCandidatesError
+        Every star was rejected by the fit.
+    """
+    sci = pmio.readImage(science, variance=scienceVariance, mask=scienceMask)
+    tmp = pmio.readImage(template, variance=templateVariance, mask=templateMask)
+    if ignoreOrigins and tmp.getXY0() != sci.getXY0():
+        tmp = MaskedImage(tmp.image, tmp.mask, tmp.variance, xy0=sci.getXY0())
+    if config is None:
+        config = ImagePsfMatchConfig()
+    else:
+        if not isinstance(config, ImagePsfMatchConfig):
+            raise InvalidInputError(
+                f"config: expected an ImagePsfMatchConfig, got {type(config).__name__}"
+            )
+        config = typing.cast(ImagePsfMatchConfig, config.copy())
+    config.mode = mode
+    if spatialKernelOrder is not None:
+        config.kernel.active.spatialKernelOrder = int(spatialKernelOrder)
+    if spatialBgOrder is not None:
+        config.kernel.active.spatialBgOrder = int(spatialBgOrder)
+    try:
+        config.validate()
+    except Exception as err:
+        raise InvalidInputError(f"config: {err}") from err
+    task = ImagePsfMatchTask(config=config)
+    res = task.subtractMaskedImages(
+        tmp, sci, candidateList=candidates, templateFwhmPix=templateFwhm, scienceFwhmPix=scienceFwhm
+    )
+    return SubtractionResult(
+        difference=res.subtractedMaskedImage,
+        matched=res.matchedImage,
+        kernel=res.psfMatchingKernel,
+        background=res.backgroundModel,
+        candidates=res.kernelSources,
+        metadata=task.metadata,
+        convolved=res.convolvedImage,
+        config=config,
+    )

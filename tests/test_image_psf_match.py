@@ -1,0 +1,298 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""End to end: ImagePsfMatchTask and psfmatch.subtract on pairs with a known answer.
+
+The pairs come from `psfmatch.simulate`, which renders every star analytically (pixel-integrated
+Gaussians), so the truth (flux scale, background, transient fluxes) does not depend on
+psfmatch's own convolution.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+import psfmatch as pm
+from psfmatch.api import subtract
+from psfmatch.image_psf_match import ImagePsfMatchConfig, ImagePsfMatchTask
+from psfmatch.io import readMaskedImage
+from psfmatch.simulate import simulatePair
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# Science PSF narrower than the template's, for the convolveScience mode.
+SWAPPED = {"templateSigma": 2.6, "scienceSigma": (1.5, 1.9)}
+
+
+def awayFromSources(sim: Any, shape: tuple[int, int], radius: int = 12) -> np.ndarray:
+    """Pixels farther than ``radius`` (a box) from every star and transient."""
+    away = np.ones(shape, dtype=bool)
+    xs = np.concatenate([sim.stars["x"], sim.transients["x"]])
+    ys = np.concatenate([sim.stars["y"], sim.transients["y"]])
+    for x, y in zip(xs, ys, strict=True):
+        ix, iy = int(round(x)), int(round(y))
+        away[max(iy - radius, 0) : iy + radius + 1, max(ix - radius, 0) : ix + radius + 1] = False
+    return away
+
+
+def transientRatios(sim: Any, difference: pm.MaskedImage, half: int = 15) -> np.ndarray:
+    """Measured / true flux of each transient: the sum of D in a (2·half+1)² box."""
+    ratios = []
+    transients = sim.transients
+    for x, y, flux in zip(transients["x"], transients["y"], transients["flux"], strict=True):
+        ix, iy = int(round(x)), int(round(y))
+        stamp = difference.image[iy - half : iy + half + 1, ix - half : ix + half + 1]
+        if stamp.shape == (2 * half + 1, 2 * half + 1) and np.isfinite(stamp).all():
+            ratios.append(stamp.sum(dtype=np.float64) / flux)
+    return np.array(ratios)
+
+
+@pytest.fixture(scope="module", params=["convolveTemplate", "convolveScience", "auto", "autoSwap"])
+def solved(request: pytest.FixtureRequest) -> dict[str, Any]:
+    mode = request.param
+    kwargs = SWAPPED if mode in ("convolveScience", "autoSwap") else {}
+    sim = simulatePair((1024, 1024), nStars=400, seed=11, nTransients=12, **kwargs)
+    templateCopy = sim.template.image.copy()
+    scienceCopy = sim.science.image.copy()
+    result = subtract(sim.science, sim.template, mode="auto" if mode == "autoSwap" else mode)
+    # Inputs are never modified.
+    np.testing.assert_array_equal(sim.template.image, templateCopy)
+    np.testing.assert_array_equal(sim.science.image, scienceCopy)
+    return {"mode": mode, "sim": sim, "result": result}
+
+
+@pytest.mark.slow
+def test_known_answer_kernel_sum(solved: dict[str, Any]) -> None:
+    sim, result, mode = solved["sim"], solved["result"], solved["mode"]
+    expectScience = mode in ("convolveScience", "autoSwap")
+    assert result.convolved == ("Science" if expectScience else "Template")
+    truth = sim.truth.kernelSum(512.0, 512.0)
+    expected = 1.0 / truth if expectScience else truth
+    # The issue's acceptance figure: 0.2 %. Hundreds of stars with S/N 10-1000 fix the flux
+    # ratio to ≈ 0.05 %; the rest is the budget for the finite kernel basis.
+    assert result.kernelSum == pytest.approx(expected, rel=2e-3)
+
+
+@pytest.mark.slow
+def test_known_answer_noise(solved: dict[str, Any]) -> None:
+    sim, result = solved["sim"], solved["result"]
+    d = result.difference
+    z = d.image / np.sqrt(d.variance)
+    good = awayFromSources(sim, d.image.shape) & np.isfinite(z)
+    zs = z[good].astype(np.float64)
+    robustSigma = 0.741301109 * np.subtract(*np.percentile(zs, [75.0, 25.0]))
+    # The issue's acceptance figures: robust σ within 3 % of 1 and |mean| < 0.05. With ~8e5
+    # pixels the statistical errors are < 0.2 %; the tolerance is for correlated noise and a
+    # variance plane propagated through K².
+    assert robustSigma == pytest.approx(1.0, abs=0.03)
+    assert abs(zs.mean()) < 0.05
+
+
+@pytest.mark.slow
+def test_known_answer_transients(solved: dict[str, Any]) -> None:
+    ratios = transientRatios(solved["sim"], solved["result"].difference)
+    assert len(ratios) >= 8
+    # The issue's acceptance figure: within 2 % on average. A 5e3 transient in a 31² box of
+    # σ ≈ 8-12 noise has a 6-8 % error each; the mean of ≥ 8 is good to ≈ 2.5 % (1σ), so the
+    # seed is fixed and the check is on the mean, as the issue states it.
+    assert ratios.mean() == pytest.approx(1.0, abs=0.02)
+
+
+@pytest.mark.slow
+def test_background_recovered(solved: dict[str, Any]) -> None:
+    sim, result, mode = solved["sim"], solved["result"], solved["mode"]
+    if mode in ("convolveScience", "autoSwap"):
+        pytest.skip("the background is fitted in template units in this mode")
+    for x, y in [(100.0, 100.0), (900.0, 200.0), (512.0, 512.0), (200.0, 900.0)]:
+        # b is fitted from hundreds of stamps with σ = 8 noise; 0.5 is ≳ 5σ of the corner
+        # extrapolation of a first-order model.
+        assert result.background(x, y) == pytest.approx(float(sim.truth.background(x, y)), abs=0.5)
+
+
+def test_subtract_metadata_and_candidates() -> None:
+    sim = simulatePair((512, 512), nStars=150, seed=3)
+    result = subtract(sim.science, sim.template, mode="convolveTemplate")
+    md = result.metadata
+    for key in (
+        "spatialKernelSum",
+        "spatialConditionNum",
+        "templatePsfSize",
+        "sciencePsfSize",
+        "convolvedExposure",
+        "nPsfSources",
+        "scaleTemplateVarianceFactor",
+        "scaleScienceVarianceFactor",
+        "ALBasisNGauss",
+        "ALKernelSize",
+        "templateCoveragePercent",
+    ):
+        assert key in md, key
+    # The simulator's FWHMs: template σ 1.6 (FWHM 3.77), science σ 2.2-2.8 (FWHM 5.2-6.6);
+    # 2·r50 of sep on noisy stars is good to a few per cent.
+    assert md["templatePsfSize"] == pytest.approx(sim.truth.templateFwhm, rel=0.05)
+    assert md["sciencePsfSize"] == pytest.approx(sim.truth.scienceFwhm(256.0, 256.0), rel=0.08)
+    # The variance planes are exact, so the measured scale factors are 1 to within the
+    # IQR's statistical error on ~2e5 sky pixels plus faint undetected wings (1 %).
+    assert md["scaleTemplateVarianceFactor"] == pytest.approx(1.0, abs=0.02)
+    assert md["scaleScienceVarianceFactor"] == pytest.approx(1.0, abs=0.02)
+    assert md["nPsfSources"] == len(result.candidates)
+    assert set(result.candidates["status"]) <= {"GOOD", "BAD", "UNKNOWN"}
+    assert (result.candidates["status"] == "GOOD").sum() == md["nCandidatesGood"]
+    # The edge of the difference is NaN with EDGE|NO_DATA; the interior is finite.
+    edge = pm.Mask.getPlaneBitMask("EDGE") | pm.Mask.getPlaneBitMask("NO_DATA")
+    half = md["ALKernelSize"] // 2
+    assert np.isnan(result.image[0, :]).all()
+    assert ((result.mask[:half, :] & edge) == edge).all()
+    assert np.isfinite(result.image[half:-half, half:-half]).all()
+
+
+def test_user_candidates_give_the_same_kernel_sum() -> None:
+    sim = simulatePair((512, 512), nStars=150, seed=4)
+    auto = subtract(sim.science, sim.template, mode="convolveTemplate")
+    good = auto.candidates[auto.candidates["status"] == "GOOD"]
+    given = subtract(
+        sim.science,
+        sim.template,
+        mode="convolveTemplate",
+        candidates=np.column_stack([good["x"], good["y"]]),
+        templateFwhm=auto.metadata["templatePsfSize"],
+        scienceFwhm=auto.metadata["sciencePsfSize"],
+    )
+    # The same stars, rated differently (core S/N instead of sep's), fit the same kernel
+    # sum to the noise of dropping or adding a star or two per cell (0.1 %).
+    assert given.kernelSum == pytest.approx(auto.kernelSum, rel=1e-3)
+
+
+def test_write_fits_round_trip(tmp_path: Path) -> None:
+    sim = simulatePair((384, 384), nStars=100, seed=5, nTransients=3)
+    result = subtract(sim.science, sim.template)
+    out = tmp_path / "diff.fits"
+    matched = tmp_path / "matched.fits"
+    result.writeFits(out, matchedPath=matched)
+    back = readMaskedImage(out)
+    np.testing.assert_array_equal(back.image, result.image)
+    np.testing.assert_array_equal(back.variance, result.variance)
+    np.testing.assert_array_equal(back.mask, result.mask)
+    with fits.open(out) as hdul:
+        names = [h.name for h in hdul]
+        for name in ("KERNEL", "KERNEL_BASIS", "KERNEL_COEFFS", "BACKGROUND", "CANDIDATES"):
+            assert name in names
+        header = hdul[0].header
+        assert header["KSUM"] == pytest.approx(result.kernelSum)
+        assert header["KSUM00"] == header["KSUM"]
+        assert header["CONVOL"] == "TEMPLATE"
+        assert header["NGAUSS"] == 3
+        kernelImage = hdul["KERNEL"].data
+        np.testing.assert_allclose(kernelImage, result.kernelImage(), rtol=0, atol=0)
+        assert len(hdul["CANDIDATES"].data) == len(result.candidates)
+    assert readMaskedImage(matched).image.shape == result.image.shape
+    with pytest.raises(pm.errors.OutputExistsError):
+        result.writeFits(out)
+
+
+def test_shared_data_low_order_is_clean(caplog: pytest.LogCaptureFixture) -> None:
+    template = readMaskedImage(DATA / "templateMI.fits")
+    science = readMaskedImage(DATA / "scienceMI.fits")
+    # The two files' origins differ; the pair is on one grid (the reference's own test resets
+    # both origins to 0).
+    with pytest.raises(pm.InvalidInputError, match="origin"):
+        subtract(science, template)
+    with caplog.at_level(logging.INFO, logger="psfmatch"):
+        result = subtract(science, template, ignoreOrigins=True, spatialKernelOrder=1)
+    assert result.metadata["nCandidatesGood"] == 9
+    z = result.image / np.sqrt(result.variance)
+    zs = z[np.isfinite(z)]
+    # Nine stars (flux 1e4) on σ ≈ 10 sky in a 193² image: a good subtraction leaves unit
+    # noise; the stars' residuals and the few hundred pixels around them move the robust σ by
+    # a few per cent.
+    assert 0.7413 * np.subtract(*np.percentile(zs, [75, 25])) == pytest.approx(1.0, abs=0.05)
+    # The noiseless template's variance plane is its image: no sky noise to rescale by.
+    assert result.metadata["scaleTemplateVarianceApplied"] is False
+    assert any("not rescaled" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "order, verdict, message",
+    [(2, "poorly", "poorly constrained"), (3, "under", "underconstrained")],
+)
+def test_shared_data_high_order_warns(
+    caplog: pytest.LogCaptureFixture, order: int, verdict: str, message: str
+) -> None:
+    template = readMaskedImage(DATA / "templateMI.fits")
+    science = readMaskedImage(DATA / "scienceMI.fits")
+    with caplog.at_level(logging.WARNING, logger="psfmatch"):
+        result = subtract(science, template, ignoreOrigins=True, spatialKernelOrder=order)
+    assert result.metadata["spatialKernelConstraint"] == verdict
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(message in w and "spatial order" in w for w in warnings), warnings
+    assert np.isfinite(result.image[20:-20, 20:-20]).all()
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small() -> Any:
+    return simulatePair((256, 256), nStars=60, seed=6, nTransients=0)
+
+
+def test_shape_mismatch(small: Any) -> None:
+    cut = pm.MaskedImage(small.template.image[:200], xy0=(0, 0))
+    with pytest.raises(pm.InvalidInputError, match="differ in shape"):
+        ImagePsfMatchTask().subtractMaskedImages(cut, small.science)
+
+
+def test_unmasked_nan_is_rejected_and_masked_nan_is_fine(small: Any) -> None:
+    science = small.science.clone()
+    science.image[100, 120] = np.nan
+    with pytest.raises(pm.InvalidInputError, match=r"\(x, y\) = \(120, 100\)"):
+        ImagePsfMatchTask().subtractMaskedImages(small.template, science)
+    science.mask[100, 120] |= pm.Mask.getPlaneBitMask("BAD")
+    result = ImagePsfMatchTask().subtractMaskedImages(small.template, science)
+    d = result.subtractedMaskedImage
+    assert np.isfinite(d.image[100, 120])  # zeroed for the convolution, flagged BAD
+    assert d.mask[100, 120] & pm.Mask.getPlaneBitMask("BAD")
+    assert np.isnan(science.image[100, 120])  # the input is untouched
+
+
+def test_everything_masked(small: Any) -> None:
+    science = small.science.clone()
+    science.mask[:] = pm.Mask.getPlaneBitMask("NO_DATA")
+    with pytest.raises(pm.InvalidInputError, match="every pixel is masked"):
+        ImagePsfMatchTask().subtractMaskedImages(small.template, science)
+
+
+def test_no_stars() -> None:
+    rng = np.random.default_rng(7)
+    noise = [
+        pm.MaskedImage(rng.normal(0, 1, (128, 128)), variance=np.ones((128, 128))) for _ in "ab"
+    ]
+    with pytest.raises(pm.InsufficientKernelSourcesError, match="found 0 usable kernel sources"):
+        ImagePsfMatchTask().subtractMaskedImages(*noise)
+
+
+def test_too_few_stars_says_how_many(small: Any) -> None:
+    config = ImagePsfMatchConfig()
+    config.selection.minKernelSources = 1000
+    with pytest.raises(pm.InsufficientKernelSourcesError, match="are required") as info:
+        ImagePsfMatchTask(config=config).subtractMaskedImages(small.template, small.science)
+    assert info.value.nRequired == 1000
+    assert 0 < info.value.nSources < 1000
+
+
+def test_candidates_outside_the_image(small: Any) -> None:
+    with pytest.raises(pm.InvalidInputError, match="outside the image"):
+        ImagePsfMatchTask().subtractMaskedImages(
+            small.template, small.science, candidateList=[(10.0, 10.0), (400.0, 20.0)]
+        )
+
+
+def test_decorrelation_not_yet_available() -> None:
+    config = ImagePsfMatchConfig()
+    config.doDecorrelation = True
+    with pytest.raises(Exception, match="decorrelation is not implemented"):
+        ImagePsfMatchTask(config=config)
