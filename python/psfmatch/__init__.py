@@ -48,12 +48,16 @@ from .errors import (
     InvalidInputError,
     NoKernelCandidatesError,
     OutputExistsError,
+    PsfComputeShapeError,
     PsfMatchError,
     PsfMatchIOError,
     SingularMatrixError,
 )
 from .image import Mask, MaskedImage
 from .image_psf_match import ImagePsfMatchConfig, ImagePsfMatchTask
+from .model_psf_match import ModelPsfMatchConfig, ModelPsfMatchTask
+from .presets import SnapPsfMatchConfig, SnapPsfMatchConfigAL, SnapPsfMatchConfigDF, makeSnapConfig
+from .psf import DoubleGaussianPsf, GaussianPsf, ImagePsf, Psf, Quadrupole, VaryingPsf
 from .psf_match import PsfMatchTask
 from .selection import KernelSourceSelectionConfig
 from .spatial import (
@@ -83,7 +87,10 @@ __all__ = [
     "BuildSpatialKernelVisitor",
     "CandidateVisitor",
     "ConditionNumberType",
+    "DoubleGaussianPsf",
     "FixedKernel",
+    "GaussianPsf",
+    "ImagePsf",
     "ImagePsfMatchConfig",
     "ImagePsfMatchTask",
     "ImageStatistics",
@@ -99,17 +106,25 @@ __all__ = [
     "LinearCombinationKernel",
     "Mask",
     "MaskedImage",
+    "ModelPsfMatchConfig",
+    "ModelPsfMatchTask",
     "NoKernelCandidatesError",
     "OutputExistsError",
+    "Psf",
+    "PsfComputeShapeError",
     "PsfMatchConfig",
     "PsfMatchConfigAL",
     "PsfMatchConfigDF",
     "PsfMatchError",
     "PsfMatchIOError",
     "PsfMatchTask",
+    "Quadrupole",
     "RegularizedKernelSolution",
     "SeparableTerm",
     "SingularMatrixError",
+    "SnapPsfMatchConfig",
+    "SnapPsfMatchConfigAL",
+    "SnapPsfMatchConfigDF",
     "SolvedBy",
     "SpatialBackground",
     "SpatialCell",
@@ -122,6 +137,7 @@ __all__ = [
     "SubtractionResult",
     "Task",
     "TaskMetadata",
+    "VaryingPsf",
     "convolve",
     "generateAlardLuptonBasisList",
     "io",
@@ -131,6 +147,7 @@ __all__ = [
     "makeKernelBasisList",
     "makeKernelControl",
     "makeRegularizationMatrix",
+    "makeSnapConfig",
     "renormalizeKernelList",
     "simulate",
     "subtract",

@@ -19,6 +19,8 @@ Which to raise when:
   `FileNotFoundError`.
 - `OutputExistsError` — an output file exists and overwriting was not asked for. A
   `PsfMatchIOError` and a `FileExistsError`.
+- `PsfComputeShapeError` — a PSF model cannot give a size or shape at a position (it carries
+  the position); raised by the PSF models and `ModelPsfMatchTask`.
 - `PsfMatchError` — anything else that stops the work. A `RuntimeError`.
 
 A degraded but usable fit is not an exception: it is a logged warning and a metadata entry.
@@ -33,6 +35,7 @@ __all__ = [
     "InvalidInputError",
     "NoKernelCandidatesError",
     "OutputExistsError",
+    "PsfComputeShapeError",
     "PsfMatchError",
     "PsfMatchIOError",
     "SingularMatrixError",
@@ -104,3 +107,24 @@ class InsufficientKernelSourcesError(NoKernelCandidatesError):
         if detail:
             message += f": {detail}"
         super().__init__(message)
+
+
+class PsfComputeShapeError(PsfMatchError):
+    """A PSF model could not give its size or second moments at a position.
+
+    Parameters
+    ----------
+    message : `str`
+        What failed.
+    position : (`float`, `float`), optional
+        The parent position (x, y) concerned, also available as the ``position`` attribute.
+    """
+
+    def __init__(self, message: str, position: tuple[float, float] | None = None) -> None:
+        if position is not None:
+            message = f"{message} (at x, y = {position[0]:.2f}, {position[1]:.2f})"
+        super().__init__(message)
+        self.position = position
+
+    def __reduce__(self) -> tuple[type, tuple[str, None], dict[str, object]]:
+        return type(self), (str(self), None), {"position": self.position}

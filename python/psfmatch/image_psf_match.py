@@ -440,6 +440,10 @@ class ImagePsfMatchTask(PsfMatchTask):
         for key, value in sources.meta.items():
             self.metadata[f"selection.{key}"] = value
 
+        if self.kConfig.useBicForKernelBasis:
+            # The BIC refits every candidate; a scratch cell set keeps the solve's clean.
+            scratch = self._buildCellSet(target, reference, sources, kernelSize)
+            basisList = self._selectBasisByBic(scratch, targetFwhm, referenceFwhm)
         with self.timer("buildCellSet"):
             cellSet = self._buildCellSet(target, reference, sources, kernelSize)
         spatialSolution, kernel, background = self._solve(cellSet, basisList)

@@ -18,6 +18,10 @@ Metadata
 ``spatialKernelConstraint``, ``spatialBackgroundConstraint``
     ``"well"``, ``"poorly"`` or ``"under"``: how many good candidates constrain the spatial
     kernel and background terms (§6.1).
+``ALBasisDegGaussBic``, ``ALBasisBicVotes``, ``ALBasisBicNCandidates``
+    With ``useBicForKernelBasis`` (`PsfMatchTask._selectBasisByBic`): the polynomial degrees
+    the Bayesian Information Criterion chose, how many candidates voted for them, and how
+    many voted at all.
 ``metric_MEAN``, ``metric_MEDIAN``, ``metric_STDEV``
     Statistics over the good candidates (decision 4) of the quality of their difference
     stamps, each a nested container with four keys: ``LOCAL_residualMean`` and
@@ -38,7 +42,9 @@ from __future__ import annotations
 __all__ = ["PsfMatchTask"]
 
 import abc
+import itertools
 import math
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -48,9 +54,9 @@ from lsst.utils.timer import timeMethod
 
 from . import _core
 from . import debug as psfmatchDebug
-from .basis import makeRegularizationMatrix, renormalizeKernelList
+from .basis import makeKernelBasisList, makeRegularizationMatrix, renormalizeKernelList
 from .candidate import ImageStatistics
-from .config import PsfMatchConfig, PsfMatchConfigDF, makeKernelControl
+from .config import PsfMatchConfig, PsfMatchConfigAL, PsfMatchConfigDF, makeKernelControl
 from .errors import InvalidInputError, NoKernelCandidatesError, PsfMatchError
 from .spatial import (
     AssessSpatialKernelVisitor,
@@ -65,6 +71,7 @@ from .task import Struct, Task
 
 _GOOD = _core.KernelCandidate.GOOD
 _BAD = _core.KernelCandidate.BAD
+_UNKNOWN = _core.KernelCandidate.UNKNOWN
 _RECENT = _core.KernelCandidate.RECENT
 
 _METRIC_STATISTICS: dict[str, Callable[[list[float]], Any]] = {
@@ -86,6 +93,24 @@ def _kernelConfig(config: Any) -> PsfMatchConfig:
         "PsfMatchTask needs a PsfMatchConfig, or a config whose `kernel` field selects one; "
         f"got {type(config).__name__}"
     )
+
+
+def _candidateBic(cand: Any, nBasis: int) -> float:
+    """Σχ² + k ln n of a candidate's RECENT fit, over its kernel-shrunk difference box."""
+    diff = cand.getDifferenceImage(_RECENT)
+    kernel = cand.getKernel(_RECENT)
+    width, height = kernel.getDimensions()
+    cx, cy = kernel.getCtr()
+    ny, nx = diff.image.shape
+    box = (slice(cy, ny - (height - 1 - cy)), slice(cx, nx - (width - 1 - cx)))
+    image = np.asarray(diff.image[box], dtype=np.float64)
+    variance = np.asarray(diff.variance[box], dtype=np.float64)
+    good = np.isfinite(image) & np.isfinite(variance) & (variance > 0)
+    n = int(good.sum())
+    if n == 0:
+        return math.nan
+    chi2 = float(np.sum(image[good] ** 2 / variance[good]))
+    return chi2 + nBasis * math.log(n)
 
 
 class PsfMatchTask(Task, abc.ABC):
@@ -262,6 +287,110 @@ class PsfMatchTask(Task, abc.ABC):
         self._diagnostic(kernelCellSet, spatialSolution, spatialKernel, spatialBackground)
         self._displayDebug(kernelCellSet, spatialBasisList, spatialKernel, spatialBackground)
         return spatialSolution, spatialKernel, spatialBackground
+
+    def _selectBasisByBic(
+        self, kernelCellSet: Any, targetFwhmPix: float | None, referenceFwhmPix: float | None
+    ) -> list[Any]:
+        """Choose the Alard–Lupton polynomial degrees by the Bayesian Information Criterion.
+
+        ALGORITHM.md §3.8 (decision 3): every degree combination ``(d₁, …, d_nGauss)`` with
+        ``1 ≤ dᵢ ≤ alardDegGauss[i]`` is fitted to each candidate; a candidate's BIC for it is
+        ``Σχ² + k ln n`` over the kernel-shrunk box of its difference stamp (χ² = D²/Var(D),
+        k basis kernels, n pixels); each candidate votes for its lowest BIC and the most voted
+        combination wins. Derived tasks call this before `_solve` when
+        ``useBicForKernelBasis`` is set.
+
+        Parameters
+        ----------
+        kernelCellSet : `SpatialCellSet`
+            A *scratch* cell set of the candidates, used up by this method: each candidate is
+            refitted once per combination and its status rewritten, so its solution slots
+            (ORIG: the first combination, PCA: the last) and status are meaningless
+            afterwards. Build a fresh cell set for `_solve`, whose spatial fit reads the
+            RECENT slot and must see fits made with the chosen basis.
+        targetFwhmPix, referenceFwhmPix : `float` or `None`
+            As for `makeKernelBasisList`: they set the Gaussians' widths and the kernel size,
+            which the degrees do not change.
+
+        Returns
+        -------
+        basisList : `list` of `FixedKernel`
+            The basis with the chosen degrees (with the configured ones if no candidate
+            could vote, which is logged as a warning). The ``ALBasis*`` metadata describe it.
+
+        Raises
+        ------
+        InvalidInputError
+            If the kernel basis is not Alard–Lupton.
+
+        Notes
+        -----
+        A candidate rejected by the single-kernel clipping for one combination is still
+        fitted with the others (its status is reset before each), and votes among the
+        combinations it passed; the reference dropped it for good at its first rejection.
+        Ties in the vote go to the combination with fewer basis kernels. With noise-free
+        stamps (`ModelPsfMatchTask`) χ² is negligible against k ln n and the lowest degrees
+        always win.
+        """
+        kConfig = self.kConfig
+        if kConfig.kernelBasisSet != "alard-lupton" or not isinstance(kConfig, PsfMatchConfigAL):
+            raise InvalidInputError(
+                "useBicForKernelBasis chooses Alard-Lupton polynomial degrees, but "
+                f"kernelBasisSet is {kConfig.kernelBasisSet!r}; turn it off"
+            )
+        control = makeKernelControl(kConfig)
+        nStarPerCell = int(kConfig.nStarPerCell)
+        maxDegrees = [int(d) for d in kConfig.alardDegGauss]
+        ranges = [range(1, d + 1) if d >= 1 else range(0, 1) for d in maxDegrees]
+        candidates = [
+            c for c in kernelCellSet.getAllCandidates(ignoreBad=False) if c.getStatus() != _BAD
+        ]
+        bicByCandidate: dict[int, dict[tuple[int, ...], float]] = {}
+        nBasisOf: dict[tuple[int, ...], int] = {}
+        for degrees in itertools.product(*ranges):
+            basisList = makeKernelBasisList(
+                kConfig, targetFwhmPix, referenceFwhmPix, basisDegGauss=degrees
+            )
+            nBasisOf[degrees] = len(basisList)
+            for cand in candidates:
+                cand.setStatus(_UNKNOWN)
+            visitor = BuildSingleKernelVisitor(basisList, control)
+            visitor.setSkipBuilt(False)
+            kernelCellSet.visitCandidates(visitor, nStarPerCell, ignoreExceptions=True)
+            for cand in candidates:
+                if cand.getStatus() != _GOOD:
+                    continue
+                bic = _candidateBic(cand, len(basisList))
+                if math.isfinite(bic):
+                    bicByCandidate.setdefault(cand.getId(), {})[degrees] = bic
+
+        if not bicByCandidate:
+            self.log.warning(
+                "BIC basis selection: no candidate could be fitted; keeping the configured "
+                "degrees %s",
+                maxDegrees,
+            )
+            self.metadata["ALBasisBicNCandidates"] = 0
+            return makeKernelBasisList(
+                kConfig, targetFwhmPix, referenceFwhmPix, metadata=self.metadata
+            )
+
+        votes = Counter(
+            min(values, key=lambda d: (values[d], nBasisOf[d]))
+            for values in bicByCandidate.values()
+        )
+        ranking = sorted(votes.items(), key=lambda item: (-item[1], nBasisOf[item[0]], item[0]))
+        best, nVotes = ranking[0]
+        self.log.info(
+            "BIC prefers polynomial degrees %s",
+            "; ".join(f"{list(d)} {n} times" for d, n in ranking[:3]),
+        )
+        self.metadata["ALBasisDegGaussBic"] = list(best)
+        self.metadata["ALBasisBicVotes"] = nVotes
+        self.metadata["ALBasisBicNCandidates"] = len(bicByCandidate)
+        return makeKernelBasisList(
+            kConfig, targetFwhmPix, referenceFwhmPix, basisDegGauss=best, metadata=self.metadata
+        )
 
     def _createPcaBasis(
         self, kernelCellSet: Any, nStarPerCell: int, control: Any
