@@ -289,10 +289,3 @@ def test_candidates_outside_the_image(small: Any) -> None:
         ImagePsfMatchTask().subtractMaskedImages(
             small.template, small.science, candidateList=[(10.0, 10.0), (400.0, 20.0)]
         )
-
-
-def test_decorrelation_not_yet_available() -> None:
-    config = ImagePsfMatchConfig()
-    config.doDecorrelation = True
-    with pytest.raises(Exception, match="decorrelation is not implemented"):
-        ImagePsfMatchTask(config=config)

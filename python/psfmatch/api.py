@@ -30,7 +30,7 @@ from .task import TaskMetadata
 #: HOTPANTS header keywords written with every difference image, and what they hold.
 HOTPANTS_KEYS = {
     "KSUM": "kernel sum at the image centre",
-    "CONVOL": "convolved image: TEMPLATE or IMAGE (science)",
+    "CONVOL": "convolved: TEMPLATE, IMAGE (science) or PRECONV",
     "NGAUSS": "Gaussians in the AL basis (0: delta functions)",
     "KO": "spatial order of the kernel variation",
     "BGO": "spatial order of the differential background",
@@ -63,9 +63,18 @@ class SubtractionResult:
     metadata : `TaskMetadata`
         The task's metadata (``spatialKernelSum``, ``spatialConditionNum``, ...).
     convolved : `str`
-        ``"Template"`` or ``"Science"``.
+        ``"Template"``, ``"Science"`` or ``"Preconvolution"`` (a score image).
     config : `ImagePsfMatchConfig`
         The configuration used.
+    rawDifference : `MaskedImage` or None
+        The difference before decorrelation (the same object as ``difference`` without it).
+    differencePsf : `numpy.ndarray` or None
+        Unit-sum image of the PSF of ``difference`` (after decorrelation, if any).
+    diaSources : `astropy.table.Table` or None
+        Sources detected in the difference, positive and negative, with ``x``, ``y``,
+        ``flux``, ``fluxErr``, ``snr``, ``isNegative``, ``refAssociated`` (at a template
+        detection) and ``srcAssociated`` (at a kernel source); their counts are the
+        ``NFalsePositives*`` metadata. None if detection was off.
     """
 
     difference: MaskedImage
@@ -76,6 +85,9 @@ class SubtractionResult:
     metadata: TaskMetadata
     convolved: str
     config: ImagePsfMatchConfig = field(repr=False)
+    rawDifference: MaskedImage | None = field(default=None, repr=False)
+    differencePsf: np.ndarray | None = field(default=None, repr=False)
+    diaSources: Table | None = None
 
     @property
     def image(self) -> np.ndarray:
@@ -139,7 +151,9 @@ class SubtractionResult:
         stats = self.statistics()
         values: dict[str, Any] = {
             "KSUM": self.kernelSum,
-            "CONVOL": "TEMPLATE" if self.convolved == "Template" else "IMAGE",
+            "CONVOL": {"Template": "TEMPLATE", "Preconvolution": "PRECONV"}.get(
+                self.convolved, "IMAGE"
+            ),
             "NGAUSS": int(mdValue("ALBasisNGauss", 0)),
             "KO": int(kConfig.spatialKernelOrder),
             "BGO": int(kConfig.spatialBgOrder) if kConfig.fitForBackground else 0,
@@ -233,6 +247,8 @@ def subtract(
     spatialKernelOrder: int | None = None,
     spatialBgOrder: int | None = None,
     ignoreOrigins: bool = False,
+    sciencePsf: Any = None,
+    templatePsf: Any = None,
 ) -> SubtractionResult:
     """Subtract a template from a science image after matching their PSFs.
 
@@ -240,9 +256,10 @@ def subtract(
     ----------
     science, template : path, array, `~astropy.nddata.NDData`, or `MaskedImage`
         The two images, on one pixel grid. Never modified.
-    mode : {"auto", "convolveTemplate", "convolveScience"}, optional
-        Which image to convolve; "auto" convolves the one with the narrower PSF.
-        Overrides ``config.mode``.
+    mode : {"auto", "convolveTemplate", "convolveScience", "preconvolve"}, optional
+        Which image to convolve; "auto" convolves the one with the narrower PSF;
+        "preconvolve" returns the score image (the science image convolved with its PSF,
+        minus the template matched to that). Overrides ``config.mode``.
     config : `ImagePsfMatchConfig`, optional
         Every setting; the defaults otherwise. Not modified (a copy is used).
     candidates : table or sequence of (x, y), optional
@@ -256,6 +273,10 @@ def subtract(
     ignoreOrigins : `bool`, optional
         Give the template the science image's origin (``xy0``) when they differ: for images
         already on one grid whose headers disagree.
+    sciencePsf, templatePsf : 2-D array or PSF object, optional
+        Each image's PSF (an odd-sized image, or an object with ``computeKernelImage(x, y)``),
+        instead of a Gaussian of the FWHM: the preconvolution kernel of "preconvolve" and the
+        PSF of the difference image.
 
     Returns
     -------
@@ -293,7 +314,13 @@ def subtract(
         raise InvalidInputError(f"config: {err}") from err
     task = ImagePsfMatchTask(config=config)
     res = task.subtractMaskedImages(
-        tmp, sci, candidateList=candidates, templateFwhmPix=templateFwhm, scienceFwhmPix=scienceFwhm
+        tmp,
+        sci,
+        candidateList=candidates,
+        templateFwhmPix=templateFwhm,
+        scienceFwhmPix=scienceFwhm,
+        sciencePsf=sciencePsf,
+        templatePsf=templatePsf,
     )
     return SubtractionResult(
         difference=res.subtractedMaskedImage,
@@ -304,4 +331,7 @@ def subtract(
         metadata=task.metadata,
         convolved=res.convolvedImage,
         config=config,
+        rawDifference=res.subtractedMaskedImageRaw,
+        differencePsf=res.differencePsf,
+        diaSources=res.diaSources,
     )

@@ -25,10 +25,41 @@ are copies of the input with the ``EDGE`` bit; in the difference they are NaN wi
 mask bit; they are treated as 0 in the convolution and every output pixel they reach carries
 their bits.
 
+``mode="preconvolve"`` makes the *score image* (ALGORITHM.md §7.4): the science image is
+first convolved with its own PSF (reflected, unit sum: a matched filter), the kernel is fitted
+with ``P ⊗ S ≈ K ⊗ T + b`` on the stars of the inner box (the science box shrunk by P's
+half-width), and
+
+    score = P ⊗ S − (K ⊗ T + b),   Var = P² ⊗ Var(S) + K² ⊗ Var(T),
+
+is decorrelated in score mode: a map of point-source likelihood whose peak over its noise is
+the PSF-fit S/N of a point source. Pixels outside the inner box are NaN with ``EDGE`` and
+``NO_DATA``. The science PSF is a given image or PSF object (``sciencePsf``) or a pixel-
+integrated Gaussian of the measured science FWHM.
+
+Decorrelation (``doDecorrelation``, on by default as in the reference; `DecorrelateALKernelTask`)
+whitens the noise that the convolution correlated, with a filter of unit DC gain (fluxes are
+unchanged), and filters the difference image's PSF the same way (``differencePsf``). The
+undecorrelated difference is kept as ``subtractedMaskedImageRaw``.
+
+Difference-image sources (``doDetectDiaSources``): peaks of the PSF-matched-filter S/N of D
+(of D/σ itself for a score image) above ``diaSourceThreshold``, positive and negative, are
+returned as ``diaSources`` and associated within ``diaSourceMatchRadius`` FWHMs (of the
+difference PSF) with the template's detections (``refAssociated``, standing for the
+reference's catalogue of known objects) and with the science image's kernel sources
+(``srcAssociated``: the stars the kernel was fitted on, as the reference's ``selectSources``).
+A real transient is in neither; static stars that leave residuals are in one or both.
+
 Metadata (besides `PsfMatchTask`'s): ``templatePsfSize``, ``sciencePsfSize`` (FWHM, pixels),
-``convolvedExposure`` ("Template" or "Science"), ``nPsfSources`` (kernel candidates),
-``templateCoveragePercent``, ``scaleTemplateVarianceFactor``, ``scaleScienceVarianceFactor``
-and the ``ALBasis*`` keys of the basis.
+``convolvedExposure`` ("Template", "Science" or "Preconvolution"), ``preconvolvedSciencePsfSize``,
+``nPsfSources`` (kernel candidates), ``templateCoveragePercent``,
+``scaleTemplateVarianceFactor``, ``scaleScienceVarianceFactor``, the ``ALBasis*`` keys of the
+basis; with decorrelation ``decorrelationSvar``, ``decorrelationTvar`` (the clipped mean
+variances it used), ``decorrelationKernelSum``, ``decorrelated`` (False if the variances were
+unusable) and ``differencePsfSize`` (FWHM of the difference PSF from its second moments);
+with detection ``NFalsePositivesTotal``,
+``NFalsePositivesRefAssociated``, ``NFalsePositivesSrcAssociated`` (a source may be both) and
+``NFalsePositivesUnassociated``.
 """
 
 from __future__ import annotations
@@ -49,10 +80,16 @@ from .basis import makeKernelBasisList
 from .candidate import KernelCandidate
 from .config import PsfMatchConfigAL, PsfMatchConfigDF
 from .convolution import _checkFinite, convolve
+from .decorrelate import DecorrelateALKernelTask, _cropCentred, _fftShape, _padCentred
 from .errors import InsufficientKernelSourcesError, InvalidInputError
 from .image import Mask, MaskedImage
 from .psf_match import PsfMatchTask
-from .selection import KernelSourceSelectionConfig, detectSources, selectKernelSources
+from .selection import (
+    KernelSourceSelectionConfig,
+    _pairsWithin,
+    detectSources,
+    selectKernelSources,
+)
 from .task import Struct
 
 _STATUS_NAMES = {
@@ -80,6 +117,8 @@ class ImagePsfMatchConfig(pexConfig.Config):
             "convolveTemplate": "Convolve the template to the science image's PSF.",
             "convolveScience": "Convolve the science image to the template's PSF.",
             "auto": "Convolve whichever image has the narrower PSF.",
+            "preconvolve": "Convolve the science image with its own PSF and the template to "
+            "that: the score image (ALGORITHM.md §7.4).",
         },
         doc="Which image is convolved.",
     )
@@ -103,21 +142,45 @@ class ImagePsfMatchConfig(pexConfig.Config):
     )
     doDecorrelation: pexConfig.Field[bool] = pexConfig.Field(
         dtype=bool,
-        default=False,
-        doc="Whiten the difference image's noise (not implemented yet; must stay False).",
+        default=True,
+        doc="Whiten the difference image's noise, which the convolution correlated, and filter "
+        "its PSF likewise (DecorrelateALKernelTask).",
+    )
+    decorrelate = DecorrelateALKernelTask.makeField("Decorrelate the difference image.")
+    doDetectDiaSources: pexConfig.Field[bool] = pexConfig.Field(
+        dtype=bool,
+        default=True,
+        doc="Detect positive and negative sources in the difference image, associate them with "
+        "the template's and the kernel sources, and record the NFalsePositives* metadata.",
+    )
+    diaSourceThreshold: pexConfig.Field[float] = pexConfig.RangeField(
+        dtype=float,
+        default=5.0,
+        min=0.0,
+        inclusiveMin=False,
+        doc="Detection threshold: the PSF-matched-filter S/N of a difference-image source "
+        "(of D/σ itself for a score image). Also the threshold of the template detections "
+        "they are associated with.",
+    )
+    diaSourceMatchRadius: pexConfig.Field[float] = pexConfig.RangeField(
+        dtype=float,
+        default=1.0,
+        min=0.0,
+        doc="Association radius between a difference-image source and a template or kernel "
+        "source, in units of the difference PSF's FWHM (``differencePsfSize``): the residual "
+        "lobes of a badly subtracted star lie within about one FWHM of it.",
+    )
+    diaSourceBadMaskPlanes: pexConfig.ListField[str] = pexConfig.ListField(
+        dtype=str,
+        default=["NO_DATA", "EDGE", "SAT", "BAD", "CR"],
+        doc="Difference-image pixels with these planes take no part in detection. Unknown "
+        "plane names are ignored.",
     )
 
     def setDefaults(self) -> None:
         super().setDefaults()
         for name in ("AL", "DF"):
             self.kernel[name].fitForBackground = True
-
-    def validate(self) -> None:
-        super().validate()
-        if self.doDecorrelation:
-            raise pexConfig.FieldValidationError(
-                type(self).doDecorrelation, self, "decorrelation is not implemented yet"
-            )
 
 
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -176,6 +239,161 @@ def _asCandidatePositions(candidateList: Any) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+
+_CONVOLVED_NAMES = {
+    "convolveTemplate": "Template",
+    "convolveScience": "Science",
+    "preconvolve": "Preconvolution",
+}
+
+
+def _gaussianPsfImage(fwhm: float) -> np.ndarray:
+    """A unit-sum, pixel-integrated round Gaussian of FWHM ``fwhm`` pixels, of odd size
+    2·ceil(4σ) + 1 (the flux beyond 4σ per axis, 6e-5, is far below the fit's precision)."""
+    sigma = fwhm / _FWHM_PER_SIGMA
+    half = max(2, math.ceil(4.0 * sigma))
+    edges = (np.arange(-half, half + 2) - 0.5) / (math.sqrt(2.0) * sigma)
+    cdf = np.array([math.erf(e) for e in edges])
+    profile = np.diff(cdf)
+    profile /= profile.sum()
+    return np.outer(profile, profile)
+
+
+def _psfImage(psf: Any, fwhm: float, x: float, y: float, name: str) -> np.ndarray:
+    """A unit-sum, odd-sized PSF image: ``psf`` evaluated at (x, y) if it is a PSF object (with
+    ``computeKernelImage(x, y)``), ``psf`` itself if it is an array, else a Gaussian of
+    ``fwhm``."""
+    if psf is None:
+        return _gaussianPsfImage(fwhm)
+    value = psf.computeKernelImage(x, y) if hasattr(psf, "computeKernelImage") else psf
+    try:
+        array = np.array(getattr(value, "array", value), dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidInputError(
+            f"{name}: expected a 2-D PSF image or a PSF object, got {type(psf).__name__}"
+        ) from None
+    if array.ndim != 2 or array.shape[0] % 2 == 0 or array.shape[1] % 2 == 0:
+        raise InvalidInputError(f"{name}: expected an odd-sized 2-D image, got shape {array.shape}")
+    total = float(array.sum()) if np.isfinite(array).all() else math.nan
+    if not total > 0:
+        raise InvalidInputError(f"{name}: the PSF image must be finite with a positive sum")
+    return array / total
+
+
+def _psfFwhm(psf: np.ndarray) -> float:
+    """FWHM (pixels) of a PSF image from its second moments: 2.3548·sqrt((Ixx + Iyy)/2)."""
+    ny, nx = psf.shape
+    yy, xx = np.mgrid[:ny, :nx]
+    total = psf.sum()
+    xc, yc = (psf * xx).sum() / total, (psf * yy).sum() / total
+    ixx = (psf * (xx - xc) ** 2).sum() / total
+    iyy = (psf * (yy - yc) ** 2).sum() / total
+    second = 0.5 * (ixx + iyy)
+    return float(_FWHM_PER_SIGMA * math.sqrt(second)) if second > 0 else math.nan
+
+
+def _convolveSmall(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The full linear convolution of two small odd-sized images (odd size, centred)."""
+    shape = (a.shape[0] + b.shape[0] - 1, a.shape[1] + b.shape[1] - 1)
+    out = np.fft.irfft2(np.fft.rfft2(a, s=shape) * np.fft.rfft2(b, s=shape), s=shape)
+    return np.asarray(out)
+
+
+def _correlate(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``out(x) = Σ_j kernel(j) · image(x + j − c)`` by FFT, zero outside the image."""
+    shape = _fftShape(image.shape, kernel.shape)
+    spectrum = np.fft.rfft2(_padCentred(image, shape)) * np.conj(
+        np.fft.rfft2(_padCentred(kernel, shape))
+    )
+    return _cropCentred(np.fft.irfft2(spectrum, s=shape), image.shape)
+
+
+def _medianFilled(mi: MaskedImage, badBits: int) -> MaskedImage:
+    """A copy whose pixels with any of ``badBits`` hold the median of the others (the
+    reference's "interpolation" before preconvolution)."""
+    out = mi.clone()
+    bad = (out.mask & badBits) != 0
+    if bad.any() and (~bad).any():
+        out.image[bad] = np.median(out.image[~bad])
+    return out
+
+
+def _detectDifferenceSources(
+    difference: MaskedImage,
+    psf: np.ndarray,
+    threshold: float,
+    badBits: int,
+    *,
+    isScore: bool = False,
+) -> Table:
+    """Positive and negative point sources of a difference image above a S/N threshold.
+
+    Detection is on the S/N of the PSF-fit flux at each pixel (the matched filter with the
+    unit-sum difference PSF p and per-pixel weights 1/σ²):
+
+        flux = Σ p·D/σ² / Σ p²/σ²,   σ_flux = (Σ p²/σ²)^(-1/2),   S/N = flux / σ_flux,
+
+    the optimal point-source statistic for white noise (so for a decorrelated difference). A
+    score image already is that filter: its S/N is D/σ and its flux D / max(p). Each connected
+    region of pixels above ``threshold`` (sep, ``minarea`` 1, no further filtering) is one
+    source, measured at its peak; pixels with ``badBits``, a non-finite value or a variance
+    that is not positive take no part.
+
+    Returns
+    -------
+    sources : `astropy.table.Table`
+        ``x``, ``y`` (parent, sep's barycentre of the region), ``flux``, ``fluxErr``, ``snr``
+        (signed, at the peak), ``isNegative``, ``npix``, ``xPeak``, ``yPeak``.
+    """
+    image = np.asarray(difference.image, dtype=np.float64)
+    var = np.asarray(difference.variance, dtype=np.float64)
+    usable = np.isfinite(image) & np.isfinite(var) & (var > 0)
+    usable &= (difference.mask & badBits) == 0
+    weight = np.where(usable, 1.0 / np.where(usable, var, 1.0), 0.0)
+    data = np.where(usable, image, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if isScore:
+            peak = float(psf.max())
+            snr = data * np.sqrt(weight)
+            flux = data / peak
+            fluxErr = np.sqrt(np.where(usable, var, np.inf)) / peak
+        else:
+            numerator = _correlate(data * weight, psf)
+            denominator = _correlate(weight, psf * psf)
+            good = denominator > 1e-12 * float(denominator.max(initial=0.0))
+            usable &= good
+            flux = np.where(good, numerator / np.where(good, denominator, 1.0), 0.0)
+            fluxErr = np.where(good, 1.0 / np.sqrt(np.where(good, denominator, 1.0)), np.inf)
+            snr = flux / fluxErr
+    snr = np.ascontiguousarray(np.where(usable, snr, 0.0))
+    names = ("x", "y", "flux", "fluxErr", "snr", "isNegative", "npix", "xPeak", "yPeak")
+    rows: dict[str, list[Any]] = {name: [] for name in names}
+    x0, y0 = difference.getXY0()
+    for sign in (1.0, -1.0):
+        objects = sep.extract(
+            np.ascontiguousarray(sign * snr),
+            float(threshold),
+            mask=~usable,
+            minarea=1,
+            filter_kernel=None,
+        )
+        for obj in objects:
+            ix, iy = int(obj["xpeak"]), int(obj["ypeak"])
+            rows["x"].append(float(obj["x"]) + x0)
+            rows["y"].append(float(obj["y"]) + y0)
+            rows["flux"].append(float(flux[iy, ix]))
+            rows["fluxErr"].append(float(fluxErr[iy, ix]))
+            rows["snr"].append(float(snr[iy, ix]))
+            rows["isNegative"].append(sign < 0)
+            rows["npix"].append(int(obj["npix"]))
+            rows["xPeak"].append(ix + x0)
+            rows["yPeak"].append(iy + y0)
+    return Table(
+        rows, dtype=[float, float, float, float, float, bool, np.int64, np.int64, np.int64]
+    )
+
+
 class ImagePsfMatchTask(PsfMatchTask):
     """Match the PSFs of two masked images on one pixel grid, and subtract them.
 
@@ -191,10 +409,12 @@ class ImagePsfMatchTask(PsfMatchTask):
     ConfigClass = ImagePsfMatchConfig
     _DefaultName = "imagePsfMatch"
     config: ImagePsfMatchConfig
+    decorrelate: DecorrelateALKernelTask
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.config.validate()
+        self.makeSubtask("decorrelate")
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -363,6 +583,8 @@ class ImagePsfMatchTask(PsfMatchTask):
         candidateList: Any,
         templateFwhmPix: float | None,
         scienceFwhmPix: float | None,
+        sciencePsf: Any = None,
+        templatePsf: Any = None,
     ) -> Struct:
         """Everything up to and including the kernel fit; returns the pieces as a Struct."""
         with self.timer("prepare"):
@@ -406,18 +628,55 @@ class ImagePsfMatchTask(PsfMatchTask):
         mode = self.config.mode
         if mode == "auto":
             mode = "convolveTemplate" if templateFwhm <= scienceFwhm else "convolveScience"
+        bbox = science.getBBox()
+        xc = 0.5 * (bbox.getMinX() + bbox.getMaxX())
+        yc = 0.5 * (bbox.getMinY() + bbox.getMaxY())
+        preConvKernel: np.ndarray | None = None
+        innerBox = None
+        sciencePsfImage = _psfImage(sciencePsf, scienceFwhm, xc, yc, "sciencePsf")
+        templatePsfImage = _psfImage(templatePsf, templateFwhm, xc, yc, "templatePsf")
         if mode == "convolveTemplate":
             target, reference = template, science
             targetFwhm, referenceFwhm = templateFwhm, scienceFwhm
-        else:
+        elif mode == "convolveScience":
             target, reference = science, template
             targetFwhm, referenceFwhm = scienceFwhm, templateFwhm
-        self.metadata["convolvedExposure"] = "Template" if mode == "convolveTemplate" else "Science"
+        else:
+            # Score image (§7.4): convolving with the reflected PSF correlates with the PSF.
+            preConvKernel = sciencePsfImage[::-1, ::-1].copy()
+            badBits = self._badBits()
+            template = _medianFilled(template, badBits)
+            with self.timer("preconvolve"):
+                reference = convolve(
+                    _medianFilled(science, badBits),
+                    _core.FixedKernel(preConvKernel),
+                    doCopyEdge=True,
+                    nThreads=self.kConfig.nThreads,
+                )
+            target = template
+            targetFwhm, referenceFwhm = templateFwhm, math.sqrt(2.0) * scienceFwhm
+            self.metadata["preconvolvedSciencePsfSize"] = referenceFwhm
+            hy, hx = preConvKernel.shape[0] // 2, preConvKernel.shape[1] // 2
+            if bbox.getWidth() <= 2 * hx or bbox.getHeight() <= 2 * hy:
+                raise InvalidInputError(
+                    f"sciencePsf: the preconvolution kernel ({preConvKernel.shape[1]} x "
+                    f"{preConvKernel.shape[0]}) leaves no pixels of the {bbox.getWidth()} x "
+                    f"{bbox.getHeight()} image"
+                )
+            innerBox = _core.Box2I(
+                (bbox.getMinX() + hx, bbox.getMinY() + hy),
+                (bbox.getWidth() - 2 * hx, bbox.getHeight() - 2 * hy),
+            )
+        self.metadata["convolvedExposure"] = _CONVOLVED_NAMES[mode]
         self.log.info(
             "Template FWHM %.2f px, science FWHM %.2f px: convolving the %s",
             templateFwhm,
             scienceFwhm,
-            "template" if mode == "convolveTemplate" else "science image",
+            {
+                "convolveTemplate": "template",
+                "convolveScience": "science image",
+                "preconvolve": "science image with its PSF and the template to that",
+            }[mode],
         )
 
         basisList = makeKernelBasisList(
@@ -426,9 +685,11 @@ class ImagePsfMatchTask(PsfMatchTask):
         kernelSize = basisList[0].getWidth()
         with self.timer("selectSources"):
             if candidateList is None:
+                # In score mode the stamps are cut from the preconvolved science image, whose
+                # border carries EDGE; the detections are the science image's.
                 sources = selectKernelSources(
                     template,
-                    science,
+                    science if innerBox is None else reference,
                     selection,
                     kernelSize=kernelSize,
                     templateSources=tSources,
@@ -436,6 +697,8 @@ class ImagePsfMatchTask(PsfMatchTask):
                 )
             else:
                 sources = self._userSources(candidateList, science.getBBox(), kernelSize)
+            if innerBox is not None:
+                sources = self._sourcesInside(sources, innerBox, kernelSize)
         self.metadata["nPsfSources"] = len(sources)
         for key, value in sources.meta.items():
             self.metadata[f"selection.{key}"] = value
@@ -461,7 +724,36 @@ class ImagePsfMatchTask(PsfMatchTask):
             basisList=basisList,
             templateFwhm=templateFwhm,
             scienceFwhm=scienceFwhm,
+            sciencePsf=sciencePsfImage,
+            templatePsf=templatePsfImage,
+            preConvKernel=preConvKernel,
+            innerBox=innerBox,
         )
+
+    def _sourcesInside(self, sources: Table, box: Any, kernelSize: int) -> Table:
+        """The sources whose (2·kernelSize+1)² stamps lie inside ``box`` (the inner box of the
+        preconvolved science image), or an `InsufficientKernelSourcesError`."""
+        half = int(kernelSize)
+        ix = np.floor(np.asarray(sources["x"], dtype=float) + 0.5)
+        iy = np.floor(np.asarray(sources["y"], dtype=float) + 0.5)
+        inside = (
+            (ix - half >= box.getMinX())
+            & (iy - half >= box.getMinY())
+            & (ix + half <= box.getMaxX())
+            & (iy + half <= box.getMaxY())
+        )
+        kept = sources[inside]
+        kept.meta.update(sources.meta)
+        kept.meta["nRejectedPreconvolutionEdge"] = int((~inside).sum())
+        nMin = self.config.selection.minKernelSources
+        if len(kept) < nMin:
+            raise InsufficientKernelSourcesError(
+                len(kept),
+                nMin,
+                f"{int((~inside).sum())} of the {len(sources)} sources have stamps reaching "
+                f"the border of the preconvolved science image (box {box})",
+            )
+        return kept
 
     def _candidateTable(self, fit: Struct) -> Table:
         """The kernel sources with the fit's verdict on each."""
@@ -505,6 +797,9 @@ class ImagePsfMatchTask(PsfMatchTask):
         candidateList: Any = None,
         templateFwhmPix: float | None = None,
         scienceFwhmPix: float | None = None,
+        *,
+        sciencePsf: Any = None,
+        templatePsf: Any = None,
     ) -> Struct:
         """Convolve one image so that its PSF matches the other's.
 
@@ -517,6 +812,12 @@ class ImagePsfMatchTask(PsfMatchTask):
             columns, or pairs). By default stars are found with sep.
         templateFwhmPix, scienceFwhmPix : `float`, optional
             PSF FWHMs in pixels; measured from the kernel sources when not given.
+        sciencePsf, templatePsf : 2-D array or PSF object, optional
+            Each image's PSF: an odd-sized image, or an object with
+            ``computeKernelImage(x, y)`` (evaluated at the image centre). By default a
+            pixel-integrated Gaussian of the FWHM. The science PSF is the preconvolution
+            kernel of ``mode="preconvolve"``; the PSF of the unconvolved image becomes the
+            difference image's PSF.
 
         Returns
         -------
@@ -525,32 +826,43 @@ class ImagePsfMatchTask(PsfMatchTask):
             ``psfMatchingKernel`` (`LinearCombinationKernel`), ``backgroundModel``
             (`SpatialBackground`, b(x, y)), ``kernelCellSet``, ``kernelSources`` (an
             `astropy.table.Table` with each source's ``status``, ``kernelSum`` and ``chi2``),
-            ``convolvedImage`` ("Template" or "Science").
+            ``convolvedImage`` ("Template", "Science" or "Preconvolution") and, in score mode,
+            ``matchedScience`` (the science image convolved with its PSF) and
+            ``preConvKernel``.
 
         Raises
         ------
         InvalidInputError
-            Mismatched or unusable inputs.
+            Mismatched or unusable inputs, or an unusable PSF image.
         InsufficientKernelSourcesError
             Too few usable stars.
         NoKernelCandidatesError
             Every star was rejected during the fit.
         """
         fit = self._fit(
-            templateMaskedImage, scienceMaskedImage, candidateList, templateFwhmPix, scienceFwhmPix
+            templateMaskedImage,
+            scienceMaskedImage,
+            candidateList,
+            templateFwhmPix,
+            scienceFwhmPix,
+            sciencePsf,
+            templatePsf,
         )
         with self.timer("convolve"):
             matched = self._convolve(fit)
         return self._result(fit, matched)
 
     def _result(self, fit: Struct, matched: MaskedImage, **extra: Any) -> Struct:
+        if fit.mode == "preconvolve":
+            extra.setdefault("matchedScience", fit.reference)
+            extra.setdefault("preConvKernel", fit.preConvKernel)
         return Struct(
             matchedImage=matched,
             psfMatchingKernel=fit.psfMatchingKernel,
             backgroundModel=fit.backgroundModel,
             kernelCellSet=fit.kernelCellSet,
             kernelSources=self._candidateTable(fit),
-            convolvedImage="Template" if fit.mode == "convolveTemplate" else "Science",
+            convolvedImage=_CONVOLVED_NAMES[fit.mode],
             **extra,
         )
 
@@ -562,6 +874,9 @@ class ImagePsfMatchTask(PsfMatchTask):
         candidateList: Any = None,
         templateFwhmPix: float | None = None,
         scienceFwhmPix: float | None = None,
+        *,
+        sciencePsf: Any = None,
+        templatePsf: Any = None,
     ) -> Struct:
         """Match the PSFs and subtract: the difference image and everything that made it.
 
@@ -570,17 +885,72 @@ class ImagePsfMatchTask(PsfMatchTask):
         Returns
         -------
         result : `Struct`
-            ``subtractedMaskedImage`` (D, its variance and mask; see the module docstring),
-            and everything `matchMaskedImages` returns.
+            ``subtractedMaskedImage`` (D, its variance and mask, see the module docstring;
+            decorrelated with ``doDecorrelation``; the score image in ``preconvolve`` mode),
+            ``subtractedMaskedImageRaw`` (D before decorrelation), ``differencePsf`` (unit-sum
+            image of the PSF of ``subtractedMaskedImage``), ``decorrelationKernel`` (the
+            real-space decorrelation filter, or None), ``diaSources`` (the sources detected in
+            it, an `astropy.table.Table`, or None without ``doDetectDiaSources``), and
+            everything `matchMaskedImages` returns.
         """
         fit = self._fit(
-            templateMaskedImage, scienceMaskedImage, candidateList, templateFwhmPix, scienceFwhmPix
+            templateMaskedImage,
+            scienceMaskedImage,
+            candidateList,
+            templateFwhmPix,
+            scienceFwhmPix,
+            sciencePsf,
+            templatePsf,
         )
         with self.timer("convolve"):
             matched = self._convolve(fit)
         with self.timer("subtract"):
-            difference = self._subtract(fit, matched)
-        return self._result(fit, matched, subtractedMaskedImage=difference)
+            raw = self._subtract(fit, matched)
+        # The PSF of the raw difference: that of the unconvolved image (times the
+        # preconvolution kernel for a score image).
+        if fit.mode == "convolveTemplate":
+            psf = fit.sciencePsf
+        elif fit.mode == "convolveScience":
+            psf = fit.templatePsf
+        else:
+            psf = _convolveSmall(fit.sciencePsf, fit.preConvKernel)
+        difference, decorrelationKernel = raw, None
+        if self.config.doDecorrelation:
+            with self.timer("decorrelate"):
+                dec = self.decorrelate.run(
+                    fit.science,
+                    fit.template,
+                    raw,
+                    fit.psfMatchingKernel,
+                    templateMatched=fit.mode != "convolveScience",
+                    preConvKernel=fit.preConvKernel,
+                    psf=psf,
+                )
+            difference = dec.correctedMaskedImage
+            decorrelationKernel = dec.decorrelationKernel
+            if dec.correctedPsf is not None:
+                psf = dec.correctedPsf
+            for key, value in (
+                ("decorrelationSvar", dec.svar),
+                ("decorrelationTvar", dec.tvar),
+                ("decorrelationKernelSum", dec.kappa),
+            ):
+                self.metadata[key] = value if math.isfinite(value) else "nan"
+            self.metadata["decorrelated"] = bool(dec.decorrelated)
+        self.metadata["differencePsfSize"] = _psfFwhm(psf)
+        diaSources = None
+        if self.config.doDetectDiaSources:
+            with self.timer("detectDiaSources"):
+                diaSources = self._detectDiaSources(fit, difference, psf)
+        return self._result(
+            fit,
+            matched,
+            subtractedMaskedImage=difference,
+            subtractedMaskedImageRaw=raw,
+            differencePsf=psf,
+            decorrelationKernel=decorrelationKernel,
+            diaSources=diaSources,
+        )
 
     def _subtract(self, fit: Struct, matched: MaskedImage) -> MaskedImage:
         bbox = matched.getBBox()
@@ -589,9 +959,10 @@ class ImagePsfMatchTask(PsfMatchTask):
         else:
             background = np.zeros(matched.image.shape)
         dtype = fit.reference.image.dtype
-        if fit.mode == "convolveTemplate":
-            image = fit.science.image - matched.image - background
-            variance = fit.science.variance + matched.variance
+        if fit.mode != "convolveScience":
+            # convolveTemplate: the reference is the science image; preconvolve: P ⊗ S.
+            image = fit.reference.image - matched.image - background
+            variance = fit.reference.variance + matched.variance
         else:
             xc = 0.5 * (bbox.getMinX() + bbox.getMaxX())
             yc = 0.5 * (bbox.getMinY() + bbox.getMaxY())
@@ -602,6 +973,16 @@ class ImagePsfMatchTask(PsfMatchTask):
         edge = Mask.getPlaneBitMask("EDGE")
         border = (matched.mask & edge) != 0
         border &= ~((fit.target.mask & edge) != 0)  # only the convolution's own border
+        if fit.innerBox is not None:
+            # Score mode: outside the inner box P ⊗ S is a copy of S, not a matched filter.
+            inner = np.zeros(border.shape, dtype=bool)
+            x0, y0 = matched.getXY0()
+            box = fit.innerBox
+            inner[
+                box.getMinY() - y0 : box.getMaxY() - y0 + 1,
+                box.getMinX() - x0 : box.getMaxX() - x0 + 1,
+            ] = True
+            border |= ~inner
         image = np.where(border, np.nan, image)
         variance = np.where(border, np.inf, variance)
         mask = np.where(border, mask | edge | Mask.getPlaneBitMask("NO_DATA"), mask)
@@ -611,3 +992,73 @@ class ImagePsfMatchTask(PsfMatchTask):
             variance.astype(dtype, copy=False),
             xy0=matched.getXY0(),
         )
+
+    # -- difference-image sources -----------------------------------------------------------
+
+    def _detectDiaSources(self, fit: Struct, difference: MaskedImage, psf: np.ndarray) -> Table:
+        """Detect positive and negative sources in D (`_detectDifferenceSources`), associate
+        them with the template's detections and the kernel sources, and record the
+        NFalsePositives* metadata."""
+        config = self.config
+        bits = Mask.getPlaneBitMask(list(config.diaSourceBadMaskPlanes), skipUnknown=True)
+        table = _detectDifferenceSources(
+            difference,
+            psf,
+            config.diaSourceThreshold,
+            bits,
+            isScore=fit.mode == "preconvolve",
+        )
+        x0, y0 = difference.getXY0()
+
+        # Association: the template's detections stand for the known sky; the kernel sources
+        # are the science image's sources used for PSF matching (the reference's
+        # selectSources).
+        templateDetections = detectSources(fit.template, config.diaSourceThreshold, self._badBits())
+        fwhm = _psfFwhm(psf)
+        radius = config.diaSourceMatchRadius * (fwhm if math.isfinite(fwhm) else 1.0)
+        refAssociated = np.zeros(len(table), dtype=bool)
+        srcAssociated = np.zeros(len(table), dtype=bool)
+        if len(table) and len(templateDetections):
+            i, _, _ = _pairsWithin(
+                np.asarray(table["x"]),
+                np.asarray(table["y"]),
+                np.asarray(templateDetections["x"], dtype=float) + x0,
+                np.asarray(templateDetections["y"], dtype=float) + y0,
+                radius,
+            )
+            refAssociated[i] = True
+        if len(table) and len(fit.sources):
+            i, _, _ = _pairsWithin(
+                np.asarray(table["x"]),
+                np.asarray(table["y"]),
+                np.asarray(fit.sources["x"], dtype=float),
+                np.asarray(fit.sources["y"], dtype=float),
+                radius,
+            )
+            srcAssociated[i] = True
+        table["refAssociated"] = refAssociated
+        table["srcAssociated"] = srcAssociated
+        order = np.argsort(-np.abs(np.asarray(table["snr"])), kind="stable")
+        table = table[order]
+        table.meta["threshold"] = float(config.diaSourceThreshold)
+        table.meta["matchRadius"] = float(radius)
+
+        nTotal = len(table)
+        nRef = int(refAssociated.sum())
+        nSrc = int(srcAssociated.sum())
+        nNone = int((~refAssociated & ~srcAssociated).sum())
+        self.metadata["NFalsePositivesTotal"] = nTotal
+        self.metadata["NFalsePositivesRefAssociated"] = nRef
+        self.metadata["NFalsePositivesSrcAssociated"] = nSrc
+        self.metadata["NFalsePositivesUnassociated"] = nNone
+        self.log.info(
+            "Difference image: %d sources at S/N >= %.3g (%d negative); %d at template "
+            "sources, %d at kernel sources, %d unassociated",
+            nTotal,
+            config.diaSourceThreshold,
+            int(np.sum(table["isNegative"])),
+            nRef,
+            nSrc,
+            nNone,
+        )
+        return table

@@ -1,0 +1,413 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Decorrelation of a difference image's noise: the Alard–Lupton "afterburner" (ALGORITHM.md §7.6).
+
+Convolving one image with the matching kernel K correlates its noise, so the noise of a
+difference image is not white: with per-pixel variances ``v`` (the unconvolved image) and
+``t`` (the convolved one), its power spectrum is ``v + t·|K̂(f)|²``. Multiplying the difference
+by the real filter
+
+    corr(f) = sqrt( (v + t·κ²) / (v + t·|K̂(f)|²) ),     κ = ΣK = K̂(0),
+
+whitens it (Kaiser 2004; Zackay, Ofek & Gal-Yam 2016): the result has the flat spectrum
+``v + t·κ²``, i.e. uncorrelated pixels of variance ``v + t·κ²``. Since ``corr(0) = 1`` the
+filter has unit DC gain: fluxes and sums over areas larger than the filter are unchanged. The
+same filter is applied to the difference image's PSF (the reference leaves that undone).
+
+Score mode (preconvolution, ALGORITHM.md §7.4): when the science image was first convolved with
+a unit-sum kernel P (its own PSF, reflected: a matched filter) and the kernel K matches the
+template to that, the filter is
+
+    corr(f) = (v + t·κ²) / (v + t·|K̂(f)|² / |P̂(f)|²)
+
+without the square root: it whitens the unconvolved difference ``S − (K/P) ⊗ T`` and applies
+the matched filter of its PSF in one step, so the result is the score image, a likelihood
+map whose peaks are the point sources.
+
+Which image is which (``templateMatched``):
+
+============  =================  ==============  =======================================
+mode          unconvolved (v)    convolved (t)   difference
+============  =================  ==============  =======================================
+template      science            template        ``D = S − K⊗T − b``
+science       template           science         ``D = (K⊗S + b − T)/κ`` (psfmatch's)
+score         science (⊗P)       template        ``D = P⊗S − K⊗T − b``
+============  =================  ==============  =======================================
+
+Variance of the result (decision 6). The default estimate is
+``Var_unconv · w₁ + Var_conv · w₂`` with ``wᵢ = Σₓ cᵢ(x)²`` (= the mean of ``|Ĉᵢ|²`` over
+the frequency grid) for the component filters ``Ĉ₁ = corr`` (score: ``P̂·corr``) and
+``Ĉ₂ = K̂·corr``: for white noise of variance ``v`` and ``t`` this is exactly ``v + t·κ²``.
+``completeVarPlanePropagation`` instead convolves each input variance plane with ``cᵢ²``.
+
+In science-matched mode psfmatch's difference is the *whole* numerator divided by κ,
+``D = (K⊗S + b − T)/κ``, so both of its noise terms carry ``1/κ²``:
+``Var(D) = (K²⊗Var_S + Var_T)/κ²``. The filter is unchanged by that common scale, and the
+variance of the result is ``(w₁·Var_T + w₂·Var_S)/κ²``: ``w₂`` contains the unnormalised
+``K̂``, so ``w₂/κ²`` is the science variance expressed in science units and ``w₁/κ²`` is the
+template variance brought to science units. The reference divides the difference's
+*convolved* term only (``D = K⊗S/κ − T``) but then divides its whole variance by κ², which
+mis-scales the template term by ``1/κ²``; psfmatch scales each term by what multiplies it in D.
+
+Conventions: as everywhere in psfmatch, convolution is true convolution, so a kernel image's
+centre pixel ``(n//2)`` is placed at array index 0 (wrapping around) before its FFT, and K̂ is
+then the transfer function of ``K⊗``. Non-finite pixels of the difference are replaced by the
+mean of the finite ones for the FFT and restored afterwards; the mask plane passes through.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DecorrelateALKernelConfig", "DecorrelateALKernelTask"]
+
+import math
+import sys
+from typing import Any
+
+import lsst.pex.config as pexConfig
+import numpy as np
+from astropy.stats import sigma_clipped_stats
+
+from . import _core
+from .errors import InvalidInputError
+from .image import Mask, MaskedImage
+from .task import Struct, Task
+
+# |P̂|² is floored here in score mode so the ratio |K̂|²/|P̂|² stays finite (the reference's
+# 1000·DBL_MIN).
+_P_HAT_FLOOR = 1000.0 * sys.float_info.min
+# Above this ratio t/v of the convolved to the unconvolved image's variance, the whitening
+# filter amplifies the unconvolved image's noise by up to sqrt(t/v)·κ at high frequencies.
+_RATIO_WARNING = 1.0e8
+
+
+class DecorrelateALKernelConfig(pexConfig.Config):
+    """Configuration of `DecorrelateALKernelTask`."""
+
+    ignoreMaskPlanes: pexConfig.ListField[str] = pexConfig.ListField(
+        dtype=str,
+        default=["INTRP", "EDGE", "DETECTED", "SAT", "CR", "BAD", "NO_DATA", "DETECTED_NEGATIVE"],
+        doc="Mask planes whose pixels are left out of the clipped mean variances svar and tvar. "
+        "Unknown plane names are ignored.",
+    )
+    completeVarPlanePropagation: pexConfig.Field[bool] = pexConfig.Field(
+        dtype=bool,
+        default=False,
+        doc="Propagate each input variance plane through the square of its real-space "
+        "component filter (two more FFT convolutions per plane), instead of scaling it by the "
+        "filter's mean power; matters where the variance varies on the filter's scale.",
+    )
+
+
+def _fftShape(*shapes: tuple[int, int]) -> tuple[int, int]:
+    """The FFT grid: per axis, the sum of the two largest sizes minus one, rounded up to even."""
+    sizes = np.sort(np.array(shapes, dtype=np.int64), axis=0)[-2:]
+    common = sizes.sum(axis=0) - 1
+    common += common % 2
+    return int(common[0]), int(common[1])
+
+
+def _padCentred(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Zero-pad ``array`` to ``shape`` with its centre pixel (index n//2) moved to index 0."""
+    out = np.zeros(shape, dtype=np.float64)
+    ny, nx = array.shape
+    out[:ny, :nx] = array
+    return np.roll(out, (-(ny // 2), -(nx // 2)), axis=(0, 1))
+
+
+def _cropCentred(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The inverse of `_padCentred`: the ``shape`` array whose centre pixel was at index 0."""
+    ny, nx = shape
+    return np.roll(array, (ny // 2, nx // 2), axis=(0, 1))[:ny, :nx]
+
+
+def _fillNonFinite(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``array`` as float64 with non-finite values replaced by the mean of the finite ones,
+    and the boolean map of those values."""
+    data = np.asarray(array, dtype=np.float64)
+    bad = ~np.isfinite(data)
+    if bad.any():
+        fill = float(data[~bad].mean()) if (~bad).any() else 0.0
+        data = np.where(bad, fill, data)
+    return data, bad
+
+
+def _filterImage(
+    array: np.ndarray, transfer: np.ndarray, fftShape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Multiply the FFT of ``array`` (non-finite pixels mean-filled) by ``transfer`` (an rfft2
+    half grid of ``fftShape``) and transform back: the filtered array, and the non-finite map."""
+    data, bad = _fillNonFinite(array)
+    spectrum = np.fft.rfft2(_padCentred(data, fftShape)) * transfer
+    out = _cropCentred(np.fft.irfft2(spectrum, s=fftShape), data.shape)
+    return out, bad
+
+
+def _checkKernelArray(array: Any, name: str) -> np.ndarray:
+    out = np.asarray(array, dtype=np.float64)
+    if out.ndim != 2 or out.shape[0] % 2 == 0 or out.shape[1] % 2 == 0:
+        raise InvalidInputError(f"{name}: expected an odd-sized 2-D image, got shape {out.shape}")
+    if not np.isfinite(out).all():
+        raise InvalidInputError(f"{name}: has non-finite values")
+    return out
+
+
+def _kernelImageAt(kernel: Any, x: float, y: float) -> np.ndarray:
+    """The unnormalised image of a psfmatch kernel (or a 2-D array) at parent (x, y)."""
+    if isinstance(kernel, _core.LinearCombinationKernel | _core.FixedKernel):
+        image, _ = kernel.computeImage(x, y, doNormalize=False)
+        return _checkKernelArray(image, "psfMatchingKernel")
+    if isinstance(kernel, np.ndarray):
+        return _checkKernelArray(kernel, "psfMatchingKernel")
+    raise InvalidInputError(
+        "psfMatchingKernel: expected a LinearCombinationKernel, FixedKernel or 2-D array, got "
+        f"{type(kernel).__name__}"
+    )
+
+
+def _sameGrid(images: dict[str, MaskedImage]) -> None:
+    for name, mi in images.items():
+        if not isinstance(mi, MaskedImage):
+            raise InvalidInputError(f"{name}: expected a MaskedImage, got {type(mi).__name__}")
+    (firstName, first), *rest = images.items()
+    for name, mi in rest:
+        if mi.image.shape != first.image.shape or mi.getXY0() != first.getXY0():
+            raise InvalidInputError(
+                f"{name} (shape {mi.image.shape}, xy0 {mi.getXY0()}) and {firstName} (shape "
+                f"{first.image.shape}, xy0 {first.getXY0()}) must share one pixel grid"
+            )
+
+
+class DecorrelateALKernelTask(Task):
+    """Whiten the noise of an Alard–Lupton difference image (ALGORITHM.md §7.6).
+
+    See the module docstring for the filter, the roles of the two images and the variance.
+
+    Examples
+    --------
+    >>> task = DecorrelateALKernelTask()                                   # doctest: +SKIP
+    >>> res = task.run(science, template, difference, kernel, psf=sciencePsfImage)
+    >>> res.correctedMaskedImage, res.correctedPsf                         # doctest: +SKIP
+    """
+
+    ConfigClass = DecorrelateALKernelConfig
+    _DefaultName = "decorrelate"
+    config: DecorrelateALKernelConfig
+
+    def _clippedMeanVariance(self, mi: MaskedImage) -> float:
+        """The 3σ, 3-iteration clipped mean of the usable pixels of a variance plane, or NaN."""
+        bits = Mask.getPlaneBitMask(list(self.config.ignoreMaskPlanes), skipUnknown=True)
+        var = np.asarray(mi.variance, dtype=np.float64)
+        usable = ((mi.mask & bits) == 0) & np.isfinite(var)
+        if not usable.any():
+            return math.nan
+        mean, _, _ = sigma_clipped_stats(var[usable], sigma=3.0, maxiters=3)
+        return float(mean)
+
+    def run(
+        self,
+        scienceMaskedImage: MaskedImage,
+        templateMaskedImage: MaskedImage,
+        subtractedMaskedImage: MaskedImage,
+        psfMatchingKernel: Any,
+        *,
+        templateMatched: bool = True,
+        preConvKernel: Any = None,
+        psf: Any = None,
+        xcen: float | None = None,
+        ycen: float | None = None,
+    ) -> Struct:
+        """Decorrelate a difference image.
+
+        Parameters
+        ----------
+        scienceMaskedImage, templateMaskedImage : `MaskedImage`
+            The two *unconvolved* inputs of the subtraction (after any variance rescaling):
+            their variance planes are the noise that went into the difference. Never modified.
+        subtractedMaskedImage : `MaskedImage`
+            The difference (or score) image, on the same pixel grid. Never modified.
+        psfMatchingKernel : `LinearCombinationKernel`, `FixedKernel` or 2-D array
+            The matching kernel. It is evaluated, unnormalised, at the centre of the
+            difference image's box, ``((begin + end)/2)`` per axis, unless ``xcen``/``ycen``
+            say otherwise.
+        templateMatched : `bool`, optional
+            True if the template was convolved (``D = S − K⊗T − b``); False if the science
+            image was (psfmatch's ``D = (K⊗S + b − T)/κ``).
+        preConvKernel : 2-D array, optional
+            Score mode: the odd-sized kernel the science image was convolved with before the
+            subtraction (psfmatch convolves, so for a matched filter this is the science PSF
+            reflected about its centre). Normalised to unit sum here. Template-matched only.
+        psf : 2-D array, optional
+            The PSF of ``subtractedMaskedImage`` as an odd-sized image (for a score image, the
+            science PSF convolved with ``preConvKernel``). Filtered like the image, it gives
+            ``correctedPsf``.
+        xcen, ycen : `float`, optional
+            Parent position at which to evaluate the kernel.
+
+        Returns
+        -------
+        result : `Struct`
+            ``correctedMaskedImage`` (`MaskedImage`: the filtered image, its variance, the
+            unchanged mask; non-finite input pixels stay as they were),
+            ``correctedPsf`` (unit-sum 2-D array, or None; the filtered ``psf`` on a grid
+            grown by the kernel's size, which the filter's reach needs),
+            ``decorrelationKernel`` (the real-space image filter, centred, of the kernel's
+            size), ``decorrelationFilter`` (its transfer function on the rfft2 half grid of
+            the FFT shape, float64), ``svar``, ``tvar`` (clipped mean variances), ``kappa``
+            (the kernel sum) and ``decorrelated`` (False if svar or tvar was unusable and the
+            difference was returned unchanged).
+
+        Raises
+        ------
+        InvalidInputError
+            Images on different grids, an even-sized or non-finite kernel, PSF or
+            preconvolution kernel, a preconvolution kernel with a non-positive sum, or
+            ``preConvKernel`` with ``templateMatched=False``.
+        """
+        _sameGrid(
+            {
+                "scienceMaskedImage": scienceMaskedImage,
+                "templateMaskedImage": templateMaskedImage,
+                "subtractedMaskedImage": subtractedMaskedImage,
+            }
+        )
+        bbox = subtractedMaskedImage.getBBox()
+        if xcen is None:
+            xcen = 0.5 * (bbox.getMinX() + bbox.getMaxX() + 1)
+        if ycen is None:
+            ycen = 0.5 * (bbox.getMinY() + bbox.getMaxY() + 1)
+        kimg = _kernelImageAt(psfMatchingKernel, float(xcen), float(ycen))
+        kappa = float(kimg.sum())
+        preConv: np.ndarray | None = None
+        if preConvKernel is not None:
+            if not templateMatched:
+                raise InvalidInputError(
+                    "preConvKernel: score mode (preconvolution) needs templateMatched=True"
+                )
+            preConv = _checkKernelArray(preConvKernel, "preConvKernel")
+            pSum = float(preConv.sum())
+            if not pSum > 0:
+                raise InvalidInputError(f"preConvKernel: the sum must be positive, got {pSum}")
+            preConv = preConv / pSum
+        psfArray = None if psf is None else _checkKernelArray(psf, "psf")
+
+        svar = self._clippedMeanVariance(scienceMaskedImage)
+        tvar = self._clippedMeanVariance(templateMaskedImage)
+        self.metadata["svar"] = svar if math.isfinite(svar) else "nan"
+        self.metadata["tvar"] = tvar if math.isfinite(tvar) else "nan"
+        self.metadata["kappa"] = kappa
+        if templateMatched:
+            v, t = svar, tvar
+            varUnconv, varConv = scienceMaskedImage.variance, templateMaskedImage.variance
+        else:
+            v, t = tvar, svar
+            varUnconv, varConv = templateMaskedImage.variance, scienceMaskedImage.variance
+
+        if not (math.isfinite(v) and math.isfinite(t) and v >= 0 and t >= 0 and v + t > 0):
+            self.log.warning(
+                "Not decorrelating: the clipped mean variances are unusable (science %s, "
+                "template %s); the difference is returned unchanged",
+                svar,
+                tvar,
+            )
+            self.metadata["decorrelated"] = False
+            corrected = subtractedMaskedImage.clone()
+            return Struct(
+                correctedMaskedImage=corrected,
+                correctedPsf=None if psfArray is None else psfArray / psfArray.sum(),
+                decorrelationKernel=None,
+                decorrelationFilter=None,
+                svar=svar,
+                tvar=tvar,
+                kappa=kappa,
+                decorrelated=False,
+            )
+        if v == 0 or t / v > _RATIO_WARNING:
+            self.log.warning(
+                "Decorrelation: the convolved image's variance %.4g is %s the unconvolved "
+                "image's %.4g; the filter amplifies the latter's high-frequency noise strongly",
+                t,
+                "infinitely" if v == 0 else f"{t / v:.3g} times",
+                v,
+            )
+
+        shapes = [kimg.shape, subtractedMaskedImage.image.shape]
+        if psfArray is not None:
+            shapes.append(psfArray.shape)
+        if preConv is not None:
+            shapes.append(preConv.shape)
+        fftShape = _fftShape(*shapes)
+
+        kHat = np.fft.rfft2(_padCentred(kimg, fftShape))
+        kPower = kHat.real**2 + kHat.imag**2
+        if preConv is None:
+            with np.errstate(divide="ignore"):
+                corr = np.sqrt((v + t * kappa**2) / np.maximum(v + t * kPower, _P_HAT_FLOOR))
+            filterUnconv: np.ndarray = corr
+        else:
+            pHat = np.fft.rfft2(_padCentred(preConv, fftShape))
+            pPower = np.maximum(pHat.real**2 + pHat.imag**2, _P_HAT_FLOOR)
+            corr = (v + t * kappa**2) / np.maximum(v + t * kPower / pPower, _P_HAT_FLOOR)
+            filterUnconv = pHat * corr
+        filterConv = kHat * corr
+        cUnconv = np.fft.irfft2(filterUnconv, s=fftShape)
+        cConv = np.fft.irfft2(filterConv, s=fftShape)
+
+        image, badImage = _filterImage(subtractedMaskedImage.image, corr, fftShape)
+        if self.config.completeVarPlanePropagation:
+            variance = np.zeros(image.shape)
+            for plane, c in ((varUnconv, cUnconv), (varConv, cConv)):
+                filtered, badPlane = _filterImage(plane, np.fft.rfft2(c * c), fftShape)
+                variance += np.where(badPlane, np.inf, filtered)
+        else:
+            wUnconv = float(np.sum(cUnconv * cUnconv))
+            wConv = float(np.sum(cConv * cConv))
+            variance = np.zeros(image.shape)
+            for plane, w in ((varUnconv, wUnconv), (varConv, wConv)):
+                filled, badPlane = _fillNonFinite(plane)
+                variance += np.where(badPlane, np.inf, filled * w)
+            self.metadata["varianceWeightUnconvolved"] = wUnconv
+            self.metadata["varianceWeightConvolved"] = wConv
+        if not templateMatched:
+            # Both terms of psfmatch's science-matched D are divided by κ (module docstring).
+            variance /= kappa**2
+
+        d = subtractedMaskedImage
+        image = np.where(badImage, d.image, image)
+        badVariance = ~np.isfinite(d.variance)
+        variance = np.where(badVariance, d.variance, variance)
+        corrected = MaskedImage(
+            image.astype(d.image.dtype, copy=False),
+            d.mask.copy(),
+            variance.astype(d.variance.dtype, copy=False),
+            xy0=d.getXY0(),
+        )
+
+        correctedPsf = None
+        if psfArray is not None:
+            # The filter reaches about a kernel width: the filtered PSF is returned on a grid
+            # grown by the kernel, so that its wings are not cut off before normalising.
+            psfShape = (
+                psfArray.shape[0] + kimg.shape[0] - 1,
+                psfArray.shape[1] + kimg.shape[1] - 1,
+            )
+            spectrum = np.fft.rfft2(_padCentred(psfArray, fftShape)) * corr
+            filteredPsf = _cropCentred(np.fft.irfft2(spectrum, s=fftShape), psfShape)
+            correctedPsf = filteredPsf / filteredPsf.sum()
+        decorrelationKernel = _cropCentred(np.fft.irfft2(corr, s=fftShape), kimg.shape)
+        self.metadata["decorrelated"] = True
+        self.log.info(
+            "Decorrelated the difference image: svar %.4g, tvar %.4g, kernel sum %.4f%s",
+            svar,
+            tvar,
+            kappa,
+            " (score mode)" if preConv is not None else "",
+        )
+        return Struct(
+            correctedMaskedImage=corrected,
+            correctedPsf=correctedPsf,
+            decorrelationKernel=decorrelationKernel,
+            decorrelationFilter=np.asarray(corr, dtype=np.float64),
+            svar=svar,
+            tvar=tvar,
+            kappa=kappa,
+            decorrelated=True,
+        )
