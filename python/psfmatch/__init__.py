@@ -42,6 +42,7 @@ from .basis import (
 from .candidate import ImageStatistics, KernelCandidate
 from .config import PsfMatchConfig, PsfMatchConfigAL, PsfMatchConfigDF, makeKernelControl
 from .convolution import convolve
+from .decorrelate import DecorrelateALKernelConfig, DecorrelateALKernelTask
 from .errors import (
     InputFileNotFoundError,
     InsufficientKernelSourcesError,
@@ -87,6 +88,8 @@ __all__ = [
     "BuildSpatialKernelVisitor",
     "CandidateVisitor",
     "ConditionNumberType",
+    "DecorrelateALKernelConfig",
+    "DecorrelateALKernelTask",
     "DoubleGaussianPsf",
     "FixedKernel",
     "GaussianPsf",
