@@ -4,17 +4,236 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "psfmatch/convolve_rows.h"
 #include "psfmatch/errors.h"
 #include "psfmatch/parallel.h"
 
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define PSFMATCH_X86_DISPATCH 1
+#define PSFMATCH_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define PSFMATCH_ALWAYS_INLINE inline
+#endif
+
 namespace psfmatch {
+
+// ---------------------------------------------------------------------------------------------
+// Row kernels (convolve_rows.h)
+// ---------------------------------------------------------------------------------------------
+
+namespace detail {
+
+namespace {
+
+#if defined(__GNUC__)
+/// K vectors of VB bytes at a time, their partial sums held in registers across all taps: each
+/// tap then costs one load and one multiply-add per vector, where accumulating into memory costs
+/// a load, a multiply-add and a store. GCC/Clang vector extensions keep this one source for every
+/// instruction set: VB is the register width of the variant that instantiates it. What is left
+/// after the blocks is done one vector, then one value at a time, with the same per-value
+/// sequence of operations, so a value never depends on where a row or chunk starts.
+template <typename T, int VB, int K>
+PSFMATCH_ALWAYS_INLINE void verticalRows(const T* top, long stride, const long* off, const T* w, int nt, long n,
+                                         T* out) {
+    constexpr int L = VB / static_cast<int>(sizeof(T));
+    typedef T V __attribute__((vector_size(VB)));
+    long x = 0;
+    auto block = [&](auto kTag) {
+        constexpr int KK = decltype(kTag)::value;
+        for (; x + KK * L <= n; x += KK * L) {
+            V acc[KK];
+            for (int k = 0; k < KK; ++k) acc[k] = V{};
+            for (int t = 0; t < nt; ++t) {
+                const T* s = top - off[t] * stride + x;
+                const T wt = w[t];
+                for (int k = 0; k < KK; ++k) {
+                    V v;
+                    std::memcpy(&v, s + k * L, sizeof(V));
+                    acc[k] += wt * v;
+                }
+            }
+            std::memcpy(out + x, acc, sizeof(acc));
+        }
+    };
+    block(std::integral_constant<int, K>());
+    block(std::integral_constant<int, 1>());
+    for (; x < n; ++x) {
+        T a = T(0);
+        for (int t = 0; t < nt; ++t) a += w[t] * top[x - off[t] * stride];
+        out[x] = a;
+    }
+}
+
+template <typename T, int VB, int K>
+PSFMATCH_ALWAYS_INLINE void horizontalRows(const T* src, const long* off, const T* w, int nt, const T* poly, long ps,
+                                           const T* gamma, int np, long n, T* acc) {
+    constexpr int L = VB / static_cast<int>(sizeof(T));
+    typedef T V __attribute__((vector_size(VB)));
+    long x = 0;
+    auto block = [&](auto kTag) {
+        constexpr int KK = decltype(kTag)::value;
+        for (; x + KK * L <= n; x += KK * L) {
+            V t[KK];
+            for (int k = 0; k < KK; ++k) t[k] = V{};
+            for (int j = 0; j < nt; ++j) {
+                const T* s = src + x - off[j];
+                const T wj = w[j];
+                for (int k = 0; k < KK; ++k) {
+                    V v;
+                    std::memcpy(&v, s + k * L, sizeof(V));
+                    t[k] += wj * v;
+                }
+            }
+            V a[KK];
+            std::memcpy(a, acc + x, sizeof(a));
+            if (np == 0) {
+                for (int k = 0; k < KK; ++k) a[k] += t[k];
+            } else {
+                // The per-pixel coefficient Σ_p γ_p · poly_p(x): the spatial variation along a row.
+                V c[KK];
+                for (int k = 0; k < KK; ++k) {
+                    std::memcpy(&c[k], poly + x + k * L, sizeof(V));
+                    c[k] *= gamma[0];
+                }
+                for (int p = 1; p < np; ++p) {
+                    const T* q = poly + p * ps + x;
+                    const T gp = gamma[p];
+                    for (int k = 0; k < KK; ++k) {
+                        V v;
+                        std::memcpy(&v, q + k * L, sizeof(V));
+                        c[k] += gp * v;
+                    }
+                }
+                for (int k = 0; k < KK; ++k) a[k] += c[k] * t[k];
+            }
+            std::memcpy(acc + x, a, sizeof(a));
+        }
+    };
+    block(std::integral_constant<int, K>());
+    block(std::integral_constant<int, 1>());
+    for (; x < n; ++x) {
+        T t = T(0);
+        for (int j = 0; j < nt; ++j) t += w[j] * src[x - off[j]];
+        if (np == 0) {
+            acc[x] += t;
+            continue;
+        }
+        T c = gamma[0] * poly[x];
+        for (int p = 1; p < np; ++p) c += gamma[p] * poly[p * ps + x];
+        acc[x] += c * t;
+    }
+}
+#else
+// Plain loops for compilers without GCC vector extensions; same per-value arithmetic.
+template <typename T, int VB, int K>
+void verticalRows(const T* top, long stride, const long* off, const T* w, int nt, long n, T* out) {
+    for (long x = 0; x < n; ++x) {
+        T a = T(0);
+        for (int t = 0; t < nt; ++t) a += w[t] * top[x - off[t] * stride];
+        out[x] = a;
+    }
+}
+template <typename T, int VB, int K>
+void horizontalRows(const T* src, const long* off, const T* w, int nt, const T* poly, long ps, const T* gamma, int np,
+                    long n, T* acc) {
+    for (long x = 0; x < n; ++x) {
+        T t = T(0);
+        for (int j = 0; j < nt; ++j) t += w[j] * src[x - off[j]];
+        if (np == 0) {
+            acc[x] += t;
+            continue;
+        }
+        T c = gamma[0] * poly[x];
+        for (int p = 1; p < np; ++p) c += gamma[p] * poly[p * ps + x];
+        acc[x] += c * t;
+    }
+}
+#endif
+
+struct RowKernels {
+    void (*vf)(const float*, long, const long*, const float*, int, long, float*);
+    void (*vd)(const double*, long, const long*, const double*, int, long, double*);
+    void (*hf)(const float*, const long*, const float*, int, const float*, long, const float*, int, long, float*);
+    void (*hd)(const double*, const long*, const double*, int, const double*, long, const double*, int, long,
+               double*);
+    const char* isa;
+};
+
+// One set of row kernels per instruction set: VB is its vector width in bytes, K the vectors per
+// block (8 accumulators hide the multiply-add latency on two pipes; SSE2 has 16 registers only).
+#define PSFMATCH_ROW_KERNELS(NAME, ATTR, VB, K)                                                                     \
+    ATTR void NAME##Vf(const float* top, long stride, const long* off, const float* w, int nt, long n, float* out) { \
+        verticalRows<float, VB, K>(top, stride, off, w, nt, n, out);                                               \
+    }                                                                                                              \
+    ATTR void NAME##Vd(const double* top, long stride, const long* off, const double* w, int nt, long n,           \
+                       double* out) {                                                                              \
+        verticalRows<double, VB, K>(top, stride, off, w, nt, n, out);                                              \
+    }                                                                                                              \
+    ATTR void NAME##Hf(const float* src, const long* off, const float* w, int nt, const float* poly, long ps,      \
+                       const float* gamma, int np, long n, float* acc) {                                          \
+        horizontalRows<float, VB, K>(src, off, w, nt, poly, ps, gamma, np, n, acc);                                \
+    }                                                                                                              \
+    ATTR void NAME##Hd(const double* src, const long* off, const double* w, int nt, const double* poly, long ps,   \
+                       const double* gamma, int np, long n, double* acc) {                                        \
+        horizontalRows<double, VB, K>(src, off, w, nt, poly, ps, gamma, np, n, acc);                               \
+    }
+
+PSFMATCH_ROW_KERNELS(baseline, , 16, 4)
+#ifdef PSFMATCH_X86_DISPATCH
+PSFMATCH_ROW_KERNELS(avx2, __attribute__((target("avx2,fma"))), 32, 8)
+PSFMATCH_ROW_KERNELS(avx512, __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma"))), 64, 8)
+#endif
+#undef PSFMATCH_ROW_KERNELS
+
+RowKernels selectRowKernels() {
+#ifdef PSFMATCH_X86_DISPATCH
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma")) {
+        return {avx512Vf, avx512Vd, avx512Hf, avx512Hd, "avx512"};
+    }
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        return {avx2Vf, avx2Vd, avx2Hf, avx2Hd, "avx2"};
+    }
+#endif
+    return {baselineVf, baselineVd, baselineHf, baselineHd, "baseline"};
+}
+
+const RowKernels& rowKernels() {
+    static const RowKernels kernels = selectRowKernels();
+    return kernels;
+}
+
+}  // namespace
+
+void verticalPass(const float* top, long stride, const Taps<float>& taps, long n, float* out) {
+    rowKernels().vf(top, stride, taps.offset.data(), taps.weight.data(), taps.size(), n, out);
+}
+void verticalPass(const double* top, long stride, const Taps<double>& taps, long n, double* out) {
+    rowKernels().vd(top, stride, taps.offset.data(), taps.weight.data(), taps.size(), n, out);
+}
+void horizontalAccumulate(const float* src, const Taps<float>& taps, const float* poly, long polyStride,
+                          const float* gamma, int np, long n, float* acc) {
+    rowKernels().hf(src, taps.offset.data(), taps.weight.data(), taps.size(), poly, polyStride, gamma, np, n, acc);
+}
+void horizontalAccumulate(const double* src, const Taps<double>& taps, const double* poly, long polyStride,
+                          const double* gamma, int np, long n, double* acc) {
+    rowKernels().hd(src, taps.offset.data(), taps.weight.data(), taps.size(), poly, polyStride, gamma, np, n, acc);
+}
+const char* rowKernelIsa() { return rowKernels().isa; }
+
+}  // namespace detail
 
 namespace {
 
 constexpr long kRowsPerBlock = 32;
+/// Output columns per chunk of a row: the pass buffers (a few × 8 KiB) then stay in L1.
+constexpr long kChunk = 1024;
 
 struct Tap {
     long offset;
@@ -79,43 +298,65 @@ void xPass(const ImageView<const Tin>& in, long rowBegin, long rowEnd, const std
     }
 }
 
+/// Blocks of output rows, each in column chunks: the chunk's input rows are copied once into a
+/// double buffer (so float pixels are widened once, not once per tap), then for every output
+/// row and term a vertical pass over kh buffered rows into a row that stays in L1, and a
+/// horizontal pass that adds coef · kx ⊗ that row into the output row. The work is exactly
+/// Σ_terms (|kx| + |ky|) multiply-adds per pixel plus kw − 1 columns per chunk. Sums run in
+/// double; every pixel's arithmetic is fixed by its position alone, so the thread count
+/// cannot change a result.
 template <typename Tin, typename Tout>
 void convolveSeparable(const ImageView<const Tin>& in, const ImageView<Tout>& out, const FixedKernel& kernel,
                        double scale, int nThreads) {
     const Box2I g = goodBox(in.nx, in.ny, kernel.getWidth(), kernel.getHeight());
-    const int cx = kernel.getCtrX(), cy = kernel.getCtrY(), kh = kernel.getHeight();
+    const int cx = kernel.getCtrX(), cy = kernel.getCtrY(), kw = kernel.getWidth(), kh = kernel.getHeight();
     const long gnx = g.getWidth(), gny = g.getHeight();
     struct Prepared {
-        double coef;
-        std::vector<Tap> x, y;
+        detail::Taps<double> x, y;
     };
     std::vector<Prepared> terms;
-    for (const auto& t : kernel.getTerms()) terms.push_back({t.coef, nonZeroTaps(t.kx), nonZeroTaps(t.ky)});
+    for (const auto& t : kernel.getTerms()) {
+        Prepared p;
+        for (const Tap& tap : nonZeroTaps(t.kx)) {
+            p.x.offset.push_back(tap.offset);
+            p.x.weight.push_back(t.coef * tap.weight);  // the coefficient rides on the x taps
+        }
+        for (const Tap& tap : nonZeroTaps(t.ky)) {
+            p.y.offset.push_back(tap.offset);
+            p.y.weight.push_back(tap.weight);
+        }
+        if (p.x.size() > 0 && p.y.size() > 0) terms.push_back(std::move(p));
+    }
+    const long chunk = std::min(gnx, kChunk);
     const long nBlocks = (gny + kRowsPerBlock - 1) / kRowsPerBlock;
     parallelFor(nBlocks, nThreads, [&](long b0, long b1) {
-        std::vector<double> tmp, acc;
+        const long width = chunk + kw - 1;
+        std::vector<double> rows((kRowsPerBlock + kh - 1) * width), ybuf(width), acc(chunk);
         for (long b = b0; b < b1; ++b) {
             const long y0 = g.minY + b * kRowsPerBlock;
             const long y1 = std::min<long>(y0 + kRowsPerBlock, g.maxY + 1);
-            // input rows y - j + cy for j in [0, kh): [y0 - (kh - 1 - cy), y1 - 1 + cy]
-            const long r0 = y0 - (kh - 1 - cy), r1 = y1 + cy;
-            tmp.assign((r1 - r0) * gnx, 0.0);
-            acc.assign((y1 - y0) * gnx, 0.0);
-            for (const auto& term : terms) {
-                xPass(in, r0, r1, term.x, cx, g.minX, gnx, tmp.data());
-                for (long y = y0; y < y1; ++y) {
-                    double* a = acc.data() + (y - y0) * gnx;
-                    for (const Tap& tap : term.y) {
-                        const double w = term.coef * tap.weight;
-                        const double* s = tmp.data() + (y - tap.offset + cy - r0) * gnx;
-                        for (long x = 0; x < gnx; ++x) a[x] += w * s[x];
-                    }
+            const long r0 = y0 - (kh - 1 - cy), r1 = y1 + cy;  // input rows of the block
+            for (long xa = 0; xa < gnx; xa += chunk) {
+                const long w = std::min(chunk, gnx - xa);
+                // Column c0 + k of the input is buffer column k; output column g.minX + xa + x
+                // needs input columns down to g.minX + xa + x − (kw − 1 − cx), i.e. ybuf[x + kw − 1 − i].
+                const long c0 = g.minX + xa - (kw - 1 - cx);
+                for (long r = r0; r < r1; ++r) {
+                    const Tin* src = in.row(r) + c0;
+                    double* dst = rows.data() + (r - r0) * width;
+                    for (long k = 0; k < w + kw - 1; ++k) dst[k] = static_cast<double>(src[k]);
                 }
-            }
-            for (long y = y0; y < y1; ++y) {
-                const double* a = acc.data() + (y - y0) * gnx;
-                Tout* o = out.row(y) + g.minX;
-                for (long x = 0; x < gnx; ++x) o[x] = static_cast<Tout>(scale * a[x]);
+                for (long y = y0; y < y1; ++y) {
+                    const double* top = rows.data() + (y + cy - r0) * width;
+                    std::fill(acc.begin(), acc.begin() + w, 0.0);
+                    for (const Prepared& p : terms) {
+                        detail::verticalPass(top, width, p.y, w + kw - 1, ybuf.data());
+                        detail::horizontalAccumulate(ybuf.data() + kw - 1, p.x, nullptr, 0, nullptr, 0, w,
+                                                     acc.data());
+                    }
+                    Tout* o = out.row(y) + g.minX + xa;
+                    for (long x = 0; x < w; ++x) o[x] = static_cast<Tout>(scale * acc[x]);
+                }
             }
         }
     });
@@ -192,31 +433,46 @@ void convolveMaskPlane(ImageView<const std::int32_t> in, ImageView<std::int32_t>
         }
     }
     if (fullBox) {
-        // Horizontal OR of every needed input row, then vertical OR, block by block.
+        // OR is idempotent, so a window of width W is the OR of two overlapping windows of the
+        // largest power of two P ≤ W, and windows of width 2s are built from those of width s
+        // in place: log₂P + 1 ORs per pixel and direction instead of W. Horizontal windows of
+        // every needed input row first, then vertical ones, block by block.
         const long nBlocks = (g.getHeight() + kRowsPerBlock - 1) / kRowsPerBlock;
         const long kw = k.cols(), kh = k.rows();
+        long pw = 1, ph = 1;
+        while (2 * pw <= kw) pw *= 2;
+        while (2 * ph <= kh) ph *= 2;
+        const long c0 = g.minX - (kw - 1 - cx);  // first input column of output column g.minX
+        const long len = gnx + kw - 1;
         parallelFor(nBlocks, nThreads, [&](long b0, long b1) {
-            std::vector<std::int32_t> hor;
+            std::vector<std::int32_t> row(len), hor;
             for (long b = b0; b < b1; ++b) {
                 const long y0 = g.minY + b * kRowsPerBlock;
                 const long y1 = std::min<long>(y0 + kRowsPerBlock, g.maxY + 1);
                 const long rr0 = y0 - (kh - 1 - cy), rr1 = y1 + cy;
-                hor.assign((rr1 - rr0) * gnx, 0);
+                hor.resize((rr1 - rr0) * gnx);
                 for (long r = rr0; r < rr1; ++r) {
+                    std::copy_n(in.row(r) + c0, len, row.data());
+                    for (long step = 1; step < pw; step *= 2) {
+                        for (long x = 0; x + step < len; ++x) row[x] |= row[x + step];
+                    }
                     std::int32_t* h = hor.data() + (r - rr0) * gnx;
-                    const std::int32_t* s = in.row(r) + g.minX + cx;
-                    for (long i = 0; i < kw; ++i) {
-                        const std::int32_t* si = s - i;
-                        for (long x = 0; x < gnx; ++x) h[x] |= si[x];
+                    for (long x = 0; x < gnx; ++x) h[x] = row[x] | row[x + kw - pw];
+                }
+                const long nr = rr1 - rr0;
+                for (long step = 1; step < ph; step *= 2) {
+                    for (long r = 0; r + step < nr; ++r) {
+                        std::int32_t* h = hor.data() + r * gnx;
+                        const std::int32_t* h2 = h + step * gnx;
+                        for (long x = 0; x < gnx; ++x) h[x] |= h2[x];
                     }
                 }
                 for (long y = y0; y < y1; ++y) {
+                    // Output row y needs input rows y − (kh − 1 − cy) … y + cy: hor rows y − y0 on.
+                    const std::int32_t* h = hor.data() + (y - y0) * gnx;
+                    const std::int32_t* h2 = h + (kh - ph) * gnx;
                     std::int32_t* o = out.row(y) + g.minX;
-                    std::fill(o, o + gnx, 0);
-                    for (long j = 0; j < kh; ++j) {
-                        const std::int32_t* h = hor.data() + (y - j + cy - rr0) * gnx;
-                        for (long x = 0; x < gnx; ++x) o[x] |= h[x];
-                    }
+                    for (long x = 0; x < gnx; ++x) o[x] = h[x] | h2[x];
                 }
             }
         });

@@ -4,10 +4,13 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <string>
+#include <type_traits>
 #include <vector>
 
-#include <Eigen/SVD>
+#include <Eigen/Eigenvalues>
 
+#include "psfmatch/convolve_rows.h"
 #include "psfmatch/errors.h"
 #include "psfmatch/parallel.h"
 
@@ -15,210 +18,436 @@ namespace psfmatch {
 
 namespace {
 
+/// Output rows per parallel task of the image plane: the block's input rows (plus the kernel
+/// height) are widened to the accumulation type once and then read from cache by every pass.
 constexpr long kRowsPerBlock = 32;
+/// Output columns per chunk: a pass buffer of kChunk + kw − 1 values stays in L1.
+constexpr long kChunk = 1024;
+/// Variance tiles start this large and are halved while the local model of K² needs more than
+/// kMaxComponents components, down to kMinTile. Measured on fitted kernels: a 256-px tile of a
+/// 2k–4k image needs four components; beyond five, quartering the tile is cheaper than the
+/// separable terms the extra components bring.
 constexpr int kMaxTile = 256;
-constexpr int kMinTile = 8;
+constexpr int kMinTile = 32;
+constexpr int kMaxComponents = 5;
 
-// One distinct piece of the basis: a separable pair or a whole non-separable kernel.
-struct Component {
-    const Eigen::VectorXd* kx = nullptr;  // separable pair, or
-    const Eigen::VectorXd* ky = nullptr;
-    const FixedKernel* direct = nullptr;  // a kernel with no decomposition
+// ---------------------------------------------------------------------------------------------
+// The basis as distinct separable pieces
+// ---------------------------------------------------------------------------------------------
+
+/// A rank-one piece ky ⊗ kx of the basis. A basis kernel without a decomposition is split
+/// exactly into its rows: K = Σ_j e_j ⊗ K[j, :] (a one-tap vertical factor per row).
+struct Piece {
+    Eigen::VectorXd kx, ky;
 };
 
+/// The image-plane model: K(x, y) = Σ_c coef_c(x, y) · ky_c ⊗ kx_c with
+/// coef_c(x, y) = Σ_k beta(c, k) f_k(x, y); the pieces are grouped by their vertical factor so
+/// one vertical pass serves every piece that shares it.
 struct Decomposition {
-    std::vector<Component> components;
-    Eigen::MatrixXd beta;  // components × spatial terms
+    std::vector<Eigen::VectorXd> yFactors;
+    std::vector<std::vector<long>> groups;  // pieces of each vertical factor
+    std::vector<Eigen::VectorXd> xFactors;  // kx of each piece
+    Eigen::MatrixXd beta;                   // pieces × spatial terms
 };
 
 Decomposition decompose(const LinearCombinationKernel& kernel) {
     const KernelList& basis = kernel.getBasisList();
-    Decomposition d;
-    std::vector<std::vector<std::pair<long, double>>> contributions(basis.size());  // (component, weight)
-    for (std::size_t m = 0; m < basis.size(); ++m) {
-        if (!basis[m].isSeparable()) {
-            d.components.push_back({nullptr, nullptr, &basis[m]});
-            contributions[m].emplace_back(static_cast<long>(d.components.size() - 1), 1.0);
-            continue;
+    const Eigen::MatrixXd& alpha = kernel.getSpatialParameters();
+    std::vector<Piece> pieces;
+    std::vector<Eigen::RowVectorXd> beta;
+    auto add = [&](const Eigen::VectorXd& kx, const Eigen::VectorXd& ky, const Eigen::RowVectorXd& b) {
+        for (std::size_t c = 0; c < pieces.size(); ++c) {
+            if (pieces[c].kx == kx && pieces[c].ky == ky) {
+                beta[c] += b;
+                return;
+            }
         }
-        for (const auto& t : basis[m].getTerms()) {
-            long index = -1;
-            for (std::size_t c = 0; c < d.components.size(); ++c) {
-                const Component& comp = d.components[c];
-                if (comp.kx && *comp.kx == t.kx && *comp.ky == t.ky) {
-                    index = static_cast<long>(c);
-                    break;
-                }
+        pieces.push_back({kx, ky});
+        beta.push_back(b);
+    };
+    for (std::size_t m = 0; m < basis.size(); ++m) {
+        const Eigen::RowVectorXd a = alpha.row(static_cast<long>(m));
+        if (basis[m].isSeparable()) {
+            for (const auto& t : basis[m].getTerms()) add(t.kx, t.ky, t.coef * a);
+        } else {
+            const ImageD& k = basis[m].getImage();
+            for (long j = 0; j < k.rows(); ++j) {
+                if ((k.row(j) == 0.0).all()) continue;
+                Eigen::VectorXd e = Eigen::VectorXd::Zero(k.rows());
+                e[j] = 1.0;
+                add(k.row(j).transpose().matrix(), e, a);
             }
-            if (index < 0) {
-                d.components.push_back({&t.kx, &t.ky, nullptr});
-                index = static_cast<long>(d.components.size() - 1);
-            }
-            contributions[m].emplace_back(index, t.coef);
         }
     }
-    // β = Lᵀ α: component c gets Σ_m L_mc α_m·.
-    const Eigen::MatrixXd& alpha = kernel.getSpatialParameters();
-    d.beta = Eigen::MatrixXd::Zero(static_cast<long>(d.components.size()), alpha.cols());
-    for (std::size_t m = 0; m < basis.size(); ++m) {
-        for (const auto& [c, w] : contributions[m]) d.beta.row(c) += w * alpha.row(static_cast<long>(m));
+    Decomposition d;
+    d.beta.resize(static_cast<long>(pieces.size()), alpha.cols());
+    for (std::size_t c = 0; c < pieces.size(); ++c) {
+        d.beta.row(static_cast<long>(c)) = beta[c];
+        d.xFactors.push_back(pieces[c].kx);
+        long g = -1;
+        for (std::size_t i = 0; i < d.yFactors.size(); ++i) {
+            if (d.yFactors[i] == pieces[c].ky) g = static_cast<long>(i);
+        }
+        if (g < 0) {
+            d.yFactors.push_back(pieces[c].ky);
+            d.groups.emplace_back();
+            g = static_cast<long>(d.yFactors.size() - 1);
+        }
+        d.groups[g].push_back(static_cast<long>(c));
     }
     return d;
 }
 
-template <typename T>
-void convolveImagePlane(const ImageView<const T>& in, const ImageView<T>& out, int x0, int y0,
-                        const LinearCombinationKernel& kernel, int nThreads) {
-    const Decomposition d = decompose(kernel);
-    const SpatialFunction& f = kernel.getSpatialFunction();
-    const long nkt = f.getNParameters();
-    const int kw = kernel.getWidth(), kh = kernel.getHeight();
-    const int cx = kernel.getCtrX(), cy = kernel.getCtrY();
-    const Box2I g = goodBox(in.nx, in.ny, kw, kh);
-    const long gnx = g.getWidth();
-    const long nBlocks = (g.getHeight() + kRowsPerBlock - 1) / kRowsPerBlock;
-
-    // Term k = (p, q) is X_p(x)·Y_q(y). Per row and component, γ_p = Σ_q β_c(p,q) Y_q(y);
-    // per pixel the coefficient is then Σ_p γ_p X_p(x).
-    const int order = f.getOrder();
-    const long np = order + 1;
-    if (np > 64) throw InvalidInputError("convolveSpatial: spatial order above 63 is not supported");
-    std::vector<double> xf(gnx * np);
-    for (long x = 0; x < gnx; ++x) {
-        const Eigen::VectorXd v = f.xFactors(x0 + g.minX + x);
-        for (long p = 0; p < np; ++p) xf[p * gnx + x] = v[p];
+/// The taps of a 1-D factor times `scale`. The smallest taps are dropped while their summed
+/// magnitude stays ≤ trim · Σ|k| (zeros always): the far wings of a narrow Gaussian
+/// (exp(−u²/2σ²) ~ 1e-16 at 6σ) then cost nothing, and the dropped part bounds the change of
+/// any sum made with the factor by that fraction of its L1 norm.
+template <typename Acc>
+detail::Taps<Acc> tapsOf(const Eigen::VectorXd& k, double scale, double trim) {
+    std::vector<long> order(k.size());
+    for (long i = 0; i < k.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](long a, long b) { return std::abs(k[a]) < std::abs(k[b]); });
+    const double budget = trim * k.cwiseAbs().sum();
+    std::vector<bool> keep(k.size(), true);
+    double dropped = 0.0;
+    for (long i : order) {
+        dropped += std::abs(k[i]);
+        if (k[i] != 0.0 && dropped > budget) break;
+        keep[i] = false;
     }
+    detail::Taps<Acc> taps;
+    for (long i = 0; i < k.size(); ++i) {
+        if (!keep[i]) continue;
+        taps.offset.push_back(i);
+        taps.weight.push_back(static_cast<Acc>(scale * k[i]));
+    }
+    return taps;
+}
+
+/// Term k of the spatial function is xFactors[p_k] · yFactors[q_k] (order 1, x, y, x², xy, …).
+std::vector<std::pair<int, int>> termPowers(int order) {
     std::vector<std::pair<int, int>> pq;
     for (int n = 0; n <= order; ++n) {
         for (int q = 0; q <= n; ++q) pq.emplace_back(n - q, q);
     }
+    return pq;
+}
+
+/// How much the pieces cancel: max over the box's corners and centre of
+/// Σ_c |coef_c| ‖ky_c‖₁ ‖kx_c‖₁ / |Σ_c coef_c Σky_c Σkx_c|, the factor by which rounding in
+/// the per-piece sums is amplified relative to the result (∞ for a kernel summing to 0).
+double cancellation(const Decomposition& d, const SpatialFunction& f, const Box2I& box, int x0, int y0) {
+    const double xs[3] = {double(box.minX), 0.5 * (box.minX + box.maxX), double(box.maxX)};
+    const double ys[3] = {double(box.minY), 0.5 * (box.minY + box.maxY), double(box.maxY)};
+    double worst = 0.0;
+    for (double x : xs) {
+        for (double y : ys) {
+            const Eigen::VectorXd coef = d.beta * f.terms(x0 + x, y0 + y);
+            double l1 = 0.0, sum = 0.0;
+            for (long c = 0; c < coef.size(); ++c) {
+                long gi = 0;
+                while (std::find(d.groups[gi].begin(), d.groups[gi].end(), c) == d.groups[gi].end()) ++gi;
+                const Eigen::VectorXd& ky = d.yFactors[gi];
+                const Eigen::VectorXd& kx = d.xFactors[c];
+                l1 += std::abs(coef[c]) * ky.cwiseAbs().sum() * kx.cwiseAbs().sum();
+                sum += coef[c] * ky.sum() * kx.sum();
+            }
+            worst = std::max(worst, sum == 0.0 ? std::numeric_limits<double>::infinity() : l1 / std::abs(sum));
+        }
+    }
+    return worst;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Image plane: exact
+// ---------------------------------------------------------------------------------------------
+
+/// out(x, y) = Σ_c coef_c(x, y) (ky_c ⊗ kx_c ⊗ in)(x, y), row by row: per vertical factor one
+/// vertical pass, then for each piece of its group one horizontal pass that multiplies by the
+/// piece's coefficient along the row (γ_cp(y) · X_p(x), γ_cp = Σ_q β_c(p,q) Y_q(y)) and
+/// accumulates. Per pixel that is Σ_groups |ky| + Σ_pieces (|kx| + np) multiply-adds, with no
+/// approximation: the same sum as evaluating K at the pixel and convolving.
+template <typename T, typename Acc>
+void convolveImagePlane(const ImageView<const T>& in, const ImageView<T>& out, int x0, int y0,
+                        const LinearCombinationKernel& kernel, const Decomposition& d, int nThreads) {
+    const SpatialFunction& f = kernel.getSpatialFunction();
+    const int kw = kernel.getWidth(), kh = kernel.getHeight();
+    const int cx = kernel.getCtrX(), cy = kernel.getCtrY();
+    const Box2I g = goodBox(in.nx, in.ny, kw, kh);
+    const long gnx = g.getWidth(), gny = g.getHeight();
+    const int np = f.getOrder() + 1;
+    const auto pq = termPowers(f.getOrder());
+    const long nPieces = d.beta.rows();
+
+    std::vector<detail::Taps<Acc>> yTaps, xTaps;
+    // In float, taps below 2⁻⁴⁰ of a factor's L1 norm are far under the rounding of the sum; in
+    // double every non-zero tap is kept.
+    const double trim = std::is_same<Acc, float>::value ? std::ldexp(1.0, -40) : 0.0;
+    for (const auto& ky : d.yFactors) yTaps.push_back(tapsOf<Acc>(ky, 1.0, trim));
+    for (const auto& kx : d.xFactors) xTaps.push_back(tapsOf<Acc>(kx, 1.0, trim));
+    // X_p(x) over the good box's columns, one row of gnx values per power p.
+    std::vector<Acc> xf(np * gnx);
+    for (long x = 0; x < gnx; ++x) {
+        const Eigen::VectorXd v = f.xFactors(x0 + g.minX + x);
+        for (int p = 0; p < np; ++p) xf[p * gnx + x] = static_cast<Acc>(v[p]);
+    }
+
+    const long chunk = std::min(gnx, kChunk);
+    const long width = chunk + kw - 1;
+    const long nBlocks = (gny + kRowsPerBlock - 1) / kRowsPerBlock;
     parallelFor(nBlocks, nThreads, [&](long b0, long b1) {
-        std::vector<double> tmp, r, acc, coef;
+        std::vector<Acc> rows((kRowsPerBlock + kh - 1) * width), ybuf(width), acc(chunk), gamma(nPieces * np);
         for (long b = b0; b < b1; ++b) {
             const long ya = g.minY + b * kRowsPerBlock;
             const long yb = std::min<long>(ya + kRowsPerBlock, g.maxY + 1);
-            const long rows = yb - ya;
             const long ra = ya - (kh - 1 - cy), rb = yb + cy;
-            std::vector<Eigen::VectorXd> yf;
-            for (long y = ya; y < yb; ++y) yf.push_back(f.yFactors(y0 + y));
-            acc.assign(rows * gnx, 0.0);
-            coef.resize(gnx);
-            r.resize(rows * gnx);
-            const Eigen::VectorXd* lastKx = nullptr;
-            for (std::size_t c = 0; c < d.components.size(); ++c) {
-                const Component& comp = d.components[c];
-                std::fill(r.begin(), r.end(), 0.0);
-                if (comp.direct) {
-                    const ImageD& k = comp.direct->getImage();
-                    for (long y = ya; y < yb; ++y) {
-                        double* o = r.data() + (y - ya) * gnx;
-                        for (long j = 0; j < kh; ++j) {
-                            for (long i = 0; i < kw; ++i) {
-                                const double w = k(j, i);
-                                if (w == 0.0) continue;
-                                const T* s = in.row(y - j + cy) + g.minX + cx - i;
-                                for (long x = 0; x < gnx; ++x) o[x] += w * static_cast<double>(s[x]);
-                            }
-                        }
-                    }
-                } else {
-                    // Components sharing an x factor are adjacent when the basis lists them so;
-                    // reuse the x pass while it is the same factor.
-                    if (lastKx == nullptr || !(*lastKx == *comp.kx)) {
-                        tmp.assign((rb - ra) * gnx, 0.0);
-                        for (long row = ra; row < rb; ++row) {
-                            double* t = tmp.data() + (row - ra) * gnx;
-                            const T* src = in.row(row) + g.minX + cx;
-                            for (long i = 0; i < kw; ++i) {
-                                const double w = (*comp.kx)[i];
-                                if (w == 0.0) continue;
-                                const T* s = src - i;
-                                for (long x = 0; x < gnx; ++x) t[x] += w * static_cast<double>(s[x]);
-                            }
-                        }
-                        lastKx = comp.kx;
-                    }
-                    for (long y = ya; y < yb; ++y) {
-                        double* o = r.data() + (y - ya) * gnx;
-                        for (long j = 0; j < kh; ++j) {
-                            const double w = (*comp.ky)[j];
-                            if (w == 0.0) continue;
-                            const double* s = tmp.data() + (y - j + cy - ra) * gnx;
-                            for (long x = 0; x < gnx; ++x) o[x] += w * s[x];
-                        }
-                    }
+            for (long xa = 0; xa < gnx; xa += chunk) {
+                const long w = std::min(chunk, gnx - xa);
+                const long c0 = g.minX + xa - (kw - 1 - cx);
+                for (long r = ra; r < rb; ++r) {
+                    const T* src = in.row(r) + c0;
+                    Acc* dst = rows.data() + (r - ra) * width;
+                    for (long k = 0; k < w + kw - 1; ++k) dst[k] = static_cast<Acc>(src[k]);
                 }
                 for (long y = ya; y < yb; ++y) {
-                    double gamma[64];
-                    std::fill(gamma, gamma + np, 0.0);
-                    for (long k = 0; k < nkt; ++k) {
-                        gamma[pq[k].first] += d.beta(static_cast<long>(c), k) * yf[y - ya][pq[k].second];
+                    const Eigen::VectorXd yv = f.yFactors(y0 + y);
+                    for (long c = 0; c < nPieces; ++c) {
+                        double gm[64] = {};
+                        for (std::size_t k = 0; k < pq.size(); ++k) {
+                            gm[pq[k].first] += d.beta(c, static_cast<long>(k)) * yv[pq[k].second];
+                        }
+                        for (int p = 0; p < np; ++p) gamma[c * np + p] = static_cast<Acc>(gm[p]);
                     }
-                    std::fill(coef.begin(), coef.begin() + gnx, 0.0);
-                    for (long p = 0; p < np; ++p) {
-                        const double gp = gamma[p];
-                        const double* xp = xf.data() + p * gnx;
-                        for (long x = 0; x < gnx; ++x) coef[x] += gp * xp[x];
+                    const Acc* top = rows.data() + (y + cy - ra) * width;
+                    std::fill(acc.begin(), acc.begin() + w, Acc(0));
+                    for (std::size_t gi = 0; gi < d.groups.size(); ++gi) {
+                        detail::verticalPass(top, width, yTaps[gi], w + kw - 1, ybuf.data());
+                        for (long c : d.groups[gi]) {
+                            detail::horizontalAccumulate(ybuf.data() + kw - 1, xTaps[c], xf.data() + xa, gnx,
+                                                         gamma.data() + c * np, np, w, acc.data());
+                        }
                     }
-                    double* a = acc.data() + (y - ya) * gnx;
-                    const double* rr = r.data() + (y - ya) * gnx;
-                    for (long x = 0; x < gnx; ++x) a[x] += coef[x] * rr[x];
+                    T* o = out.row(y) + g.minX + xa;
+                    for (long x = 0; x < w; ++x) o[x] = static_cast<T>(acc[x]);
                 }
-            }
-            for (long y = ya; y < yb; ++y) {
-                T* o = out.row(y) + g.minX;
-                const double* a = acc.data() + (y - ya) * gnx;
-                for (long x = 0; x < gnx; ++x) o[x] = static_cast<T>(a[x]);
             }
         }
     });
 }
 
-// K² at (x, y) as a kernel with a truncated-SVD separable decomposition.
-FixedKernel squaredKernelAt(const LinearCombinationKernel& kernel, double x, double y, double tolerance) {
-    const ImageD k2 = kernel.computeKernel(x, y).getImage().square();
-    Eigen::JacobiSVD<Eigen::MatrixXd> svd(k2.matrix(), Eigen::ComputeThinU | Eigen::ComputeThinV);
-    const double norm1 = k2.abs().sum();
-    std::vector<SeparableTerm> terms;
-    Eigen::MatrixXd approx = Eigen::MatrixXd::Zero(k2.rows(), k2.cols());
-    for (long r = 0; r < svd.singularValues().size(); ++r) {
-        const double s = svd.singularValues()[r];
-        if (s == 0.0) break;
-        SeparableTerm t;
-        t.coef = s;
-        t.ky = svd.matrixU().col(r);
-        t.kx = svd.matrixV().col(r);
-        approx += s * t.ky * t.kx.transpose();
-        terms.push_back(std::move(t));
-        if ((k2.matrix() - approx).cwiseAbs().sum() <= tolerance * norm1) break;
+/// The image plane of a float image is accumulated in float — twice the vector width of double
+/// — when the pieces cancel little: measured, the error is ≈ 4·ε_float·cancellation relative, so
+/// a cancellation ≤ 4 keeps it ≲ 1e-6, ten times inside the 1e-5 budget of the image plane.
+/// Stronger cancellation (or a double image) sums in double.
+constexpr double kFloatCancellation = 4.0;
+
+template <typename T>
+void convolveImagePlane(const ImageView<const T>& in, const ImageView<T>& out, int x0, int y0,
+                        const LinearCombinationKernel& kernel, int nThreads) {
+    const Decomposition d = decompose(kernel);
+    const Box2I g = goodBox(in.nx, in.ny, kernel.getWidth(), kernel.getHeight());
+    const bool inFloat = std::is_same<T, float>::value &&
+                         cancellation(d, kernel.getSpatialFunction(), g, x0, y0) <= kFloatCancellation;
+    if (inFloat) {
+        convolveImagePlane<T, float>(in, out, x0, y0, kernel, d, nThreads);
+    } else {
+        convolveImagePlane<T, double>(in, out, x0, y0, kernel, d, nThreads);
     }
-    if (terms.empty()) return FixedKernel(k2);
-    // The image stays the exact K²; the decomposition is what the separable path applies.
-    FixedKernel separable(std::move(terms));
-    return separable;
 }
 
-double relativeL1(const ImageD& a, const ImageD& b) {
-    const double n = b.abs().sum();
-    return n == 0.0 ? 0.0 : (a - b).abs().sum() / n;
+// ---------------------------------------------------------------------------------------------
+// Variance plane: a local low-rank model of K² per tile
+// ---------------------------------------------------------------------------------------------
+
+/// What the variance plane needs of the kernel: K(x, y) = Σ_k f_k(x, y) K_k with the fixed
+/// images K_k = Σ_m α_mk B_m (one per spatial term).
+struct SpatialImages {
+    std::vector<Eigen::VectorXd> termImages;  // K_k flattened row-major (kh·kw)
+    const SpatialFunction* f;
+    std::vector<std::pair<int, int>> pq;
+    int kw, kh;
+
+    Eigen::VectorXd kernelAt(double x, double y) const {
+        const Eigen::VectorXd t = f->terms(x, y);
+        Eigen::VectorXd k = Eigen::VectorXd::Zero(kw * kh);
+        for (std::size_t i = 0; i < termImages.size(); ++i) k += t[static_cast<long>(i)] * termImages[i];
+        return k;
+    }
+};
+
+/// One separable term of a tile's K² model, applied with the coefficient g_r(x, y).
+template <typename Acc>
+struct VarianceTerm {
+    int component;
+    detail::Taps<Acc> y, x;
+};
+
+/// A tile's model: K²(x, y) ≈ Σ_r g_r(x, y) Q_r with g_r = ⟨K²(x, y), Q_r⟩ — exactly a
+/// quadratic form in the spatial terms, g_r = Σ_{k,l} f_k f_l ⟨K_k ⊙ K_l, Q_r⟩ — and each Q_r
+/// applied through its truncated SVD.
+template <typename Acc>
+struct VarianceTile {
+    Box2I box;
+    std::vector<Eigen::MatrixXd> forms;  // per component: nkt × nkt matrix of ⟨K_k ⊙ K_l, Q_r⟩
+    std::vector<VarianceTerm<Acc>> terms;
+};
+
+/// The SVD of a small matrix through the eigen-decomposition of AᵀA: much faster than a
+/// Jacobi SVD at 21×21, and the singular values it loses (below ~1e-8 of the largest) are far
+/// below what a variance model at tolerance ≥ 1e-7 keeps. Singular values descending.
+struct SmallSvd {
+    Eigen::VectorXd values;
+    Eigen::MatrixXd u, v;  // columns
+};
+
+SmallSvd smallSvd(const Eigen::MatrixXd& a) {
+    Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(a.transpose() * a);
+    const long n = a.cols();
+    SmallSvd out;
+    out.values.resize(n);
+    out.u.resize(a.rows(), n);
+    out.v.resize(n, n);
+    long kept = 0;
+    for (long i = n - 1; i >= 0; --i) {
+        const double e = es.eigenvalues()[i];
+        if (!(e > 0.0)) break;
+        const double sv = std::sqrt(e);
+        out.values[kept] = sv;
+        out.v.col(kept) = es.eigenvectors().col(i);
+        out.u.col(kept) = a * es.eigenvectors().col(i) / sv;
+        ++kept;
+    }
+    out.values.conservativeResize(kept);
+    out.u.conservativeResize(Eigen::NoChange, kept);
+    out.v.conservativeResize(Eigen::NoChange, kept);
+    return out;
 }
 
-void makeTiles(const LinearCombinationKernel& kernel, int x0, int y0, const Box2I& tile, double tolerance,
-               std::vector<Box2I>& tiles) {
-    const double cx = 0.5 * (tile.minX + tile.maxX), cy = 0.5 * (tile.minY + tile.maxY);
-    bool ok = true;
-    if (kernel.isSpatiallyVarying() && (tile.getWidth() > kMinTile || tile.getHeight() > kMinTile)) {
-        const ImageD centre = kernel.computeKernel(x0 + cx, y0 + cy).getImage().square();
-        const int xs[2] = {tile.minX, tile.maxX}, ys[2] = {tile.minY, tile.maxY};
-        for (int ix = 0; ix < 2 && ok; ++ix) {
-            for (int iy = 0; iy < 2 && ok; ++iy) {
-                const ImageD corner = kernel.computeKernel(x0 + xs[ix], y0 + ys[iy]).getImage().square();
-                ok = relativeL1(corner, centre) <= tolerance;
-            }
+/// Builds the model of one tile, or returns false when the tile should be split: more than
+/// kMaxComponents components are needed for K² to within tolerance/2 (relative L1) at a 4×4
+/// grid of sample points and at the 3×3 points between them. The separable approximation of
+/// the components then gets what is left of the tolerance, so at every sample point the K²
+/// the tile applies is within `tolerance` of the true K² in relative L1.
+template <typename Acc>
+bool modelTile(const SpatialImages& s, int x0, int y0, const Box2I& tile, double tolerance, bool mustAccept,
+               VarianceTile<Acc>& model) {
+    const int nSample = 4, nCheck = 3;
+    const long npix = static_cast<long>(s.kw) * s.kh;
+    auto at = [&](double fx, double fy) {
+        const Eigen::VectorXd k = s.kernelAt(x0 + tile.minX + fx * (tile.getWidth() - 1),
+                                             y0 + tile.minY + fy * (tile.getHeight() - 1));
+        return Eigen::VectorXd(k.array().square());
+    };
+    Eigen::MatrixXd samples(npix, nSample * nSample + nCheck * nCheck);
+    long col = 0;
+    for (int iy = 0; iy < nSample; ++iy) {
+        for (int ix = 0; ix < nSample; ++ix) samples.col(col++) = at(ix / (nSample - 1.0), iy / (nSample - 1.0));
+    }
+    for (int iy = 0; iy < nCheck; ++iy) {
+        for (int ix = 0; ix < nCheck; ++ix) {
+            samples.col(col++) = at((ix + 0.5) / (nSample - 1.0), (iy + 0.5) / (nSample - 1.0));
         }
     }
-    if (ok) {
-        tiles.push_back(tile);
+    const Eigen::VectorXd norms = samples.cwiseAbs().colwise().sum().transpose();
+    const double minNorm = norms.minCoeff();
+    model.box = tile;
+    model.forms.clear();
+    model.terms.clear();
+    if (norms.maxCoeff() == 0.0) return true;  // K ≡ 0 here: the variance is 0
+
+    // Principal directions of the grid samples (their Gram matrix is small), strongest first.
+    const Eigen::MatrixXd grid = samples.leftCols(nSample * nSample);
+    Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(grid.transpose() * grid);
+    std::vector<Eigen::VectorXd> q;
+    double pcaError = 0.0;
+    for (long i = es.eigenvalues().size() - 1; i >= 0; --i) {
+        if (!(es.eigenvalues()[i] > 0.0)) break;
+        Eigen::VectorXd v = grid * es.eigenvectors().col(i);
+        q.push_back(v / v.norm());
+        const long r = static_cast<long>(q.size());
+        Eigen::MatrixXd qm(npix, r);
+        for (long j = 0; j < r; ++j) qm.col(j) = q[j];
+        const Eigen::MatrixXd residual = samples - qm * (qm.transpose() * samples);
+        pcaError = (residual.cwiseAbs().colwise().sum().transpose().array() / norms.array()).maxCoeff();
+        if (pcaError <= 0.5 * tolerance) break;
+        if (r >= kMaxComponents && !mustAccept) return false;
+    }
+    const long r = static_cast<long>(q.size());
+
+    // g_r's quadratic forms, and each Q_r's SVD. Terms are dropped from the ends of the SVDs,
+    // one at a time from whichever component adds the least error, while
+    // Σ_r max|g_r| · ‖dropped part of Q_r‖₁ stays within the rest of the tolerance.
+    const long nkt = static_cast<long>(s.termImages.size());
+    using RowMajor = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    std::vector<SmallSvd> svds;
+    std::vector<Eigen::MatrixXd> images;
+    std::vector<double> gMax;
+    for (long j = 0; j < r; ++j) {
+        Eigen::MatrixXd form(nkt, nkt);
+        for (long k = 0; k < nkt; ++k) {
+            const Eigen::VectorXd wk = s.termImages[k].cwiseProduct(q[j]);
+            for (long l = 0; l <= k; ++l) form(k, l) = form(l, k) = wk.dot(s.termImages[l]);
+        }
+        model.forms.push_back(form);
+        gMax.push_back((q[j].transpose() * samples).cwiseAbs().maxCoeff());
+        images.push_back(Eigen::Map<const RowMajor>(q[j].data(), s.kh, s.kw));
+        svds.push_back(smallSvd(images.back()));
+    }
+    const double budget = std::max(0.0, tolerance - pcaError) * minNorm;
+    std::vector<long> keep(r);
+    std::vector<double> cost(r, 0.0);  // error of each component's current truncation
+    for (long j = 0; j < r; ++j) keep[j] = svds[j].values.size();
+    // tail[j][n]: the weighted error of Q_j kept to its first n terms, built term by term.
+    std::vector<std::vector<double>> tail(r);
+    for (long j = 0; j < r; ++j) {
+        Eigen::MatrixXd rest = images[j];
+        tail[j].push_back(gMax[j] * rest.cwiseAbs().sum());
+        for (long t = 0; t < svds[j].values.size(); ++t) {
+            rest -= svds[j].values[t] * svds[j].u.col(t) * svds[j].v.col(t).transpose();
+            tail[j].push_back(gMax[j] * rest.cwiseAbs().sum());
+        }
+    }
+    auto tailError = [&](long j, long n) { return tail[j][n]; };
+    double total = 0.0;
+    for (long j = 0; j < r; ++j) {
+        cost[j] = tailError(j, keep[j]);
+        total += cost[j];
+    }
+    for (;;) {
+        long best = -1;
+        double bestCost = 0.0;
+        for (long j = 0; j < r; ++j) {
+            if (keep[j] == 0) continue;
+            const double c = tailError(j, keep[j] - 1);
+            if (total - cost[j] + c <= budget && (best < 0 || c - cost[j] < bestCost - cost[best])) {
+                best = j;
+                bestCost = c;
+            }
+        }
+        if (best < 0) break;
+        total += bestCost - cost[best];
+        cost[best] = bestCost;
+        --keep[best];
+    }
+    // Factor taps are trimmed by 1e-6 of their L1 norm: a relative change ≤ 2e-6 of each term.
+    const double trim = 1.0e-6;
+    for (long j = 0; j < r; ++j) {
+        for (long t = 0; t < keep[j]; ++t) {
+            model.terms.push_back({static_cast<int>(j), tapsOf<Acc>(svds[j].u.col(t), svds[j].values[t], trim),
+                                   tapsOf<Acc>(svds[j].v.col(t), 1.0, trim)});
+        }
+    }
+    return true;
+}
+
+template <typename Acc>
+void planTiles(const SpatialImages& s, int x0, int y0, const Box2I& tile, double tolerance,
+               std::vector<VarianceTile<Acc>>& tiles) {
+    VarianceTile<Acc> model;
+    const bool small = tile.getWidth() <= kMinTile && tile.getHeight() <= kMinTile;
+    if (modelTile(s, x0, y0, tile, tolerance, small, model)) {
+        tiles.push_back(std::move(model));
         return;
     }
     const int mx = tile.minX + tile.getWidth() / 2, my = tile.minY + tile.getHeight() / 2;
@@ -227,7 +456,84 @@ void makeTiles(const LinearCombinationKernel& kernel, int x0, int y0, const Box2
                             Box2I(tile.minX, my, mx - tile.minX, tile.maxY - my + 1),
                             Box2I(mx, my, tile.maxX - mx + 1, tile.maxY - my + 1)};
     for (const Box2I& p : parts) {
-        if (!p.isEmpty()) makeTiles(kernel, x0, y0, p, tolerance, tiles);
+        if (!p.isEmpty()) planTiles(s, x0, y0, p, tolerance, tiles);
+    }
+}
+
+/// Applies one tile's model: per row, g_r(x, y) along the row from its quadratic form
+/// (Σ_{p ≤ p'} X_p X_p'(x) · C_r,pp'(y)), then per separable term a vertical and a horizontal
+/// pass accumulating g_r · (u ⊗ v ⊗ V).
+template <typename T>
+void applyTile(const ImageView<const T>& in, const ImageView<T>& out, const SpatialImages& s, int y0,
+               const VarianceTile<T>& tile, const std::vector<T>& xx, long xxStride, long xxOffset,
+               const std::vector<std::pair<int, int>>& pairs, std::vector<T>& rows, std::vector<T>& ybuf,
+               std::vector<T>& acc, std::vector<T>& coef, const std::vector<T>& ones) {
+    const int kw = s.kw, kh = s.kh;
+    const int cx = (kw - 1) / 2, cy = (kh - 1) / 2;
+    const long w = tile.box.getWidth();
+    const long nr = static_cast<long>(tile.forms.size());
+    const long c0 = tile.box.minX - (kw - 1 - cx);
+    const long npairs = static_cast<long>(pairs.size());
+    const long nkt = static_cast<long>(s.pq.size());
+    // Index of the (p, p') pair of every (k, l) term pair with p ≤ p', and its multiplicity.
+    std::vector<long> pairOf(nkt * nkt, -1);
+    for (long k = 0; k < nkt; ++k) {
+        for (long l = 0; l < nkt; ++l) {
+            const int p = s.pq[k].first, p2 = s.pq[l].first;
+            if (p > p2) continue;
+            for (long i = 0; i < npairs; ++i) {
+                if (pairs[i] == std::make_pair(p, p2)) pairOf[k * nkt + l] = i;
+            }
+        }
+    }
+    // The tile's input rows are copied to a buffer first: image rows a power of two apart (a
+    // 2048-pixel float row is 8 KiB) fall in the same L1 sets, and the kh rows a vertical pass
+    // reads would evict each other; the buffer's row length (w + kw − 1) does not alias.
+    const long width = w + kw - 1;
+    const long r0 = tile.box.minY - (kh - 1 - cy), r1 = tile.box.maxY + 1 + cy;
+    rows.resize((r1 - r0) * width);
+    for (long rr = r0; rr < r1; ++rr) std::copy_n(in.row(rr) + c0, width, rows.data() + (rr - r0) * width);
+    ybuf.resize(w + kw - 1);
+    acc.resize(w);
+    coef.resize(nr * w);
+    std::vector<double> c(npairs);
+    std::vector<T> cpp(npairs);
+    detail::Taps<T> unit;
+    unit.offset.push_back(0);
+    unit.weight.push_back(T(1));
+    const T one = T(1);
+    for (long y = tile.box.minY; y <= tile.box.maxY; ++y) {
+        const Eigen::VectorXd yv = s.f->yFactors(y0 + y);
+        for (long r = 0; r < nr; ++r) {
+            // C_r,pp'(y) = Σ over terms k = (p, q), l = (p', q') of form(k, l) Y_q Y_q', doubled
+            // for p ≠ p' so the sum runs over p ≤ p' only.
+            std::fill(c.begin(), c.end(), 0.0);
+            const Eigen::MatrixXd& form = tile.forms[r];
+            for (long k = 0; k < nkt; ++k) {
+                for (long l = 0; l < nkt; ++l) {
+                    const long i = pairOf[k * nkt + l];
+                    if (i < 0) continue;
+                    const double mult = s.pq[k].first == s.pq[l].first ? 1.0 : 2.0;
+                    c[i] += mult * form(k, l) * yv[s.pq[k].second] * yv[s.pq[l].second];
+                }
+            }
+            for (long i = 0; i < npairs; ++i) cpp[i] = static_cast<T>(c[i]);
+            // g_r(x) = Σ_pairs C_pair · XX_pair(x), through the vectorised row kernel (a unit
+            // tap on a row of ones).
+            T* g = coef.data() + r * w;
+            std::fill(g, g + w, T(0));
+            detail::horizontalAccumulate(ones.data(), unit, xx.data() + xxOffset, xxStride, cpp.data(),
+                                         static_cast<int>(npairs), w, g);
+        }
+        std::fill(acc.begin(), acc.end(), T(0));
+        const T* top = rows.data() + (y + cy - r0) * width;
+        for (const auto& term : tile.terms) {
+            detail::verticalPass(top, width, term.y, w + kw - 1, ybuf.data());
+            detail::horizontalAccumulate(ybuf.data() + kw - 1, term.x, coef.data() + term.component * w, w, &one, 1,
+                                         w, acc.data());
+        }
+        T* o = out.row(y) + tile.box.minX;
+        for (long x = 0; x < w; ++x) o[x] = acc[x];
     }
 }
 
@@ -235,26 +541,56 @@ template <typename T>
 void convolveVariancePlane(const ImageView<const T>& in, const ImageView<T>& out, int x0, int y0,
                            const LinearCombinationKernel& kernel, double tolerance, int nThreads) {
     const int kw = kernel.getWidth(), kh = kernel.getHeight();
-    const int cx = kernel.getCtrX(), cy = kernel.getCtrY();
     const Box2I g = goodBox(in.nx, in.ny, kw, kh);
-    std::vector<Box2I> tiles;
-    for (int ty = g.minY; ty <= g.maxY; ty += kMaxTile) {
-        for (int tx = g.minX; tx <= g.maxX; tx += kMaxTile) {
-            const Box2I tile(tx, ty, std::min(kMaxTile, g.maxX - tx + 1), std::min(kMaxTile, g.maxY - ty + 1));
-            makeTiles(kernel, x0, y0, tile, tolerance, tiles);
+    const long gnx = g.getWidth();
+    SpatialImages s;
+    s.f = &kernel.getSpatialFunction();
+    s.pq = termPowers(s.f->getOrder());
+    s.kw = kw;
+    s.kh = kh;
+    const KernelList& basis = kernel.getBasisList();
+    const Eigen::MatrixXd& alpha = kernel.getSpatialParameters();
+    for (long k = 0; k < alpha.cols(); ++k) {
+        Eigen::VectorXd img = Eigen::VectorXd::Zero(static_cast<long>(kw) * kh);
+        for (std::size_t m = 0; m < basis.size(); ++m) {
+            const ImageD& b = basis[m].getImage();  // row-major: flattening gives [j·kw + i]
+            img += alpha(static_cast<long>(m), k) * Eigen::Map<const Eigen::VectorXd>(b.data(), b.size());
+        }
+        s.termImages.push_back(img);
+    }
+    // X_p X_p'(x) for p ≤ p' over the good box's columns.
+    const int np = s.f->getOrder() + 1;
+    std::vector<T> xx;
+    long npairs = 0;
+    {
+        std::vector<Eigen::VectorXd> xv(gnx);
+        for (long x = 0; x < gnx; ++x) xv[x] = s.f->xFactors(x0 + g.minX + x);
+        for (int p = 0; p < np; ++p) {
+            for (int p2 = p; p2 < np; ++p2) {
+                for (long x = 0; x < gnx; ++x) xx.push_back(static_cast<T>(xv[x][p] * xv[x][p2]));
+                ++npairs;
+            }
         }
     }
-    parallelFor(static_cast<long>(tiles.size()), nThreads, [&](long t0, long t1) {
+    std::vector<Box2I> grid;
+    for (int ty = g.minY; ty <= g.maxY; ty += kMaxTile) {
+        for (int tx = g.minX; tx <= g.maxX; tx += kMaxTile) {
+            grid.emplace_back(tx, ty, std::min(kMaxTile, g.maxX - tx + 1), std::min(kMaxTile, g.maxY - ty + 1));
+        }
+    }
+    std::vector<std::pair<int, int>> pairs;
+    for (int p = 0; p < np; ++p) {
+        for (int p2 = p; p2 < np; ++p2) pairs.emplace_back(p, p2);
+    }
+    const std::vector<T> ones(kMaxTile, T(1));
+    parallelFor(static_cast<long>(grid.size()), nThreads, [&](long t0, long t1) {
+        std::vector<T> rows, ybuf, acc, coef;
         for (long t = t0; t < t1; ++t) {
-            const Box2I& tile = tiles[t];
-            const FixedKernel k2 = squaredKernelAt(kernel, x0 + 0.5 * (tile.minX + tile.maxX),
-                                                   y0 + 0.5 * (tile.minY + tile.maxY), 0.1 * tolerance);
-            // Views of the tile plus its halo: their good box is exactly the tile.
-            const long ha = tile.minY - cy, wa = tile.minX - cx;
-            const long hn = tile.getHeight() + kh - 1, wn = tile.getWidth() + kw - 1;
-            ImageView<const T> sin(in.data + ha * in.stride + wa, hn, wn, in.stride);
-            ImageView<T> sout(out.data + ha * out.stride + wa, hn, wn, out.stride);
-            convolvePlane<T, T>(sin, sout, k2, 1.0, ConvolutionMethod::AUTO, 1);
+            std::vector<VarianceTile<T>> tiles;
+            planTiles(s, x0, y0, grid[t], tolerance, tiles);
+            for (const auto& tile : tiles) {
+                applyTile(in, out, s, y0, tile, xx, gnx, tile.box.minX - g.minX, pairs, rows, ybuf, acc, coef, ones);
+            }
         }
     });
 }
@@ -277,6 +613,9 @@ void convolveSpatial(const MaskedImageView<const T>& in, const MaskedImageView<T
     if (!(varianceTolerance > 0.0)) throw InvalidInputError("convolveSpatial: varianceTolerance must be > 0");
     if (control.doNormalize) {
         throw InvalidInputError("convolveSpatial: normalisation of a spatially varying kernel is not supported");
+    }
+    if (kernel.getSpatialFunction().getOrder() > 63) {
+        throw InvalidInputError("convolveSpatial: spatial order above 63 is not supported");
     }
     convolveImagePlane(in.image, out.image, x0, y0, kernel, control.nThreads);
     convolveVariancePlane(in.variance, out.variance, x0, y0, kernel, varianceTolerance, control.nThreads);
