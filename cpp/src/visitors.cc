@@ -199,7 +199,14 @@ void SpatialKernelSolution::addConstraint(double x, double y, const Eigen::Matri
 }
 
 void SpatialKernelSolution::solve() {
-    _aVec = solveNormalEquations(_mMat, _bVec, &_solvedBy);
+    // Solve the equilibrated system (D M D) θ' = D b, θ = D θ', D = diag(M_ii^-1/2): the same
+    // solution, but the polynomial model's raw monomials of parent coordinates (1 … x² ~ 1e5)
+    // give M a diagonal spanning ~10 orders of magnitude, and a plain LU then loses most of its
+    // digits (polynomial and Chebyshev fits of one field disagreed by O(1) in kernel pixels).
+    Eigen::VectorXd d = _mMat.diagonal();
+    for (long i = 0; i < d.size(); ++i) d[i] = (d[i] > 0.0 && std::isfinite(d[i])) ? 1.0 / std::sqrt(d[i]) : 1.0;
+    const Eigen::MatrixXd scaled = d.asDiagonal() * _mMat * d.asDiagonal();
+    _aVec = d.cwiseProduct(solveNormalEquations(scaled, d.cwiseProduct(_bVec), &_solvedBy));
     if (!_aVec.allFinite()) {
         throw PsfMatchError("spatial kernel solution has NaN coefficients (condition number " +
                             std::to_string(conditionNumber(_mMat, ConditionNumberType::EIGENVALUE)) + ")");
