@@ -34,7 +34,8 @@ from psfmatch.errors import (
 from psfmatch.image import Mask, MaskedImage
 from psfmatch.task import TaskMetadata
 
-DATA = Path("/work/shared/data")
+# The real LSST test images sit in shared/ beside the checkout (as they do in CI).
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHARED_FILES = [DATA / "scienceMI.fits", DATA / "templateMI.fits"]
 
 
