@@ -13,6 +13,7 @@ Smoke mode (``--benchmark-disable``, how CI runs them) executes every benchmark 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -43,3 +44,14 @@ def basis() -> list[pm.FixedKernel]:
 def spatialParameters(basis: list[pm.FixedKernel]) -> np.ndarray:
     """(27, 6) order-2 Chebyshev parameters of a realistic matching kernel (see benchutils)."""
     return fitSpatialParameters(basis)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the end-to-end stage table after pytest-benchmark's own tables."""
+    import bench_end_to_end
+
+    table = bench_end_to_end.pytest_terminal_summary_table()
+    if table:
+        terminalreporter.write_line("")
+        for line in table.splitlines():
+            terminalreporter.write_line(line)
