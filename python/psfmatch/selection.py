@@ -221,14 +221,19 @@ def _stampHasBits(
     """Whether the (2·half+1)² stamp around each (ix, iy) has any of ``bits`` set."""
     if bits == 0 or len(ix) == 0:
         return np.zeros(len(ix), dtype=bool)
-    flagged = ((mask & bits) != 0).astype(np.int64)
-    # A summed-area table answers every stamp in O(1).
-    sat = np.zeros((flagged.shape[0] + 1, flagged.shape[1] + 1), dtype=np.int64)
-    sat[1:, 1:] = flagged.cumsum(axis=0).cumsum(axis=1)
-    y0, y1 = iy - half, iy + half + 1
-    x0, x1 = ix - half, ix + half + 1
-    total = sat[y1, x1] - sat[y0, x1] - sat[y1, x0] + sat[y0, x0]
-    return total > 0
+    flagged = (mask & bits) != 0
+    if not flagged.any():
+        return np.zeros(len(ix), dtype=bool)
+    # Stamps cover a small part of the image: looking at each one costs far less than a
+    # summed-area table of the whole image (two int64 cumsums of every pixel).
+    return np.fromiter(
+        (
+            flagged[y - half : y + half + 1, x - half : x + half + 1].any()
+            for x, y in zip(ix.tolist(), iy.tolist(), strict=True)
+        ),
+        dtype=bool,
+        count=len(ix),
+    )
 
 
 def selectKernelSources(
