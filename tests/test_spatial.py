@@ -1141,3 +1141,68 @@ def test_spatial_convolution_mask_dilation(rng: np.random.Generator) -> None:
             k = kernel.computeImage(3 + ox + 3, 9 + oy + 3)[0][::-1, ::-1]
             expected[oy, ox] = np.bitwise_or.reduce(windows[oy, ox][k != 0.0])
     np.testing.assert_array_equal(out.mask[3:-3, 3:-3], expected)
+
+
+def threadedField(nThreads: int) -> tuple[list[pm.KernelCandidate], Any, Any]:
+    """42 stars in 20 cells, every third drawn 4 px off in the science image (a shift the AL
+    basis cannot follow, which the residual clipping rejects); the single-kernel visitor and
+    the assessment on ``nThreads``."""
+    rng = np.random.default_rng(57721)
+    x0, y0 = FIELD_XY0
+    template = np.zeros((FIELD_H, FIELD_W))
+    science = np.zeros((FIELD_H, FIELD_W))
+    positions = []
+    for j in range(6):
+        for i in range(7):
+            x, y = x0 + 30 + 40 * i + rng.uniform(-5, 5), y0 + 28 + 40 * j + rng.uniform(-5, 5)
+            flux = rng.uniform(2e3, 1e4)
+            shift = 4.0 if len(positions) % 3 == 0 else 0.0
+            addStar(template, FIELD_XY0, x, y, SIGMA_T, flux)
+            addStar(science, FIELD_XY0, x + shift, y, scienceSigma(x, y), SCALE * flux)
+            positions.append((x, y))
+    science += rng.normal(0.0, NOISE, science.shape)
+    tmi = pm.MaskedImage(template, None, np.zeros_like(template), xy0=FIELD_XY0)
+    smi = pm.MaskedImage(science, None, np.full_like(science, NOISE**2), xy0=FIELD_XY0)
+    config = fieldConfig(nThreads=nThreads)
+    cells = pm.SpatialCellSet(tmi.getBBox(), 64, 64)
+    cands = []
+    for x, y in positions:
+        stamp = pm.Box2I((round(x) - 21, round(y) - 21), (43, 43))
+        c = pm.KernelCandidate(x, y, tmi.subimage(stamp), smi.subimage(stamp), config)
+        cells.insertCandidate(c)
+        cands.append(c)
+    basis = pm.makeAlardLuptonBasisList(**DEFAULT_AL)
+    single = pm.BuildSingleKernelVisitor(basis, config)
+    counts = []
+    for _ in range(3):  # rejections promote the next candidates of their cells
+        cells.visitCandidates(single, 2)
+        counts.append((single.getNProcessed(), single.getNRejected()))
+    spatial = pm.BuildSpatialKernelVisitor(basis, cells.getBBox(), config)
+    cells.visitCandidates(spatial, 2)
+    spatial.solveLinearEquation()
+    assess = pm.AssessSpatialKernelVisitor(*spatial.getSolutionPair(), config)
+    cells.visitCandidates(assess, 2)
+    return cands, counts, assess
+
+
+def test_threaded_visits_equal_the_serial_ones() -> None:
+    """Visitors that only touch their candidate visit cells on several threads; every status,
+    counter and solution equals the serial visit's, bit for bit, rejections included."""
+    serial = threadedField(1)
+    assert serial[1][0][1] > 0  # the shifted stamps were rejected ...
+    assert sum(c.getStatus() == GOOD for c in serial[0]) > 10  # ... and good ones promoted
+    for nThreads in (2, 4):
+        cands, counts, assess = threadedField(nThreads)
+        assert [c.getStatus() for c in cands] == [c.getStatus() for c in serial[0]]
+        for ours, theirs in zip(cands, serial[0], strict=True):
+            assert ours.isInitialized() == theirs.isInitialized()
+            if ours.isInitialized():
+                assert ours.getKsum(pm.KernelCandidate.ORIG) == theirs.getKsum(
+                    pm.KernelCandidate.ORIG
+                )
+        assert counts == serial[1]
+        assert (assess.getNGood(), assess.getNRejected(), assess.getNProcessed()) == (
+            serial[2].getNGood(),
+            serial[2].getNRejected(),
+            serial[2].getNProcessed(),
+        )

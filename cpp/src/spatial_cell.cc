@@ -5,6 +5,7 @@
 #include <exception>
 
 #include "psfmatch/errors.h"
+#include "psfmatch/parallel.h"
 
 namespace psfmatch {
 
@@ -90,7 +91,27 @@ void SpatialCellSet::insertCandidate(CandidatePtr candidate) {
 
 void SpatialCellSet::visitCandidates(CandidateVisitor& visitor, int nMaxPerCell, bool ignoreExceptions) {
     visitor.reset();
-    for (auto& cell : _cells) cell->visitCandidates(visitor, nMaxPerCell, ignoreExceptions);
+    const int nThreads = visitor.getNThreads();
+    if (nThreads == 1 || _cells.size() < 2) {
+        for (auto& cell : _cells) cell->visitCandidates(visitor, nMaxPerCell, ignoreExceptions);
+        return;
+    }
+    // Cells are independent for such a visitor, and each cell keeps its own sequential order
+    // (a rejected candidate still promotes the next), so the outcome is that of the serial
+    // loop. Of several cells that throw, the first in cell order is reported, as serially.
+    std::vector<std::exception_ptr> errors(_cells.size());
+    parallelFor(static_cast<long>(_cells.size()), nThreads, [&](long begin, long end) {
+        for (long i = begin; i < end; ++i) {
+            try {
+                _cells[i]->visitCandidates(visitor, nMaxPerCell, ignoreExceptions);
+            } catch (...) {
+                errors[i] = std::current_exception();
+            }
+        }
+    });
+    for (const auto& error : errors) {
+        if (error) std::rethrow_exception(error);
+    }
 }
 
 void SpatialCellSet::visitAllCandidates(CandidateVisitor& visitor, bool ignoreExceptions) {

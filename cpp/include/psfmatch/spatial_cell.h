@@ -19,6 +19,10 @@ public:
     virtual ~CandidateVisitor() = default;
     virtual void reset() {}
     virtual void processCandidate(KernelCandidate& candidate) = 0;
+    /// Threads a cell set may use to visit its cells concurrently (0: every core). Only a
+    /// visitor whose processCandidate touches nothing but the candidate and atomic counters
+    /// may return anything but 1; the cells' own order of visits is kept either way.
+    virtual int getNThreads() const { return 1; }
 };
 
 /// One cell of a SpatialCellSet: candidates sorted by decreasing rating (ALGORITHM.md §1.3).

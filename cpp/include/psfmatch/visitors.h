@@ -2,6 +2,7 @@
 #ifndef PSFMATCH_VISITORS_H
 #define PSFMATCH_VISITORS_H
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -23,6 +24,8 @@ public:
                              std::optional<Eigen::MatrixXd> hMat = std::nullopt);
     void reset() override { _nRejected = _nProcessed = 0; }
     void processCandidate(KernelCandidate& candidate) override;
+    /// Candidates are independent: cells are visited on control.nThreads threads.
+    int getNThreads() const override { return _control.nThreads; }
     void setSkipBuilt(bool skip) { _skipBuilt = skip; }
     bool getSkipBuilt() const { return _skipBuilt; }
     int getNRejected() const { return _nRejected; }
@@ -33,8 +36,8 @@ private:
     KernelControl _control;
     std::optional<Eigen::MatrixXd> _hMat;
     bool _skipBuilt = true;
-    int _nRejected = 0;
-    int _nProcessed = 0;
+    std::atomic<int> _nRejected{0};
+    std::atomic<int> _nProcessed{0};
 };
 
 /// Clipped statistics of the candidates' kernel sums, and rejection of outliers (§4).
@@ -124,6 +127,8 @@ public:
             : _kernel(std::move(kernel)), _background(std::move(background)), _control(control) {}
     void reset() override { _nGood = _nRejected = _nProcessed = 0; }
     void processCandidate(KernelCandidate& candidate) override;
+    /// Candidates are independent: cells are visited on control.nThreads threads.
+    int getNThreads() const override { return _control.nThreads; }
     int getNGood() const { return _nGood; }
     int getNRejected() const { return _nRejected; }
     int getNProcessed() const { return _nProcessed; }
@@ -132,7 +137,7 @@ private:
     LinearCombinationKernel _kernel;
     SpatialBackground _background;
     KernelControl _control;
-    int _nGood = 0, _nRejected = 0, _nProcessed = 0;
+    std::atomic<int> _nGood{0}, _nRejected{0}, _nProcessed{0};
 };
 
 /// Principal components of a set of kernel images (§5.7).
