@@ -25,10 +25,16 @@ FLUX_SCALE = 1.3
 SIGMA_T = 1.5
 SKY_SIGMA_T = 1.0
 SKY_SIGMA_S = 5.0
+SHIFT = 0.3
 
 
 def scienceSigma(x: float) -> float:
     return 2.0 + 0.6 * x / N
+
+
+def fluxScale(x: float, slope: float) -> float:
+    """The science/template flux ratio at column x: FLUX_SCALE at x = N/2, slope per image."""
+    return FLUX_SCALE * (1.0 + slope * (x - N / 2) / N)
 
 
 def background(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -54,10 +60,15 @@ def makeField(
     *,
     variable: int | None = None,
     spike: int | None = None,
+    shifted: int | None = None,
+    scaleSlope: float = 0.0,
     withBackground: bool = True,
 ) -> dict[str, Any]:
     """A template/science pair; star ``variable`` doubles its science flux, star ``spike``
-    has a cosmic-ray-like hot pixel on its core in the science image."""
+    has a cosmic-ray-like hot pixel on its core in the science image, star ``shifted`` sits
+    SHIFT px further right in the science image than in the template (a kernel shape no
+    smooth spatial model shares), and with ``scaleSlope`` the flux scale is
+    ``fluxScale(x, scaleSlope)`` instead of FLUX_SCALE."""
     margin = 30
     # A jittered grid keeps the stars isolated (stamps of 43 px do not overlap much).
     side = int(np.ceil(np.sqrt(nStars)))
@@ -70,8 +81,8 @@ def makeField(
     science = np.zeros((N, N))
     for i, (x, y, f) in enumerate(zip(xs, ys, fluxes, strict=True)):
         renderStar(template, x, y, SIGMA_T, f)
-        scale = FLUX_SCALE * (2.0 if i == variable else 1.0)
-        renderStar(science, x, y, scienceSigma(x), scale * f)
+        scale = fluxScale(x, scaleSlope) * (2.0 if i == variable else 1.0)
+        renderStar(science, x + (SHIFT if i == shifted else 0.0), y, scienceSigma(x), scale * f)
         if i == spike:
             science[int(round(y)) + 2, int(round(x)) + 2] += 0.5 * f
     if withBackground:
@@ -366,3 +377,228 @@ def test_debug_switches_call_the_hook(
     cells, _ = task._buildCellSet(field)
     task._solve(cells, alBasis(config))
     assert calls == []
+
+
+def test_spatial_kernel_sum_is_taken_at_the_cell_set_centre(rng: np.random.Generator) -> None:
+    # §6.1: spatialKernelSum is K's sum at the centre of the cell set's box, not at (0, 0).
+    # An Alard-Lupton or PCA kernel has a spatially constant sum (§5.2), so use a
+    # delta-function basis without PCA (every coefficient varies) on a field whose flux
+    # scale grows by 40 % across the image; kernel-sum clipping, which assumes one flux
+    # scale, is off.
+    slope = 0.4
+    field = makeField(rng, nStars=36, scaleSlope=slope)
+
+    class DFTask(CellSetTask):
+        ConfigClass = pm.PsfMatchConfigDF
+
+    config = pm.PsfMatchConfigDF()
+    config.kernelSize = 15
+    config.fitForBackground = True
+    config.sizeCellX = config.sizeCellY = 64
+    config.nStarPerCell = 2
+    config.spatialKernelOrder = 1
+    config.kernelSumClipping = False
+    config.usePcaForSpatialKernel = False
+    task = DFTask(config=config)
+    cells, _ = task._buildCellSet(field)
+    _, kernel, _ = task._solve(cells, pm.makeKernelBasisList(config))
+    centre = 0.5 * (N - 1)  # the box is [0, N-1] in pixel centres
+    # Same evaluation, so only rounding separates them.
+    assert task.metadata["spatialKernelSum"] == pytest.approx(
+        kernel.getSum(centre, centre), rel=1e-12
+    )
+    # The truth at the centre; 1 % as in test_delta_function_paths_solve_the_same_field.
+    assert task.metadata["spatialKernelSum"] == pytest.approx(fluxScale(centre, slope), rel=0.01)
+    # The fitted sum does vary: at x = 0 it is ≈ 20 % lower (truth 1.04 against 1.30), so an
+    # evaluation at (0, 0) would be far outside the 1 % above. 3 % there: a corner is an
+    # extrapolation of the linear model, a few times noisier than the centre.
+    assert kernel.getSum(0.0, 0.0) == pytest.approx(fluxScale(0.0, slope), rel=0.03)
+
+
+def _solveTraceMessages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == f"TRACE{level}.{_SOLVE_LOG}"]
+
+
+_SOLVE_LOG = "psfmatch.testPsfMatch._solve"
+
+
+@pytest.fixture
+def traceLevels() -> Any:
+    """Restore the TRACE loggers that lsst.utils.logging.trace_set_at changes."""
+    from lsst.utils.logging import trace_set_at
+
+    yield trace_set_at
+    for i in range(6):
+        logging.getLogger(f"TRACE{i}.psfmatch").setLevel(logging.NOTSET)
+
+
+def test_trace_loggers_follow_the_kernel_sum_rejection(
+    rng: np.random.Generator, caplog: pytest.LogCaptureFixture, traceLevels: Any
+) -> None:
+    # The seed's recipe for more logging, with psfmatch in place of lsst.ip.diffim: trace
+    # loggers named TRACE<n>.<task log>._solve, switched on by trace_set_at.
+    field = makeField(rng, variable=7)
+    config = alConfig(nStarPerCell=-1, spatialKernelClipping=False)
+    task = CellSetTask(config=config)
+    cells, _ = task._buildCellSet(field)
+    traceLevels("psfmatch", 1)
+    with caplog.at_level(logging.DEBUG):
+        task._solve(cells, alBasis(config))
+    trace1 = _solveTraceMessages(caplog, 1)
+    # §5.6 step 2d: a kernel-sum rejection goes back to the single-kernel pass *without*
+    # counting an iteration, so the spatial fit that follows is still iteration 0.
+    # (The variable star and a few 3σ outliers of a tight kernel-sum distribution go first.)
+    ksum = [m.split()[:4] for m in trace1 if "due to kernel sum" in m]
+    assert len(ksum) == 2, trace1
+    assert ksum[0][:2] == ["Iteration", "0,"] and int(ksum[0][3]) >= 1, trace1
+    assert ksum[1] == ["Iteration", "0,", "rejected", "0"], trace1
+    assert "Iteration 0, rejected 0 candidates due to spatial kernel fit" in trace1
+    assert "Final spatial fit" not in trace1
+    # Level 3 (the spatial parameters) is off at trace level 1, on at 3.
+    assert _solveTraceMessages(caplog, 3) == []
+    caplog.clear()
+    traceLevels("psfmatch", 3)
+    cells, _ = task._buildCellSet(field)
+    with caplog.at_level(logging.DEBUG):
+        task._solve(cells, alBasis(config))
+    assert any(m.startswith("Spatial kernel parameters") for m in _solveTraceMessages(caplog, 3))
+
+
+def _refitOnSurvivors(task: CellSetTask, cells: Any, basis: list[Any]) -> Any:
+    """The spatial fit of §5.3-5.4 over the candidates still GOOD, built here directly."""
+    visitor = pm.BuildSpatialKernelVisitor(basis, cells.getBBox(), task.kConfig)
+    cells.visitCandidates(visitor, -1)
+    visitor.solveLinearEquation()
+    return visitor.getSolutionPair()
+
+
+@pytest.mark.parametrize("maxSpatialIterations", [1, 3])
+def test_spatial_clipping_and_the_final_fit(
+    rng: np.random.Generator,
+    caplog: pytest.LogCaptureFixture,
+    traceLevels: Any,
+    maxSpatialIterations: int,
+) -> None:
+    # Star 5 is SHIFT px off in the science image: its own kernel (odd polynomial terms)
+    # absorbs the shift, its kernel sum is normal, but no smooth spatial model shares it, so
+    # only the spatial assessment (§5.5) can reject it.
+    field = makeField(rng, shifted=5)
+    basis = alBasis(alConfig())
+
+    def solve(**overrides: Any) -> tuple[CellSetTask, Any, Any, Any]:
+        config = alConfig(nStarPerCell=-1, maxSpatialIterations=maxSpatialIterations, **overrides)
+        task = CellSetTask(config=config)
+        cells, candidates = task._buildCellSet(field)
+        (shifted,) = [c for c in candidates if c.getXCenter() == field["x"][5]]
+        _, kernel, bg = task._solve(cells, basis)
+        return task, cells, shifted, (kernel, bg)
+
+    _, _, shifted, _ = solve(spatialKernelClipping=False)
+    assert shifted.getStatus() == pm.KernelCandidate.GOOD
+
+    traceLevels("psfmatch", 1)
+    with caplog.at_level(logging.DEBUG):
+        task, cells, shifted, (kernel, bg) = solve()
+    assert shifted.getStatus() == pm.KernelCandidate.BAD
+    trace1 = _solveTraceMessages(caplog, 1)
+    nSpatialRejected = [
+        int(m.split()[3]) for m in trace1 if m.endswith("due to spatial kernel fit")
+    ]
+    assert nSpatialRejected[0] > 0
+    if maxSpatialIterations == 1:
+        # The only assessment rejected candidates: §5.6 ends with one more, unassessed fit.
+        assert "Final spatial fit" in trace1
+    else:
+        # Iterations continue until an assessment rejects nothing; no extra fit then.
+        assert nSpatialRejected[-1] == 0
+        assert "Final spatial fit" not in trace1
+    # Either way the returned model is the spatial fit over exactly the surviving candidates
+    # (without the final fit it would still include the ones just rejected). Same
+    # arithmetic on the same candidates: rounding only, hence 1e-9.
+    refitKernel, refitBg = _refitOnSurvivors(task, cells, basis)
+    for x, y in [(60.0, 60.0), (192.0, 192.0), (320.0, 330.0)]:
+        np.testing.assert_allclose(
+            kernel.computeImage(x, y)[0], refitKernel.computeImage(x, y)[0], rtol=0, atol=1e-9
+        )
+        assert bg(x, y) == pytest.approx(refitBg(x, y), abs=1e-9)
+    # The model is still right (as in test_solve_recovers_kernel_sum_and_background).
+    assert task.metadata["spatialKernelSum"] == pytest.approx(FLUX_SCALE, rel=3e-3)
+
+
+def test_no_candidate_left_for_the_final_fit_raises(rng: np.random.Generator) -> None:
+    # Residual thresholds no noisy stamp meets (rms of D/σ is ≈ 1), applied only by the
+    # spatial assessment: it rejects every candidate, so the final fit after the last
+    # iteration has nothing left (§5.6 "No kernel candidates remain").
+    field = makeField(rng, nStars=16)
+    config = alConfig(
+        nStarPerCell=-1,
+        singleKernelClipping=False,
+        candidateResidualStdMax=0.5,
+        maxSpatialIterations=1,
+    )
+    task = CellSetTask(config=config)
+    cells, _ = task._buildCellSet(field)
+    with pytest.raises(pm.NoKernelCandidatesError, match="No kernel candidates remain"):
+        task._solve(cells, alBasis(config))
+    # With a second iteration the next kernel-sum pass finds every cell empty instead.
+    config.maxSpatialIterations = 2
+    task = CellSetTask(config=config)
+    cells, _ = task._buildCellSet(field)
+    with pytest.raises(pm.NoKernelCandidatesError, match="All spatial cells are empty"):
+        task._solve(cells, alBasis(config))
+
+
+def test_kernel_sum_failure_becomes_no_kernel_candidates(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The core's kernel-sum statistics raise PsfMatchError only with no sums or NaN sums,
+    # which the candidates of a real cell set cannot produce after the single-kernel pass;
+    # a visitor that fails the same way checks the conversion of §5.6 step 2c.
+    import psfmatch.psf_match as psfMatchModule
+
+    class FailingKernelSumVisitor(psfMatchModule.KernelSumVisitor):
+        def processKsumDistribution(self) -> None:
+            raise pm.PsfMatchError("Unable to determine kernel sum; 0 candidates")
+
+    monkeypatch.setattr(psfMatchModule, "KernelSumVisitor", FailingKernelSumVisitor)
+    field = makeField(rng, nStars=9)
+    config = alConfig()
+    task = CellSetTask(config=config)
+    cells, _ = task._buildCellSet(field)
+    with pytest.raises(
+        pm.NoKernelCandidatesError, match="Unable to calculate the kernel sum: Unable to determine"
+    ) as info:
+        task._solve(cells, alBasis(config))
+    assert isinstance(info.value.__cause__, pm.PsfMatchError)
+
+
+def test_assessment_that_sees_nothing_raises(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # §5.6 step 5: an assessment with nGood == nRejected == 0. The core's visitor always
+    # counts a candidate the spatial fit used, so a visitor that counts nothing stands in.
+    import psfmatch.psf_match as psfMatchModule
+
+    class BlindAssessment:
+        def __init__(self, *args: Any) -> None:
+            pass
+
+        def reset(self) -> None:
+            pass
+
+        def processCandidate(self, candidate: Any) -> None:
+            pass
+
+        def getNRejected(self) -> int:
+            return 0
+
+        def getNGood(self) -> int:
+            return 0
+
+    monkeypatch.setattr(psfMatchModule, "AssessSpatialKernelVisitor", BlindAssessment)
+    field = makeField(rng, nStars=9)
+    config = alConfig(spatialKernelOrder=0)
+    task = CellSetTask(config=config)
+    cells, _ = task._buildCellSet(field)
+    with pytest.raises(pm.NoKernelCandidatesError, match="No kernel candidates for spatial fit"):
+        task._solve(cells, alBasis(config))
