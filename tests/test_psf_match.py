@@ -602,3 +602,137 @@ def test_assessment_that_sees_nothing_raises(
     cells, _ = task._buildCellSet(field)
     with pytest.raises(pm.NoKernelCandidatesError, match="No kernel candidates for spatial fit"):
         task._solve(cells, alBasis(config))
+
+
+def _expectedJudgement(nGood: int, nTerms: int) -> tuple[str, int, str]:
+    """ALGORITHM.md §6.1's table: (metadata word, log level, message fragment)."""
+    if nGood < nTerms:
+        return "under", logging.WARNING, "underconstrained"
+    if nGood <= 2 * nTerms:
+        return "poorly", logging.WARNING, "poorly constrained"
+    return "well", logging.INFO, "well constrained"
+
+
+@pytest.fixture
+def solvedSmallField(rng: np.random.Generator) -> tuple[CellSetTask, Any, list[Any], Any]:
+    """16 stars solved with spatial kernel and background orders 1 (3 terms each)."""
+    field = makeField(rng, nStars=16)
+    config = alConfig(nStarPerCell=-1, spatialKernelOrder=1, spatialBgOrder=1)
+    task = CellSetTask(config=config)
+    cells, candidates = task._buildCellSet(field)
+    solution, kernel, bg = task._solve(cells, alBasis(config))
+    assert kernel.getNSpatialParameters() == 3
+    assert len(np.asarray(bg.getParameters())) == 3
+    return task, cells, candidates, (solution, kernel, bg)
+
+
+# nTerms = 3 for both models: the judgement boundaries are at 3 and 6 good candidates, the
+# count warning at nBad = 2·nGood; the rest of the candidates are left UNKNOWN.
+@pytest.mark.parametrize("nGood, nBad", [(2, 10), (3, 6), (3, 7), (6, 4), (7, 5)])
+def test_diagnostic_constraint_judgements_and_counts(
+    solvedSmallField: Any, caplog: pytest.LogCaptureFixture, nGood: int, nBad: int
+) -> None:
+    task, cells, candidates, (solution, kernel, bg) = solvedSmallField
+    initialised = [c for c in candidates if c.isInitialized()]
+    assert len(initialised) >= 12
+    for i, cand in enumerate(initialised):
+        if i < nGood:
+            cand.setStatus(pm.KernelCandidate.GOOD)
+        elif i < nGood + nBad:
+            cand.setStatus(pm.KernelCandidate.BAD)
+        else:
+            cand.setStatus(pm.KernelCandidate.UNKNOWN)
+    task.emptyMetadata()
+    with caplog.at_level(logging.INFO, logger="psfmatch"):
+        task._diagnostic(cells, solution, kernel, bg)
+    md = task.metadata
+    assert md["nCandidatesTotal"] == len(candidates)
+    assert md["nCandidatesGood"] == nGood
+    assert md["nCandidatesBad"] == nBad
+    records = [(r.levelno, r.getMessage()) for r in caplog.records]
+    word, level, fragment = _expectedJudgement(nGood, 3)
+    for key, model in (
+        ("spatialKernelConstraint", "Spatial kernel model"),
+        ("spatialBackgroundConstraint", "Spatial background model"),
+    ):
+        assert md[key] == word
+        (record,) = [r for r in records if r[1].startswith(model)]
+        assert record[0] == level and fragment in record[1], record
+        assert ("Consider lowering the spatial order" in record[1]) == (word != "well")
+    # §6.1 counts: a warning when more than twice as many were rejected as used.
+    if nBad > 2 * nGood:
+        assert (
+            logging.WARNING,
+            f"Many more candidates rejected than accepted; {len(candidates)} total, "
+            f"{nBad} rejected, {nGood} used",
+        ) in records
+    else:
+        assert (
+            logging.INFO,
+            f"{len(candidates)} candidates total, {nBad} rejected, {nGood} used",
+        ) in records
+
+
+def test_diagnostic_without_background_fit_judges_only_the_kernel(
+    rng: np.random.Generator, caplog: pytest.LogCaptureFixture
+) -> None:
+    field = makeField(rng, nStars=16, withBackground=False)
+    config = alConfig(nStarPerCell=-1, spatialKernelOrder=1, fitForBackground=False)
+    task = CellSetTask(config=config)
+    cells, _ = task._buildCellSet(field)
+    with caplog.at_level(logging.INFO, logger="psfmatch"):
+        task._solve(cells, alBasis(config))
+    assert task.metadata["spatialKernelConstraint"] == "well"
+    assert "spatialBackgroundConstraint" not in task.metadata
+    assert not any("background model" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("conditionNumberType", ["EIGENVALUE", "SVD"])
+def test_diagnostic_condition_number(
+    solvedSmallField: Any, caplog: pytest.LogCaptureFixture, conditionNumberType: str
+) -> None:
+    task, cells, _, (solution, kernel, bg) = solvedSmallField
+    # The truth from numpy on the spatial normal matrix M (§3.3): λmax/λmin or σmax/σmin.
+    m = np.asarray(solution.getM())
+    if conditionNumberType == "EIGENVALUE":
+        eig = np.linalg.eigvalsh(m)
+        expected = eig[-1] / eig[0]
+    else:
+        sv = np.linalg.svd(m, compute_uv=False)
+        expected = sv[0] / sv[-1]
+    task.kConfig.conditionNumberType = conditionNumberType
+    task.kConfig.maxSpatialConditionNumber = 2.0 * expected
+    task.emptyMetadata()
+    with caplog.at_level(logging.INFO, logger="psfmatch"):
+        task._diagnostic(cells, solution, kernel, bg)
+    # Two decompositions of a matrix of condition number ~1e8 agree to ~1e-8 relative
+    # (rounding × condition); 1e-6 leaves room.
+    assert task.metadata["spatialConditionNum"] == pytest.approx(expected, rel=1e-6)
+    messages = [r.getMessage() for r in caplog.records]
+    assert f"Spatial model condition number {expected:.3e}" in messages
+    assert not any("exceeds max condition number" in m for m in messages)
+
+    caplog.clear()
+    task.kConfig.maxSpatialConditionNumber = 0.5 * expected
+    with caplog.at_level(logging.INFO, logger="psfmatch"):
+        task._diagnostic(cells, solution, kernel, bg)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("Spatial solution exceeds max condition number" in m for m in warnings), warnings
+
+
+def test_diagnostic_warns_on_negative_condition_number(
+    solvedSmallField: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # λmax/λmin of an indefinite M (rounding on a singular system) is negative; a real
+    # spatial solution of this field is positive definite, so a stand-in reports one.
+    task, cells, _, (_, kernel, bg) = solvedSmallField
+
+    class IndefiniteSolution:
+        def getConditionNumber(self, conditionType: Any) -> float:
+            return -42.0
+
+    with caplog.at_level(logging.INFO, logger="psfmatch"):
+        task._diagnostic(cells, IndefiniteSolution(), kernel, bg)
+    assert task.metadata["spatialConditionNum"] == -42.0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("Condition number is negative" in m for m in warnings), warnings
