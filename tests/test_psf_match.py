@@ -25,10 +25,16 @@ FLUX_SCALE = 1.3
 SIGMA_T = 1.5
 SKY_SIGMA_T = 1.0
 SKY_SIGMA_S = 5.0
+SHIFT = 0.3
 
 
 def scienceSigma(x: float) -> float:
     return 2.0 + 0.6 * x / N
+
+
+def fluxScale(x: float, slope: float) -> float:
+    """The science/template flux ratio at column x: FLUX_SCALE at x = N/2, slope per image."""
+    return FLUX_SCALE * (1.0 + slope * (x - N / 2) / N)
 
 
 def background(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -54,10 +60,15 @@ def makeField(
     *,
     variable: int | None = None,
     spike: int | None = None,
+    shifted: int | None = None,
+    scaleSlope: float = 0.0,
     withBackground: bool = True,
 ) -> dict[str, Any]:
     """A template/science pair; star ``variable`` doubles its science flux, star ``spike``
-    has a cosmic-ray-like hot pixel on its core in the science image."""
+    has a cosmic-ray-like hot pixel on its core in the science image, star ``shifted`` sits
+    SHIFT px further right in the science image than in the template (a kernel shape no
+    smooth spatial model shares), and with ``scaleSlope`` the flux scale is
+    ``fluxScale(x, scaleSlope)`` instead of FLUX_SCALE."""
     margin = 30
     # A jittered grid keeps the stars isolated (stamps of 43 px do not overlap much).
     side = int(np.ceil(np.sqrt(nStars)))
@@ -70,8 +81,8 @@ def makeField(
     science = np.zeros((N, N))
     for i, (x, y, f) in enumerate(zip(xs, ys, fluxes, strict=True)):
         renderStar(template, x, y, SIGMA_T, f)
-        scale = FLUX_SCALE * (2.0 if i == variable else 1.0)
-        renderStar(science, x, y, scienceSigma(x), scale * f)
+        scale = fluxScale(x, scaleSlope) * (2.0 if i == variable else 1.0)
+        renderStar(science, x + (SHIFT if i == shifted else 0.0), y, scienceSigma(x), scale * f)
         if i == spike:
             science[int(round(y)) + 2, int(round(x)) + 2] += 0.5 * f
     if withBackground:
@@ -170,7 +181,9 @@ def test_metadata_keys_and_values(rng: np.random.Generator) -> None:
     md = task.metadata
     assert md["spatialConditionNum"] > 0
     assert md["nCandidatesTotal"] == len(candidates)
-    assert md["nCandidatesGood"] + md["nCandidatesBad"] <= md["nCandidatesTotal"]
+    statuses = [c.getStatus() for c in candidates]
+    assert md["nCandidatesGood"] == statuses.count(pm.KernelCandidate.GOOD)
+    assert md["nCandidatesBad"] == statuses.count(pm.KernelCandidate.BAD)
     assert md["nCandidatesGood"] >= 20
     assert md["spatialKernelConstraint"] == "well"
     assert md["spatialBackgroundConstraint"] == "well"
@@ -187,7 +200,6 @@ def test_metadata_keys_and_values(rng: np.random.Generator) -> None:
     assert md["metric_MEDIAN.LOCAL_residualStd"] <= md["metric_MEDIAN.SPATIAL_residualStd"]
     # Mean residual of a good fit: a few hundredths (σ of a 529-pixel mean is 0.04).
     assert abs(md["metric_MEDIAN.SPATIAL_residualMean"]) < 0.1
-    assert "_solveStartUtc" in md.names() or any(n.startswith("_solve") for n in md.names())
 
 
 def test_variable_star_rejected_by_kernel_sum_clipping(rng: np.random.Generator) -> None:
@@ -366,3 +378,599 @@ def test_debug_switches_call_the_hook(
     cells, _ = task._buildCellSet(field)
     task._solve(cells, alBasis(config))
     assert calls == []
+
+
+def test_spatial_kernel_sum_is_taken_at_the_cell_set_centre(rng: np.random.Generator) -> None:
+    # §6.1: spatialKernelSum is K's sum at the centre of the cell set's box, not at (0, 0).
+    # An Alard-Lupton or PCA kernel has a spatially constant sum (§5.2), so use a
+    # delta-function basis without PCA (every coefficient varies) on a field whose flux
+    # scale grows by 40 % across the image; kernel-sum clipping, which assumes one flux
+    # scale, is off.
+    slope = 0.4
+    field = makeField(rng, nStars=36, scaleSlope=slope)
+
+    class DFTask(CellSetTask):
+        ConfigClass = pm.PsfMatchConfigDF
+
+    config = pm.PsfMatchConfigDF()
+    config.kernelSize = 15
+    config.fitForBackground = True
+    config.sizeCellX = config.sizeCellY = 64
+    config.nStarPerCell = 2
+    config.spatialKernelOrder = 1
+    config.kernelSumClipping = False
+    config.usePcaForSpatialKernel = False
+    task = DFTask(config=config)
+    cells, _ = task._buildCellSet(field)
+    _, kernel, _ = task._solve(cells, pm.makeKernelBasisList(config))
+    centre = 0.5 * (N - 1)  # the box is [0, N-1] in pixel centres
+    # Same evaluation, so only rounding separates them.
+    assert task.metadata["spatialKernelSum"] == pytest.approx(
+        kernel.getSum(centre, centre), rel=1e-12
+    )
+    # The truth at the centre; 1 % as in test_delta_function_paths_solve_the_same_field.
+    assert task.metadata["spatialKernelSum"] == pytest.approx(fluxScale(centre, slope), rel=0.01)
+    # The fitted sum does vary: at x = 0 it is ≈ 20 % lower (truth 1.04 against 1.30), so an
+    # evaluation at (0, 0) would be far outside the 1 % above. 3 % there: a corner is an
+    # extrapolation of the linear model, a few times noisier than the centre.
+    assert kernel.getSum(0.0, 0.0) == pytest.approx(fluxScale(0.0, slope), rel=0.03)
+
+
+def _solveTraceMessages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == f"TRACE{level}.{_SOLVE_LOG}"]
+
+
+_SOLVE_LOG = "psfmatch.testPsfMatch._solve"
+
+
+@pytest.fixture
+def traceLevels() -> Any:
+    """Restore the TRACE loggers that lsst.utils.logging.trace_set_at changes."""
+    from lsst.utils.logging import trace_set_at
+
+    yield trace_set_at
+    for i in range(6):
+        logging.getLogger(f"TRACE{i}.psfmatch").setLevel(logging.NOTSET)
+
+
+def test_trace_loggers_follow_the_kernel_sum_rejection(
+    rng: np.random.Generator, caplog: pytest.LogCaptureFixture, traceLevels: Any
+) -> None:
+    # The seed's recipe for more logging, with psfmatch in place of lsst.ip.diffim: trace
+    # loggers named TRACE<n>.<task log>._solve, switched on by trace_set_at.
+    field = makeField(rng, variable=7)
+    config = alConfig(nStarPerCell=-1, spatialKernelClipping=False)
+    task = CellSetTask(config=config)
+    cells, _ = task._buildCellSet(field)
+    traceLevels("psfmatch", 1)
+    with caplog.at_level(logging.DEBUG):
+        task._solve(cells, alBasis(config))
+    trace1 = _solveTraceMessages(caplog, 1)
+    # §5.6 step 2d: a kernel-sum rejection goes back to the single-kernel pass *without*
+    # counting an iteration, so the spatial fit that follows is still iteration 0.
+    # (The variable star and a few 3σ outliers of a tight kernel-sum distribution go first.)
+    ksum = [m.split()[:4] for m in trace1 if "due to kernel sum" in m]
+    assert len(ksum) == 2, trace1
+    assert ksum[0][:2] == ["Iteration", "0,"] and int(ksum[0][3]) >= 1, trace1
+    assert ksum[1] == ["Iteration", "0,", "rejected", "0"], trace1
+    assert "Iteration 0, rejected 0 candidates due to spatial kernel fit" in trace1
+    assert "Final spatial fit" not in trace1
+    # Level 3 (the spatial parameters) is off at trace level 1, on at 3.
+    assert _solveTraceMessages(caplog, 3) == []
+    caplog.clear()
+    traceLevels("psfmatch", 3)
+    cells, _ = task._buildCellSet(field)
+    with caplog.at_level(logging.DEBUG):
+        task._solve(cells, alBasis(config))
+    assert any(m.startswith("Spatial kernel parameters") for m in _solveTraceMessages(caplog, 3))
+
+
+def _refitOnSurvivors(task: CellSetTask, cells: Any, basis: list[Any]) -> Any:
+    """The spatial fit of §5.3-5.4 over the candidates still GOOD, built here directly."""
+    visitor = pm.BuildSpatialKernelVisitor(basis, cells.getBBox(), task.kConfig)
+    cells.visitCandidates(visitor, -1)
+    visitor.solveLinearEquation()
+    return visitor.getSolutionPair()
+
+
+@pytest.mark.parametrize("maxSpatialIterations", [1, 3])
+def test_spatial_clipping_and_the_final_fit(
+    rng: np.random.Generator,
+    caplog: pytest.LogCaptureFixture,
+    traceLevels: Any,
+    maxSpatialIterations: int,
+) -> None:
+    # Star 5 is SHIFT px off in the science image: its own kernel (odd polynomial terms)
+    # absorbs the shift, its kernel sum is normal, but no smooth spatial model shares it, so
+    # only the spatial assessment (§5.5) can reject it.
+    field = makeField(rng, shifted=5)
+    basis = alBasis(alConfig())
+
+    def solve(**overrides: Any) -> tuple[CellSetTask, Any, Any, Any]:
+        config = alConfig(nStarPerCell=-1, maxSpatialIterations=maxSpatialIterations, **overrides)
+        task = CellSetTask(config=config)
+        cells, candidates = task._buildCellSet(field)
+        (shifted,) = [c for c in candidates if c.getXCenter() == field["x"][5]]
+        _, kernel, bg = task._solve(cells, basis)
+        return task, cells, shifted, (kernel, bg)
+
+    _, _, shifted, _ = solve(spatialKernelClipping=False)
+    assert shifted.getStatus() == pm.KernelCandidate.GOOD
+
+    traceLevels("psfmatch", 1)
+    with caplog.at_level(logging.DEBUG):
+        task, cells, shifted, (kernel, bg) = solve()
+    assert shifted.getStatus() == pm.KernelCandidate.BAD
+    trace1 = _solveTraceMessages(caplog, 1)
+    nSpatialRejected = [
+        int(m.split()[3]) for m in trace1 if m.endswith("due to spatial kernel fit")
+    ]
+    assert nSpatialRejected[0] > 0
+    if maxSpatialIterations == 1:
+        # The only assessment rejected candidates: §5.6 ends with one more, unassessed fit.
+        assert "Final spatial fit" in trace1
+    else:
+        # Iterations continue until an assessment rejects nothing; no extra fit then.
+        assert nSpatialRejected[-1] == 0
+        assert "Final spatial fit" not in trace1
+    # Either way the returned model is the spatial fit over exactly the surviving candidates
+    # (without the final fit it would still include the ones just rejected). Same
+    # arithmetic on the same candidates: rounding only, hence 1e-9.
+    refitKernel, refitBg = _refitOnSurvivors(task, cells, basis)
+    for x, y in [(60.0, 60.0), (192.0, 192.0), (320.0, 330.0)]:
+        np.testing.assert_allclose(
+            kernel.computeImage(x, y)[0], refitKernel.computeImage(x, y)[0], rtol=0, atol=1e-9
+        )
+        assert bg(x, y) == pytest.approx(refitBg(x, y), abs=1e-9)
+    # The model is still right (as in test_solve_recovers_kernel_sum_and_background).
+    assert task.metadata["spatialKernelSum"] == pytest.approx(FLUX_SCALE, rel=3e-3)
+
+
+def test_no_candidate_left_for_the_final_fit_raises(rng: np.random.Generator) -> None:
+    # Residual thresholds no noisy stamp meets (rms of D/σ is ≈ 1), applied only by the
+    # spatial assessment: it rejects every candidate, so the final fit after the last
+    # iteration has nothing left (§5.6 "No kernel candidates remain").
+    field = makeField(rng, nStars=16)
+    config = alConfig(
+        nStarPerCell=-1,
+        singleKernelClipping=False,
+        candidateResidualStdMax=0.5,
+        maxSpatialIterations=1,
+    )
+    task = CellSetTask(config=config)
+    cells, _ = task._buildCellSet(field)
+    with pytest.raises(pm.NoKernelCandidatesError, match="No kernel candidates remain"):
+        task._solve(cells, alBasis(config))
+    # With a second iteration the next kernel-sum pass finds every cell empty instead.
+    config.maxSpatialIterations = 2
+    task = CellSetTask(config=config)
+    cells, _ = task._buildCellSet(field)
+    with pytest.raises(pm.NoKernelCandidatesError, match="All spatial cells are empty"):
+        task._solve(cells, alBasis(config))
+
+
+def test_kernel_sum_failure_becomes_no_kernel_candidates(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The core's kernel-sum statistics raise PsfMatchError only with no sums or NaN sums,
+    # which the candidates of a real cell set cannot produce after the single-kernel pass;
+    # a visitor that fails the same way checks the conversion of §5.6 step 2c.
+    import psfmatch.psf_match as psfMatchModule
+
+    class FailingKernelSumVisitor(psfMatchModule.KernelSumVisitor):
+        def processKsumDistribution(self) -> None:
+            raise pm.PsfMatchError("Unable to determine kernel sum; 0 candidates")
+
+    monkeypatch.setattr(psfMatchModule, "KernelSumVisitor", FailingKernelSumVisitor)
+    field = makeField(rng, nStars=9)
+    config = alConfig()
+    task = CellSetTask(config=config)
+    cells, _ = task._buildCellSet(field)
+    with pytest.raises(
+        pm.NoKernelCandidatesError, match="Unable to calculate the kernel sum: Unable to determine"
+    ) as info:
+        task._solve(cells, alBasis(config))
+    assert isinstance(info.value.__cause__, pm.PsfMatchError)
+
+
+def test_assessment_that_sees_nothing_raises(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # §5.6 step 5: an assessment with nGood == nRejected == 0. The core's visitor always
+    # counts a candidate the spatial fit used, so a visitor that counts nothing stands in.
+    import psfmatch.psf_match as psfMatchModule
+
+    class BlindAssessment:
+        def __init__(self, *args: Any) -> None:
+            pass
+
+        def reset(self) -> None:
+            pass
+
+        def processCandidate(self, candidate: Any) -> None:
+            pass
+
+        def getNRejected(self) -> int:
+            return 0
+
+        def getNGood(self) -> int:
+            return 0
+
+    monkeypatch.setattr(psfMatchModule, "AssessSpatialKernelVisitor", BlindAssessment)
+    field = makeField(rng, nStars=9)
+    config = alConfig(spatialKernelOrder=0)
+    task = CellSetTask(config=config)
+    cells, _ = task._buildCellSet(field)
+    with pytest.raises(pm.NoKernelCandidatesError, match="No kernel candidates for spatial fit"):
+        task._solve(cells, alBasis(config))
+
+
+def _expectedJudgement(nGood: int, nTerms: int) -> tuple[str, int, str]:
+    """ALGORITHM.md §6.1's table: (metadata word, log level, message fragment)."""
+    if nGood < nTerms:
+        return "under", logging.WARNING, "underconstrained"
+    if nGood <= 2 * nTerms:
+        return "poorly", logging.WARNING, "poorly constrained"
+    return "well", logging.INFO, "well constrained"
+
+
+@pytest.fixture
+def solvedSmallField(rng: np.random.Generator) -> tuple[CellSetTask, Any, list[Any], Any]:
+    """16 stars solved with spatial kernel and background orders 1 (3 terms each)."""
+    field = makeField(rng, nStars=16)
+    config = alConfig(nStarPerCell=-1, spatialKernelOrder=1, spatialBgOrder=1)
+    task = CellSetTask(config=config)
+    cells, candidates = task._buildCellSet(field)
+    solution, kernel, bg = task._solve(cells, alBasis(config))
+    assert kernel.getNSpatialParameters() == 3
+    assert len(np.asarray(bg.getParameters())) == 3
+    return task, cells, candidates, (solution, kernel, bg)
+
+
+# nTerms = 3 for both models: the judgement boundaries are at 3 and 6 good candidates, the
+# count warning at nBad = 2·nGood; the rest of the candidates are left UNKNOWN.
+@pytest.mark.parametrize("nGood, nBad", [(2, 10), (3, 6), (3, 7), (6, 4), (7, 5)])
+def test_diagnostic_constraint_judgements_and_counts(
+    solvedSmallField: Any, caplog: pytest.LogCaptureFixture, nGood: int, nBad: int
+) -> None:
+    task, cells, candidates, (solution, kernel, bg) = solvedSmallField
+    initialised = [c for c in candidates if c.isInitialized()]
+    assert len(initialised) >= 12
+    for i, cand in enumerate(initialised):
+        if i < nGood:
+            cand.setStatus(pm.KernelCandidate.GOOD)
+        elif i < nGood + nBad:
+            cand.setStatus(pm.KernelCandidate.BAD)
+        else:
+            cand.setStatus(pm.KernelCandidate.UNKNOWN)
+    task.emptyMetadata()
+    with caplog.at_level(logging.INFO, logger="psfmatch"):
+        task._diagnostic(cells, solution, kernel, bg)
+    md = task.metadata
+    assert md["nCandidatesTotal"] == len(candidates)
+    assert md["nCandidatesGood"] == nGood
+    assert md["nCandidatesBad"] == nBad
+    records = [(r.levelno, r.getMessage()) for r in caplog.records]
+    word, level, fragment = _expectedJudgement(nGood, 3)
+    for key, model in (
+        ("spatialKernelConstraint", "Spatial kernel model"),
+        ("spatialBackgroundConstraint", "Spatial background model"),
+    ):
+        assert md[key] == word
+        (record,) = [r for r in records if r[1].startswith(model)]
+        assert record[0] == level and fragment in record[1], record
+        assert ("Consider lowering the spatial order" in record[1]) == (word != "well")
+    # §6.1 counts: a warning when more than twice as many were rejected as used.
+    if nBad > 2 * nGood:
+        assert (
+            logging.WARNING,
+            f"Many more candidates rejected than accepted; {len(candidates)} total, "
+            f"{nBad} rejected, {nGood} used",
+        ) in records
+    else:
+        assert (
+            logging.INFO,
+            f"{len(candidates)} candidates total, {nBad} rejected, {nGood} used",
+        ) in records
+
+
+def test_diagnostic_without_background_fit_judges_only_the_kernel(
+    rng: np.random.Generator, caplog: pytest.LogCaptureFixture
+) -> None:
+    field = makeField(rng, nStars=16, withBackground=False)
+    config = alConfig(nStarPerCell=-1, spatialKernelOrder=1, fitForBackground=False)
+    task = CellSetTask(config=config)
+    cells, _ = task._buildCellSet(field)
+    with caplog.at_level(logging.INFO, logger="psfmatch"):
+        task._solve(cells, alBasis(config))
+    assert task.metadata["spatialKernelConstraint"] == "well"
+    assert "spatialBackgroundConstraint" not in task.metadata
+    assert not any("background model" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("conditionNumberType", ["EIGENVALUE", "SVD"])
+def test_diagnostic_condition_number(
+    solvedSmallField: Any, caplog: pytest.LogCaptureFixture, conditionNumberType: str
+) -> None:
+    task, cells, _, (solution, kernel, bg) = solvedSmallField
+    # The truth from numpy on the spatial normal matrix M (§3.3): λmax/λmin or σmax/σmin.
+    m = np.asarray(solution.getM())
+    if conditionNumberType == "EIGENVALUE":
+        eig = np.linalg.eigvalsh(m)
+        expected = eig[-1] / eig[0]
+    else:
+        sv = np.linalg.svd(m, compute_uv=False)
+        expected = sv[0] / sv[-1]
+    task.kConfig.conditionNumberType = conditionNumberType
+    task.kConfig.maxSpatialConditionNumber = 2.0 * expected
+    task.emptyMetadata()
+    with caplog.at_level(logging.INFO, logger="psfmatch"):
+        task._diagnostic(cells, solution, kernel, bg)
+    # Two decompositions of a matrix of condition number ~1e8 agree to ~1e-8 relative
+    # (rounding × condition); 1e-6 leaves room.
+    assert task.metadata["spatialConditionNum"] == pytest.approx(expected, rel=1e-6)
+    messages = [r.getMessage() for r in caplog.records]
+    assert f"Spatial model condition number {expected:.3e}" in messages
+    assert not any("exceeds max condition number" in m for m in messages)
+
+    caplog.clear()
+    task.kConfig.maxSpatialConditionNumber = 0.5 * expected
+    with caplog.at_level(logging.INFO, logger="psfmatch"):
+        task._diagnostic(cells, solution, kernel, bg)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("Spatial solution exceeds max condition number" in m for m in warnings), warnings
+
+
+def test_diagnostic_warns_on_negative_condition_number(
+    solvedSmallField: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # λmax/λmin of an indefinite M (rounding on a singular system) is negative; a real
+    # spatial solution of this field is positive definite, so a stand-in reports one.
+    task, cells, _, (_, kernel, bg) = solvedSmallField
+
+    class IndefiniteSolution:
+        def getConditionNumber(self, conditionType: Any) -> float:
+            return -42.0
+
+    with caplog.at_level(logging.INFO, logger="psfmatch"):
+        task._diagnostic(cells, IndefiniteSolution(), kernel, bg)
+    assert task.metadata["spatialConditionNum"] == -42.0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("Condition number is negative" in m for m in warnings), warnings
+
+
+def _residualStats(cand: Any, kernelImage: np.ndarray, bg: float, core: int) -> tuple[float, float]:
+    """Mean and rms (n − 1) of D/σ over a candidate's stamp, brute force (§3.6).
+
+    D = S − K⊗T − b and σ² = Var_S + K²⊗Var_T on the pixels where K⊗T is defined (the
+    stamp shrunk by the kernel half-widths), or on the (2·core+1)² centre of the stamp.
+    """
+    from scipy.signal import convolve2d
+
+    t, s = cand.getTemplateMaskedImage(), cand.getScienceMaskedImage()
+    ky, kx = (n // 2 for n in kernelImage.shape)
+    crop = (slice(ky, s.image.shape[0] - ky), slice(kx, s.image.shape[1] - kx))
+    d = s.image[crop] - convolve2d(t.image, kernelImage, mode="valid") - bg
+    var = s.variance[crop] + convolve2d(t.variance, kernelImage**2, mode="valid")
+    z = d / np.sqrt(var)
+    if core:
+        cy, cx = s.image.shape[0] // 2 - ky, s.image.shape[1] // 2 - kx
+        z = z[cy - core : cy + core + 1, cx - core : cx + core + 1]
+        assert z.size == (2 * core + 1) ** 2
+    return float(z.mean()), float(z.std(ddof=1))
+
+
+@pytest.mark.parametrize("useCoreStats", [False, True])
+def test_metric_metadata_against_brute_force(rng: np.random.Generator, useCoreStats: bool) -> None:
+    # Decision 4: metric_<STAT>.<LOCAL|SPATIAL>_residual<Mean|Std> are the mean, median and
+    # population standard deviation over the GOOD candidates of each candidate's mean and
+    # rms of D/σ, with its own kernel (LOCAL) or the spatial model at its centre (SPATIAL).
+    # A spatially constant kernel on this varying PSF makes the two clearly different.
+    field = makeField(rng, nStars=25)
+    config = alConfig(
+        nStarPerCell=-1,
+        spatialKernelOrder=0,
+        spatialKernelClipping=False,
+        useCoreStats=useCoreStats,
+    )
+    task = CellSetTask(config=config)
+    cells, candidates = task._buildCellSet(field)
+    _, kernel, bg = task._solve(cells, alBasis(config))
+    core = config.candidateCoreRadius if useCoreStats else 0
+    values: dict[str, list[float]] = {}
+    good = [c for c in candidates if c.getStatus() == pm.KernelCandidate.GOOD]
+    assert len(good) >= 20
+    for cand in good:
+        x, y = cand.getXCenter(), cand.getYCenter()
+        local = cand.getKernel(pm.KernelCandidate.RECENT)
+        for kind, image, b in (
+            ("LOCAL", local.computeImage()[0], cand.getBackground(pm.KernelCandidate.RECENT)),
+            ("SPATIAL", kernel.computeImage(x, y)[0], bg(x, y)),
+        ):
+            mean, rms = _residualStats(cand, np.asarray(image), b, core)
+            values.setdefault(f"{kind}_residualMean", []).append(mean)
+            values.setdefault(f"{kind}_residualStd", []).append(rms)
+    md = task.metadata
+    for stat, func in (("MEAN", np.mean), ("MEDIAN", np.median), ("STDEV", np.std)):
+        for key, vals in values.items():
+            # Same pixels and formulas; the core's convolution sums in another order than
+            # scipy's, so the statistics agree to rounding of ~1e-12 relative; 1e-9 absolute
+            # (the values are O(0.01 - 10)) leaves room.
+            assert md[f"metric_{stat}.{key}"] == pytest.approx(float(func(vals)), abs=1e-9), (
+                stat,
+                key,
+            )
+    # The constant kernel misfits the stars whose PSF differs from the mean: the spatial
+    # residuals are visibly worse than the local ones (by tens of percent on this field).
+    assert md["metric_MEDIAN.SPATIAL_residualStd"] > 1.2 * md["metric_MEDIAN.LOCAL_residualStd"]
+    if not useCoreStats:
+        # Over the whole stamp the local fit leaves noise-like residuals (median rms ≈ 1, as
+        # in test_metadata_keys_and_values); over the 7×7 core, where the kernel's freedom
+        # is concentrated, it absorbs part of the noise and the rms is lower.
+        assert md["metric_MEDIAN.LOCAL_residualStd"] == pytest.approx(1.0, abs=0.1)
+
+
+@pytest.mark.parametrize("subtractMeanForPca", [True, False])
+def test_create_pca_basis_against_numpy_svd(
+    rng: np.random.Generator, subtractMeanForPca: bool
+) -> None:
+    # §5.7: the PCA basis is [mean kernel] + the leading principal components of the
+    # candidates' unit-sum ORIG kernels, numPrincipalComponents in all, renormalised (§2.2).
+    # The truth is numpy's SVD of the same kernel images; the candidates are then refitted
+    # into their PCA slot with ORIG untouched.
+    field = makeField(rng, nStars=25)
+    config = pm.PsfMatchConfigDF()
+    config.kernelSize = 11
+    config.fitForBackground = True
+    config.subtractMeanForPca = subtractMeanForPca
+    config.numPrincipalComponents = 4
+
+    class DFTask(CellSetTask):
+        ConfigClass = pm.PsfMatchConfigDF
+
+    task = DFTask(config=config)
+    cells, candidates = task._buildCellSet(field)
+    cells.visitCandidates(
+        pm.BuildSingleKernelVisitor(pm.makeKernelBasisList(config), config, task.hMat), -1
+    )
+    used = [c for c in candidates if c.getStatus() != pm.KernelCandidate.BAD]
+    assert len(used) >= 20
+    origSums = [c.getKsum(pm.KernelCandidate.ORIG) for c in used]
+    stack = np.array(
+        [
+            c.getKernelImage(pm.KernelCandidate.ORIG).ravel() / s
+            for c, s in zip(used, origSums, strict=True)
+        ]
+    )
+
+    nRejected, basis = task._createPcaBasis(cells, -1, pm.makeKernelControl(config))
+    assert len(basis) == 4
+    images = [np.asarray(k.getImage()).ravel() for k in basis]
+
+    def orient(v: np.ndarray) -> np.ndarray:
+        """The sign psfmatch gives an eigen-image: its largest-magnitude pixel positive."""
+        return v if v[np.argmax(np.abs(v))] > 0 else -v
+
+    # Eigenvectors of a 20-odd-image Gram matrix whose leading eigenvalues are well
+    # separated: agreement to ~1e-10; 1e-7 leaves room for the smaller gaps.
+    if subtractMeanForPca:
+        mean = stack.mean(axis=0)
+        np.testing.assert_allclose(images[0], mean, rtol=0, atol=1e-12)  # sums to 1 already
+        _, _, vt = np.linalg.svd(stack - mean, full_matrices=False)
+        for i in range(1, 4):
+            # Mean-subtracted components sum to 0: §2.2 only scales them to unit norm.
+            np.testing.assert_allclose(images[i], orient(vt[i - 1]), rtol=0, atol=1e-7)
+    else:
+        _, _, vt = np.linalg.svd(stack, full_matrices=False)
+        np.testing.assert_allclose(images[0], vt[0] / vt[0].sum(), rtol=0, atol=1e-7)
+        for i in range(1, 4):
+            raw = orient(vt[i])
+            if abs(raw.sum()) > np.finfo(np.float32).eps:
+                raw = raw / raw.sum() - images[0]
+            np.testing.assert_allclose(images[i], raw / np.linalg.norm(raw), rtol=0, atol=1e-7)
+    for image in images[1:]:
+        assert image.sum() == pytest.approx(0.0, abs=1e-12)  # §2.2 properties
+        assert np.linalg.norm(image) == pytest.approx(1.0, rel=1e-12)
+
+    # The refit: each surviving candidate has a PCA solution that is a combination of the
+    # new basis (its kernel lies in their span, to rounding), and its ORIG solution is
+    # unchanged.
+    after = [c for c in used if c.getStatus() != pm.KernelCandidate.BAD]
+    assert nRejected == len(used) - len(after)
+    span = np.array(images).T
+    pcaSums = []
+    for cand, origSum in zip(used, origSums, strict=True):
+        assert cand.getKsum(pm.KernelCandidate.ORIG) == origSum
+        if cand in after:
+            k = cand.getKernelImage(pm.KernelCandidate.PCA).ravel()
+            coeffs = np.linalg.lstsq(span, k, rcond=None)[0]
+            np.testing.assert_allclose(span @ coeffs, k, rtol=0, atol=1e-10 * np.abs(k).max())
+            pcaSums.append(cand.getKsum(pm.KernelCandidate.PCA))
+    # The per-candidate sums scatter by ≈ 5 % (DF fits of 121 pixels on noisy stamps); their
+    # median over 20+ candidates sits within ≈ 2 % of the truth, 5 % leaves room.
+    assert float(np.median(pcaSums)) == pytest.approx(FLUX_SCALE, rel=0.05)
+
+
+class MinimalTask(PsfMatchTask):
+    """A PsfMatchTask that sets nothing but the abstract method."""
+
+    def _buildCellSet(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+
+def test_psf_match_task_defaults() -> None:
+    task = MinimalTask()
+    assert task.getName() == "psfMatch"
+    assert task.getFullName() == "psfMatch"
+    assert task.log.name == "psfmatch.psfMatch"
+    assert type(task.config) is pm.PsfMatchConfig
+    assert task.kConfig is task.config
+    assert task.hMat is None and task.useRegularization is False
+
+
+@pytest.mark.parametrize(
+    "kernelName, useRegularization", [("AL", False), ("DF", True), ("DF", False)]
+)
+def test_kernel_config_comes_from_the_active_choice(
+    kernelName: str, useRegularization: bool
+) -> None:
+    # A task config with a `kernel` choice field (as ImagePsfMatchConfig): the task uses the
+    # active choice and makes H at construction only when that choice asks for it.
+    config = pm.ImagePsfMatchConfig()
+    config.kernel.name = kernelName
+    config.kernel["DF"].kernelSize = 7
+    config.kernel["DF"].useRegularization = useRegularization
+    task = MinimalTask(config=config)
+    assert task.kConfig is config.kernel.active
+    assert task.useRegularization is (kernelName == "DF" and useRegularization)
+    if task.useRegularization:
+        # H covers the 7² kernel pixels plus the background term (§2.5); that it is the
+        # right matrix is test_basis's job.
+        nParams = 49 + int(config.kernel.active.fitForBackground)
+        assert task.hMat is not None and task.hMat.shape == (nParams, nParams)
+        np.testing.assert_array_equal(task.hMat, pm.makeRegularizationMatrix(config.kernel.active))
+    else:
+        assert task.hMat is None
+
+
+@pytest.mark.skipif(
+    "LSST_UTILS_DISABLE_TIMER" in __import__("os").environ,
+    reason="timeMethod is a no-op when LSST_UTILS_DISABLE_TIMER is set at import",
+)
+def test_solve_is_timed(rng: np.random.Generator) -> None:
+    field = makeField(rng, nStars=9)
+    config = alConfig(spatialKernelOrder=0)
+    task = CellSetTask(config=config)
+    for _ in range(2):
+        cells, _ = task._buildCellSet(field)
+        task._solve(cells, alBasis(config))
+    # @timeMethod records one start and one end entry per call.
+    for item in ("_solveStartUtc", "_solveEndUtc", "_solveStartCpuTime", "_solveEndCpuTime"):
+        assert len(task.metadata.getArray(item)) == 2, item
+    assert task.metadata.getScalar("_solveEndCpuTime") >= task.metadata.getScalar(
+        "_solveStartCpuTime"
+    )
+    assert "testPsfMatch._solveEndCpuTime" in task.getFullMetadata().names()
+
+
+def test_debug_display_without_hook_logs_the_request(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def debugInfo(name: str) -> Any:
+        info = psfmatch.debug.getInfo(name)
+        if name == "psfmatch.psf_match":
+            info.display = True
+            info.showBadCandidates = True
+        return info
+
+    monkeypatch.setattr(psfmatch.debug, "Info", debugInfo)
+    monkeypatch.setattr(psfmatch.debug, "showDebug", None)
+    field = makeField(rng, nStars=9)
+    config = alConfig(spatialKernelOrder=0)
+    task = CellSetTask(config=config)
+    cells, _ = task._buildCellSet(field)
+    with caplog.at_level(logging.INFO, logger="psfmatch"):
+        task._solve(cells, alBasis(config))
+    (message,) = [r.getMessage() for r in caplog.records if "Debug display" in r.getMessage()]
+    assert "no display hook is installed" in message
+    assert "showBadCandidates=True" in message and "displayKernelMosaic=False" in message

@@ -23,8 +23,9 @@ Metadata
     the Bayesian Information Criterion chose, how many candidates voted for them, and how
     many voted at all.
 ``metric_MEAN``, ``metric_MEDIAN``, ``metric_STDEV``
-    Statistics over the good candidates (decision 4) of the quality of their difference
-    stamps, each a nested container with four keys: ``LOCAL_residualMean`` and
+    The mean, median and population standard deviation (ddof=0) over the GOOD candidates
+    (decision 4) of the quality of their difference stamps, each a nested container with
+    four keys: ``LOCAL_residualMean`` and
     ``LOCAL_residualStd`` (mean and rms of D/σ with the candidate's own kernel),
     ``SPATIAL_residualMean`` and ``SPATIAL_residualStd`` (the same with the spatial kernel and
     background evaluated at the candidate). For example ``metadata["metric_MEDIAN.SPATIAL_
