@@ -428,6 +428,35 @@ def referenceTerms(modelType: Any, order: int, box: pm.Box2I, x: float, y: float
 
 
 @pytest.mark.parametrize("modelType", [POLYNOMIAL, CHEBYSHEV1])
+@pytest.mark.parametrize("order", [0, 1, 3])
+def test_background_evaluate_over_a_box(
+    rng: np.random.Generator, modelType: Any, order: int
+) -> None:
+    """SpatialBackground.evaluate(box) is b(x, y) = Σ β_k f_k(x, y) at every parent pixel of
+    the box (which need not be the function's own box), against the numpy terms of §5.1."""
+    functionBox = pm.Box2I((10, -5), (300, 200))
+    function = pm.SpatialFunction(modelType, order, functionBox)
+    nTerms = (order + 1) * (order + 2) // 2
+    # Raw monomials of coordinates ~300 reach 300³: scale each term to contribute O(1).
+    params = rng.normal(size=nTerms) / np.maximum(
+        1.0, np.abs(referenceTerms(modelType, order, functionBox, 310.0, 195.0))
+    )
+    background = pm.SpatialBackground(function, params)
+    box = pm.Box2I((30, 7), (41, 23))
+    values = np.asarray(background.evaluate(box))
+    assert values.shape == (23, 41)
+    expected = np.array(
+        [
+            [referenceTerms(modelType, order, functionBox, x, y) @ params for x in range(30, 71)]
+            for y in range(7, 30)
+        ]
+    )
+    # Sums of ≤ 10 terms of size O(1): a few ulps, whatever the order of the additions.
+    np.testing.assert_allclose(values, expected, rtol=0, atol=1e-13)
+    assert values[5, 9] == pytest.approx(background(39.0, 12.0), abs=1e-13)
+
+
+@pytest.mark.parametrize("modelType", [POLYNOMIAL, CHEBYSHEV1])
 def test_spatial_function_terms(rng: np.random.Generator, modelType: Any) -> None:
     box = pm.Box2I((-20, 100), (300, 150))
     for order in (0, 1, 3):

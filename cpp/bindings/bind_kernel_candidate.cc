@@ -44,10 +44,10 @@ void bindKernelCandidate(py::module_& m) {
             .def("getImage", &KernelCandidate::getImage)
             .def("getDifferenceImage",
                  py::overload_cast<KernelCandidate::CandidateSwitch>(&KernelCandidate::getDifferenceImage, py::const_),
-                 py::arg("which"))
+                 py::arg("which"), py::call_guard<py::gil_scoped_release>())
             .def("getDifferenceImage",
                  py::overload_cast<const FixedKernel&, double>(&KernelCandidate::getDifferenceImage, py::const_),
-                 py::arg("kernel"), py::arg("background"));
+                 py::arg("kernel"), py::arg("background"), py::call_guard<py::gil_scoped_release>());
 }
 
 }  // namespace bindings

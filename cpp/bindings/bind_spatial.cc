@@ -81,7 +81,8 @@ void bindSpatial(py::module_& m) {
             .def("getParameters", &SpatialBackground::getParameters)
             .def("__call__", &SpatialBackground::operator(), py::arg("x"), py::arg("y"))
             .def("evaluate", &SpatialBackground::evaluate, py::arg("bbox"),
-                 "b at every pixel of bbox (parent coordinates), shape (height, width).");
+                 "b at every pixel of bbox (parent coordinates), shape (height, width).",
+                 py::call_guard<py::gil_scoped_release>());
 
     m.def("convolveSpatialArrays", &convolveSpatialArrays<float>, py::arg("image").noconvert(),
           py::arg("mask").noconvert(), py::arg("variance").noconvert(), py::arg("xy0"), py::arg("kernel"),

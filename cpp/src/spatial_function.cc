@@ -65,9 +65,22 @@ FixedKernel LinearCombinationKernel::computeKernel(double x, double y) const {
 }
 
 ImageD SpatialBackground::evaluate(const Box2I& box) const {
-    ImageD out(box.getHeight(), box.getWidth());
-    for (int y = box.minY; y <= box.maxY; ++y) {
-        for (int x = box.minX; x <= box.maxX; ++x) out(y - box.minY, x - box.minX) = (*this)(x, y);
+    // b(x, y) = Σ_q yFactor_q(y) · c_q(x) with c_q(x) = Σ_{n≥q} β_(n,q) xFactor_{n−q}(x): the
+    // factors of each column and row are computed once, not once per pixel.
+    const int order = _function.getOrder();
+    const long width = box.getWidth(), height = box.getHeight();
+    Eigen::MatrixXd c = Eigen::MatrixXd::Zero(order + 1, width);
+    for (long i = 0; i < width; ++i) {
+        const Eigen::VectorXd bx = _function.xFactors(static_cast<double>(box.minX + i));
+        int k = 0;
+        for (int n = 0; n <= order; ++n) {
+            for (int q = 0; q <= n; ++q) c(q, i) += _params[k++] * bx[n - q];
+        }
+    }
+    ImageD out(height, width);
+    for (long j = 0; j < height; ++j) {
+        const Eigen::VectorXd by = _function.yFactors(static_cast<double>(box.minY + j));
+        out.row(j) = (by.transpose() * c).array();
     }
     return out;
 }

@@ -45,8 +45,10 @@ __all__ = ["PsfMatchTask"]
 import abc
 import itertools
 import math
+import os
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import numpy as np
@@ -548,10 +550,11 @@ class PsfMatchTask(Task, abc.ABC):
             "SPATIAL_residualMean": [],
             "SPATIAL_residualStd": [],
         }
-        for cand in kernelCellSet.getAllCandidates(ignoreBad=True):
-            if cand.getStatus() != _GOOD or not cand.isInitialized():
-                continue
+
+        def residuals(cand: Any) -> list[tuple[str, float, float]]:
+            """(kind, mean, rms) of the candidate's LOCAL and SPATIAL residuals."""
             x, y = cand.getXCenter(), cand.getYCenter()
+            out = []
             for kind, diff in (
                 ("LOCAL", cand.getDifferenceImage(_RECENT)),
                 (
@@ -564,8 +567,21 @@ class PsfMatchTask(Task, abc.ABC):
                     stats.apply(diff, core)
                 except PsfMatchError:
                     continue
-                values[f"{kind}_residualMean"].append(stats.getMean())
-                values[f"{kind}_residualStd"].append(stats.getRms())
+                out.append((kind, stats.getMean(), stats.getRms()))
+            return out
+
+        good = [
+            cand
+            for cand in kernelCellSet.getAllCandidates(ignoreBad=True)
+            if cand.getStatus() == _GOOD and cand.isInitialized()
+        ]
+        # The difference images are computed with the GIL released; map keeps the order.
+        nThreads = int(self.kConfig.nThreads) or os.cpu_count() or 1
+        with ThreadPoolExecutor(max_workers=max(1, min(nThreads, len(good)))) as pool:
+            for result in pool.map(residuals, good):
+                for kind, mean, rms in result:
+                    values[f"{kind}_residualMean"].append(mean)
+                    values[f"{kind}_residualStd"].append(rms)
         for statName, func in _METRIC_STATISTICS.items():
             for key, vals in values.items():
                 finite = [v for v in vals if math.isfinite(v)]
