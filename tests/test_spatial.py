@@ -262,6 +262,168 @@ def test_duck_typed_and_subclassed_visitors_see_the_inserted_objects() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# BuildSingleKernelVisitor (§3.6)
+# --------------------------------------------------------------------------------------------
+
+SINGLE_SHAPE = (25, 25)
+SINGLE_BASIS_HALF = 2  # 5×5 basis: good box rows/columns 2..22, core (radius 3) 9..15
+
+
+def singleStamps(
+    rng: np.random.Generator, spike: float = 0.0
+) -> tuple[pm.MaskedImage, pm.MaskedImage]:
+    """A white-noise template and science = template ⊗ 1.2·G(0.9) + N(0, 1) (variance 1), with
+    an optional hot pixel at (5, 5): inside the good box, outside the core."""
+    template = rng.normal(50.0, 5.0, SINGLE_SHAPE)
+    science = scipy.signal.convolve(template, gaussianImage(2, 0.9, 1.2), mode="same")
+    science += rng.normal(0.0, 1.0, SINGLE_SHAPE)
+    science[5, 5] += spike
+    ones = np.ones(SINGLE_SHAPE)
+    return pm.MaskedImage(template, None, 0.0 * ones), pm.MaskedImage(science, None, ones)
+
+
+def singleCandidate(
+    stamps: tuple[pm.MaskedImage, pm.MaskedImage], config: pm.PsfMatchConfig, x: float = 12.0
+) -> pm.KernelCandidate:
+    return pm.KernelCandidate(x, 12.0, stamps[0], stamps[1], config)
+
+
+def residualStats(diff: pm.MaskedImage, core: int = 0) -> tuple[float, float, float]:
+    """(mean, rms, variance) of D/σ over pixels with no NO_DATA/EDGE/SAT bit and finite 1/var,
+    on the whole stamp or on rows/columns [H/2 − r, H/2 + r] (§3.6), in numpy."""
+    image, mask, var = diff.image, diff.mask, diff.variance
+    if core:
+        h, w = image.shape
+        sl = (slice(h // 2 - core, h // 2 + core + 1), slice(w // 2 - core, w // 2 + core + 1))
+        image, mask, var = image[sl], mask[sl], var[sl]
+    bad = pm.Mask.getPlaneBitMask(["NO_DATA", "EDGE", "SAT"])
+    with np.errstate(divide="ignore"):
+        ivar = 1.0 / var
+    use = ((mask & bad) == 0) & np.isfinite(ivar)
+    z = image[use] * np.sqrt(ivar[use])
+    variance = float(z.var(ddof=1))
+    return float(z.mean()), math.sqrt(variance), variance
+
+
+def singleBasis() -> list[pm.FixedKernel]:
+    return pm.makeAlardLuptonBasisList(SINGLE_BASIS_HALF, 1, [1.0], [2])
+
+
+def test_single_kernel_visitor_clips_on_the_residual_mean_and_rms(rng: np.random.Generator) -> None:
+    stamps = singleStamps(rng)
+    probe = singleCandidate(stamps, alConfig())
+    probe.build(singleBasis())
+    mean, rms, variance = residualStats(probe.getDifferenceImage(RECENT))
+    assert 0.5 < rms < 1.5 and abs(mean) < 0.25  # a good fit passes the default thresholds
+
+    # Thresholds placed 2 % either side of the numpy statistics: only the side decides.
+    cases = [
+        (dict(candidateResidualMeanMax=0.98 * abs(mean)), BAD),
+        (dict(candidateResidualMeanMax=1.02 * abs(mean), candidateResidualStdMax=0.98 * rms), BAD),
+        (dict(candidateResidualMeanMax=1.02 * abs(mean), candidateResidualStdMax=1.02 * rms), GOOD),
+        (
+            dict(singleKernelClipping=False, candidateResidualMeanMax=0, candidateResidualStdMax=0),
+            GOOD,
+        ),
+    ]
+    for fields, status in cases:
+        config = alConfig(**fields)
+        cand = singleCandidate(stamps, config)
+        visitor = pm.BuildSingleKernelVisitor(singleBasis(), config)
+        visitor.processCandidate(cand)
+        assert cand.getStatus() == status, fields
+        assert visitor.getNProcessed() == 1
+        assert visitor.getNRejected() == (1 if status == BAD else 0)
+        # chi2 is the residual variance: the same n−1 estimator, one-pass vs two-pass over
+        # 441 values of order 1 (1e-12 relative).
+        np.testing.assert_allclose(cand.getChi2(), variance, rtol=1e-12)
+
+
+def test_single_kernel_visitor_core_statistics(rng: np.random.Generator) -> None:
+    """A hot pixel outside the core ruins the whole-stamp rms but not the core's: useCoreStats
+    decides which one the clipping sees."""
+    stamps = singleStamps(rng, spike=40.0)
+    probe = singleCandidate(stamps, alConfig())
+    probe.build(singleBasis())
+    diff = probe.getDifferenceImage(RECENT)
+    _, fullRms, _ = residualStats(diff)
+    _, coreRms, coreVariance = residualStats(diff, core=3)
+    assert fullRms > 1.8 and coreRms < 1.4  # either side of the default 1.5: the test has power
+
+    whole = singleCandidate(stamps, alConfig())
+    pm.BuildSingleKernelVisitor(singleBasis(), alConfig()).processCandidate(whole)
+    assert whole.getStatus() == BAD
+    config = alConfig(useCoreStats=True, candidateCoreRadius=3)
+    core = singleCandidate(stamps, config)
+    pm.BuildSingleKernelVisitor(singleBasis(), config).processCandidate(core)
+    assert core.getStatus() == GOOD
+    np.testing.assert_allclose(core.getChi2(), coreVariance, rtol=1e-12)  # 49 values, as above
+
+
+def test_single_kernel_visitor_counters_failures_and_skip_built(rng: np.random.Generator) -> None:
+    stamps = singleStamps(rng)
+    cells = pm.SpatialCellSet(pm.Box2I((0, 0), (64, 32)), 32, 32)
+    good = singleCandidate(stamps, alConfig(), x=10.0)
+    # build raises: a zero-variance pixel without constant weighting (§3.1).
+    zeroVar = stamps[1].clone()
+    zeroVar.variance[0, 0] = 0.0
+    raises = pm.KernelCandidate(
+        20.0, 12.0, stamps[0], zeroVar, alConfig(constantVarianceWeighting=False)
+    )
+    # build sets BAD: the condition-number check fails (§3.3).
+    illConditioned = singleCandidate(
+        stamps, alConfig(checkConditionNumber=True, maxConditionNumber=1.0), x=40.0
+    )
+    for c in (good, raises, illConditioned):
+        cells.insertCandidate(c)
+    visitor = pm.BuildSingleKernelVisitor(singleBasis(), alConfig())
+    assert visitor.getSkipBuilt()
+    cells.visitCandidates(visitor, -1)
+    assert [c.getStatus() for c in (good, raises, illConditioned)] == [GOOD, BAD, BAD]
+    assert (visitor.getNProcessed(), visitor.getNRejected()) == (1, 2)
+    assert not raises.isInitialized() and illConditioned.isInitialized()
+
+    # Again: reset() clears the counters, BAD candidates are skipped, and the built one is
+    # left alone (skipBuilt).
+    origId = good.getKernelSolution(ORIG).getId()
+    cells.visitCandidates(visitor, -1)
+    assert (visitor.getNProcessed(), visitor.getNRejected()) == (0, 0)
+    with pytest.raises(pm.PsfMatchError, match="no PCA kernel solution"):
+        good.getKernelSolution(PCA)
+    # Without skipBuilt it is refitted, into the PCA slot.
+    visitor.setSkipBuilt(False)
+    cells.visitCandidates(visitor, -1)
+    assert (visitor.getNProcessed(), visitor.getNRejected()) == (1, 0)
+    assert good.getKernelSolution(ORIG).getId() == origId
+    assert good.getKernelSolution(PCA).getId() > origId
+
+    # Decision 6: a statistics failure (here NaN border pixels let in by a bad-plane list
+    # without NO_DATA) is a counted rejection, not a processed candidate.
+    fresh = singleCandidate(stamps, alConfig())
+    leaky = pm.BuildSingleKernelVisitor(singleBasis(), alConfig(badMaskPlanes=["SAT"]))
+    leaky.processCandidate(fresh)
+    assert fresh.getStatus() == BAD
+    assert (leaky.getNProcessed(), leaky.getNRejected()) == (0, 1)
+
+
+def test_single_kernel_visitor_with_regularization(rng: np.random.Generator) -> None:
+    """The hMat argument reaches the fit: the solution is (M + λH)⁻¹b with λ = lambdaValue."""
+    stamps = singleStamps(rng)
+    config = pm.PsfMatchConfigDF()
+    config.kernelSize = 5
+    h = pm.makeRegularizationMatrix(config)
+    cand = singleCandidate(stamps, config)
+    pm.BuildSingleKernelVisitor(pm.makeDeltaFunctionBasisList(5, 5), config, h).processCandidate(
+        cand
+    )
+    assert cand.getStatus() == GOOD and cand.getUsedRegularization()
+    sol = cand.getKernelSolution(ORIG)
+    a = np.linalg.solve(sol.getM() + config.lambdaValue * h, sol.getB())
+    # A 25×25 solve with cond ≲ 1e4, two LU implementations: 1e-10 relative.
+    np.testing.assert_allclose(sol.getSolution(), a, rtol=0, atol=1e-10 * np.abs(a).max())
+
+
+# --------------------------------------------------------------------------------------------
 # Kernel-sum clipping (§4)
 # --------------------------------------------------------------------------------------------
 
