@@ -828,12 +828,23 @@ def test_constructor_errors(rng: np.random.Generator) -> None:
     config = dfConfig(3)
     withNan = good.copy()
     withNan[4, 6] = np.nan
-    with pytest.raises(pm.InvalidInputError, match=r"templateMaskedImage: 1 unmasked pixel\(s\)"):
+    with pytest.raises(
+        pm.InvalidInputError,
+        match=r"templateMaskedImage: 1 pixel\(s\) are NaN or infinite, the first at "
+        r"\(x, y\) = \(6, 4\)",
+    ):
         candidate(withNan, good, config)
     withInf = good.copy()
     withInf[0, 0] = np.inf
-    with pytest.raises(pm.InvalidInputError, match=r"scienceMaskedImage: 1 unmasked pixel\(s\)"):
+    with pytest.raises(pm.InvalidInputError, match=r"scienceMaskedImage: 1 pixel\(s\)"):
         candidate(good, withInf, config)
+    # The per-candidate fit uses every pixel (§3.2), so masking a NaN does not make it usable,
+    # and the message must not suggest that it would.
+    masked = np.zeros((15, 15), dtype=np.int32)
+    masked[4, 6] = SAT | NO_DATA
+    with pytest.raises(pm.InvalidInputError, match="must be finite, masked or not") as info:
+        candidate(withNan, good, config, maskT=masked)
+    assert "unmasked" not in str(info.value) and "mask them" not in str(info.value)
     varNan = np.ones((15, 15))
     varNan[2, 2] = np.nan
     with pytest.raises(pm.InvalidInputError, match="NaN or infinite"):

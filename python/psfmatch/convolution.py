@@ -106,12 +106,19 @@ def convolve(
 
 
 def _checkFinite(mi: MaskedImage, name: str, badBits: int) -> None:
-    """Raise InvalidInputError if an unmasked pixel of ``mi`` is NaN or infinite."""
+    """Raise InvalidInputError if a pixel of ``mi`` without any of ``badBits`` is NaN or
+    infinite (with ``badBits`` 0: any pixel, masked or not)."""
     bad = (~np.isfinite(mi.image) | ~np.isfinite(mi.variance)) & ((mi.mask & badBits) == 0)
     if bad.any():
         y, x = np.argwhere(bad)[0]
         x0, y0 = mi.getXY0()
+        where = f"the first at (x, y) = ({x + x0}, {y + y0})"
+        if badBits == 0:
+            raise InvalidInputError(
+                f"{name}: {int(bad.sum())} pixel(s) are NaN or infinite, {where}; every pixel "
+                "must be finite, masked or not"
+            )
         raise InvalidInputError(
-            f"{name}: {int(bad.sum())} unmasked pixel(s) are NaN or infinite, the first at "
-            f"(x, y) = ({x + x0}, {y + y0}); mask them or fix them"
+            f"{name}: {int(bad.sum())} unmasked pixel(s) are NaN or infinite, {where}; "
+            "mask them or fix them"
         )
