@@ -846,6 +846,13 @@ def test_spatial_visitor_errors(rng: np.random.Generator) -> None:
         pm.BuildSpatialKernelVisitor(basis, box, pm.makeKernelControl(noBg))
     with pytest.raises(pm.PsfMatchError, match="getSolutionPair"):
         pm.BuildSpatialKernelVisitor(basis, box, noBg).getSolutionPair()
+    # A NaN reaching the spatial normal equations is a named error, never NaN coefficients.
+    solution = pm.SpatialKernelSolution(basis, box, pm.makeKernelControl(noBg), True)
+    q = np.eye(len(basis))
+    q[1, 1] = np.nan
+    solution.addConstraint(10.0, 10.0, q, np.ones(len(basis)))
+    with pytest.raises(pm.PsfMatchError, match="NaN"):
+        solution.solve()
 
 
 # --------------------------------------------------------------------------------------------
