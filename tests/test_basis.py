@@ -8,6 +8,7 @@ back from psfmatch.
 from __future__ import annotations
 
 import math
+import types
 
 import numpy as np
 import pytest
@@ -555,3 +556,9 @@ def test_regularization_errors() -> None:
             _core.makeRegularizationMatrix(5, 5, kind, 5, [1], float("nan"), False)
         with pytest.raises(pm.InvalidInputError, match="sizes must be positive"):
             _core.makeRegularizationMatrix(0, 5, kind, 5, [1], 3.0, False)
+    # An unknown regularization type: the config's ChoiceField refuses it on assignment, so
+    # hand makeRegularizationMatrix a stand-in config.
+    fake = types.SimpleNamespace(**{name: getattr(dfConfig(), name) for name in dfConfig().keys()})
+    fake.regularizationType = "laplacian"
+    with pytest.raises(pm.InvalidInputError, match="unknown regularizationType 'laplacian'"):
+        pm.makeRegularizationMatrix(fake)  # type: ignore[arg-type]

@@ -323,6 +323,35 @@ def test_covariance_and_kernel_uncertainty(rng: np.random.Generator) -> None:
     assert np.all(expected > 0)
 
 
+def test_covariance_is_the_scatter_of_repeated_fits(rng: np.random.Generator) -> None:
+    """An independent truth for calculateKernelUncertainty: refit one noise-free template
+    against many noise realisations of the science stamp (white noise σ = 1, variance plane
+    1, so the weights are exact inverse variances) and compare the empirical scatter of the
+    coefficients and of the kernel pixels with getCovariance and getKernelUncertaintyImage."""
+    shape = (21, 21)
+    template = starField(rng, shape, 1.5, 4) + rng.normal(20.0, 3.0, shape)
+    model = trueConvolve(template, gaussianKernel(3, 1.1, total=1.4)) + 2.0
+    basis = smallAlBasis()
+    config = alConfig(fitForBackground=True)
+    n = 400
+    coefficients, kernels = [], []
+    for _ in range(n):
+        cand = candidate(template, model + rng.normal(0.0, 1.0, shape), config, varT=0.0)
+        cand.build(basis)
+        coefficients.append(cand.getKernelSolution(ORIG).getSolution())
+        kernels.append(cand.getKernelImage(ORIG))
+    sol = cand.getKernelSolution(ORIG)  # M does not depend on the science noise
+    predicted = np.sqrt(np.diag(sol.getCovariance()))
+    empirical = np.std(coefficients, axis=0, ddof=1)
+    # The sample standard deviation of 400 Gaussian draws scatters by 1/sqrt(2·399) = 3.5 %;
+    # 15 % is > 4σ for each of the 10 entries, while a covariance off by a factor
+    # (e.g. 2σ² or M⁻² instead of M⁻¹) misses by far more.
+    np.testing.assert_allclose(empirical, predicted, rtol=0.15)
+    pixelSigma = sol.getKernelUncertaintyImage()
+    # The same argument per kernel pixel (49 of them).
+    np.testing.assert_allclose(np.std(kernels, axis=0, ddof=1), pixelSigma, rtol=0.15)
+
+
 def test_regularized_covariance(rng: np.random.Generator) -> None:
     template = rng.normal(10.0, 3.0, (17, 17))
     config = dfConfig(3)
@@ -828,12 +857,23 @@ def test_constructor_errors(rng: np.random.Generator) -> None:
     config = dfConfig(3)
     withNan = good.copy()
     withNan[4, 6] = np.nan
-    with pytest.raises(pm.InvalidInputError, match=r"templateMaskedImage: 1 unmasked pixel\(s\)"):
+    with pytest.raises(
+        pm.InvalidInputError,
+        match=r"templateMaskedImage: 1 pixel\(s\) are NaN or infinite, the first at "
+        r"\(x, y\) = \(6, 4\)",
+    ):
         candidate(withNan, good, config)
     withInf = good.copy()
     withInf[0, 0] = np.inf
-    with pytest.raises(pm.InvalidInputError, match=r"scienceMaskedImage: 1 unmasked pixel\(s\)"):
+    with pytest.raises(pm.InvalidInputError, match=r"scienceMaskedImage: 1 pixel\(s\)"):
         candidate(good, withInf, config)
+    # The per-candidate fit uses every pixel (§3.2), so masking a NaN does not make it usable,
+    # and the message must not suggest that it would.
+    masked = np.zeros((15, 15), dtype=np.int32)
+    masked[4, 6] = SAT | NO_DATA
+    with pytest.raises(pm.InvalidInputError, match="must be finite, masked or not") as info:
+        candidate(withNan, good, config, maskT=masked)
+    assert "unmasked" not in str(info.value) and "mask them" not in str(info.value)
     varNan = np.ones((15, 15))
     varNan[2, 2] = np.nan
     with pytest.raises(pm.InvalidInputError, match="NaN or infinite"):

@@ -157,6 +157,26 @@ def test_mask_dilation(rng: np.random.Generator, kernelKind: str) -> None:
     np.testing.assert_array_equal(out.mask[good], bruteForceMask(mask, k))
 
 
+def test_mask_dilation_separable_path(rng: np.random.Generator) -> None:
+    """The two-pass path dilates the mask under the kernel's non-zero pixels only, also when its
+    factors leave whole rows or columns at zero (odd AL monomials, delta functions)."""
+    shape = (23, 21)
+    mask = np.zeros(shape, dtype=np.int32)
+    for bit in (0, 2, 6):
+        mask[rng.uniform(size=shape) < 0.04] |= 1 << bit
+    mi = pm.MaskedImage(rng.normal(size=shape), mask, np.ones(shape))
+    al = pm.makeAlardLuptonBasisList(3, 1, [1.2], [2])  # x·G and y·G vanish on a column / row
+    deltas = pm.makeDeltaFunctionBasisList(7, 5)
+    kernels = [al[1], al[2], al[4], deltas[3], deltas[31]]
+    assert all(k.isSeparable() and (k.getImage() == 0.0).any() for k in kernels)
+    for i, kernel in enumerate(kernels):
+        k = kernel.getImage()
+        out = pm.convolve(mi, kernel, method="separable")
+        np.testing.assert_array_equal(
+            out.mask[goodSlices(shape, k)], bruteForceMask(mask, k), err_msg=f"kernel {i}"
+        )
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_default_border(rng: np.random.Generator, dtype: type) -> None:
     kernel = kernels(rng)["random"]  # 5 wide, 7 high

@@ -11,6 +11,10 @@ brute-force convolution) or from simulated fields whose true kernel and backgrou
 from __future__ import annotations
 
 import math
+import os
+import sys
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -262,6 +266,168 @@ def test_duck_typed_and_subclassed_visitors_see_the_inserted_objects() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# BuildSingleKernelVisitor (§3.6)
+# --------------------------------------------------------------------------------------------
+
+SINGLE_SHAPE = (25, 25)
+SINGLE_BASIS_HALF = 2  # 5×5 basis: good box rows/columns 2..22, core (radius 3) 9..15
+
+
+def singleStamps(
+    rng: np.random.Generator, spike: float = 0.0
+) -> tuple[pm.MaskedImage, pm.MaskedImage]:
+    """A white-noise template and science = template ⊗ 1.2·G(0.9) + N(0, 1) (variance 1), with
+    an optional hot pixel at (5, 5): inside the good box, outside the core."""
+    template = rng.normal(50.0, 5.0, SINGLE_SHAPE)
+    science = scipy.signal.convolve(template, gaussianImage(2, 0.9, 1.2), mode="same")
+    science += rng.normal(0.0, 1.0, SINGLE_SHAPE)
+    science[5, 5] += spike
+    ones = np.ones(SINGLE_SHAPE)
+    return pm.MaskedImage(template, None, 0.0 * ones), pm.MaskedImage(science, None, ones)
+
+
+def singleCandidate(
+    stamps: tuple[pm.MaskedImage, pm.MaskedImage], config: pm.PsfMatchConfig, x: float = 12.0
+) -> pm.KernelCandidate:
+    return pm.KernelCandidate(x, 12.0, stamps[0], stamps[1], config)
+
+
+def residualStats(diff: pm.MaskedImage, core: int = 0) -> tuple[float, float, float]:
+    """(mean, rms, variance) of D/σ over pixels with no NO_DATA/EDGE/SAT bit and finite 1/var,
+    on the whole stamp or on rows/columns [H/2 − r, H/2 + r] (§3.6), in numpy."""
+    image, mask, var = diff.image, diff.mask, diff.variance
+    if core:
+        h, w = image.shape
+        sl = (slice(h // 2 - core, h // 2 + core + 1), slice(w // 2 - core, w // 2 + core + 1))
+        image, mask, var = image[sl], mask[sl], var[sl]
+    bad = pm.Mask.getPlaneBitMask(["NO_DATA", "EDGE", "SAT"])
+    with np.errstate(divide="ignore"):
+        ivar = 1.0 / var
+    use = ((mask & bad) == 0) & np.isfinite(ivar)
+    z = image[use] * np.sqrt(ivar[use])
+    variance = float(z.var(ddof=1))
+    return float(z.mean()), math.sqrt(variance), variance
+
+
+def singleBasis() -> list[pm.FixedKernel]:
+    return pm.makeAlardLuptonBasisList(SINGLE_BASIS_HALF, 1, [1.0], [2])
+
+
+def test_single_kernel_visitor_clips_on_the_residual_mean_and_rms(rng: np.random.Generator) -> None:
+    stamps = singleStamps(rng)
+    probe = singleCandidate(stamps, alConfig())
+    probe.build(singleBasis())
+    mean, rms, variance = residualStats(probe.getDifferenceImage(RECENT))
+    assert 0.5 < rms < 1.5 and abs(mean) < 0.25  # a good fit passes the default thresholds
+
+    # Thresholds placed 2 % either side of the numpy statistics: only the side decides.
+    cases = [
+        (dict(candidateResidualMeanMax=0.98 * abs(mean)), BAD),
+        (dict(candidateResidualMeanMax=1.02 * abs(mean), candidateResidualStdMax=0.98 * rms), BAD),
+        (dict(candidateResidualMeanMax=1.02 * abs(mean), candidateResidualStdMax=1.02 * rms), GOOD),
+        (
+            dict(singleKernelClipping=False, candidateResidualMeanMax=0, candidateResidualStdMax=0),
+            GOOD,
+        ),
+    ]
+    for fields, status in cases:
+        config = alConfig(**fields)
+        cand = singleCandidate(stamps, config)
+        visitor = pm.BuildSingleKernelVisitor(singleBasis(), config)
+        visitor.processCandidate(cand)
+        assert cand.getStatus() == status, fields
+        assert visitor.getNProcessed() == 1
+        assert visitor.getNRejected() == (1 if status == BAD else 0)
+        # chi2 is the residual variance: the same n−1 estimator, one-pass vs two-pass over
+        # 441 values of order 1 (1e-12 relative).
+        np.testing.assert_allclose(cand.getChi2(), variance, rtol=1e-12)
+
+
+def test_single_kernel_visitor_core_statistics(rng: np.random.Generator) -> None:
+    """A hot pixel outside the core ruins the whole-stamp rms but not the core's: useCoreStats
+    decides which one the clipping sees."""
+    stamps = singleStamps(rng, spike=40.0)
+    probe = singleCandidate(stamps, alConfig())
+    probe.build(singleBasis())
+    diff = probe.getDifferenceImage(RECENT)
+    _, fullRms, _ = residualStats(diff)
+    _, coreRms, coreVariance = residualStats(diff, core=3)
+    assert fullRms > 1.8 and coreRms < 1.4  # either side of the default 1.5: the test has power
+
+    whole = singleCandidate(stamps, alConfig())
+    pm.BuildSingleKernelVisitor(singleBasis(), alConfig()).processCandidate(whole)
+    assert whole.getStatus() == BAD
+    config = alConfig(useCoreStats=True, candidateCoreRadius=3)
+    core = singleCandidate(stamps, config)
+    pm.BuildSingleKernelVisitor(singleBasis(), config).processCandidate(core)
+    assert core.getStatus() == GOOD
+    np.testing.assert_allclose(core.getChi2(), coreVariance, rtol=1e-12)  # 49 values, as above
+
+
+def test_single_kernel_visitor_counters_failures_and_skip_built(rng: np.random.Generator) -> None:
+    stamps = singleStamps(rng)
+    cells = pm.SpatialCellSet(pm.Box2I((0, 0), (64, 32)), 32, 32)
+    good = singleCandidate(stamps, alConfig(), x=10.0)
+    # build raises: a zero-variance pixel without constant weighting (§3.1).
+    zeroVar = stamps[1].clone()
+    zeroVar.variance[0, 0] = 0.0
+    raises = pm.KernelCandidate(
+        20.0, 12.0, stamps[0], zeroVar, alConfig(constantVarianceWeighting=False)
+    )
+    # build sets BAD: the condition-number check fails (§3.3).
+    illConditioned = singleCandidate(
+        stamps, alConfig(checkConditionNumber=True, maxConditionNumber=1.0), x=40.0
+    )
+    for c in (good, raises, illConditioned):
+        cells.insertCandidate(c)
+    visitor = pm.BuildSingleKernelVisitor(singleBasis(), alConfig())
+    assert visitor.getSkipBuilt()
+    cells.visitCandidates(visitor, -1)
+    assert [c.getStatus() for c in (good, raises, illConditioned)] == [GOOD, BAD, BAD]
+    assert (visitor.getNProcessed(), visitor.getNRejected()) == (1, 2)
+    assert not raises.isInitialized() and illConditioned.isInitialized()
+
+    # Again: reset() clears the counters, BAD candidates are skipped, and the built one is
+    # left alone (skipBuilt).
+    origId = good.getKernelSolution(ORIG).getId()
+    cells.visitCandidates(visitor, -1)
+    assert (visitor.getNProcessed(), visitor.getNRejected()) == (0, 0)
+    with pytest.raises(pm.PsfMatchError, match="no PCA kernel solution"):
+        good.getKernelSolution(PCA)
+    # Without skipBuilt it is refitted, into the PCA slot.
+    visitor.setSkipBuilt(False)
+    cells.visitCandidates(visitor, -1)
+    assert (visitor.getNProcessed(), visitor.getNRejected()) == (1, 0)
+    assert good.getKernelSolution(ORIG).getId() == origId
+    assert good.getKernelSolution(PCA).getId() > origId
+
+    # Decision 6: a statistics failure (here NaN border pixels let in by a bad-plane list
+    # without NO_DATA) is a counted rejection, not a processed candidate.
+    fresh = singleCandidate(stamps, alConfig())
+    leaky = pm.BuildSingleKernelVisitor(singleBasis(), alConfig(badMaskPlanes=["SAT"]))
+    leaky.processCandidate(fresh)
+    assert fresh.getStatus() == BAD
+    assert (leaky.getNProcessed(), leaky.getNRejected()) == (0, 1)
+
+
+def test_single_kernel_visitor_with_regularization(rng: np.random.Generator) -> None:
+    """The hMat argument reaches the fit: the solution is (M + λH)⁻¹b with λ = lambdaValue."""
+    stamps = singleStamps(rng)
+    config = pm.PsfMatchConfigDF()
+    config.kernelSize = 5
+    h = pm.makeRegularizationMatrix(config)
+    cand = singleCandidate(stamps, config)
+    pm.BuildSingleKernelVisitor(pm.makeDeltaFunctionBasisList(5, 5), config, h).processCandidate(
+        cand
+    )
+    assert cand.getStatus() == GOOD and cand.getUsedRegularization()
+    sol = cand.getKernelSolution(ORIG)
+    a = np.linalg.solve(sol.getM() + config.lambdaValue * h, sol.getB())
+    # A 25×25 solve with cond ≲ 1e4, two LU implementations: 1e-10 relative.
+    np.testing.assert_allclose(sol.getSolution(), a, rtol=0, atol=1e-10 * np.abs(a).max())
+
+
+# --------------------------------------------------------------------------------------------
 # Kernel-sum clipping (§4)
 # --------------------------------------------------------------------------------------------
 
@@ -477,6 +643,93 @@ def test_spatial_function_terms(rng: np.random.Generator, modelType: Any) -> Non
         pm.SpatialFunction(CHEBYSHEV1, -1, box)
 
 
+def test_linear_combination_kernel_against_numpy(rng: np.random.Generator) -> None:
+    """a_m(x, y) = Σ_k α_mk f_k(x, y) and K(x, y) = Σ_m a_m B_m, recomputed in numpy."""
+    box = pm.Box2I((-7, 30), (90, 60))
+    basis = list(pm.makeAlardLuptonBasisList(3, 2, [0.8, 1.7], [2, 1]))
+    basis.append(pm.FixedKernel(rng.normal(size=(7, 7))))  # a non-separable member
+    params = rng.normal(size=(len(basis), 6))
+    kernel = pm.LinearCombinationKernel(basis, pm.SpatialFunction(CHEBYSHEV1, 2, box), params)
+    assert kernel.getDimensions() == (7, 7) and kernel.getCtr() == (3, 3)
+    assert (kernel.getNBasisKernels(), kernel.getNSpatialParameters()) == (len(basis), 6)
+    np.testing.assert_array_equal(kernel.getSpatialParameters(), params)
+    images = np.stack([b.getImage() for b in basis])
+    for x, y in [(-7.5, 29.5), (82.5, 89.5), *rng.uniform(0, 80, (3, 2))]:
+        a = params @ referenceTerms(CHEBYSHEV1, 2, box, x, y)
+        # Sums of 6 products of O(1) values: a few ulps.
+        np.testing.assert_allclose(kernel.getKernelParameters(x, y), a, rtol=1e-13, atol=1e-13)
+        expected = np.tensordot(a, images, axes=1)
+        image, kSum = kernel.computeImage(x, y)
+        # Sums of 10 products of O(1) values, separable terms formed as outer products: 1e-13.
+        np.testing.assert_allclose(image, expected, rtol=0, atol=1e-13)
+        np.testing.assert_allclose(kernel.computeKernel(x, y).getImage(), expected, atol=1e-13)
+        np.testing.assert_allclose(kSum, expected.sum(), rtol=1e-12, atol=1e-12)  # same
+        np.testing.assert_allclose(kernel.getSum(x, y), expected.sum(), rtol=1e-12, atol=1e-12)
+        normalised, nSum = kernel.computeImage(x, y, doNormalize=True)
+        assert nSum == kSum
+        np.testing.assert_allclose(normalised, expected / expected.sum(), rtol=1e-11)  # same
+    with pytest.raises(pm.InvalidInputError, match="parameters are 10x3, expected 10x6"):
+        pm.LinearCombinationKernel(basis, pm.SpatialFunction(CHEBYSHEV1, 2, box), params[:, :3])
+    with pytest.raises(pm.InvalidInputError, match="parameters are 9x6, expected 10x6"):
+        pm.LinearCombinationKernel(basis, pm.SpatialFunction(CHEBYSHEV1, 2, box), params[:9])
+    dipole = np.zeros((7, 7))
+    dipole[3, 0], dipole[3, 6] = 1.0, -1.0  # sums to exactly zero
+    zero = pm.LinearCombinationKernel(
+        [pm.FixedKernel(dipole)], pm.SpatialFunction(POLYNOMIAL, 0, box), np.ones((1, 1))
+    )
+    with pytest.raises(pm.InvalidInputError, match="cannot normalise a zero-sum kernel"):
+        zero.computeImage(0.0, 40.0, doNormalize=True)
+
+
+@pytest.mark.parametrize("modelType", [POLYNOMIAL, CHEBYSHEV1])
+def test_spatial_background_at_a_point_and_over_a_box(
+    rng: np.random.Generator, modelType: Any
+) -> None:
+    box = pm.Box2I((-12, 40), (120, 80))
+    params = rng.normal(size=6) * np.array([1.0, 1e-2, 1e-2, 1e-4, 1e-4, 1e-4])
+    background = pm.SpatialBackground(pm.SpatialFunction(modelType, 2, box), params)
+    np.testing.assert_array_equal(background.getParameters(), params)
+    # A sub-box with its own origin: image[row, col] = b(x0 + col, y0 + row).
+    sub = pm.Box2I((5, 61), (9, 4))
+    got = np.asarray(background.evaluate(sub))
+    assert got.shape == (4, 9)
+    expected = np.array(
+        [
+            [referenceTerms(modelType, 2, box, x, y) @ params for x in range(5, 14)]
+            for y in range(61, 65)
+        ]
+    )
+    # Terms agree to a few ulps (test_spatial_function_terms); 6-term sums of values ≲ 1.
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(background(8.0, 62.0), expected[1, 3], rtol=1e-12, atol=1e-12)
+    # One parameter per term, or a named error (no reading past the end of the vector).
+    for wrong in (params[:1], params[:5], np.append(params, 1.0)):
+        with pytest.raises(pm.InvalidInputError, match=f"{wrong.size} parameters given"):
+            pm.SpatialBackground(pm.SpatialFunction(modelType, 2, box), wrong)
+        with pytest.raises(pm.InvalidInputError, match=f"{wrong.size} parameters given"):
+            background.getSpatialFunction()(1.0, 50.0, wrong)
+
+
+def test_spatial_solution_condition_number(rng: np.random.Generator) -> None:
+    config = alConfig(fitForBackground=True, spatialKernelOrder=1, spatialBgOrder=1)
+    box = pm.Box2I((0, 0), (128, 128))
+    basis, cells, _ = smallSpatialCandidates(rng, config, box, n=8)
+    visitor = pm.BuildSpatialKernelVisitor(basis, box, config)
+    cells.visitCandidates(visitor, -1)
+    visitor.solveLinearEquation()
+    sol = visitor.getKernelSolution()
+    m = sol.getM()
+    e = np.linalg.eigvalsh(m)
+    sv = np.linalg.svd(m, compute_uv=False)
+    # The smallest eigen/singular value carries ~eps·max error, so the ratio agrees to
+    # ~cond·eps relative; cond ≲ 1e9 here, so 1e-5 is safe.
+    assert np.linalg.cond(m) < 1e9
+    np.testing.assert_allclose(sol.getConditionNumber(), e[-1] / e[0], rtol=1e-5)
+    np.testing.assert_allclose(
+        sol.getConditionNumber(pm.ConditionNumberType.SVD), sv[0] / sv[-1], rtol=1e-5
+    )
+
+
 def smallSpatialCandidates(
     rng: np.random.Generator, config: pm.PsfMatchConfig, box: pm.Box2I, n: int = 12
 ) -> tuple[list[pm.FixedKernel], pm.SpatialCellSet, list[pm.KernelCandidate]]:
@@ -622,6 +875,13 @@ def test_spatial_visitor_errors(rng: np.random.Generator) -> None:
         pm.BuildSpatialKernelVisitor(basis, box, pm.makeKernelControl(noBg))
     with pytest.raises(pm.PsfMatchError, match="getSolutionPair"):
         pm.BuildSpatialKernelVisitor(basis, box, noBg).getSolutionPair()
+    # A NaN reaching the spatial normal equations is a named error, never NaN coefficients.
+    solution = pm.SpatialKernelSolution(basis, box, pm.makeKernelControl(noBg), True)
+    q = np.eye(len(basis))
+    q[1, 1] = np.nan
+    solution.addConstraint(10.0, 10.0, q, np.ones(len(basis)))
+    with pytest.raises(pm.PsfMatchError, match="NaN"):
+        solution.solve()
 
 
 # --------------------------------------------------------------------------------------------
@@ -1073,6 +1333,12 @@ def test_spatial_convolution_matches_brute_force(rng: np.random.Generator, dtype
     # rounding is 6e-8 relative); 1e-5 relative is the accuracy the reference accepts for its
     # interpolated kernels (§10.1), and a wrong coefficient, position or flip is ≥ 1e-3 here.
     np.testing.assert_allclose(out.image[good], expected, rtol=1e-5)
+    # Exactness, not merely the reference's 1e-5: in float64 the same 81-term sums, regrouped
+    # (~1e-15 relative on outputs ~100 that never cancel to near zero); in float32
+    # the double sum rounded once to float32 (≤ ½ ulp = eps32/2 relative). An interpolated
+    # kernel, even one within 1e-5, fails these.
+    exact = 1e-12 if dtype == np.float64 else float(np.finfo(np.float32).eps)
+    np.testing.assert_allclose(out.image[good], expected, rtol=exact)
     np.testing.assert_allclose(out.variance[good], expectedVar, rtol=VARIANCE_RTOL * 1e-3)
 
 
@@ -1142,6 +1408,71 @@ def test_spatial_convolution_border_threads_and_copy_edge(rng: np.random.Generat
     small = pm.MaskedImage(np.zeros((8, 20)), xy0=(0, 0))
     with pytest.raises(pm.InvalidInputError, match="smaller than the 9x9 kernel"):
         pm.convolve(small, kernel)
+
+
+def observeCall(call: Any) -> tuple[bool, int]:
+    """Run ``call`` in a worker thread with the interpreter's switch interval at 1000 s, so a
+    thread holding the GIL keeps it until it releases it explicitly. Returns whether this
+    (main) thread got the GIL while the worker was inside ``call``, and the largest number of
+    the process's threads seen meanwhile (sampled from /proc while the call ran)."""
+    state = {"inside": False, "done": False}
+    started = threading.Event()
+
+    def worker() -> None:
+        started.set()
+        state["inside"] = True
+        call()
+        state["done"] = True
+
+    baseline = len(os.listdir("/proc/self/task"))
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1000.0)
+    try:
+        thread = threading.Thread(target=worker)
+        thread.start()
+        # Waiting releases the GIL; to go on we need it back, and with the long switch
+        # interval we only get it when the worker releases it: inside the call (if the core
+        # drops the GIL) or at its end.
+        started.wait()
+        gotInside = state["inside"] and not state["done"]
+        nThreads = baseline
+        while gotInside and not state["done"]:
+            nThreads = max(nThreads, len(os.listdir("/proc/self/task")))
+            time.sleep(2e-4)  # releases the GIL: the worker can finish
+        thread.join()
+    finally:
+        sys.setswitchinterval(old)
+    return gotInside, nThreads - baseline
+
+
+def test_spatial_convolution_releases_the_gil_and_uses_its_threads(
+    rng: np.random.Generator,
+) -> None:
+    """The compiled convolutions run without the GIL, on nThreads threads of their own."""
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("needs /proc to count threads")
+    mi = spatialImage(rng, (384, 384), np.float32, (0, 0))
+    kernel = variableKernel(rng, mi.getBBox())
+    control = pm._core.ConvolutionControl()
+    control.nThreads = 2
+    calls = {
+        "spatial": lambda: pm._core.convolveSpatialArrays(
+            mi.image, mi.mask, mi.variance, (0, 0), kernel, control, 1e-3
+        ),
+        "fixed": lambda: pm._core.convolveMaskedImageArrays(
+            mi.image, mi.mask, mi.variance, kernel.computeKernel(100.0, 100.0), control
+        ),
+    }
+    for name, call in calls.items():
+        # The main thread needs to wake up while the call (tens of ms) runs; on a loaded
+        # machine it may miss it, so a few tries. A call that kept the GIL can never pass.
+        for _ in range(5):
+            gotInside, extraThreads = observeCall(call)
+            if gotInside and extraThreads >= 3:
+                break
+        assert gotInside, f"{name}: the GIL was held for the whole call"
+        # The worker thread itself plus the 2 threads of nThreads = 2.
+        assert extraThreads >= 3, f"{name}: saw only {extraThreads} extra threads"
 
 
 def test_spatial_convolution_mask_dilation(rng: np.random.Generator) -> None:

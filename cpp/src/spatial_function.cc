@@ -46,6 +46,16 @@ Eigen::VectorXd SpatialFunction::terms(double x, double y) const {
     return out;
 }
 
+double SpatialFunction::evaluate(double x, double y, const Eigen::VectorXd& params) const {
+    // Eigen does not check sizes in a release build: a short vector would be read past its end.
+    if (params.size() != getNParameters()) {
+        throw InvalidInputError("SpatialFunction: " + std::to_string(params.size()) +
+                                " parameters given, the function of order " + std::to_string(_order) + " has " +
+                                std::to_string(getNParameters()));
+    }
+    return terms(x, y).dot(params);
+}
+
 LinearCombinationKernel::LinearCombinationKernel(KernelList basis, SpatialFunction function, Eigen::MatrixXd params)
         : _basis(std::move(basis)), _function(std::move(function)), _params(std::move(params)) {
     checkBasisList(_basis, "LinearCombinationKernel");
@@ -62,6 +72,16 @@ Eigen::VectorXd LinearCombinationKernel::getKernelParameters(double x, double y)
 
 FixedKernel LinearCombinationKernel::computeKernel(double x, double y) const {
     return linearCombination(_basis, getKernelParameters(x, y));
+}
+
+SpatialBackground::SpatialBackground(SpatialFunction function, Eigen::VectorXd params)
+        : _function(std::move(function)), _params(std::move(params)) {
+    if (_params.size() != _function.getNParameters()) {
+        throw InvalidInputError("SpatialBackground: " + std::to_string(_params.size()) +
+                                " parameters given, the spatial function of order " +
+                                std::to_string(_function.getOrder()) + " has " +
+                                std::to_string(_function.getNParameters()));
+    }
 }
 
 ImageD SpatialBackground::evaluate(const Box2I& box) const {

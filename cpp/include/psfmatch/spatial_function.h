@@ -24,8 +24,8 @@ public:
     int getNParameters() const { return (_order + 1) * (_order + 2) / 2; }
     /// The value of every term at (x, y).
     Eigen::VectorXd terms(double x, double y) const;
-    /// Σ_k params[k] · term_k(x, y).
-    double evaluate(double x, double y, const Eigen::VectorXd& params) const { return terms(x, y).dot(params); }
+    /// Σ_k params[k] · term_k(x, y). Throws InvalidInputError unless params has one value per term.
+    double evaluate(double x, double y, const Eigen::VectorXd& params) const;
     /// The 1-D factors along x: term (p, q) = xFactors(x)[p] · yFactors(y)[q].
     Eigen::VectorXd xFactors(double x) const;
     Eigen::VectorXd yFactors(double y) const;
@@ -71,8 +71,8 @@ private:
 /// A differential background b(x, y) = Σ_k β_k f_k(x, y).
 class SpatialBackground {
 public:
-    SpatialBackground(SpatialFunction function, Eigen::VectorXd params)
-            : _function(std::move(function)), _params(std::move(params)) {}
+    /// Throws InvalidInputError unless params has one value per term of the function.
+    SpatialBackground(SpatialFunction function, Eigen::VectorXd params);
     const SpatialFunction& getSpatialFunction() const { return _function; }
     const Eigen::VectorXd& getParameters() const { return _params; }
     double operator()(double x, double y) const { return _function.evaluate(x, y, _params); }
