@@ -289,3 +289,108 @@ def test_candidates_outside_the_image(small: Any) -> None:
         ImagePsfMatchTask().subtractMaskedImages(
             small.template, small.science, candidateList=[(10.0, 10.0), (400.0, 20.0)]
         )
+
+
+# -- variance scaling and background subtraction ----------------------------------------------
+
+
+def _robustSigma(sim: Any, d: pm.MaskedImage) -> float:
+    z = d.image / np.sqrt(d.variance)
+    good = awayFromSources(sim, d.image.shape) & np.isfinite(z)
+    return float(0.741301109 * np.subtract(*np.percentile(z[good].astype(np.float64), [75, 25])))
+
+
+@pytest.fixture(scope="module")
+def wrongVariance() -> dict[str, Any]:
+    """A pair whose science variance plane is half the true pixel variance."""
+    sim = simulatePair((384, 384), nStars=100, seed=8, nTransients=0)
+    science = sim.science.clone()
+    science.variance *= np.float32(0.5)
+    return {"sim": sim, "science": science}
+
+
+def test_scale_variance_repairs_a_wrong_variance_plane(wrongVariance: dict[str, Any]) -> None:
+    sim, science = wrongVariance["sim"], wrongVariance["science"]
+    task = ImagePsfMatchTask()
+    result = task.subtractMaskedImages(sim.template, science)
+    md = task.metadata
+    # The plane was halved, so the factor that restores it is 2; the template's is 1. The IQR
+    # of ~1e5 sky pixels is good to ~0.5 %, faint undetected wings add ~1 %: 3 %.
+    assert md["scaleScienceVarianceFactor"] == pytest.approx(2.0, rel=0.03)
+    assert md["scaleScienceVarianceApplied"] is True
+    assert md["scaleTemplateVarianceFactor"] == pytest.approx(1.0, abs=0.03)
+    # D/σ is unit noise again: the 3 % of the known-answer tests.
+    assert _robustSigma(sim, result.subtractedMaskedImage) == pytest.approx(1.0, abs=0.03)
+    assert np.array_equal(science.variance, sim.science.variance * np.float32(0.5))  # untouched
+
+    config = ImagePsfMatchConfig()
+    config.doScaleVariance = False
+    unscaled = ImagePsfMatchTask(config=config)
+    result = unscaled.subtractMaskedImages(sim.template, science)
+    assert "scaleScienceVarianceFactor" not in unscaled.metadata
+    # Without the repair the stated σ is too small: science sky 8² stated as 32, plus the
+    # convolved template's ≈ 2²·1.25²·ΣK² ≈ 0.5, gives sqrt(64.5/32.5) ≈ 1.4; 1.2 is far
+    # from both 1 and that.
+    assert _robustSigma(sim, result.subtractedMaskedImage) > 1.2
+
+
+def test_absurd_variance_factor_is_not_applied(
+    wrongVariance: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = wrongVariance["sim"]
+    # The template's plane (sky σ 2, a minor part of D's noise) understated 25 times: beyond
+    # maxVarianceScaleFactor = 10. (So understated a science plane would make every stamp's
+    # fit fail its residual test before the factor could matter.)
+    template = sim.template.clone()
+    template.variance *= np.float32(0.04)
+    config = ImagePsfMatchConfig()
+    config.doDecorrelation = False
+    config.doDetectDiaSources = False
+    task = ImagePsfMatchTask(config=config)
+    with caplog.at_level(logging.WARNING, logger="psfmatch"):
+        task.subtractMaskedImages(template, sim.science)
+    # The factor is still measured and reported (25 to the 3 % above), but not applied.
+    assert task.metadata["scaleTemplateVarianceFactor"] == pytest.approx(25.0, rel=0.03)
+    assert task.metadata["scaleTemplateVarianceApplied"] is False
+    assert task.metadata["scaleScienceVarianceApplied"] is True
+    assert any("Template variance not rescaled" in r.getMessage() for r in caplog.records)
+
+
+def test_background_left_in_without_subtract_background() -> None:
+    sim = simulatePair((384, 384), nStars=100, seed=9, nTransients=0)
+    results = {}
+    for flag in (True, False):
+        config = ImagePsfMatchConfig()
+        config.doSubtractBackground = flag
+        config.doDecorrelation = False  # compare the raw differences
+        config.doDetectDiaSources = False
+        results[flag] = ImagePsfMatchTask(config=config).subtractMaskedImages(
+            sim.template, sim.science
+        )
+    left = results[False].subtractedMaskedImage.image.astype(np.float64)
+    removed = results[True].subtractedMaskedImage.image.astype(np.float64)
+    inside = np.isfinite(left)
+    assert np.array_equal(inside, np.isfinite(removed))
+    yy, xx = np.nonzero(inside)
+    # The same fit (deterministic), so the two differ by b(x, y) exactly, to float32 rounding
+    # of pixels of a few hundred (1e-4).
+    fitted = np.asarray(
+        results[True].backgroundModel.evaluate(results[True].matchedImage.getBBox())
+    )
+    np.testing.assert_allclose((left - removed)[inside], fitted[inside], atol=1e-4)
+    # ... and b is the simulated differential background (50 + 0.01 x − 0.005 y) plus the sky
+    # that the kernel-sum error leaves: S's sky is fluxScale·T_sky + b, K ⊗ T's is κ·T_sky, so
+    # the fit returns b + (fluxScale − κ)·T_sky (κ is constant for the AL basis). What is left
+    # is the fit's noise: ~30 stamps of σ = 8 noise pin the plane's level at the centre to
+    # ~0.1 (0.3 allowed) and its slopes to ~1e-3 per pixel, which the corners, 190 px away,
+    # extrapolate (0.38 measured at the worst; 0.6 allowed).
+    kappa = results[True].psfMatchingKernel.getSum(192.0, 192.0)
+    expected = sim.truth.background(xx, yy) + (sim.truth.fluxScale - kappa) * sim.truth.templateSky
+    residual = fitted[inside] - expected
+    centre = np.hypot(xx - 192.0, yy - 192.0) < 50.0
+    assert np.abs(residual[centre]).max() < 0.3
+    assert np.abs(residual).max() < 0.6
+    # The flag changes nothing else: the variance and mask are the same.
+    np.testing.assert_array_equal(
+        results[False].subtractedMaskedImage.variance, results[True].subtractedMaskedImage.variance
+    )
