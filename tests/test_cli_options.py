@@ -7,6 +7,7 @@ Run in-process through `psfmatch.cli.main` on a small simulated pair with a know
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +131,26 @@ def test_score_image_from_the_command_line(
     a, b = pmio.readMaskedImage(scaled), pmio.readMaskedImage(native)
     finite = np.isfinite(b.image)
     np.testing.assert_allclose(a.image[finite] * kappa, b.image[finite], rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_default_demo_passes_and_prints_what_the_readme_says(tmp_path: Path, capsys: Any) -> None:
+    """`psfmatch demo` with its defaults (1024², seed 0) passes every figure, and the figures
+    quoted in the README are the ones it prints."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("With the default seed it prints:", 1)[1].split("```")[1]
+    pattern = (
+        r"kernel sum\s+([0-9.]+) .*\n.*D/sigma sigma\s+([0-9.]+) .*\n.*D/sigma mean\s+([-+0-9.]+)"
+        r".*\n.*transient flux\s+measured/true ([0-9.]+)"
+    )
+    quoted = re.search(pattern, block)
+    assert quoted is not None, block
+    status, stdout, stderr = _run(capsys, "demo", "--output-dir", tmp_path / "demo")
+    assert status == 0, stderr
+    assert "all figures PASS" in stdout
+    printed = re.search(pattern, stdout)
+    assert printed is not None, stdout
+    # The README quotes 5 and 4 significant digits: equal to those digits (half a unit in
+    # the last place), so that a change to the algorithm that moves them must update it.
+    for q, p, digits in zip(quoted.groups(), printed.groups(), (5, 4, 4, 4), strict=True):
+        assert float(p) == pytest.approx(float(q), abs=0.5 * 10.0**-digits), (q, p)
