@@ -259,6 +259,10 @@ def test_user_positions_get_the_stamp_cuts(field: tuple[pm.MaskedImage, pm.Maske
     assert md["selection.nGiven"] == len(names)
     assert md["selection.nRejectedEdge"] == 1
     assert md["selection.nRejectedMasked"] == 2
+    # No FWHMs given: measured at the given positions as 2·r50 (the FWHM of a Gaussian), to
+    # the 5 % of sep's r50 on noisy pixel-integrated stars (see above).
+    assert md["templatePsfSize"] == pytest.approx(2.3548 * SIGMA_TEMPLATE, rel=0.05)
+    assert md["sciencePsfSize"] == pytest.approx(2.3548 * SIGMA_SCIENCE, rel=0.05)
     config.selection.minKernelSources = len(GRID) + 1
     with pytest.raises(pm.InsufficientKernelSourcesError, match="2 have bad mask bits"):
         ImagePsfMatchTask(config=config).matchMaskedImages(
