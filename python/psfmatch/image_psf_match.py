@@ -850,7 +850,9 @@ class ImagePsfMatchTask(PsfMatchTask):
             The two images on one pixel grid (same shape and ``xy0``); never modified.
         candidateList : table or sequence of (x, y), optional
             Kernel source positions in parent coordinates (a table with ``x`` and ``y``
-            columns, or pairs). By default stars are found with sep.
+            columns, or pairs); those whose stamps leave the image or carry a bad mask bit
+            (``selection.excludeMaskPlanes``, ``kernel.active.badMaskPlanes``) in either
+            image are dropped. By default stars are found with sep.
         templateFwhmPix, scienceFwhmPix : `float`, optional
             PSF FWHMs in pixels; measured from the kernel sources when not given.
         sciencePsf, templatePsf : 2-D array or PSF object, optional
