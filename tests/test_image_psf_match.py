@@ -310,3 +310,214 @@ def test_subtraction_does_not_depend_on_the_thread_count() -> None:
         np.testing.assert_array_equal(other.matched.image, one.matched.image)
         assert other.kernelSum == one.kernelSum
         assert other.metadata["spatialConditionNum"] == one.metadata["spatialConditionNum"]
+
+
+# -- variance scaling and background subtraction ----------------------------------------------
+
+
+def _robustSigma(sim: Any, d: pm.MaskedImage) -> float:
+    z = d.image / np.sqrt(d.variance)
+    good = awayFromSources(sim, d.image.shape) & np.isfinite(z)
+    return float(0.741301109 * np.subtract(*np.percentile(z[good].astype(np.float64), [75, 25])))
+
+
+@pytest.fixture(scope="module")
+def wrongVariance() -> dict[str, Any]:
+    """A pair whose science variance plane is half the true pixel variance."""
+    sim = simulatePair((384, 384), nStars=100, seed=8, nTransients=0)
+    science = sim.science.clone()
+    science.variance *= np.float32(0.5)
+    return {"sim": sim, "science": science}
+
+
+def test_scale_variance_repairs_a_wrong_variance_plane(wrongVariance: dict[str, Any]) -> None:
+    sim, science = wrongVariance["sim"], wrongVariance["science"]
+    task = ImagePsfMatchTask()
+    result = task.subtractMaskedImages(sim.template, science)
+    md = task.metadata
+    # The plane was halved, so the factor that restores it is 2; the template's is 1. The IQR
+    # of ~1e5 sky pixels is good to ~0.5 %, faint undetected wings add ~1 %: 3 %.
+    assert md["scaleScienceVarianceFactor"] == pytest.approx(2.0, rel=0.03)
+    assert md["scaleScienceVarianceApplied"] is True
+    assert md["scaleTemplateVarianceFactor"] == pytest.approx(1.0, abs=0.03)
+    # D/σ is unit noise again: the 3 % of the known-answer tests.
+    assert _robustSigma(sim, result.subtractedMaskedImage) == pytest.approx(1.0, abs=0.03)
+    assert np.array_equal(science.variance, sim.science.variance * np.float32(0.5))  # untouched
+
+    config = ImagePsfMatchConfig()
+    config.doScaleVariance = False
+    unscaled = ImagePsfMatchTask(config=config)
+    result = unscaled.subtractMaskedImages(sim.template, science)
+    assert "scaleScienceVarianceFactor" not in unscaled.metadata
+    # Without the repair the stated σ is too small: science sky 8² stated as 32, plus the
+    # convolved template's ≈ 2²·1.25²·ΣK² ≈ 0.5, gives sqrt(64.5/32.5) ≈ 1.4; 1.2 is far
+    # from both 1 and that.
+    assert _robustSigma(sim, result.subtractedMaskedImage) > 1.2
+
+
+def test_absurd_variance_factor_is_not_applied(
+    wrongVariance: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = wrongVariance["sim"]
+    # The template's plane (sky σ 2, a minor part of D's noise) understated 25 times: beyond
+    # maxVarianceScaleFactor = 10. (So understated a science plane would make every stamp's
+    # fit fail its residual test before the factor could matter.)
+    template = sim.template.clone()
+    template.variance *= np.float32(0.04)
+    config = ImagePsfMatchConfig()
+    config.doDecorrelation = False
+    config.doDetectDiaSources = False
+    task = ImagePsfMatchTask(config=config)
+    with caplog.at_level(logging.WARNING, logger="psfmatch"):
+        task.subtractMaskedImages(template, sim.science)
+    # The factor is still measured and reported (25 to the 3 % above), but not applied.
+    assert task.metadata["scaleTemplateVarianceFactor"] == pytest.approx(25.0, rel=0.03)
+    assert task.metadata["scaleTemplateVarianceApplied"] is False
+    assert task.metadata["scaleScienceVarianceApplied"] is True
+    assert any("Template variance not rescaled" in r.getMessage() for r in caplog.records)
+
+
+def test_background_left_in_without_subtract_background() -> None:
+    sim = simulatePair((384, 384), nStars=100, seed=9, nTransients=0)
+    results = {}
+    for flag in (True, False):
+        config = ImagePsfMatchConfig()
+        config.doSubtractBackground = flag
+        config.doDecorrelation = False  # compare the raw differences
+        config.doDetectDiaSources = False
+        results[flag] = ImagePsfMatchTask(config=config).subtractMaskedImages(
+            sim.template, sim.science
+        )
+    left = results[False].subtractedMaskedImage.image.astype(np.float64)
+    removed = results[True].subtractedMaskedImage.image.astype(np.float64)
+    inside = np.isfinite(left)
+    assert np.array_equal(inside, np.isfinite(removed))
+    yy, xx = np.nonzero(inside)
+    # The same fit (deterministic), so the two differ by b(x, y) exactly, to float32 rounding
+    # of pixels of a few hundred (1e-4).
+    fitted = np.asarray(
+        results[True].backgroundModel.evaluate(results[True].matchedImage.getBBox())
+    )
+    np.testing.assert_allclose((left - removed)[inside], fitted[inside], atol=1e-4)
+    # ... and b is the simulated differential background (50 + 0.01 x − 0.005 y) plus the sky
+    # that the kernel-sum error leaves: S's sky is fluxScale·T_sky + b, K ⊗ T's is κ·T_sky, so
+    # the fit returns b + (fluxScale − κ)·T_sky (κ is constant for the AL basis). What is left
+    # is the fit's noise: ~30 stamps of σ = 8 noise pin the plane's level at the centre to
+    # ~0.1 (0.3 allowed) and its slopes to ~1e-3 per pixel, which the corners, 190 px away,
+    # extrapolate (0.38 measured at the worst; 0.6 allowed).
+    kappa = results[True].psfMatchingKernel.getSum(192.0, 192.0)
+    expected = sim.truth.background(xx, yy) + (sim.truth.fluxScale - kappa) * sim.truth.templateSky
+    residual = fitted[inside] - expected
+    centre = np.hypot(xx - 192.0, yy - 192.0) < 50.0
+    assert np.abs(residual[centre]).max() < 0.3
+    assert np.abs(residual).max() < 0.6
+    # The flag changes nothing else: the variance and mask are the same.
+    np.testing.assert_array_equal(
+        results[False].subtractedMaskedImage.variance, results[True].subtractedMaskedImage.variance
+    )
+
+
+# -- the difference, its variance and mask, against a scipy reference ------------------------
+
+
+@pytest.mark.parametrize("mode", ["convolveTemplate", "convolveScience"])
+def test_difference_formula_against_scipy(mode: str) -> None:
+    """D, Var(D) and mask(D) recomputed here with `scipy.signal.convolve` from the fitted
+    kernel and background (spatially constant kernel, no decorrelation, no variance scaling,
+    so the module docstring's formulas apply as written)."""
+    from scipy.signal import convolve as scipyConvolve
+
+    kwargs = SWAPPED if mode == "convolveScience" else {}
+    sim = simulatePair((256, 256), nStars=60, seed=12, nTransients=2, **kwargs)
+    science, template = sim.science.clone(), sim.template.clone()
+    science.mask[60, 50] |= pm.Mask.getPlaneBitMask("SAT")
+    template.mask[100, 140] |= pm.Mask.getPlaneBitMask("BAD")
+    config = ImagePsfMatchConfig()
+    config.kernel.active.spatialKernelOrder = 0
+    config.doDecorrelation = False
+    config.doDetectDiaSources = False
+    config.doScaleVariance = False
+    result = subtract(science, template, mode=mode, config=config)
+    kernel = result.kernelImage()
+    h = kernel.shape[0] // 2
+    yy, xx = np.mgrid[0:256, 0:256]
+    # b(x, y) pixel by pixel through the scalar call, not the whole-image evaluation D used.
+    b = np.vectorize(result.background)(xx.astype(float), yy.astype(float))
+    S, T = science.image.astype(np.float64), template.image.astype(np.float64)
+    vS, vT = science.variance.astype(np.float64), template.variance.astype(np.float64)
+    if mode == "convolveTemplate":
+        expected = S - scipyConvolve(T, kernel, mode="same") - b
+        variance = vS + scipyConvolve(vT, kernel**2, mode="same")
+    else:
+        kappa = kernel.sum()
+        assert result.kernelSum == pytest.approx(kappa, rel=1e-12)
+        expected = (scipyConvolve(S, kernel, mode="same") + b - T) / kappa
+        variance = (scipyConvolve(vS, kernel**2, mode="same") + vT) / kappa**2
+    inner = (slice(h, -h), slice(h, -h))
+    d = result.difference
+    # float32 pixels of up to ~3e4 (a bright star's core): the convolution's float32 output
+    # and the subtraction carry ~1e-7 relative of that, 3e-3; 1e-2 allows a few of them.
+    np.testing.assert_allclose(d.image[inner], expected[inner], rtol=0, atol=1e-2)
+    # The variance plane: `psfmatch.convolve` computes K² ⊗ Var for a fitted (linear-
+    # combination) kernel with a bounded relative error, its varianceTolerance of 1e-3
+    # (1.7e-4 measured here).
+    np.testing.assert_allclose(d.variance[inner], variance[inner], rtol=1e-3)
+    # The border is NaN / +inf, flagged EDGE|NO_DATA.
+    edge = pm.Mask.getPlaneBitMask(["EDGE", "NO_DATA"])
+    border = np.ones((256, 256), dtype=bool)
+    border[inner] = False
+    assert np.isnan(d.image[border]).all() and np.isinf(d.variance[border]).all()
+    assert ((d.mask[border] & edge) == edge).all()
+    # mask(D) = mask(unconvolved) | mask(convolved) grown by the kernel's (2h+1)² box.
+    sat, bad = pm.Mask.getPlaneBitMask("SAT"), pm.Mask.getPlaneBitMask("BAD")
+    convolvedBit, convolvedAt = (bad, (100, 140)) if mode == "convolveTemplate" else (sat, (60, 50))
+    plainBit, plainAt = (sat, (60, 50)) if mode == "convolveTemplate" else (bad, (100, 140))
+    grown = np.zeros((256, 256), dtype=bool)
+    cy, cx = convolvedAt
+    grown[cy - h : cy + h + 1, cx - h : cx + h + 1] = True
+    np.testing.assert_array_equal((d.mask & convolvedBit) != 0, grown)
+    only = np.zeros((256, 256), dtype=bool)
+    only[plainAt] = True
+    np.testing.assert_array_equal((d.mask & plainBit) != 0, only)
+
+    # The header's statistics are those of these pixels: X2NRM = mean (D/σ)², DMEAN, DSIG,
+    # DSIGE = sqrt(mean variance) over finite pixels without NO_DATA, EDGE, SAT, BAD, CR
+    # (float64 sums of float32 pixels: 1e-9).
+    header = result.header()
+    usable = np.isfinite(d.image) & ((d.mask & (edge | sat | bad)) == 0)
+    dv, vv = d.image[usable].astype(np.float64), d.variance[usable].astype(np.float64)
+    assert header["X2NRM"] == pytest.approx(np.mean(dv**2 / vv), rel=1e-9)
+    assert header["DMEAN"] == pytest.approx(dv.mean(), rel=1e-9, abs=1e-9)
+    assert header["DSIG"] == pytest.approx(dv.std(), rel=1e-9)
+    assert header["DSIGE"] == pytest.approx(np.sqrt(vv.mean()), rel=1e-9)
+    assert header["KO"] == 0 and header["NSTAMP"] == result.metadata["nCandidatesGood"]
+
+
+def test_fits_kernel_extensions_rebuild_the_kernel(tmp_path: Path) -> None:
+    """KERNEL_BASIS, KERNEL_COEFFS (with SPTYPE, SPORDER, SPBBOX) and BACKGROUND carry what a
+    reader needs to evaluate K(x, y) and b(x, y) anywhere, not only at the centre."""
+    sim = simulatePair((384, 384), nStars=100, seed=14, nTransients=0)
+    result = subtract(sim.science, sim.template, mode="convolveTemplate", spatialKernelOrder=1)
+    path = tmp_path / "d.fits"
+    result.writeFits(path)
+    with fits.open(path) as hdul:
+        basis = hdul["KERNEL_BASIS"].data
+        coeffs = hdul["KERNEL_COEFFS"].data
+        ch = hdul["KERNEL_COEFFS"].header
+        bg, bh = hdul["BACKGROUND"].data, hdul["BACKGROUND"].header
+        centre = hdul["KERNEL"].data
+        kx, ky = hdul["KERNEL"].header["KX"], hdul["KERNEL"].header["KY"]
+    minX, minY, maxX, maxY = (int(v) for v in ch["SPBBOX"].split())
+    box = pm.Box2I((minX, minY), (maxX - minX + 1, maxY - minY + 1))
+    function = pm.SpatialFunction(getattr(pm.SpatialModelType, ch["SPTYPE"]), ch["SPORDER"], box)
+    for x, y in ((kx, ky), (20.0, 30.0), (370.0, 200.0)):
+        terms = np.asarray(function.terms(x, y))
+        rebuilt = np.tensordot(coeffs @ terms, basis, axes=1)
+        # Float64 sums of 27 × 6 products: 1e-12 of the kernel's peak.
+        np.testing.assert_allclose(rebuilt, result.kernelImage(x, y), rtol=0, atol=1e-12)
+        if (x, y) == (kx, ky):
+            np.testing.assert_allclose(rebuilt, centre, rtol=0, atol=1e-12)
+    bgFunction = pm.SpatialFunction(getattr(pm.SpatialModelType, bh["SPTYPE"]), bh["SPORDER"], box)
+    for x, y in ((20.0, 30.0), (370.0, 200.0)):
+        value = float(np.asarray(bgFunction.terms(x, y)) @ bg)
+        assert value == pytest.approx(float(result.background(x, y)), rel=1e-12)

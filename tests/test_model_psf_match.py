@@ -297,3 +297,27 @@ def test_bic_on_noise_free_models_picks_the_lowest_degrees() -> None:
     assert task.metadata["ALBasisDegGauss"] == [1, 1, 1]
     assert result.psfMatchingKernel.getNBasisKernels() == 9
     assert result.psfMatchingKernel.getSum(0.0, 0.0) == pytest.approx(1.0, rel=1e-13)
+
+
+def test_cell_grid_covers_the_image_grown_by_one_cell() -> None:
+    """ALGORITHM.md §7.2: the box grown by one cell on every side, full cells only, one
+    candidate at each cell centre x = sizeCellX·col + sizeCellX//2 + x0 (likewise y)."""
+    config = ModelPsfMatchConfig()
+    config.kernel.active.sizeCellX = 64
+    config.kernel.active.sizeCellY = 50
+    config.kernel.active.spatialKernelOrder = 1
+    task = ModelPsfMatchTask(config=config)
+    shape, xy0 = (210, 300), (10, -20)  # ny, nx
+    result = task.run(
+        blankImage(shape, xy0), GaussianPsf(31, 31, SIGMA_SCIENCE), GaussianPsf(31, 31, 3.0)
+    )
+    # Grown box: x from 10 − 64 = −54, width 300 + 128 = 428 → 6 full cells; y from −20 − 50 =
+    # −70, height 210 + 100 = 310 → 6 full cells.
+    expected = {
+        (64.0 * col + 32 - 54, 50.0 * row + 25 - 70) for col in range(6) for row in range(6)
+    }
+    found = {
+        (c.getXCenter(), c.getYCenter())
+        for c in result.kernelCellSet.getAllCandidates(ignoreBad=False)
+    }
+    assert found == expected

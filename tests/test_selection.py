@@ -1,13 +1,274 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Kernel-source selection: the masked-stamp cut against a brute-force look at every stamp."""
+"""Kernel-source selection (psfmatch.selection) on a field laid out by hand.
+
+Every star is a pixel-integrated Gaussian rendered here (erf differences), placed so that each
+cut of `selectKernelSources` has exactly the stars it must reject: stars in one image only,
+a pair too far apart to cross-match, a deblended pair, a crowded pair, faint and very bright
+stars, stars at the edge, stars with bad mask bits in their stamps. The truth is where each
+star was put and why; nothing is taken from psfmatch's own output.
+"""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pytest
+from scipy.special import erf
 
 import psfmatch as pm
-from psfmatch.selection import KernelSourceSelectionConfig, selectKernelSources
+from psfmatch.image_psf_match import ImagePsfMatchConfig, ImagePsfMatchTask
+from psfmatch.selection import KernelSourceSelectionConfig, detectSources, selectKernelSources
 from psfmatch.simulate import simulatePair
+
+SHAPE = (320, 320)
+SIGMA_TEMPLATE = 1.7
+SIGMA_SCIENCE = 2.2
+NOISE = 5.0
+KERNEL_SIZE = 21  # stamps are 2·21 + 1 = 43 pixels: a 21-pixel margin at the edges
+GOOD = 2e4  # S/N ≈ 400 in the science image's aperture (sep measures 336-417)
+FAINT = 2e3  # S/N ≈ 40
+BRIGHT = 2e5  # S/N ≈ 3200, above the default maxSnr of 1000
+
+# name: (x, y, flux, in template, in science). Good stars sit on a 60-pixel grid, far from
+# each other and from the special cases.
+GRID = {f"good{i}": (70.0 + 60 * (i % 4), 70.0 + 60 * (i // 4), GOOD, True, True) for i in range(8)}
+SPECIAL = {
+    "faint": (70.0, 190.0, FAINT, True, True),
+    "bright": (130.0, 190.0, BRIGHT, True, True),
+    "templateOnly": (190.0, 190.0, GOOD, True, False),
+    "scienceOnly": (250.0, 190.0, GOOD, False, True),
+    "edge": (12.0, 130.0, GOOD, True, True),  # inside the image, but its stamp is not
+    # A pair 6 px apart: one detection each, which sep deblends and flags OBJ_MERGED.
+    "blendA": (67.0, 255.0, GOOD, True, True),
+    "blendB": (73.0, 255.0, GOOD, True, True),
+    # A star with a faint neighbour 14 px away: two separate detections (their 10σ footprints,
+    # of radius ≈ 4 and 3 px, do not touch), farther apart than the default isolation radius
+    # of 2 FWHM (≈ 2 × 5.2 px), closer than 3 FWHM.
+    "crowdA": (125.0, 255.0, GOOD / 2, True, True),
+    "crowdB": (139.0, 255.0, 2 * FAINT, True, True),
+    "masked": (190.0, 255.0, GOOD, True, True),
+    "maskedTemplate": (250.0, 255.0, GOOD, True, True),
+    "harmlessBit": (250.0, 295.0, GOOD, True, True),
+}
+STARS = {**GRID, **SPECIAL}
+# The science position of this star is 3 px from its template position: not the same star
+# for a 2-px match radius.
+SHIFTED = {"shifted": ((190.0, 295.0), (193.0, 295.0))}
+
+
+def render(stars: list[tuple[float, float, float]], sigma: float) -> np.ndarray:
+    image = np.zeros(SHAPE)
+    yEdges = np.arange(SHAPE[0] + 1) - 0.5
+    xEdges = np.arange(SHAPE[1] + 1) - 0.5
+    for x, y, flux in stars:
+        fx = np.diff(0.5 * erf((xEdges - x) / (math.sqrt(2.0) * sigma)))
+        fy = np.diff(0.5 * erf((yEdges - y) / (math.sqrt(2.0) * sigma)))
+        image += flux * np.outer(fy, fx)
+    return image
+
+
+@pytest.fixture(scope="module")
+def field() -> tuple[pm.MaskedImage, pm.MaskedImage]:
+    rng = np.random.default_rng(5)
+    images = []
+    for sigma, index, shifted in ((SIGMA_TEMPLATE, 3, 0), (SIGMA_SCIENCE, 4, 1)):
+        stars = [(x, y, f) for x, y, f, *inImage in STARS.values() if inImage[index - 3]]
+        stars += [(*positions[shifted], GOOD) for positions in SHIFTED.values()]
+        image = render(stars, sigma) + rng.normal(0.0, NOISE, SHAPE)
+        variance = np.full(SHAPE, NOISE**2, dtype=np.float32)
+        images.append(pm.MaskedImage(image.astype(np.float32), variance=variance))
+    template, science = images
+    # One saturated pixel 2 px from the star's centre in the science image; one BAD pixel
+    # 15 px from the other's centre in the template (inside its 21-px stamp half-width, far
+    # outside its light); a DETECTED pixel, which is not a reason to reject, on a third.
+    science.mask[255, 192] |= pm.Mask.getPlaneBitMask("SAT")
+    template.mask[255 + 15, 250] |= pm.Mask.getPlaneBitMask("BAD")
+    science.mask[295, 250] |= pm.Mask.getPlaneBitMask("DETECTED")
+    return template, science
+
+
+def near(table: object, name: str, radius: float = 1.0) -> bool:
+    x, y = STARS[name][:2]
+    return bool(np.any(np.hypot(table["x"] - x, table["y"] - y) < radius))  # type: ignore[index]
+
+
+def test_each_cut_rejects_exactly_its_stars(field: tuple[pm.MaskedImage, pm.MaskedImage]) -> None:
+    template, science = field
+    table = selectKernelSources(template, science, KernelSourceSelectionConfig(), kernelSize=21)
+    kept = {name for name in STARS if near(table, name)}
+    # Everything that should survive does, and nothing else: the shifted star is never near a
+    # listed position.
+    assert kept == {*GRID, "faint", "crowdA", "crowdB", "harmlessBit"}
+    assert len(table) == len(kept)
+    meta = table.meta
+    # Detections: every star of the image plus the shifted one; the deblended pair is two.
+    nTemplate = sum(1 for s in STARS.values() if s[3]) + 1
+    nScience = sum(1 for s in STARS.values() if s[4]) + 1
+    assert meta["nDetectedTemplate"] == nTemplate
+    assert meta["nDetectedScience"] == nScience
+    # Matched: all but the one-image stars and the shifted pair.
+    assert meta["nMatched"] == len(STARS) - 2
+    assert meta["nRejectedBlended"] == 2
+    assert meta["nRejectedSnr"] == 1  # "bright"
+    assert meta["nRejectedCrowded"] == 0  # see test_isolation
+    assert meta["nRejectedEdge"] == 1
+    assert meta["nRejectedMasked"] == 2  # "masked" (science SAT), "maskedTemplate" (BAD)
+    # Sorted by S/N, highest first; the positions are the science centroids, good to
+    # ~0.05 px at S/N 400 (sep's windowless barycentre): 0.1.
+    assert list(table["snr"]) == sorted(table["snr"], reverse=True)
+    for name in GRID:
+        x, y = STARS[name][:2]
+        row = table[np.argmin(np.hypot(table["x"] - x, table["y"] - y))]
+        assert (row["x"], row["y"]) == pytest.approx((x, y), abs=0.1)
+        # Twice the half-light radius of a Gaussian is its FWHM (2.3548σ); sep's r50 of a
+        # pixel-integrated, noisy star is within a few per cent of it: 5 %.
+        assert 2.0 * row["templateR50"] == pytest.approx(2.3548 * SIGMA_TEMPLATE, rel=0.05)
+        assert 2.0 * row["scienceR50"] == pytest.approx(2.3548 * SIGMA_SCIENCE, rel=0.05)
+
+
+def test_snr_window(field: tuple[pm.MaskedImage, pm.MaskedImage]) -> None:
+    template, science = field
+    config = KernelSourceSelectionConfig()
+    config.minSnr = 100.0  # between FAINT (≈ 40) and GOOD (≈ 400)
+    config.maxSnr = 0.0  # no upper limit
+    table = selectKernelSources(template, science, config, kernelSize=KERNEL_SIZE)
+    assert not near(table, "faint") and not near(table, "crowdB")  # S/N ≈ 40 and ≈ 80
+    assert near(table, "bright")
+    assert table.meta["nRejectedSnr"] == 2
+    # The S/N is sep's aperture flux over its error; the true flux over the noise in a circle
+    # of radius 3a (a ≈ σ, the PSF's rms along the major axis) predicts it to ~20 %.
+    for name in GRID:
+        x, y = STARS[name][:2]
+        row = table[np.argmin(np.hypot(table["x"] - x, table["y"] - y))]
+        predicted = GOOD / (NOISE * math.sqrt(math.pi * (3.0 * SIGMA_SCIENCE) ** 2))
+        assert row["snr"] == pytest.approx(predicted, rel=0.2)
+
+
+def test_isolation(field: tuple[pm.MaskedImage, pm.MaskedImage]) -> None:
+    template, science = field
+    config = KernelSourceSelectionConfig()
+    config.isolationFwhm = 3.0  # ≈ 15.7 px: the 14-px pair is now too close
+    table = selectKernelSources(template, science, config, kernelSize=KERNEL_SIZE)
+    assert not near(table, "crowdA") and not near(table, "crowdB")
+    assert table.meta["nRejectedCrowded"] == 2
+    # The deblended pair is rejected as blended before the isolation cut sees it, and the
+    # grid stars are 60 px from each other.
+    assert all(near(table, name) for name in GRID)
+
+
+def test_restricted_edges_reject_one_more_kernel_width(
+    field: tuple[pm.MaskedImage, pm.MaskedImage],
+) -> None:
+    template, science = field
+    config = KernelSourceSelectionConfig()
+    config.restrictKernelEdgeSources = True
+    table = selectKernelSources(template, science, config, kernelSize=KERNEL_SIZE)
+    # A 42-px margin: the grid's first column and row (x or y = 70) stay, "edge" goes, and
+    # the 290+ row ("harmlessBit" at y = 295) goes too.
+    assert not near(table, "edge") and not near(table, "harmlessBit")
+    assert near(table, "good0")
+    assert table.meta["nRejectedEdge"] == 2
+
+
+def test_keeps_the_best_max_kernel_sources(field: tuple[pm.MaskedImage, pm.MaskedImage]) -> None:
+    template, science = field
+    config = KernelSourceSelectionConfig()
+    full = selectKernelSources(template, science, config, kernelSize=KERNEL_SIZE)
+    config.maxKernelSources = 3
+    best = selectKernelSources(template, science, config, kernelSize=KERNEL_SIZE)
+    assert len(best) == 3
+    np.testing.assert_array_equal(best["snr"], np.sort(full["snr"])[::-1][:3])
+    assert not near(best, "faint")  # the faintest kept star is never among the best
+
+
+def test_without_kernel_size_only_detection_cuts_apply(
+    field: tuple[pm.MaskedImage, pm.MaskedImage],
+) -> None:
+    template, science = field
+    table = selectKernelSources(template, science, KernelSourceSelectionConfig())
+    # The preliminary selection that measures the FWHMs: no edge or mask cuts.
+    assert near(table, "edge") and near(table, "masked") and near(table, "maskedTemplate")
+    assert "nRejectedEdge" not in table.meta
+
+
+def test_too_few_says_how_many_at_each_stage(field: tuple[pm.MaskedImage, pm.MaskedImage]) -> None:
+    template, science = field
+    config = KernelSourceSelectionConfig()
+    config.minKernelSources = 20
+    with pytest.raises(pm.InsufficientKernelSourcesError) as info:
+        selectKernelSources(template, science, config, kernelSize=KERNEL_SIZE)
+    assert info.value.nSources == 12 and info.value.nRequired == 20
+    message = str(info.value)
+    assert "found 12 usable kernel sources but 20 are required" in message
+    assert f"nMatched={len(STARS) - 2}" in message and "nRejectedMasked=2" in message
+
+
+def test_grids_must_agree(field: tuple[pm.MaskedImage, pm.MaskedImage]) -> None:
+    template, science = field
+    moved = pm.MaskedImage(template.image, template.mask, template.variance, xy0=(1, 0))
+    with pytest.raises(pm.InvalidInputError, match="share one pixel grid"):
+        selectKernelSources(moved, science, KernelSourceSelectionConfig())
+
+
+def test_detect_sources_ignores_bad_pixels() -> None:
+    image = render([(40.0, 40.0, GOOD)], SIGMA_TEMPLATE)
+    mi = pm.MaskedImage(image.astype(np.float32), variance=np.ones(SHAPE, np.float32))
+    assert len(detectSources(mi, 10.0, 0)) == 1
+    mi.mask[30:50, 30:50] = pm.Mask.getPlaneBitMask("BAD")
+    assert len(detectSources(mi, 10.0, pm.Mask.getPlaneBitMask("BAD"))) == 0
+
+
+def test_task_honours_the_kernel_bad_mask_planes(
+    field: tuple[pm.MaskedImage, pm.MaskedImage],
+) -> None:
+    """A plane added to ``kernel.active.badMaskPlanes`` disqualifies a stamp as the
+    selection's own ``excludeMaskPlanes`` do."""
+    template, science = field
+    science = science.clone()
+    science.mask[70 + 3, 70] |= pm.Mask.getPlaneBitMask("INTRP")  # on good0's core
+    config = ImagePsfMatchConfig()
+    config.mode = "convolveTemplate"
+    config.kernel.active.spatialKernelOrder = 0
+    config.kernel.active.spatialBgOrder = 0
+    config.doDecorrelation = False
+    config.doDetectDiaSources = False
+    plain = ImagePsfMatchTask(config=config).matchMaskedImages(template, science)
+    assert near(plain.kernelSources, "good0")  # INTRP is in neither list by default
+    config.kernel.active.badMaskPlanes = [*config.kernel.active.badMaskPlanes, "INTRP"]
+    task = ImagePsfMatchTask(config=config)
+    strict = task.matchMaskedImages(template, science)
+    assert not near(strict.kernelSources, "good0")
+    assert task.metadata["selection.nRejectedMasked"] == 3
+
+
+def test_user_positions_get_the_stamp_cuts(field: tuple[pm.MaskedImage, pm.MaskedImage]) -> None:
+    template, science = field
+    names = [*GRID, "masked", "maskedTemplate", "edge"]
+    positions = [STARS[name][:2] for name in names]
+    config = ImagePsfMatchConfig()
+    config.mode = "convolveTemplate"
+    config.kernel.active.spatialKernelOrder = 0
+    config.kernel.active.spatialBgOrder = 0
+    config.doDecorrelation = False
+    config.doDetectDiaSources = False
+    task = ImagePsfMatchTask(config=config)
+    result = task.matchMaskedImages(template, science, candidateList=positions)
+    used = {name for name in names if near(result.kernelSources, name)}
+    assert used == set(GRID)
+    md = task.metadata
+    assert md["selection.nGiven"] == len(names)
+    assert md["selection.nRejectedEdge"] == 1
+    assert md["selection.nRejectedMasked"] == 2
+    # No FWHMs given: measured at the given positions as 2·r50 (the FWHM of a Gaussian), to
+    # the 5 % of sep's r50 on noisy pixel-integrated stars (see above).
+    assert md["templatePsfSize"] == pytest.approx(2.3548 * SIGMA_TEMPLATE, rel=0.05)
+    assert md["sciencePsfSize"] == pytest.approx(2.3548 * SIGMA_SCIENCE, rel=0.05)
+    config.selection.minKernelSources = len(GRID) + 1
+    with pytest.raises(pm.InsufficientKernelSourcesError, match="2 have bad mask bits"):
+        ImagePsfMatchTask(config=config).matchMaskedImages(
+            template, science, candidateList=positions
+        )
 
 
 def test_masked_stamps_are_rejected_exactly() -> None:

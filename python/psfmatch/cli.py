@@ -478,7 +478,9 @@ def _renormalize(result: Any, normalize: str | None) -> tuple[Any, str, str]:
     """
     from .image import MaskedImage
 
-    convolvedTemplate = result.convolved == "Template"
+    # A score image (Preconvolution) is in science units too: its kernel maps the template
+    # onto the PSF-filtered science image, so its sum is the science/template flux ratio.
+    convolvedTemplate = result.convolved != "Science"
     matchedUnits = "science" if convolvedTemplate else "template"
     if normalize is None:
         return result, "science", matchedUnits
@@ -609,7 +611,9 @@ def _printSummary(result: Any, args: argparse.Namespace, elapsed: float, units: 
         return md[key] if key in md else default
 
     stats = result.statistics()
-    convolved = "template" if result.convolved == "Template" else "science image"
+    convolved = {"Template": "template", "Science": "science image"}.get(
+        result.convolved, "template, to the PSF-filtered science image (score image)"
+    )
     lines = [
         f"psfmatch: subtracted {args.template} from {args.science} in {elapsed:.1f} s",
         f"  convolved image : {convolved} (FWHM template {get('templatePsfSize'):.2f} px, "
@@ -951,9 +955,11 @@ def _buildParser() -> _Parser:
     fit = sub.add_argument_group("fit")
     fit.add_argument(
         "--mode",
-        choices=["auto", "convolveTemplate", "convolveScience"],
+        choices=["auto", "convolveTemplate", "convolveScience", "preconvolve"],
         default=None,
-        help="which image to convolve (default: auto, the one with the narrower PSF)",
+        help="which image to convolve (default: auto, the one with the narrower PSF); "
+        "preconvolve: the score image, the science image filtered by its PSF minus the template "
+        "matched to that",
     )
     fit.add_argument(
         "-c",

@@ -87,6 +87,7 @@ from .psf_match import PsfMatchTask
 from .selection import (
     KernelSourceSelectionConfig,
     _pairsWithin,
+    _stampHasBits,
     detectSources,
     selectKernelSources,
 )
@@ -523,7 +524,17 @@ class ImagePsfMatchTask(PsfMatchTask):
             cellSet.insertCandidate(cand)
         return cellSet
 
-    def _userSources(self, candidateList: Any, bbox: Any, kernelSize: int | None) -> Table:
+    def _userSources(
+        self,
+        candidateList: Any,
+        bbox: Any,
+        kernelSize: int | None,
+        *,
+        images: tuple[MaskedImage, MaskedImage] | None = None,
+    ) -> Table:
+        """The user's positions as a table; with ``kernelSize``, only those whose stamps lie
+        inside the image and, given the two ``images``, carry no bad mask bit in either (the
+        cuts sep's detections get), or an `InsufficientKernelSourcesError`."""
         x, y = _asCandidatePositions(candidateList)
         outside = ~(
             (x >= bbox.getMinX() - 0.5)
@@ -548,14 +559,38 @@ class ImagePsfMatchTask(PsfMatchTask):
                 & (ix + half <= bbox.getMaxX())
                 & (iy + half <= bbox.getMaxY())
             )
-            table = table[fits]
+            masked = np.zeros(len(fits), dtype=bool)
+            if images is not None:
+                bits = self._badBits()
+                x0, y0 = bbox.getMinX(), bbox.getMinY()
+                ixs = np.where(fits, ix - x0, half).astype(np.int64)
+                iys = np.where(fits, iy - y0, half).astype(np.int64)
+                for mi in images:
+                    masked |= _stampHasBits(mi.mask, ixs, iys, half, bits)
+                masked &= fits
+            table = table[fits & ~masked]
+            table.meta.update(
+                {
+                    "nGiven": len(fits),
+                    "nRejectedEdge": int((~fits).sum()),
+                    "nRejectedMasked": int(masked.sum()),
+                }
+            )
+            if masked.any():
+                self.log.info(
+                    "%d of the %d given kernel-source positions have bad mask bits in their "
+                    "stamps and are not used",
+                    int(masked.sum()),
+                    len(fits),
+                )
             nMin = self.config.selection.minKernelSources
             if len(table) < nMin:
                 raise InsufficientKernelSourcesError(
                     len(table),
                     nMin,
-                    f"{int((~fits).sum())} of the {len(fits)} given positions are closer than "
-                    f"{half} pixels (the stamp half-width) to the edge",
+                    f"of the {len(fits)} given positions {int((~fits).sum())} are closer than "
+                    f"{half} pixels (the stamp half-width) to the edge and "
+                    f"{int(masked.sum())} have bad mask bits in their stamps",
                 )
         return table
 
@@ -694,9 +729,15 @@ class ImagePsfMatchTask(PsfMatchTask):
                     kernelSize=kernelSize,
                     templateSources=tSources,
                     scienceSources=sSources,
+                    badBits=self._badBits(),
                 )
             else:
-                sources = self._userSources(candidateList, science.getBBox(), kernelSize)
+                sources = self._userSources(
+                    candidateList,
+                    science.getBBox(),
+                    kernelSize,
+                    images=(template, science if innerBox is None else reference),
+                )
             if innerBox is not None:
                 sources = self._sourcesInside(sources, innerBox, kernelSize)
         self.metadata["nPsfSources"] = len(sources)
@@ -809,7 +850,9 @@ class ImagePsfMatchTask(PsfMatchTask):
             The two images on one pixel grid (same shape and ``xy0``); never modified.
         candidateList : table or sequence of (x, y), optional
             Kernel source positions in parent coordinates (a table with ``x`` and ``y``
-            columns, or pairs). By default stars are found with sep.
+            columns, or pairs); those whose stamps leave the image or carry a bad mask bit
+            (``selection.excludeMaskPlanes``, ``kernel.active.badMaskPlanes``) in either
+            image are dropped. By default stars are found with sep.
         templateFwhmPix, scienceFwhmPix : `float`, optional
             PSF FWHMs in pixels; measured from the kernel sources when not given.
         sciencePsf, templatePsf : 2-D array or PSF object, optional

@@ -262,7 +262,9 @@ def selectKernelSources(
     templateSources, scienceSources : `numpy.ndarray`, optional
         Detections from `detectSources`, to avoid detecting twice.
     badBits : `int`, optional
-        Mask bits excluded from detection; by default those of ``excludeMaskPlanes``.
+        Mask bits excluded from detection that also disqualify a stamp, on top of those of
+        ``excludeMaskPlanes`` (`ImagePsfMatchTask` adds the kernel's ``badMaskPlanes``); by
+        default those of ``excludeMaskPlanes`` alone.
 
     Returns
     -------
@@ -360,8 +362,9 @@ def selectKernelSources(
         inside = (ix >= margin) & (iy >= margin) & (ix < nx - margin) & (iy < ny - margin)
         cut("nRejectedEdge", inside)
         ixs, iys = np.where(inside, ix, margin), np.where(inside, iy, margin)
-        hasBits = _stampHasBits(science.mask, ixs, iys, half, excludeBits) | _stampHasBits(
-            template.mask, ixs, iys, half, excludeBits
+        stampBits = excludeBits | badBits
+        hasBits = _stampHasBits(science.mask, ixs, iys, half, stampBits) | _stampHasBits(
+            template.mask, ixs, iys, half, stampBits
         )
         cut("nRejectedMasked", ~hasBits)
 
