@@ -86,10 +86,10 @@ void bindSpatial(py::module_& m) {
 
     m.def("convolveSpatialArrays", &convolveSpatialArrays<float>, py::arg("image").noconvert(),
           py::arg("mask").noconvert(), py::arg("variance").noconvert(), py::arg("xy0"), py::arg("kernel"),
-          py::arg("control"), py::arg("varianceTolerance") = 1.0e-3);
+          py::arg("control"), py::arg("varianceTolerance") = 2.0e-4);
     m.def("convolveSpatialArrays", &convolveSpatialArrays<double>, py::arg("image").noconvert(),
           py::arg("mask").noconvert(), py::arg("variance").noconvert(), py::arg("xy0"), py::arg("kernel"),
-          py::arg("control"), py::arg("varianceTolerance") = 1.0e-3);
+          py::arg("control"), py::arg("varianceTolerance") = 2.0e-4);
 }
 
 }  // namespace bindings

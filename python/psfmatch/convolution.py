@@ -33,7 +33,7 @@ def convolve(
     doCopyEdge: bool = False,
     method: str = "auto",
     nThreads: int = 0,
-    varianceTolerance: float = 1.0e-3,
+    varianceTolerance: float = 2.0e-4,
 ) -> MaskedImage:
     """Convolve a masked image with a fixed or a spatially varying kernel.
 
@@ -59,7 +59,9 @@ def convolve(
         input variance is nearly uniform over a kernel footprint (sky-dominated pixels) this
         bounds the relative error of the output variance (≈ 1.1 × tolerance); where it is
         concentrated (bright stars, e.g. 300× the sky within σ = 1.5 px) the error can reach
-        several times the tolerance. The image plane is always exact.
+        several times the tolerance. The default, 2e-4, keeps the output variance within 1e-3
+        of exact under such stars for a realistic matching kernel (measured 5e-4; 2.7e-3 at
+        a tolerance of 1e-3). The image plane is always exact.
 
     Returns
     -------

@@ -31,7 +31,7 @@ namespace psfmatch {
 template <typename T>
 void convolveSpatial(const MaskedImageView<const T>& in, const MaskedImageView<T>& out, int x0, int y0,
                      const LinearCombinationKernel& kernel, const ConvolutionControl& control,
-                     double varianceTolerance = 1.0e-3);
+                     double varianceTolerance = 2.0e-4);
 
 }  // namespace psfmatch
 
