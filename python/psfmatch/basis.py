@@ -9,6 +9,7 @@ and records the ``ALBasis*`` metadata.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import MutableMapping, Sequence
 from typing import Any
 
@@ -73,18 +74,29 @@ def makeAlardLuptonBasisList(
     Raises
     ------
     InvalidInputError
-        For a half-width below 1, lists whose lengths differ from ``nGauss``, a width that is
-        not positive, a negative degree, or a basis too large to allocate
-        (`MAX_BASIS_PIXELS`).
+        For arguments of the wrong type, a half-width below 1, lists whose lengths differ
+        from ``nGauss``, a width that is not positive, a negative degree, or a basis too
+        large to allocate (`MAX_BASIS_PIXELS`).
     """
+    name = "makeAlardLuptonBasisList"
     try:
-        nKernels = sum((int(d) + 1) * (int(d) + 2) // 2 for d in degGauss)
-        side = 2 * int(halfWidth) + 1
+        halfWidth, nGauss = operator.index(halfWidth), operator.index(nGauss)
+    except TypeError:
+        raise InvalidInputError(
+            f"{name}: halfWidth and nGauss must be integers, got {halfWidth!r}, {nGauss!r}"
+        ) from None
+    try:
+        sigmas = [float(s) for s in sigGauss]
     except (TypeError, ValueError):
-        nKernels, side = 0, 0  # the core names the bad argument
-    if side > 0 and nKernels > 0:
-        _checkBasisSize("makeAlardLuptonBasisList", nKernels, side, side)
-    return list(_core.makeAlardLuptonBasisList(halfWidth, nGauss, sigGauss, degGauss))
+        raise InvalidInputError(f"{name}: sigGauss must be numbers, got {sigGauss!r}") from None
+    try:
+        degrees = [operator.index(d) for d in degGauss]
+    except TypeError:
+        raise InvalidInputError(f"{name}: degGauss must be integers, got {degGauss!r}") from None
+    nKernels = sum((d + 1) * (d + 2) // 2 for d in degrees if d >= 0)
+    if halfWidth >= 1 and nKernels > 0:
+        _checkBasisSize(name, nKernels, 2 * halfWidth + 1, 2 * halfWidth + 1)
+    return list(_core.makeAlardLuptonBasisList(halfWidth, nGauss, sigmas, degrees))
 
 
 def makeDeltaFunctionBasisList(width: int, height: int) -> list[Any]:
@@ -93,16 +105,19 @@ def makeDeltaFunctionBasisList(width: int, height: int) -> list[Any]:
     Raises
     ------
     InvalidInputError
-        For a size that is not positive and odd, or a basis too large to allocate
+        For a size that is not a positive odd integer, or a basis too large to allocate
         (`MAX_BASIS_PIXELS`).
     """
     try:
-        w, h = int(width), int(height)
-    except (TypeError, ValueError):
-        w = h = 0  # the core names the bad argument
+        w, h = operator.index(width), operator.index(height)
+    except TypeError:
+        raise InvalidInputError(
+            "makeDeltaFunctionBasisList: width and height must be integers, got "
+            f"{width!r}, {height!r}"
+        ) from None
     if w > 0 and h > 0:
         _checkBasisSize("makeDeltaFunctionBasisList", w * h, w, h)
-    return list(_core.makeDeltaFunctionBasisList(width, height))
+    return list(_core.makeDeltaFunctionBasisList(w, h))
 
 
 def _alardLuptonSigmas(
