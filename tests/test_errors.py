@@ -306,7 +306,7 @@ CASES: list[Case] = [
     ("candidates-empty", _sub(sci, candidates=[]),
      InsufficientKernelSourcesError, r"found 0 usable kernel sources but 3 are required: candidateList is empty"),
     ("candidates-edge", _sub(sci, candidates=[(3.0, 3.0)] * 3, scienceFwhm=2.0, templateFwhm=1.5),
-     InsufficientKernelSourcesError, r"found 0 usable kernel sources .*3 of the 3 given positions are closer than 21 pixels"),
+     InsufficientKernelSourcesError, r"found 0 usable kernel sources .*3 of the 3 given positions are closer than 21 pixels \(the stamp half-width\) to the edge, and 0 have"),
     # -- files ---------------------------------------------------------------------------------
     ("missing-subtract", _sub(lambda p: p.dir / "nowhere.fits"),
      InputFileNotFoundError, r"input file '.*nowhere.fits' does not exist"),

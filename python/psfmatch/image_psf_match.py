@@ -87,6 +87,7 @@ from .psf_match import PsfMatchTask
 from .selection import (
     KernelSourceSelectionConfig,
     _pairsWithin,
+    _stampHasBits,
     detectSources,
     selectKernelSources,
 )
@@ -568,7 +569,16 @@ class ImagePsfMatchTask(PsfMatchTask):
             cellSet.insertCandidate(cand)
         return cellSet
 
-    def _userSources(self, candidateList: Any, bbox: Any, kernelSize: int | None) -> Table:
+    def _userSources(
+        self,
+        candidateList: Any,
+        bbox: Any,
+        kernelSize: int | None,
+        masks: tuple[np.ndarray, ...] = (),
+    ) -> Table:
+        """The given positions as a table; with ``kernelSize``, only those whose stamps lie
+        inside the image and have no ``selection.excludeMaskPlanes`` bit in any of ``masks``
+        (as for detected sources, so that masked pixels never reach the fit)."""
         x, y = _asCandidatePositions(candidateList)
         if len(x) == 0:
             raise InsufficientKernelSourcesError(
@@ -597,14 +607,28 @@ class ImagePsfMatchTask(PsfMatchTask):
                 & (ix + half <= bbox.getMaxX())
                 & (iy + half <= bbox.getMaxY())
             )
-            table = table[fits]
+            excludeBits = Mask.getPlaneBitMask(
+                list(self.config.selection.excludeMaskPlanes), skipUnknown=True
+            )
+            x0, y0 = bbox.getMinX(), bbox.getMinY()
+            ixs = np.where(fits, ix - x0, half).astype(np.int64)
+            iys = np.where(fits, iy - y0, half).astype(np.int64)
+            masked = np.zeros(len(table), dtype=bool)
+            for mask in masks:
+                masked |= _stampHasBits(mask, ixs, iys, half, excludeBits)
+            masked &= fits
+            table = table[fits & ~masked]
+            table.meta["nRejectedEdge"] = int((~fits).sum())
+            table.meta["nRejectedMasked"] = int(masked.sum())
             nMin = self.config.selection.minKernelSources
             if len(table) < nMin:
                 raise InsufficientKernelSourcesError(
                     len(table),
                     nMin,
                     f"{int((~fits).sum())} of the {len(fits)} given positions are closer than "
-                    f"{half} pixels (the stamp half-width) to the edge",
+                    f"{half} pixels (the stamp half-width) to the edge, and {int(masked.sum())} "
+                    f"have a pixel with one of the mask planes "
+                    f"{list(self.config.selection.excludeMaskPlanes)} in their stamp",
                 )
         return table
 
@@ -757,7 +781,9 @@ class ImagePsfMatchTask(PsfMatchTask):
                     scienceSources=sSources,
                 )
             else:
-                sources = self._userSources(candidateList, science.getBBox(), kernelSize)
+                sources = self._userSources(
+                    candidateList, science.getBBox(), kernelSize, (template.mask, science.mask)
+                )
             if innerBox is not None:
                 sources = self._sourcesInside(sources, innerBox, kernelSize)
         self.metadata["nPsfSources"] = len(sources)
