@@ -577,3 +577,38 @@ def test_config_validate_itself_raises_pex_config_errors() -> None:
     config = _config(**{"active.kernelSize": 20})
     with pytest.raises(pexConfig.FieldValidationError, match="kernelSize must be a positive odd"):
         config.validate()
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_writeFits_failure_leaves_no_half_pair(
+    pair: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: bool
+) -> None:
+    """A failure while writing the convolved image leaves no partial file, no temporary, and
+    no difference image that this call created."""
+    from astropy.io import fits
+
+    result = pm.subtract(pair.science, pair.template)
+    difference, matched = tmp_path / "d.fits", tmp_path / "m.fits"
+    if existing:
+        difference.write_bytes(b"old")
+    original = fits.HDUList.writeto
+    calls = {"n": 0}
+
+    def failSecond(self: Any, fileobj: Any, **kwargs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the convolved image: write part of it, then fail
+            original(fits.HDUList(self[:2]), fileobj, **kwargs)
+            raise OSError(28, "No space left on device")
+        original(self, fileobj, **kwargs)
+
+    monkeypatch.setattr(fits.HDUList, "writeto", failSecond)
+    with pytest.raises(PsfMatchIOError, match=r"cannot write '.*m.fits': No space left"):
+        result.writeFits(difference, matchedPath=matched, overwrite=existing)
+    monkeypatch.undo()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    if existing:
+        # Replaced by a whole, readable difference image (it was asked to overwrite).
+        assert names == ["d.fits"]
+        np.testing.assert_array_equal(pmio.readMaskedImage(difference).image, result.image)
+    else:
+        assert names == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = ["SubtractionResult", "subtract"]
 
+import contextlib
 import logging
 import math
 import operator
@@ -233,8 +234,9 @@ class SubtractionResult:
         OutputExistsError
             A file exists and ``overwrite`` is false.
         PsfMatchIOError
-            A file cannot be written; each file is written atomically (see
-            `psfmatch.io.writeMaskedImage`), so none is left half-written.
+            A file cannot be written. Each file is written atomically (see
+            `psfmatch.io.writeMaskedImage`), so none is left half-written; if the convolved
+            image fails, a difference image this call created is removed again.
         """
         if matchedPath is not None and not overwrite and os.path.lexists(matchedPath):
             # Refuse before writing anything, so that no half of the pair is left behind.
@@ -243,11 +245,19 @@ class SubtractionResult:
                 str(matchedPath),
             )
         header = self.header()
+        existed = os.path.lexists(path)
         pmio.writeMaskedImage(
             path, self.difference, header=header, overwrite=overwrite, extraHdus=self.extraHdus()
         )
         if matchedPath is not None:
-            pmio.writeMaskedImage(matchedPath, self.matched, header=header, overwrite=overwrite)
+            try:
+                pmio.writeMaskedImage(matchedPath, self.matched, header=header, overwrite=overwrite)
+            except BaseException:
+                # Leave no half of a pair this call created; a replaced file stays replaced.
+                if not existed:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+                raise
 
 
 def subtract(
