@@ -347,18 +347,16 @@ def subtract(
                 f"config: expected an ImagePsfMatchConfig, got {type(config).__name__}"
             )
         config = typing.cast(ImagePsfMatchConfig, config.copy())
-    for name, value in (
-        ("mode", mode),
-        ("spatialKernelOrder", spatialKernelOrder),
-        ("spatialBgOrder", spatialBgOrder),
-    ):
+    settings: tuple[tuple[str, Any, Any], ...] = (
+        ("mode", config, mode),
+        ("spatialKernelOrder", config.kernel.active, spatialKernelOrder),
+        ("spatialBgOrder", config.kernel.active, spatialBgOrder),
+    )
+    for name, target, value in settings:
         if value is None:
             continue
         try:
-            if name == "mode":
-                config.mode = value
-            else:
-                setattr(config.kernel.active, name, operator.index(value))
+            setattr(target, name, value if name == "mode" else operator.index(value))
         except Exception as err:  # pex_config raises FieldValidationError, TypeError, ...
             raise InvalidInputError(f"{name}: {value!r} is not allowed: {err}") from err
     try:
