@@ -11,7 +11,10 @@ from __future__ import annotations
 
 __all__ = ["SubtractionResult", "subtract"]
 
+import contextlib
+import logging
 import math
+import operator
 import os
 import typing
 from dataclasses import dataclass, field
@@ -22,10 +25,12 @@ from astropy.io import fits
 from astropy.table import Table
 
 from . import io as pmio
-from .errors import InvalidInputError
+from .errors import InvalidInputError, OutputExistsError
 from .image import MaskedImage
 from .image_psf_match import ImagePsfMatchConfig, ImagePsfMatchTask
 from .task import TaskMetadata
+
+_log = logging.getLogger("psfmatch.subtract")
 
 #: HOTPANTS header keywords written with every difference image, and what they hold.
 HOTPANTS_KEYS = {
@@ -221,14 +226,38 @@ class SubtractionResult:
         matchedPath : path, optional
             Also write the convolved image here.
         overwrite : `bool`, optional
-            Replace existing files; otherwise an existing file is an `OutputExistsError`.
+            Replace existing files; otherwise an existing file is an `OutputExistsError`,
+            raised before either file is written.
+
+        Raises
+        ------
+        OutputExistsError
+            A file exists and ``overwrite`` is false.
+        PsfMatchIOError
+            A file cannot be written. Each file is written atomically (see
+            `psfmatch.io.writeMaskedImage`), so none is left half-written; if the convolved
+            image fails, a difference image this call created is removed again.
         """
+        if matchedPath is not None and not overwrite and os.path.lexists(matchedPath):
+            # Refuse before writing anything, so that no half of the pair is left behind.
+            raise OutputExistsError(
+                f"output file {str(matchedPath)!r} exists; pass overwrite=True to replace it",
+                str(matchedPath),
+            )
         header = self.header()
+        existed = os.path.lexists(path)
         pmio.writeMaskedImage(
             path, self.difference, header=header, overwrite=overwrite, extraHdus=self.extraHdus()
         )
         if matchedPath is not None:
-            pmio.writeMaskedImage(matchedPath, self.matched, header=header, overwrite=overwrite)
+            try:
+                pmio.writeMaskedImage(matchedPath, self.matched, header=header, overwrite=overwrite)
+            except BaseException:
+                # Leave no half of a pair this call created; a replaced file stays replaced.
+                if not existed:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+                raise
 
 
 def subtract(
@@ -285,14 +314,29 @@ def subtract(
     Raises
     ------
     InvalidInputError
-        Unreadable or mismatched inputs, NaNs outside the mask, an invalid config.
+        Unreadable or mismatched inputs, NaNs outside the mask of a `MaskedImage`, a
+        variance that is negative, or zero where the unconvolved image is not masked, an image
+        smaller than the kernel's stamps, an invalid config, mode or spatial order.
+    InputFileNotFoundError
+        A path that does not exist.
     InsufficientKernelSourcesError
         Too few stars to fit a kernel.
     NoKernelCandidatesError
         Every star was rejected by the fit.
+
+    Notes
+    -----
+    Every answer to bad input is listed in ``docs/errors.md``. Pixels of an array, NDData or
+    FITS input whose image or variance is NaN or infinite are flagged ``NO_DATA`` by
+    `psfmatch.io.readImage` (their values are kept) and take no part in the fit; this is
+    logged as a warning and counted in ``metadata["scienceNonFinitePixelsFlagged"]`` and
+    ``metadata["templateNonFinitePixelsFlagged"]``. ``metadata["scienceVarianceEstimated"]``
+    and ``metadata["templateVarianceEstimated"]`` say whether a variance was estimated.
     """
-    sci = pmio.readImage(science, variance=scienceVariance, mask=scienceMask)
-    tmp = pmio.readImage(template, variance=templateVariance, mask=templateMask)
+    sciInfo: dict[str, Any] = {}
+    tmpInfo: dict[str, Any] = {}
+    sci = pmio.readImage(science, variance=scienceVariance, mask=scienceMask, info=sciInfo)
+    tmp = pmio.readImage(template, variance=templateVariance, mask=templateMask, info=tmpInfo)
     if ignoreOrigins and tmp.getXY0() != sci.getXY0():
         tmp = MaskedImage(tmp.image, tmp.mask, tmp.variance, xy0=sci.getXY0())
     if config is None:
@@ -303,16 +347,36 @@ def subtract(
                 f"config: expected an ImagePsfMatchConfig, got {type(config).__name__}"
             )
         config = typing.cast(ImagePsfMatchConfig, config.copy())
-    config.mode = mode
-    if spatialKernelOrder is not None:
-        config.kernel.active.spatialKernelOrder = int(spatialKernelOrder)
-    if spatialBgOrder is not None:
-        config.kernel.active.spatialBgOrder = int(spatialBgOrder)
+    settings: tuple[tuple[str, Any, Any], ...] = (
+        ("mode", config, mode),
+        ("spatialKernelOrder", config.kernel.active, spatialKernelOrder),
+        ("spatialBgOrder", config.kernel.active, spatialBgOrder),
+    )
+    for name, target, value in settings:
+        if value is None:
+            continue
+        try:
+            setattr(target, name, value if name == "mode" else operator.index(value))
+        except Exception as err:  # pex_config raises FieldValidationError, TypeError, ...
+            raise InvalidInputError(f"{name}: {value!r} is not allowed: {err}") from err
     try:
         config.validate()
     except Exception as err:
         raise InvalidInputError(f"config: {err}") from err
     task = ImagePsfMatchTask(config=config)
+    for which, info in (("science", sciInfo), ("template", tmpInfo)):
+        # The documented fallback for NaN/inf pixels outside the mask: readImage flagged
+        # them NO_DATA; say so loudly and keep the count with the results.
+        nNonFinite = int(info.get("nNonFinite", 0))
+        task.metadata[f"{which}NonFinitePixelsFlagged"] = nNonFinite
+        if nNonFinite:
+            _log.warning(
+                "%s: %d pixel(s) with a NaN or infinite image or variance and no mask bit were "
+                "flagged NO_DATA and take no part in the fit",
+                which,
+                nNonFinite,
+            )
+        task.metadata[f"{which}VarianceEstimated"] = bool(info.get("varianceEstimated", False))
     res = task.subtractMaskedImages(
         tmp,
         sci,

@@ -9,6 +9,7 @@ and records the ``ALBasis*`` metadata.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import MutableMapping, Sequence
 from typing import Any
 
@@ -31,9 +32,92 @@ __all__ = [
 #: FWHM / σ of a Gaussian, 2·sqrt(2·ln 2).
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
-makeAlardLuptonBasisList = _core.makeAlardLuptonBasisList
 renormalizeKernelList = _core.renormalizeKernelList
-makeDeltaFunctionBasisList = _core.makeDeltaFunctionBasisList
+
+#: The most pixels (summed over the kernels) a basis may have: 2**27 doubles are 1 GiB. A
+#: delta-function basis of width w has w**4 pixels (101 x 101 is 0.8 GiB); anything larger is
+#: far beyond a useful matching kernel and would otherwise fail as a bare MemoryError.
+MAX_BASIS_PIXELS = 1 << 27
+
+
+def _checkBasisSize(function: str, nKernels: int, width: int, height: int) -> None:
+    total = nKernels * width * height
+    if total > MAX_BASIS_PIXELS:
+        raise InvalidInputError(
+            f"{function}: {nKernels} kernels of {width} x {height} pixels would need "
+            f"{8 * total / 2**30:.1f} GiB (at most {MAX_BASIS_PIXELS} pixels in all); "
+            "use a smaller kernel"
+        )
+
+
+def makeAlardLuptonBasisList(
+    halfWidth: int, nGauss: int, sigGauss: Sequence[float], degGauss: Sequence[int]
+) -> list[Any]:
+    """The Alard–Lupton basis: Gaussians of widths ``sigGauss`` times polynomials of degrees
+    ``degGauss``, on a (2·halfWidth+1)² grid, renormalised (ALGORITHM.md §2.1).
+
+    Parameters
+    ----------
+    halfWidth : `int`
+        Kernel half-width (>= 1); kernels are ``2·halfWidth + 1`` pixels square.
+    nGauss : `int`
+        Number of Gaussians; ``sigGauss`` and ``degGauss`` have this many entries.
+    sigGauss : sequence of `float`
+        Gaussian widths (pixels, > 0).
+    degGauss : sequence of `int`
+        Polynomial degree (>= 0) for each Gaussian.
+
+    Returns
+    -------
+    basisList : `list` of `FixedKernel`
+
+    Raises
+    ------
+    InvalidInputError
+        For arguments of the wrong type, a half-width below 1, lists whose lengths differ
+        from ``nGauss``, a width that is not positive, a negative degree, or a basis too
+        large to allocate (`MAX_BASIS_PIXELS`).
+    """
+    name = "makeAlardLuptonBasisList"
+    try:
+        halfWidth, nGauss = operator.index(halfWidth), operator.index(nGauss)
+    except TypeError:
+        raise InvalidInputError(
+            f"{name}: halfWidth and nGauss must be integers, got {halfWidth!r}, {nGauss!r}"
+        ) from None
+    try:
+        sigmas = [float(s) for s in sigGauss]
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name}: sigGauss must be numbers, got {sigGauss!r}") from None
+    try:
+        degrees = [operator.index(d) for d in degGauss]
+    except TypeError:
+        raise InvalidInputError(f"{name}: degGauss must be integers, got {degGauss!r}") from None
+    nKernels = sum((d + 1) * (d + 2) // 2 for d in degrees if d >= 0)
+    if halfWidth >= 1 and nKernels > 0:
+        _checkBasisSize(name, nKernels, 2 * halfWidth + 1, 2 * halfWidth + 1)
+    return list(_core.makeAlardLuptonBasisList(halfWidth, nGauss, sigmas, degrees))
+
+
+def makeDeltaFunctionBasisList(width: int, height: int) -> list[Any]:
+    """The delta-function basis: one kernel per pixel of a ``width`` × ``height`` grid.
+
+    Raises
+    ------
+    InvalidInputError
+        For a size that is not a positive odd integer, or a basis too large to allocate
+        (`MAX_BASIS_PIXELS`).
+    """
+    try:
+        w, h = operator.index(width), operator.index(height)
+    except TypeError:
+        raise InvalidInputError(
+            "makeDeltaFunctionBasisList: width and height must be integers, got "
+            f"{width!r}, {height!r}"
+        ) from None
+    if w > 0 and h > 0:
+        _checkBasisSize("makeDeltaFunctionBasisList", w * h, w, h)
+    return list(_core.makeDeltaFunctionBasisList(w, h))
 
 
 def _alardLuptonSigmas(

@@ -73,7 +73,9 @@ def convolve(
     ------
     InvalidInputError
         If the image is smaller than the kernel, the method is unknown, the kernel sum is
-        zero with ``doNormalize``, or ``doNormalize`` is asked of a spatially varying kernel.
+        zero with ``doNormalize``, ``doNormalize`` is asked of a spatially varying kernel,
+        ``nThreads`` is negative, or a pixel whose image or variance is NaN or infinite has
+        no mask bit (one with a bit may make output pixels NaN, which then carry its bits).
     """
     if not isinstance(maskedImage, MaskedImage):
         raise InvalidInputError(
@@ -81,6 +83,11 @@ def convolve(
         )
     if method not in _METHODS:
         raise InvalidInputError(f"method: expected one of {sorted(_METHODS)}, got {method!r}")
+    if isinstance(nThreads, bool) or not isinstance(nThreads, int | np.integer) or nThreads < 0:
+        raise InvalidInputError(f"nThreads: expected an integer >= 0, got {nThreads!r}")
+    # A NaN or infinite pixel without a mask bit would spread over a kernel's area of the
+    # output with nothing to say so; one with a bit spreads only where that bit goes too.
+    _checkFinite(maskedImage, "maskedImage", -1)
     control = _core.ConvolutionControl()
     control.doNormalize = bool(doNormalize)
     control.doCopyEdge = bool(doCopyEdge)

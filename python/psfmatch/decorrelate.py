@@ -88,6 +88,14 @@ class DecorrelateALKernelConfig(pexConfig.Config):
         doc="Mask planes whose pixels are left out of the clipped mean variances svar and tvar. "
         "Unknown plane names are ignored.",
     )
+    fillMaskPlanes: pexConfig.ListField[str] = pexConfig.ListField(
+        dtype=str,
+        default=["NO_DATA", "EDGE", "SAT", "BAD", "CR"],
+        doc="Pixels of the difference image (and, with completeVarPlanePropagation, of each "
+        "variance plane) with these planes are mean-filled before the filter and keep their "
+        "unfiltered values: the filter reaches across the whole image, and the values of "
+        "masked pixels must not reach any other pixel. Unknown plane names are ignored.",
+    )
     completeVarPlanePropagation: pexConfig.Field[bool] = pexConfig.Field(
         dtype=bool,
         default=False,
@@ -119,11 +127,15 @@ def _cropCentred(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.roll(array, (ny // 2, nx // 2), axis=(0, 1))[:ny, :nx]
 
 
-def _fillNonFinite(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``array`` as float64 with non-finite values replaced by the mean of the finite ones,
-    and the boolean map of those values."""
+def _fillNonFinite(
+    array: np.ndarray, flagged: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``array`` as float64 with non-finite values (and the ``flagged`` ones) replaced by the
+    mean of the others, and the boolean map of the replaced values."""
     data = np.asarray(array, dtype=np.float64)
     bad = ~np.isfinite(data)
+    if flagged is not None:
+        bad |= flagged
     if bad.any():
         fill = float(data[~bad].mean()) if (~bad).any() else 0.0
         data = np.where(bad, fill, data)
@@ -131,11 +143,15 @@ def _fillNonFinite(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _filterImage(
-    array: np.ndarray, transfer: np.ndarray, fftShape: tuple[int, int]
+    array: np.ndarray,
+    transfer: np.ndarray,
+    fftShape: tuple[int, int],
+    flagged: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Multiply the FFT of ``array`` (non-finite pixels mean-filled) by ``transfer`` (an rfft2
-    half grid of ``fftShape``) and transform back: the filtered array, and the non-finite map."""
-    data, bad = _fillNonFinite(array)
+    """Multiply the FFT of ``array`` (non-finite and ``flagged`` pixels mean-filled, so that
+    their values reach no other pixel) by ``transfer`` (an rfft2 half grid of ``fftShape``)
+    and transform back: the filtered array, and the map of the filled pixels."""
+    data, bad = _fillNonFinite(array, flagged)
     spectrum = np.fft.rfft2(_padCentred(data, fftShape)) * transfer
     out = _cropCentred(np.fft.irfft2(spectrum, s=fftShape), data.shape)
     return out, bad
@@ -351,12 +367,14 @@ class DecorrelateALKernelTask(Task):
         cUnconv = np.fft.irfft2(filterUnconv, s=fftShape)
         cConv = np.fft.irfft2(filterConv, s=fftShape)
 
-        image, badImage = _filterImage(subtractedMaskedImage.image, corr, fftShape)
+        fillBits = Mask.getPlaneBitMask(list(self.config.fillMaskPlanes), skipUnknown=True)
+        flagged = (subtractedMaskedImage.mask & fillBits) != 0
+        image, badImage = _filterImage(subtractedMaskedImage.image, corr, fftShape, flagged)
         if self.config.completeVarPlanePropagation:
             variance = np.zeros(image.shape)
             for plane, c in ((varUnconv, cUnconv), (varConv, cConv)):
-                filtered, badPlane = _filterImage(plane, np.fft.rfft2(c * c), fftShape)
-                variance += np.where(badPlane, np.inf, filtered)
+                filtered, _ = _filterImage(plane, np.fft.rfft2(c * c), fftShape, flagged)
+                variance += np.where(~np.isfinite(plane), np.inf, filtered)
         else:
             wUnconv = float(np.sum(cUnconv * cUnconv))
             wConv = float(np.sum(cConv * cConv))

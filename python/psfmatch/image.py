@@ -246,13 +246,18 @@ def _asPixelArray(array: Any, name: str) -> np.ndarray:
 
     float32 stays float32; other real dtypes become float64. Never modifies ``array``.
     """
-    a = np.asanyarray(array)
+    try:
+        a = np.asanyarray(array)
+    except (TypeError, ValueError) as err:  # ragged nested sequences, ...
+        raise InvalidInputError(f"{name}: cannot make a 2-D array of it: {err}") from err
     if isinstance(a, np.ma.MaskedArray):
         raise InvalidInputError(f"{name}: pass a masked array's data and mask separately")
     if a.ndim != 2:
         raise InvalidInputError(f"{name}: expected a 2-D array, got {a.ndim} dimensions {a.shape}")
-    if a.dtype.kind not in "fiub":
+    if a.dtype.kind not in "fiu":
         raise InvalidInputError(f"{name}: expected a real numeric array, got dtype {a.dtype}")
+    if a.size == 0:
+        raise InvalidInputError(f"{name}: the array is empty (shape {a.shape})")
     dtype = np.float32 if (a.dtype.kind == "f" and a.dtype.itemsize == 4) else np.float64
     return np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("="))
 
@@ -295,6 +300,16 @@ class MaskedImage:
                 raise InvalidInputError(f"mask: shape {m.shape} differs from the image's {shape}")
             if m.dtype.kind not in "iub":
                 raise InvalidInputError(f"mask: expected an integer array, got dtype {m.dtype}")
+            if m.dtype.kind != "b" and m.dtype.itemsize > 4:
+                # int32 bit patterns and their uint32 form fit; anything wider would be
+                # truncated silently by the cast.
+                low, high = int(m.min()), int(m.max())
+                if low < -(1 << 31) or high >= (1 << 32):
+                    raise InvalidInputError(
+                        f"mask: values must fit in 32 bits, got the range [{low}, {high}]"
+                    )
+                if high >= (1 << 31):
+                    m = (m.astype(np.int64) & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
             self.mask = np.ascontiguousarray(m, dtype=np.int32)
         if variance is None:
             self.variance = np.zeros(shape, dtype=self.image.dtype)

@@ -224,9 +224,21 @@ def _varianceScaleFactor(mi: MaskedImage, badBits: int) -> float:
 def _asCandidatePositions(candidateList: Any) -> tuple[np.ndarray, np.ndarray]:
     """x, y arrays from a table with ``x``/``y`` columns or a sequence of (x, y) pairs."""
     if hasattr(candidateList, "colnames") or isinstance(candidateList, dict):
-        x, y = candidateList["x"], candidateList["y"]
+        try:
+            x, y = candidateList["x"], candidateList["y"]
+        except KeyError as err:
+            raise InvalidInputError(
+                f"candidateList: a table of positions needs x and y columns; missing {err}"
+            ) from None
     else:
-        arr = np.asarray(candidateList, dtype=float)
+        try:
+            arr = np.asarray(candidateList, dtype=float)
+        except (TypeError, ValueError) as err:
+            raise InvalidInputError(
+                f"candidateList: expected (x, y) pairs or a table with x and y columns: {err}"
+            ) from err
+        if arr.size == 0:
+            arr = arr.reshape(0, 2)
         if arr.ndim != 2 or arr.shape[1] != 2:
             raise InvalidInputError(
                 f"candidateList: expected (x, y) pairs or a table with x and y columns, got an "
@@ -414,7 +426,10 @@ class ImagePsfMatchTask(PsfMatchTask):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.config.validate()
+        try:
+            self.config.validate()
+        except (pexConfig.FieldValidationError, ValueError, TypeError) as err:
+            raise InvalidInputError(f"config: {err}") from err
         self.makeSubtask("decorrelate")
 
     # -- inputs ---------------------------------------------------------------------------
@@ -472,6 +487,36 @@ class ImagePsfMatchTask(PsfMatchTask):
         covered = ((copies[0].mask & noData) == 0) & ((copies[1].mask & noData) == 0)
         self.metadata["templateCoveragePercent"] = 100.0 * float(covered.mean())
         return copies[0], copies[1]
+
+    def _checkStampFits(self, mi: MaskedImage, kernelSize: int, what: str) -> None:
+        """Raise `InvalidInputError` unless a candidate stamp (2·kernelSize+1 pixels wide, so
+        that the kernel's reach lies inside it) fits in the image."""
+        stamp = 2 * int(kernelSize) + 1
+        width, height = mi.getDimensions()
+        if width < stamp or height < stamp:
+            raise InvalidInputError(
+                f"the {width} x {height} image is too small for the {what} of "
+                f"{kernelSize} x {kernelSize} pixels: a kernel source's stamp is "
+                f"{stamp} x {stamp}; lower kernelSize (kernelSizeMin, kernelSizeMax) or use a "
+                "larger image"
+            )
+
+    def _checkPositiveVariance(self, mi: MaskedImage, name: str, original: MaskedImage) -> None:
+        """Raise `InvalidInputError` if the variance of ``mi`` (a working copy of ``original``)
+        is 0 at a usable pixel: the image that is not convolved weights the fit and the
+        difference; a zero there makes every candidate's χ² infinite."""
+        badBits = self._badBits()
+        finite = np.isfinite(original.image) & np.isfinite(original.variance)
+        zero = (mi.variance <= 0) & ((mi.mask & badBits) == 0) & finite
+        if zero.any():
+            y, x = np.argwhere(zero)[0]
+            x0, y0 = mi.getXY0()
+            raise InvalidInputError(
+                f"{name}: the variance is 0 at {int(zero.sum())} unmasked pixel(s), the first "
+                f"at (x, y) = ({x + x0}, {y + y0}); the image that is not convolved needs a "
+                "positive variance wherever it is not masked (give its variance, or mask "
+                "those pixels)"
+            )
 
     def _scaleVariance(self, mi: MaskedImage, which: str) -> None:
         key = f"scale{which}VarianceFactor"
@@ -536,6 +581,10 @@ class ImagePsfMatchTask(PsfMatchTask):
         inside the image and, given the two ``images``, carry no bad mask bit in either (the
         cuts sep's detections get), or an `InsufficientKernelSourcesError`."""
         x, y = _asCandidatePositions(candidateList)
+        if len(x) == 0:
+            raise InsufficientKernelSourcesError(
+                0, self.config.selection.minKernelSources, "candidateList is empty"
+            )
         outside = ~(
             (x >= bbox.getMinX() - 0.5)
             & (x < bbox.getMaxX() + 0.5)
@@ -624,6 +673,13 @@ class ImagePsfMatchTask(PsfMatchTask):
         """Everything up to and including the kernel fit; returns the pieces as a Struct."""
         with self.timer("prepare"):
             template, science = self._prepareInputs(templateMaskedImage, scienceMaskedImage)
+            kConfig = self.kConfig
+            scaled = kConfig.kernelBasisSet == "alard-lupton" and kConfig.scaleByFwhm
+            self._checkStampFits(
+                science,
+                int(kConfig.kernelSizeMin if scaled else kConfig.kernelSize),
+                "smallest kernel the config allows" if scaled else "kernel",
+            )
             if self.config.doScaleVariance:
                 self._scaleVariance(template, "Template")
                 self._scaleVariance(science, "Science")
@@ -702,6 +758,10 @@ class ImagePsfMatchTask(PsfMatchTask):
                 (bbox.getMinX() + hx, bbox.getMinY() + hy),
                 (bbox.getWidth() - 2 * hx, bbox.getHeight() - 2 * hy),
             )
+        if mode == "convolveScience":
+            self._checkPositiveVariance(template, "templateMaskedImage", templateMaskedImage)
+        else:
+            self._checkPositiveVariance(science, "scienceMaskedImage", scienceMaskedImage)
         self.metadata["convolvedExposure"] = _CONVOLVED_NAMES[mode]
         self.log.info(
             "Template FWHM %.2f px, science FWHM %.2f px: convolving the %s",
@@ -718,6 +778,7 @@ class ImagePsfMatchTask(PsfMatchTask):
             self.kConfig, targetFwhm, referenceFwhm, metadata=self.metadata
         )
         kernelSize = basisList[0].getWidth()
+        self._checkStampFits(science, kernelSize, "kernel")
         with self.timer("selectSources"):
             if candidateList is None:
                 # In score mode the stamps are cut from the preconvolved science image, whose

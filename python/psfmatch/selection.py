@@ -142,6 +142,9 @@ def detectSources(mi: MaskedImage, threshold: float, badBits: int) -> np.ndarray
     sub = data - background.back()
     err = _noise(mi, background, usable)
     objects = sep.extract(sub, threshold, err=err, mask=masked, minarea=5)
+    # Absurd but finite pixel values (~1e38) overflow sep's moments: such a detection has no
+    # position and cannot be a kernel source.
+    objects = objects[np.isfinite(objects["x"]) & np.isfinite(objects["y"])]
     if len(objects) == 0:
         return objects
     radius = 3.0 * np.maximum(objects["a"], 1.0)
