@@ -40,6 +40,7 @@ from __future__ import annotations
 
 __all__ = ["DefaultInfo", "Info", "getInfo", "showDebug"]
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -89,13 +90,16 @@ DefaultInfo = Info
 _state = threading.local()
 
 showDebug: Callable[..., None] | None = None
-"""What a task calls when its ``display`` switch is on, or `None`.
+"""What a task calls when its ``display`` switch is on, or `None` for `psfmatch.plot.showDebug`.
 
 ``showDebug(task, requests=Struct(...), **data)`` receives the task, a `psfmatch.task.Struct`
 of the switches asked for (``displayCandidates``, ``displayKernelBasis``, ...,
-``maskTransparency``) and the data to show (for `PsfMatchTask`: ``kernelCellSet``,
-``basisList``, ``spatialKernel``, ``spatialBackground``). Install a function here to draw them
-your way; while it is `None`, a task with ``display`` on logs what was asked for.
+``maskTransparency``, ``plotDir``) and the data to show (for `PsfMatchTask`:
+``kernelCellSet``, ``basisList``, ``spatialKernel``, ``spatialBackground``; for
+`ImagePsfMatchTask`'s ``displayDiffIm``: ``difference`` and ``kernelCellSet``). Install a
+function here to draw them your way; while it is `None`, `psfmatch.plot.showDebug` draws the
+matplotlib figures (shown on a display, else saved as PNG files in ``plotDir``), or, without
+matplotlib, the task logs a warning saying what to install.
 """
 
 
@@ -122,3 +126,18 @@ def getInfo(name: str) -> Any:
         return Info(name)
     finally:
         _state.inside = False
+
+
+def _show(task: Any, requests: Any, **data: Any) -> None:
+    """Call `showDebug` (or `psfmatch.plot.showDebug`) for ``task``; a missing matplotlib is
+    a logged warning, not an error, so that a debugging switch never stops a run."""
+    from .errors import MissingDependencyError
+
+    hook = showDebug
+    if hook is None:
+        from .plot import showDebug as hook
+    log = getattr(task, "log", logging.getLogger("psfmatch.debug"))
+    try:
+        hook(task, requests=requests, **data)
+    except MissingDependencyError as err:
+        log.warning("Debug display requested (%s) but not drawn: %s", requests, err)
