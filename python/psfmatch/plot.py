@@ -160,9 +160,7 @@ def _grey(bad: str = "#243447") -> Any:
     """The grey colour map, with undefined (NaN) pixels in a dark slate."""
     import matplotlib
 
-    cmap = matplotlib.colormaps["gray"].copy()
-    cmap.set_bad(bad)
-    return cmap
+    return matplotlib.colormaps["gray"].with_extremes(bad=bad)
 
 
 def _maxTicks(n: int, integer: bool = False) -> Any:
