@@ -341,7 +341,9 @@ class _ReportParser(html.parser.HTMLParser):
 
 def test_report(run: Any, tmp_path: Path) -> None:
     directory = tmp_path / "plots"
-    report = pmplot.writeReport(run, directory, info={"science": "s.fits <a>"})
+    report = pmplot.writeReport(
+        run, directory, info={"science": "s.fits <a>"}, maxCandidates=4, dpi=60
+    )
     assert report == directory / "report.html"
     parser = _ReportParser()
     parser.feed(report.read_text(encoding="utf-8"))
@@ -357,7 +359,9 @@ def test_report(run: Any, tmp_path: Path) -> None:
 
     with pytest.raises(psfmatch.OutputExistsError, match="report.html|png"):
         pmplot.writeReport(run, directory)
-    pmplot.writeReport(run, directory, overwrite=True)
+    # With overwrite the existing files are no obstacle (the check runs before any drawing).
+    names = [f"{name}.png" for name in pmplot.FIGURES] + ["report.html"]
+    assert pmplot._prepareDirectory(directory, names, overwrite=True) == directory
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(psfmatch.PsfMatchIOError, match="not a directory"):
@@ -394,9 +398,20 @@ def test_debug_switches_write_figures(
     assert written == sorted([f"imagePsfMatch-{name}-0.png" for name in pmplot.FIGURES])
     for name in written:
         _assertNotBlank(tmp_path / name)
-    # A second run numbers its files on.
+
+    # A second run numbers its files on; only the switches that are on draw.
+    def basisOnly(name: str) -> Any:
+        info = psfmatch.debug.getInfo(name)
+        info.display = True
+        info.displayKernelBasis = True
+        info.plotDir = str(tmp_path)
+        return info
+
+    monkeypatch.setattr(psfmatch.debug, "Info", basisOnly)
     psfmatch.subtract(sim.science, sim.template, config=_config())
-    assert (tmp_path / "imagePsfMatch-difference-1.png").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [*written, "imagePsfMatch-kernel_basis-1.png"]
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -495,4 +510,3 @@ def test_cli_plots_writes_the_report(sim: Any, tmp_path: Path, capsys: Any) -> N
     assert main(argv + ["-q"]) == 1
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert not (tmp_path / "d.fits").exists()
-    assert main(argv + ["-q", "--overwrite"]) == 0

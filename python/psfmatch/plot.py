@@ -963,10 +963,17 @@ _TAKES_SHOW_BAD = {"candidates", "kernel_spatial_model", "kernel_coefficients", 
 
 
 def _draw(
-    name: str, result: Any, showBadCandidates: bool, maskTransparency: float, fig: Any = None
+    name: str,
+    result: Any,
+    showBadCandidates: bool,
+    maskTransparency: float,
+    fig: Any = None,
+    maxCandidates: int = 12,
 ) -> Any:
     function = FIGURES[name][0]
     kwargs: dict[str, Any] = {"fig": fig}
+    if name == "candidates":
+        kwargs["maxCandidates"] = maxCandidates
     if name in _TAKES_SHOW_BAD:
         kwargs["showBadCandidates"] = showBadCandidates
     if name == "difference":
@@ -1008,6 +1015,7 @@ def writeFigures(
     *,
     showBadCandidates: bool = True,
     maskTransparency: float = 80,
+    maxCandidates: int = 12,
     dpi: int = 100,
     overwrite: bool = False,
 ) -> dict[str, Path]:
@@ -1019,7 +1027,7 @@ def writeFigures(
         The run.
     directory : path
         Created if missing.
-    showBadCandidates, maskTransparency : optional
+    showBadCandidates, maskTransparency, maxCandidates : optional
         As for the figures.
     dpi : `int`, optional
         Resolution of the PNG files.
@@ -1034,15 +1042,20 @@ def writeFigures(
     """
     _matplotlib()
     path = _prepareDirectory(directory, [f"{n}.png" for n in FIGURES], overwrite)
-    return _saveAll(result, path, showBadCandidates, maskTransparency, dpi)
+    return _saveAll(result, path, showBadCandidates, maskTransparency, dpi, maxCandidates)
 
 
 def _saveAll(
-    result: Any, path: Path, showBadCandidates: bool, maskTransparency: float, dpi: int
+    result: Any,
+    path: Path,
+    showBadCandidates: bool,
+    maskTransparency: float,
+    dpi: int,
+    maxCandidates: int,
 ) -> dict[str, Path]:
     paths: dict[str, Path] = {}
     for name in FIGURES:
-        fig = _draw(name, result, showBadCandidates, maskTransparency)
+        fig = _draw(name, result, showBadCandidates, maskTransparency, maxCandidates=maxCandidates)
         target = path / f"{name}.png"
         fig.savefig(target, dpi=dpi)
         paths[name] = target
@@ -1112,6 +1125,7 @@ def writeReport(
     *,
     showBadCandidates: bool = True,
     maskTransparency: float = 80,
+    maxCandidates: int = 12,
     dpi: int = 100,
     overwrite: bool = False,
     title: str = "psfmatch subtraction report",
@@ -1126,7 +1140,7 @@ def writeReport(
         The run.
     directory : path
         Created if missing; gets ``report.html`` and the ``<name>.png`` of each figure.
-    showBadCandidates, maskTransparency, dpi, overwrite : optional
+    showBadCandidates, maskTransparency, maxCandidates, dpi, overwrite : optional
         As for `writeFigures`; ``overwrite`` covers ``report.html`` too.
     title : `str`, optional
         The page's title.
@@ -1148,7 +1162,7 @@ def writeReport(
     _matplotlib()
     names = [f"{n}.png" for n in FIGURES] + ["report.html"]
     path = _prepareDirectory(directory, names, overwrite)
-    figures = _saveAll(result, path, showBadCandidates, maskTransparency, dpi)
+    figures = _saveAll(result, path, showBadCandidates, maskTransparency, dpi, maxCandidates)
     esc = html.escape
     parts = [
         "<!DOCTYPE html>",
