@@ -28,12 +28,22 @@ default `Info` object, so it can start from that. For example, with the switches
             di.plotKernelSpatialModel = False # show coefficients of spatial model
             di.plotKernelCoefficients = True  # show fixed and spatial coefficients
             di.showBadCandidates = True       # show the bad candidates (red) and good (green)
+            di.plotDir = "debug-figures"      # psfmatch: where figures go without a display
+        if name == "psfmatch.image_psf_match":
+            di.display = True
+            di.displayDiffIm = True           # the difference image with its mask
+            di.maskTransparency = 80
         return di
 
     psfmatch.debug.Info = DebugInfo
 
 Put this in a file imported before the tasks run (e.g. a ``debug.py`` imported by your
 script). Restore the defaults with ``psfmatch.debug.Info = psfmatch.debug.DefaultInfo``.
+
+Each figure switch draws the `psfmatch.plot` figure of that name (matplotlib, the ``plot``
+extra): in a window when there is a display, else saved as ``<plotDir>/<task>-<figure>-<n>.png``
+(``plotDir`` defaults to ``./psfmatch-debug``). Without matplotlib a switch logs a warning
+saying what to install and the run goes on.
 """
 
 from __future__ import annotations
@@ -133,9 +143,13 @@ def _show(task: Any, requests: Any, **data: Any) -> None:
     a logged warning, not an error, so that a debugging switch never stops a run."""
     from .errors import MissingDependencyError
 
-    hook = showDebug
-    if hook is None:
-        from .plot import showDebug as hook
+    hook: Callable[..., Any]
+    if showDebug is not None:
+        hook = showDebug
+    else:
+        from . import plot
+
+        hook = plot.showDebug
     log = getattr(task, "log", logging.getLogger("psfmatch.debug"))
     try:
         hook(task, requests=requests, **data)

@@ -290,7 +290,7 @@ def _candidateFits(source: Any, showBadCandidates: bool) -> dict[str, np.ndarray
     y = np.array([r[1] for r in rows], dtype=np.float64)
     good = np.array([r[2] for r in rows], dtype=bool)
     coeffs = np.array([r[3] for r in rows], dtype=np.float64).reshape(len(rows), nBasis)
-    bg = np.array([r[4] for r in rows], dtype=np.float64)
+    backgrounds = np.array([r[4] for r in rows], dtype=np.float64)
     model = np.array(
         [
             np.asarray(kernel.getKernelParameters(float(a), float(b)))
@@ -304,7 +304,7 @@ def _candidateFits(source: Any, showBadCandidates: bool) -> dict[str, np.ndarray
         "y": y,
         "good": good,
         "coeffs": coeffs,
-        "bg": bg,
+        "bg": backgrounds,
         "model": model,
         "modelBg": modelBg,
     }
