@@ -1096,11 +1096,16 @@ def _metadataItems(metadata: Any) -> list[tuple[str, Any]]:
 
 
 def _table(
-    headers: list[str], rows: list[list[str]], cls: str, rowClasses: list[str] | None = None
+    headers: list[str] | None,
+    rows: list[list[str]],
+    cls: str,
+    rowClasses: list[str] | None = None,
 ) -> str:
-    out = [f'<table class="{cls}">', "<thead><tr>"]
-    out += [f"<th>{html.escape(h)}</th>" for h in headers]
-    out.append("</tr></thead><tbody>")
+    out = [f'<table class="{cls}">']
+    if headers:
+        out.append("<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers))
+        out.append("</tr></thead>")
+    out.append("<tbody>")
     for i, row in enumerate(rows):
         rc = f' class="{rowClasses[i]}"' if rowClasses else ""
         out.append(f"<tr{rc}>" + "".join(row) + "</tr>")
@@ -1174,9 +1179,7 @@ def writeReport(
         rows = [
             [f"<th>{esc(str(k))}</th>", f"<td>{esc(_formatValue(v))}</td>"] for k, v in info.items()
         ]
-        parts.append(
-            _table(["", ""], rows, "info").replace("<thead><tr><th></th><th></th></tr></thead>", "")
-        )
+        parts.append(_table(None, rows, "info"))
 
     summary: list[tuple[str, Any]] = []
     metadata = getattr(result, "metadata", None) or {}
