@@ -12,6 +12,7 @@ PNG for not being blank.
 from __future__ import annotations
 
 import html.parser
+import importlib.util
 import math
 import os
 import subprocess
@@ -29,7 +30,9 @@ from psfmatch import ImagePsfMatchConfig, Mask, MissingDependencyError
 from psfmatch.cli import main
 from psfmatch.simulate import simulatePair
 
-pytest.importorskip("matplotlib")
+needsMatplotlib = pytest.mark.skipif(
+    importlib.util.find_spec("matplotlib") is None, reason="needs matplotlib (psfmatch[plot])"
+)
 
 SHAPE = (256, 256)
 DEGREES = [2, 1, 0]  # Alard-Lupton degrees: 6 + 3 + 1 = 10 basis kernels, a fast small figure
@@ -103,6 +106,7 @@ def _panelData(ax: Any) -> np.ndarray:
 # the figures
 
 
+@needsMatplotlib
 def test_candidates_figure(run: Any, tmp_path: Path) -> None:
     from matplotlib.colors import to_rgba
 
@@ -146,6 +150,7 @@ def test_candidates_figure(run: Any, tmp_path: Path) -> None:
     assert "rejected" not in fig._suptitle.get_text()
 
 
+@needsMatplotlib
 def test_kernel_basis_figure(run: Any, tmp_path: Path) -> None:
     fig = pmplot.plotKernelBasis(run)
     axes = _imageAxes(fig)
@@ -161,6 +166,7 @@ def test_kernel_basis_figure(run: Any, tmp_path: Path) -> None:
     assert len(_imageAxes(pmplot.plotKernelBasis(run.kernel.getBasisList()))) == len(axes)
 
 
+@needsMatplotlib
 def test_kernel_mosaic_figure(run: Any, tmp_path: Path) -> None:
     fig = pmplot.plotKernelMosaic(run, nx=3, ny=3)
     axes = _imageAxes(fig)
@@ -177,6 +183,7 @@ def test_kernel_mosaic_figure(run: Any, tmp_path: Path) -> None:
     _assertNotBlank(path)
 
 
+@needsMatplotlib
 def test_kernel_spatial_model_figure(run: Any, tmp_path: Path) -> None:
     nBasis = _nBasis(DEGREES)
     fig = pmplot.plotKernelSpatialModel(run, nGrid=16)
@@ -210,6 +217,7 @@ def test_kernel_spatial_model_figure(run: Any, tmp_path: Path) -> None:
     _assertNotBlank(path)
 
 
+@needsMatplotlib
 def test_kernel_coefficients_figure(run: Any, tmp_path: Path) -> None:
     nBasis = _nBasis(DEGREES)
     nGood, nBad = _statuses(run)
@@ -232,6 +240,7 @@ def test_kernel_coefficients_figure(run: Any, tmp_path: Path) -> None:
     _assertNotBlank(path)
 
 
+@needsMatplotlib
 def test_difference_figure(run: Any, tmp_path: Path) -> None:
     from matplotlib.colors import to_rgba
 
@@ -263,6 +272,7 @@ def test_difference_figure(run: Any, tmp_path: Path) -> None:
     assert len(_imageAxes(fig)[0].get_images()) == 1
 
 
+@needsMatplotlib
 def test_large_difference_is_binned(run: Any) -> None:
     fig = pmplot.plotDifference(run, maxPixels=100)
     shown = _imageAxes(fig)[0].get_images()[0].get_array()
@@ -282,11 +292,13 @@ def test_large_difference_is_binned(run: Any) -> None:
         (pmplot.plotDifference, {"maskTransparency": 101}, "maskTransparency"),
     ],
 )
+@needsMatplotlib
 def test_bad_arguments(run: Any, function: Any, kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(psfmatch.InvalidInputError, match=message):
         function(run, **kwargs)
 
 
+@needsMatplotlib
 def test_result_without_candidates_is_named() -> None:
     class Partial:
         kernel = None
@@ -339,6 +351,7 @@ class _ReportParser(html.parser.HTMLParser):
             self._text.append(data)
 
 
+@needsMatplotlib
 def test_report(run: Any, tmp_path: Path) -> None:
     directory = tmp_path / "plots"
     report = pmplot.writeReport(
@@ -372,6 +385,7 @@ def test_report(run: Any, tmp_path: Path) -> None:
 # the debugging switches
 
 
+@needsMatplotlib
 def test_debug_switches_write_figures(
     sim: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -488,6 +502,7 @@ def test_core_imports_and_runs_without_matplotlib(tmp_path: Path) -> None:
 # the command line
 
 
+@needsMatplotlib
 def test_cli_plots_writes_the_report(sim: Any, tmp_path: Path, capsys: Any) -> None:
     science, template = tmp_path / "s.fits", tmp_path / "t.fits"
     psfmatch.io.writeMaskedImage(science, sim.science)

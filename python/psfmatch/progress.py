@@ -110,7 +110,7 @@ class _NullBar:
         pass
 
 
-class progressBar:  # noqa: N801 - used like a function, as tqdm is
+class progressBar:  # lower case: used like a function, as tqdm is
     """A progress bar over ``total`` steps; use it as a context manager.
 
     Parameters
