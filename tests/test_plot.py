@@ -402,6 +402,7 @@ def test_debug_switches_write_figures(
             info.showBadCandidates = True
             info.displayDiffIm = True
             info.plotDir = str(tmp_path)
+            info.maxCandidates = 3  # a small candidates figure: this test is about the files
         return info
 
     monkeypatch.setattr(psfmatch.debug, "Info", debugInfo)
@@ -412,6 +413,10 @@ def test_debug_switches_write_figures(
     assert written == sorted([f"imagePsfMatch-{name}-0.png" for name in pmplot.FIGURES])
     for name in written:
         _assertNotBlank(tmp_path / name)
+    from matplotlib.image import imread
+
+    # maxCandidates = 3: three rows of 2 inches and the title's 0.6 inch, at 100 dpi.
+    assert imread(tmp_path / "imagePsfMatch-candidates-0.png").shape[0] == 660
 
     # A second run numbers its files on; only the switches that are on draw.
     def basisOnly(name: str) -> Any:

@@ -1293,8 +1293,8 @@ def showDebug(task: Any, *, requests: Any, **data: Any) -> list[Path]:
     requests : `Struct`
         The switches: any of ``displayCandidates``, ``displayKernelBasis``,
         ``displayKernelMosaic``, ``plotKernelSpatialModel``, ``plotKernelCoefficients``,
-        ``displayDiffIm`` (true to draw), ``showBadCandidates``, ``maskTransparency`` and
-        ``plotDir``.
+        ``displayDiffIm`` (true to draw), ``showBadCandidates``, ``maskTransparency``,
+        ``plotDir`` and ``maxCandidates``.
     **data
         ``kernelCellSet``, ``spatialKernel``, ``spatialBackground``, ``basisList``,
         ``difference``: what the task has at hand.
@@ -1317,6 +1317,7 @@ def showDebug(task: Any, *, requests: Any, **data: Any) -> list[Path]:
     if not wanted:
         return []
     showBad = bool(getattr(requests, "showBadCandidates", False))
+    maxCandidates = int(getattr(requests, "maxCandidates", 12) or 12)
     transparency = float(getattr(requests, "maskTransparency", 0) or 0)
     display = _haveDisplay()
     directory = Path(getattr(requests, "plotDir", None) or "psfmatch-debug")
@@ -1327,12 +1328,14 @@ def showDebug(task: Any, *, requests: Any, **data: Any) -> list[Path]:
         if display:
             import matplotlib.pyplot as plt
 
-            fig = _draw(name, source, showBad, transparency, fig=plt.figure())
+            fig = _draw(
+                name, source, showBad, transparency, fig=plt.figure(), maxCandidates=maxCandidates
+            )
             fig.canvas.manager.set_window_title(f"psfmatch {taskName}: {name}")
             plt.show(block=False)
             plt.pause(0.001)
             continue
-        fig = _draw(name, source, showBad, transparency)
+        fig = _draw(name, source, showBad, transparency, maxCandidates=maxCandidates)
         directory.mkdir(parents=True, exist_ok=True)
         n = 0
         while (target := directory / f"{taskName}-{name}-{n}.png").exists():

@@ -35,7 +35,8 @@ Metadata
 Debugging switches (`psfmatch.debug`, module name ``"psfmatch.psf_match"``): ``display``,
 ``maskTransparency``, ``displayCandidates``, ``displayKernelBasis``, ``displayKernelMosaic``,
 ``plotKernelSpatialModel``, ``plotKernelCoefficients``, ``showBadCandidates``, and psfmatch's
-own ``plotDir`` (where figures are saved when there is no display). With ``display`` on, each
+own ``plotDir`` (where figures are saved when there is no display) and ``maxCandidates`` (rows
+of the candidates figure, 12 by default). With ``display`` on, each
 figure switch draws the `psfmatch.plot` figure of that name once the spatial fit is done.
 """
 
@@ -623,6 +624,7 @@ class PsfMatchTask(Task, abc.ABC):
             showBadCandidates=bool(lsstDebug.showBadCandidates),
             maskTransparency=lsstDebug.maskTransparency or 0,
             plotDir=lsstDebug.plotDir or None,
+            maxCandidates=int(lsstDebug.maxCandidates or 12),
         )
         psfmatchDebug._show(
             self,
