@@ -18,7 +18,7 @@ except ImportError as err:  # pragma: no cover - only on a broken install
         f"from the source tree without building does not work. Original error: {err}"
     ) from err
 
-from . import io, simulate
+from . import io, plot, progress, simulate
 from ._core import (
     Box2I,
     ConditionNumberType,
@@ -47,6 +47,7 @@ from .errors import (
     InputFileNotFoundError,
     InsufficientKernelSourcesError,
     InvalidInputError,
+    MissingDependencyError,
     NoKernelCandidatesError,
     OutputExistsError,
     PsfComputeShapeError,
@@ -109,6 +110,7 @@ __all__ = [
     "LinearCombinationKernel",
     "Mask",
     "MaskedImage",
+    "MissingDependencyError",
     "ModelPsfMatchConfig",
     "ModelPsfMatchTask",
     "NoKernelCandidatesError",
@@ -151,6 +153,8 @@ __all__ = [
     "makeKernelControl",
     "makeRegularizationMatrix",
     "makeSnapConfig",
+    "plot",
+    "progress",
     "renormalizeKernelList",
     "simulate",
     "subtract",

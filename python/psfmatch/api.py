@@ -75,6 +75,9 @@ class SubtractionResult:
         The difference before decorrelation (the same object as ``difference`` without it).
     differencePsf : `numpy.ndarray` or None
         Unit-sum image of the PSF of ``difference`` (after decorrelation, if any).
+    kernelCellSet : `SpatialCellSet` or None
+        The kernel candidates with their stamps and own fits (the figures of `psfmatch.plot`
+        draw them).
     diaSources : `astropy.table.Table` or None
         Sources detected in the difference, positive and negative, with ``x``, ``y``,
         ``flux``, ``fluxErr``, ``snr``, ``isNegative``, ``refAssociated`` (at a template
@@ -93,6 +96,7 @@ class SubtractionResult:
     rawDifference: MaskedImage | None = field(default=None, repr=False)
     differencePsf: np.ndarray | None = field(default=None, repr=False)
     diaSources: Table | None = None
+    kernelCellSet: Any = field(default=None, repr=False)
 
     @property
     def image(self) -> np.ndarray:
@@ -398,4 +402,5 @@ def subtract(
         rawDifference=res.subtractedMaskedImageRaw,
         differencePsf=res.differencePsf,
         diaSources=res.diaSources,
+        kernelCellSet=res.kernelCellSet,
     )

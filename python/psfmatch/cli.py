@@ -34,6 +34,7 @@ import difflib
 import logging
 import math
 import os
+import shlex
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -106,32 +107,78 @@ class _Formatter(logging.Formatter):
         return f"psfmatch: {record.levelname.lower()}: {message}"
 
 
+#: Trace levels of `lsst.utils.logging.trace_set_at`: loggers TRACE0.<name> to TRACE5.<name>.
+_TRACE_LEVELS = range(0, 6)
+
+
+def _parseTrace(text: str) -> tuple[str, int]:
+    """``--trace [LOGGER=]N``: a psfmatch logger (``psfmatch`` by default) and a trace level."""
+    name, sep, number = text.rpartition("=")
+    name = name.strip() if sep else "psfmatch"
+    try:
+        level = int(number)
+    except ValueError:
+        raise _UsageError(
+            f"--trace {text!r}: expected [LOGGER=]N with N an integer from 0 to 5"
+        ) from None
+    if level not in _TRACE_LEVELS:
+        raise _UsageError(f"--trace {text!r}: the trace level must be 0 to 5, got {level}")
+    if name != "psfmatch" and not name.startswith("psfmatch."):
+        raise _UsageError(
+            f"--trace {text!r}: the logger must be psfmatch or one below it (e.g. "
+            f"psfmatch.imagePsfMatch), got {name!r}"
+        )
+    return name, level
+
+
 @contextlib.contextmanager
-def _logging(verbosity: int) -> Iterator[None]:
+def _logging(
+    verbosity: int, quiet: int = 0, traces: Sequence[tuple[str, int]] = ()
+) -> Iterator[None]:
     """Send psfmatch's log to stderr for the duration of one command, then restore it.
 
     ``verbosity`` 0 shows warnings, 1 INFO, 2 DEBUG, 3 or more also the trace loggers
-    (``lsst.utils.logging.trace_set_at("psfmatch", 4)``).
+    (``lsst.utils.logging.trace_set_at("psfmatch", 4)``); ``quiet`` 1 also turns the progress
+    bar off, 2 or more shows errors only. ``traces`` are ``(logger, level)`` pairs given to
+    `lsst.utils.logging.trace_set_at` after that (``--trace``): the ``TRACEn.<logger>``
+    loggers with ``n <= level`` show their DEBUG messages.
     """
     from lsst.utils.logging import trace_set_at
 
-    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    from . import progress
+
+    if quiet >= 2:
+        level = logging.ERROR
+    elif quiet == 1:
+        level = logging.WARNING
+    else:
+        level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter(verbose=verbosity > 0))
-    names = ["psfmatch"] + [f"TRACE{i}.psfmatch" for i in range(6)]
-    loggers = [logging.getLogger(name) for name in names]
-    saved = [lg.level for lg in loggers]
-    for lg in loggers:
+    root = logging.getLogger("psfmatch")
+    traceRoots = [logging.getLogger(f"TRACE{i}.psfmatch") for i in _TRACE_LEVELS]
+    touched = [root, *traceRoots]
+    for name, _ in traces:
+        touched += [logging.getLogger(f"TRACE{i}.{name}") for i in _TRACE_LEVELS]
+    saved = [(lg, lg.level) for lg in touched]
+    savedProgress = progress.getEnabled()
+    for lg in (root, *traceRoots):
         lg.addHandler(handler)
-    loggers[0].setLevel(level)
+    root.setLevel(level)
     if verbosity >= 3:
         trace_set_at("psfmatch", 4)
+    for name, number in traces:
+        trace_set_at(name, number)
+    if quiet:
+        progress.setEnabled(False)
     try:
         yield
     finally:
-        for lg, old in zip(loggers, saved, strict=True):
+        for lg in (root, *traceRoots):
             lg.removeHandler(handler)
+        for lg, old in saved:
             lg.setLevel(old)
+        progress.setEnabled(savedProgress)
 
 
 # --------------------------------------------------------------------------------------------
@@ -543,6 +590,44 @@ def _renormalize(result: Any, normalize: str | None) -> tuple[Any, str, str]:
     return result, target, target
 
 
+def _checkPlots(directory: str | None, overwrite: bool) -> None:
+    """Fail before any work if ``--plots`` cannot be honoured: no matplotlib, a file in the
+    way, or (without ``--overwrite``) figures or a report already there."""
+    if directory is None:
+        return
+    from . import plot
+
+    plot._matplotlib()  # MissingDependencyError with the install hint
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        raise _UsageError(f"--plots {directory!r} exists and is not a directory")
+    if not overwrite:
+        for name in [*(f"{n}.png" for n in plot.FIGURES), "report.html"]:
+            if os.path.lexists(path / name):
+                raise OutputExistsError(
+                    f"output file {str(path / name)!r} exists; pass --overwrite to replace it",
+                    str(path / name),
+                )
+
+
+def _writePlots(result: Any, args: argparse.Namespace, info: Mapping[str, Any]) -> Path | None:
+    if args.plots is None:
+        return None
+    from . import plot
+
+    report = plot.writeReport(
+        result,
+        args.plots,
+        overwrite=args.overwrite,
+        info={
+            "psfmatch": __version__,
+            "command": shlex.join(["psfmatch", *getattr(args, "argv", [])]),
+            **info,
+        },
+    )
+    return report
+
+
 def _subtract(args: argparse.Namespace) -> int:
     from . import io as pmio
     from .api import subtract
@@ -565,6 +650,7 @@ def _subtract(args: argparse.Namespace) -> int:
     ]
     inputs += [p for p in args.config_file or () if os.path.exists(p)]
     _checkOutputs(outputs, inputs, args.overwrite)
+    _checkPlots(args.plots, args.overwrite)
     candidates = _readCandidates(args.candidates) if args.candidates else None
 
     science = pmio.readImage(
@@ -598,9 +684,21 @@ def _subtract(args: argparse.Namespace) -> int:
     result.metadata["differenceUnits"] = differenceUnits
     result.metadata["matchedUnits"] = matchedUnits
     result.writeFits(args.output, matchedPath=args.matched, overwrite=args.overwrite)
+    report = _writePlots(
+        result,
+        args,
+        {
+            "science": args.science,
+            "template": args.template,
+            "difference": args.output,
+            "elapsed (s)": round(elapsed, 2),
+        },
+    )
 
     if not args.quiet:
         _printSummary(result, args, elapsed, differenceUnits)
+        if report is not None:
+            print(f"  report          : {report}")
     return 0
 
 
@@ -735,6 +833,7 @@ def _demo(args: argparse.Namespace) -> int:
                 raise OutputExistsError(
                     f"output file {str(path)!r} exists; pass --overwrite to replace it", str(path)
                 )
+    _checkPlots(args.plots, args.overwrite)
 
     # The default simulation scaled to the requested size: 400 stars and 10 transients per
     # 1024 x 1024 pixels (at least 60 and 5), a science PSF whose FWHM grows from 5.2 to
@@ -761,6 +860,16 @@ def _demo(args: argparse.Namespace) -> int:
     result.metadata["differenceUnits"] = "science"
     result.metadata["matchedUnits"] = "science" if result.convolved == "Template" else "template"
     result.writeFits(paths["difference"], matchedPath=paths["matched"], overwrite=args.overwrite)
+    report = _writePlots(
+        result,
+        args,
+        {
+            "science": str(paths["science"]),
+            "template": str(paths["template"]),
+            "difference": str(paths["difference"]),
+            "elapsed (s)": round(elapsed, 2),
+        },
+    )
 
     f = _demoFigures(sim, result)
     Table(f["transients"]).write(paths["transients"], format="ascii.ecsv", overwrite=args.overwrite)
@@ -815,6 +924,8 @@ def _demo(args: argparse.Namespace) -> int:
             else f"{nFail} figure(s) to CHECK: outside the threshold this demo expects"
         )
         lines.append(f"wrote {', '.join(str(p) for p in paths.values())}")
+        if report is not None:
+            lines.append(f"report {report}")
         print("\n".join(lines))
     return 0 if nFail == 0 else 3
 
@@ -846,7 +957,20 @@ def _commonOptions() -> _Parser:
         help="log more: -v INFO, -vv DEBUG, -vvv also the trace loggers",
     )
     group.add_argument(
-        "-q", "--quiet", action="store_true", help="print nothing on success; warnings only"
+        "-q",
+        "--quiet",
+        action="count",
+        default=0,
+        help="print nothing on success and draw no progress bar: -q warnings only, -qq errors only",
+    )
+    common.add_argument(
+        "--trace",
+        action="append",
+        default=[],
+        metavar="[LOGGER=]N",
+        help="show the trace messages of psfmatch loggers up to level N (0-5), as "
+        "lsst.utils.logging.trace_set_at(LOGGER, N); LOGGER is psfmatch (the default) or one "
+        "below it, e.g. psfmatch.imagePsfMatch=3 (repeatable)",
     )
     return common
 
@@ -949,6 +1073,13 @@ def _buildParser() -> _Parser:
         "--ignore-origins",
         action="store_true",
         help="give the template the science image's origin (xy0) when their headers disagree",
+    )
+    io.add_argument(
+        "--plots",
+        metavar="DIR",
+        help="also write the diagnostic figures (PNG) and a one-page report.html with the "
+        "run's metadata and the candidate table into DIR (created); needs matplotlib, "
+        'pip install "psfmatch[plot]"',
     )
     io.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
@@ -1054,6 +1185,11 @@ def _buildParser() -> _Parser:
         "--size", type=int, default=1024, metavar="N", help="image size N x N (default 1024)"
     )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument(
+        "--plots",
+        metavar="DIR",
+        help="also write the diagnostic figures and report.html into DIR (needs matplotlib)",
+    )
     demo.add_argument("--overwrite", action="store_true", help="replace existing files")
     demo.set_defaults(func=_demo)
     return parser
@@ -1092,12 +1228,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "(see 'psfmatch subtract --help')"
                 )
         args = parser.parse_args(argv)
+        args.argv = argv
     except _UsageError as err:
         print(f"psfmatch: error: {err}", file=sys.stderr)
         return 2
     except SystemExit as exit_:  # --help and --version
         return exit_.code if isinstance(exit_.code, int) else 0
-    with _logging(args.verbose):
+    try:
+        traces = [_parseTrace(text) for text in args.trace]
+    except _UsageError as err:
+        print(f"psfmatch: error: {err}", file=sys.stderr)
+        return 2
+    with _logging(args.verbose, args.quiet, traces):
         try:
             return int(args.func(args))
         except _UsageError as err:

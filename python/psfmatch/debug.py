@@ -28,18 +28,29 @@ default `Info` object, so it can start from that. For example, with the switches
             di.plotKernelSpatialModel = False # show coefficients of spatial model
             di.plotKernelCoefficients = True  # show fixed and spatial coefficients
             di.showBadCandidates = True       # show the bad candidates (red) and good (green)
+            di.plotDir = "debug-figures"      # psfmatch: where figures go without a display
+        if name == "psfmatch.image_psf_match":
+            di.display = True
+            di.displayDiffIm = True           # the difference image with its mask
+            di.maskTransparency = 80
         return di
 
     psfmatch.debug.Info = DebugInfo
 
 Put this in a file imported before the tasks run (e.g. a ``debug.py`` imported by your
 script). Restore the defaults with ``psfmatch.debug.Info = psfmatch.debug.DefaultInfo``.
+
+Each figure switch draws the `psfmatch.plot` figure of that name (matplotlib, the ``plot``
+extra): in a window when there is a display, else saved as ``<plotDir>/<task>-<figure>-<n>.png``
+(``plotDir`` defaults to ``./psfmatch-debug``). Without matplotlib a switch logs a warning
+saying what to install and the run goes on.
 """
 
 from __future__ import annotations
 
 __all__ = ["DefaultInfo", "Info", "getInfo", "showDebug"]
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -89,13 +100,16 @@ DefaultInfo = Info
 _state = threading.local()
 
 showDebug: Callable[..., None] | None = None
-"""What a task calls when its ``display`` switch is on, or `None`.
+"""What a task calls when its ``display`` switch is on, or `None` for `psfmatch.plot.showDebug`.
 
 ``showDebug(task, requests=Struct(...), **data)`` receives the task, a `psfmatch.task.Struct`
 of the switches asked for (``displayCandidates``, ``displayKernelBasis``, ...,
-``maskTransparency``) and the data to show (for `PsfMatchTask`: ``kernelCellSet``,
-``basisList``, ``spatialKernel``, ``spatialBackground``). Install a function here to draw them
-your way; while it is `None`, a task with ``display`` on logs what was asked for.
+``maskTransparency``, ``plotDir``) and the data to show (for `PsfMatchTask`:
+``kernelCellSet``, ``basisList``, ``spatialKernel``, ``spatialBackground``; for
+`ImagePsfMatchTask`'s ``displayDiffIm``: ``difference`` and ``kernelCellSet``). Install a
+function here to draw them your way; while it is `None`, `psfmatch.plot.showDebug` draws the
+matplotlib figures (shown on a display, else saved as PNG files in ``plotDir``), or, without
+matplotlib, the task logs a warning saying what to install.
 """
 
 
@@ -122,3 +136,22 @@ def getInfo(name: str) -> Any:
         return Info(name)
     finally:
         _state.inside = False
+
+
+def _show(task: Any, requests: Any, **data: Any) -> None:
+    """Call `showDebug` (or `psfmatch.plot.showDebug`) for ``task``; a missing matplotlib is
+    a logged warning, not an error, so that a debugging switch never stops a run."""
+    from .errors import MissingDependencyError
+
+    hook: Callable[..., Any]
+    if showDebug is not None:
+        hook = showDebug
+    else:
+        from . import plot
+
+        hook = plot.showDebug
+    log = getattr(task, "log", logging.getLogger("psfmatch.debug"))
+    try:
+        hook(task, requests=requests, **data)
+    except MissingDependencyError as err:
+        log.warning("Debug display requested (%s) but not drawn: %s", requests, err)

@@ -21,6 +21,9 @@ Which to raise when:
   `PsfMatchIOError` and a `FileExistsError`.
 - `PsfComputeShapeError` — a PSF model cannot give a size or shape at a position (it carries
   the position); raised by the PSF models and `ModelPsfMatchTask`.
+- `MissingDependencyError` — an optional feature needs a package that is not installed (for
+  example `psfmatch.plot` without matplotlib); the message says what to ``pip install``. Also
+  an `ImportError`.
 - `PsfMatchError` — anything else that stops the work. A `RuntimeError`.
 
 A degraded but usable fit is not an exception: it is a logged warning and a metadata entry.
@@ -33,6 +36,7 @@ __all__ = [
     "InputFileNotFoundError",
     "InsufficientKernelSourcesError",
     "InvalidInputError",
+    "MissingDependencyError",
     "NoKernelCandidatesError",
     "OutputExistsError",
     "PsfComputeShapeError",
@@ -48,6 +52,33 @@ class PsfMatchError(RuntimeError):
 
 class InvalidInputError(PsfMatchError, ValueError):
     """An argument has a shape, type or value psfmatch cannot use."""
+
+
+class MissingDependencyError(PsfMatchError, ImportError):
+    """An optional feature needs a package that is not installed.
+
+    Parameters
+    ----------
+    feature : `str`
+        What was asked for, e.g. ``"psfmatch.plot"``.
+    package : `str`
+        The missing package, e.g. ``"matplotlib"``.
+    extra : `str`
+        The psfmatch extra that installs it, e.g. ``"plot"``.
+    """
+
+    def __init__(self, feature: str, package: str, extra: str) -> None:
+        super().__init__(
+            f"{feature} needs {package}, which is not installed; install it with "
+            f'`pip install "psfmatch[{extra}]"` (or `pip install {package}`)'
+        )
+        self.name = package
+        self.feature = feature
+        self.package = package
+        self.extra = extra
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:
+        return type(self), (self.feature, self.package, self.extra)
 
 
 class PsfMatchIOError(PsfMatchError, OSError):

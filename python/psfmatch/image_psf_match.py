@@ -60,6 +60,13 @@ unusable) and ``differencePsfSize`` (FWHM of the difference PSF from its second 
 with detection ``NFalsePositivesTotal``,
 ``NFalsePositivesRefAssociated``, ``NFalsePositivesSrcAssociated`` (a source may be both) and
 ``NFalsePositivesUnassociated``.
+
+Debugging switches (`psfmatch.debug`, module name ``"psfmatch.image_psf_match"``, as the
+reference's ImagePsfMatchTask): ``display`` with ``displayDiffIm`` draws the difference image
+with its mask planes overlaid at ``maskTransparency`` (0 opaque to 100 invisible) and the kernel
+candidates marked (the rejected ones too with ``showBadCandidates``), by
+`psfmatch.plot.plotDifference`; ``plotDir`` says where to save it when there is no display.
+The figures of the fit itself are switched on for ``"psfmatch.psf_match"`` (`PsfMatchTask`).
 """
 
 from __future__ import annotations
@@ -76,6 +83,7 @@ from astropy.table import Table
 from lsst.utils.timer import timeMethod
 
 from . import _core
+from . import debug as psfmatchDebug
 from .basis import makeKernelBasisList
 from .candidate import KernelCandidate
 from .config import PsfMatchConfigAL, PsfMatchConfigDF
@@ -1042,6 +1050,7 @@ class ImagePsfMatchTask(PsfMatchTask):
                 self.metadata[key] = value if math.isfinite(value) else "nan"
             self.metadata["decorrelated"] = bool(dec.decorrelated)
         self.metadata["differencePsfSize"] = _psfFwhm(psf)
+        self._displayDebugDifference(fit, difference)
         diaSources = None
         if self.config.doDetectDiaSources:
             with self.timer("detectDiaSources"):
@@ -1055,6 +1064,19 @@ class ImagePsfMatchTask(PsfMatchTask):
             decorrelationKernel=decorrelationKernel,
             diaSources=diaSources,
         )
+
+    def _displayDebugDifference(self, fit: Struct, difference: MaskedImage) -> None:
+        """The ``displayDiffIm`` debugging switch (see the module docstring)."""
+        lsstDebug = psfmatchDebug.getInfo(__name__)
+        if not (lsstDebug.display and lsstDebug.displayDiffIm):
+            return
+        requests = Struct(
+            displayDiffIm=True,
+            showBadCandidates=bool(lsstDebug.showBadCandidates),
+            maskTransparency=lsstDebug.maskTransparency or 0,
+            plotDir=lsstDebug.plotDir or None,
+        )
+        psfmatchDebug._show(self, requests, difference=difference, kernelCellSet=fit.kernelCellSet)
 
     def _subtract(self, fit: Struct, matched: MaskedImage) -> MaskedImage:
         bbox = matched.getBBox()

@@ -35,7 +35,10 @@ Metadata
 
 Debugging switches (`psfmatch.debug`, module name ``"psfmatch.psf_match"``): ``display``,
 ``maskTransparency``, ``displayCandidates``, ``displayKernelBasis``, ``displayKernelMosaic``,
-``plotKernelSpatialModel``, ``plotKernelCoefficients``, ``showBadCandidates``.
+``plotKernelSpatialModel``, ``plotKernelCoefficients``, ``showBadCandidates``, and psfmatch's
+own ``plotDir`` (where figures are saved when there is no display) and ``maxCandidates`` (rows
+of the candidates figure, 12 by default). With ``display`` on, each
+figure switch draws the `psfmatch.plot` figure of that name once the spatial fit is done.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ from .basis import makeKernelBasisList, makeRegularizationMatrix, renormalizeKer
 from .candidate import ImageStatistics
 from .config import PsfMatchConfig, PsfMatchConfigAL, PsfMatchConfigDF, makeKernelControl
 from .errors import InvalidInputError, NoKernelCandidatesError, PsfMatchError
+from .progress import progressBar
 from .spatial import (
     AssessSpatialKernelVisitor,
     BuildSingleKernelVisitor,
@@ -114,6 +118,26 @@ def _candidateBic(cand: Any, nBasis: int) -> float:
         return math.nan
     chi2 = float(np.sum(image[good] ** 2 / variance[good]))
     return chi2 + nBasis * math.log(n)
+
+
+def _visitWithProgress(kernelCellSet: Any, visitor: Any, nStarPerCell: int, bar: Any) -> None:
+    """``kernelCellSet.visitCandidates(visitor, nStarPerCell, ignoreExceptions=True)``, one
+    cell at a time so that ``bar`` can count the visits.
+
+    The same visit as the cell set's own: ``reset()`` once, then each cell in order, each
+    visiting its first ``nStarPerCell`` non-BAD candidates (a visitor changes the status of the
+    candidate it visits only, so that number is known before the cell is visited).
+    """
+    cells = kernelCellSet.getCellList()
+    planned = [len(cell.getCandidates(True)) for cell in cells]
+    if nStarPerCell > 0:
+        planned = [min(n, nStarPerCell) for n in planned]
+    bar.total = bar.total + sum(planned)
+    visitor.reset()
+    for cell, n in zip(cells, planned, strict=True):
+        if n:
+            cell.visitCandidates(visitor, nStarPerCell, ignoreExceptions=True)
+            bar.update(n)
 
 
 class PsfMatchTask(Task, abc.ABC):
@@ -211,79 +235,86 @@ class PsfMatchTask(Task, abc.ABC):
         nRejectedSpatial = 0
         spatialBasisList = basisList
         spatialkv: Any = None
-        while nIter < maxSpatialIterations:
-            # Single-kernel fits until a pass rejects nothing: each pass fits the candidates
-            # promoted into the top nStarPerCell of their cell by the previous rejections.
-            nRejectedSkf = -1
-            while nRejectedSkf != 0:
-                traceLog.debug("Building single kernels...")
-                kernelCellSet.visitCandidates(singlekv, nStarPerCell, ignoreExceptions=True)
-                nRejectedSkf = singlekv.getNRejected()
+        # The bar counts candidate visits of the single-kernel passes (the costly part);
+        # it appears only on a terminal and after a second of work (psfmatch.progress).
+        with progressBar(0, desc="psfmatch: fitting kernel candidates", unit="fit") as bar:
+            while nIter < maxSpatialIterations:
+                # Single-kernel fits until a pass rejects nothing: each pass fits the candidates
+                # promoted into the top nStarPerCell of their cell by the previous rejections.
+                nRejectedSkf = -1
+                while nRejectedSkf != 0:
+                    traceLog.debug("Building single kernels...")
+                    _visitWithProgress(kernelCellSet, singlekv, nStarPerCell, bar)
+                    nRejectedSkf = singlekv.getNRejected()
+                    traceLog.debug(
+                        "Iteration %d, rejected %d candidates due to initial kernel fit",
+                        nIter,
+                        nRejectedSkf,
+                    )
+
+                # Reject variable objects by their kernel sums.
+                ksv.resetKernelSum()
+                ksv.setMode(KernelSumVisitor.AGGREGATE)
+                kernelCellSet.visitCandidates(ksv, nStarPerCell, ignoreExceptions=True)
+                if all(cell.empty() for cell in kernelCellSet.getCellList()):
+                    raise NoKernelCandidatesError(
+                        "All spatial cells are empty of good kernel candidates: every star was "
+                        "rejected by the single-kernel fit"
+                    )
+                try:
+                    ksv.processKsumDistribution()
+                except PsfMatchError as err:
+                    raise NoKernelCandidatesError(
+                        f"Unable to calculate the kernel sum: {err}"
+                    ) from err
+                ksv.setMode(KernelSumVisitor.REJECT)
+                kernelCellSet.visitCandidates(ksv, nStarPerCell, ignoreExceptions=True)
+                nRejectedKsum = ksv.getNRejected()
                 traceLog.debug(
-                    "Iteration %d, rejected %d candidates due to initial kernel fit",
+                    "Iteration %d, rejected %d candidates due to kernel sum (mean %.4f, std %.4f)",
                     nIter,
-                    nRejectedSkf,
+                    nRejectedKsum,
+                    ksv.getkSumMean(),
+                    ksv.getkSumStd(),
                 )
-
-            # Reject variable objects by their kernel sums.
-            ksv.resetKernelSum()
-            ksv.setMode(KernelSumVisitor.AGGREGATE)
-            kernelCellSet.visitCandidates(ksv, nStarPerCell, ignoreExceptions=True)
-            if all(cell.empty() for cell in kernelCellSet.getCellList()):
-                raise NoKernelCandidatesError(
-                    "All spatial cells are empty of good kernel candidates: every star was "
-                    "rejected by the single-kernel fit"
-                )
-            try:
-                ksv.processKsumDistribution()
-            except PsfMatchError as err:
-                raise NoKernelCandidatesError(f"Unable to calculate the kernel sum: {err}") from err
-            ksv.setMode(KernelSumVisitor.REJECT)
-            kernelCellSet.visitCandidates(ksv, nStarPerCell, ignoreExceptions=True)
-            nRejectedKsum = ksv.getNRejected()
-            traceLog.debug(
-                "Iteration %d, rejected %d candidates due to kernel sum (mean %.4f, std %.4f)",
-                nIter,
-                nRejectedKsum,
-                ksv.getkSumMean(),
-                ksv.getkSumStd(),
-            )
-            if nRejectedKsum > 0:
-                continue
-
-            if usePca:
-                nRejectedPca, spatialBasisList = self._createPcaBasis(
-                    kernelCellSet, nStarPerCell, control
-                )
-                if nRejectedPca > 0:
+                if nRejectedKsum > 0:
                     continue
-            else:
-                spatialBasisList = basisList
 
-            spatialkv, spatialKernel, spatialBackground = fitSpatial(spatialBasisList)
+                if usePca:
+                    nRejectedPca, spatialBasisList = self._createPcaBasis(
+                        kernelCellSet, nStarPerCell, control
+                    )
+                    if nRejectedPca > 0:
+                        continue
+                else:
+                    spatialBasisList = basisList
 
-            assesskv = AssessSpatialKernelVisitor(spatialKernel, spatialBackground, control)
-            kernelCellSet.visitCandidates(assesskv, nStarPerCell)
-            nRejectedSpatial = assesskv.getNRejected()
-            nGoodSpatial = assesskv.getNGood()
-            traceLog.debug(
-                "Iteration %d, rejected %d candidates due to spatial kernel fit",
-                nIter,
-                nRejectedSpatial,
-            )
-            traceLog.debug("Spatial kernel built with %d candidates", spatialkv.getNCandidates())
-            if nGoodSpatial == 0 and nRejectedSpatial == 0:
-                raise NoKernelCandidatesError("No kernel candidates for spatial fit")
-            if nRejectedSpatial == 0:
-                break
-            nIter += 1
+                spatialkv, spatialKernel, spatialBackground = fitSpatial(spatialBasisList)
 
-        if nRejectedSpatial > 0 and nIter == maxSpatialIterations:
-            # The last assessment rejected candidates: one more fit without them, unassessed.
-            traceLog.debug("Final spatial fit")
-            if usePca:
-                _, spatialBasisList = self._createPcaBasis(kernelCellSet, nStarPerCell, control)
-            spatialkv, spatialKernel, spatialBackground = fitSpatial(spatialBasisList)
+                assesskv = AssessSpatialKernelVisitor(spatialKernel, spatialBackground, control)
+                kernelCellSet.visitCandidates(assesskv, nStarPerCell)
+                nRejectedSpatial = assesskv.getNRejected()
+                nGoodSpatial = assesskv.getNGood()
+                traceLog.debug(
+                    "Iteration %d, rejected %d candidates due to spatial kernel fit",
+                    nIter,
+                    nRejectedSpatial,
+                )
+                traceLog.debug(
+                    "Spatial kernel built with %d candidates", spatialkv.getNCandidates()
+                )
+                if nGoodSpatial == 0 and nRejectedSpatial == 0:
+                    raise NoKernelCandidatesError("No kernel candidates for spatial fit")
+                if nRejectedSpatial == 0:
+                    break
+                nIter += 1
+
+            if nRejectedSpatial > 0 and nIter == maxSpatialIterations:
+                # The last assessment rejected candidates: one more fit without them, unassessed.
+                traceLog.debug("Final spatial fit")
+                if usePca:
+                    _, spatialBasisList = self._createPcaBasis(kernelCellSet, nStarPerCell, control)
+                spatialkv, spatialKernel, spatialBackground = fitSpatial(spatialBasisList)
 
         spatialSolution = spatialkv.getKernelSolution()
         traceLog3.debug("Spatial kernel parameters: %s", spatialKernel.getSpatialParameters())
@@ -594,8 +625,9 @@ class PsfMatchTask(Task, abc.ABC):
     ) -> None:
         """Honour the debugging switches of `psfmatch.debug` for this module.
 
-        Each switch that is on calls the matching ``psfmatch.plot`` function (an optional
-        extra). Without matplotlib the switches log what they would have shown.
+        Each switch that is on draws the matching ``psfmatch.plot`` figure (matplotlib, the
+        ``plot`` extra), or calls the hook installed as ``psfmatch.debug.showDebug``. Without
+        matplotlib the switches log a warning that says what to install.
         """
         lsstDebug = psfmatchDebug.getInfo(__name__)
         if not lsstDebug.display:
@@ -608,14 +640,12 @@ class PsfMatchTask(Task, abc.ABC):
             plotKernelCoefficients=bool(lsstDebug.plotKernelCoefficients),
             showBadCandidates=bool(lsstDebug.showBadCandidates),
             maskTransparency=lsstDebug.maskTransparency or 0,
+            plotDir=lsstDebug.plotDir or None,
+            maxCandidates=int(lsstDebug.maxCandidates or 12),
         )
-        showDebug = psfmatchDebug.showDebug
-        if showDebug is None:
-            self.log.info("Debug display requested but no display hook is installed: %s", requests)
-            return
-        showDebug(
+        psfmatchDebug._show(
             self,
-            requests=requests,
+            requests,
             kernelCellSet=kernelCellSet,
             basisList=basisList,
             spatialKernel=spatialKernel,
