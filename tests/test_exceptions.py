@@ -24,6 +24,7 @@ HIERARCHY = [
     ("InputFileNotFoundError", "PsfMatchIOError", FileNotFoundError),
     ("OutputExistsError", "PsfMatchIOError", FileExistsError),
     ("PsfComputeShapeError", "PsfMatchError", RuntimeError),
+    ("MissingDependencyError", "PsfMatchError", ImportError),
 ]
 
 

@@ -951,26 +951,3 @@ def test_solve_is_timed(rng: np.random.Generator) -> None:
         "_solveStartCpuTime"
     )
     assert "testPsfMatch._solveEndCpuTime" in task.getFullMetadata().names()
-
-
-def test_debug_display_without_hook_logs_the_request(
-    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    def debugInfo(name: str) -> Any:
-        info = psfmatch.debug.getInfo(name)
-        if name == "psfmatch.psf_match":
-            info.display = True
-            info.showBadCandidates = True
-        return info
-
-    monkeypatch.setattr(psfmatch.debug, "Info", debugInfo)
-    monkeypatch.setattr(psfmatch.debug, "showDebug", None)
-    field = makeField(rng, nStars=9)
-    config = alConfig(spatialKernelOrder=0)
-    task = CellSetTask(config=config)
-    cells, _ = task._buildCellSet(field)
-    with caplog.at_level(logging.INFO, logger="psfmatch"):
-        task._solve(cells, alBasis(config))
-    (message,) = [r.getMessage() for r in caplog.records if "Debug display" in r.getMessage()]
-    assert "no display hook is installed" in message
-    assert "showBadCandidates=True" in message and "displayKernelMosaic=False" in message

@@ -95,12 +95,24 @@ void bindSpatialCell(py::module_& m) {
             .def("getAllCandidates", &SpatialCellSet::getAllCandidates, py::arg("ignoreBad") = true)
             .def(
                     "visitCandidates",
-                    [](SpatialCellSet& cells, py::object visitor, int nMaxPerCell, bool ignoreExceptions) {
+                    [](SpatialCellSet& cells, py::object visitor, int nMaxPerCell, bool ignoreExceptions,
+                       py::object progress) {
+                        // The callback takes the GIL for its call (the visit runs without it).
+                        SpatialCellSet::CellProgress onCell;
+                        if (!progress.is_none()) {
+                            onCell = [progress](int n) {
+                                py::gil_scoped_acquire acquire;
+                                progress(n);
+                            };
+                        }
                         withVisitor(visitor, [&](CandidateVisitor& v) {
-                            cells.visitCandidates(v, nMaxPerCell, ignoreExceptions);
+                            cells.visitCandidates(v, nMaxPerCell, ignoreExceptions, onCell);
                         });
                     },
-                    py::arg("visitor"), py::arg("nMaxPerCell"), py::arg("ignoreExceptions") = false)
+                    py::arg("visitor"), py::arg("nMaxPerCell"), py::arg("ignoreExceptions") = false,
+                    py::arg("progress") = py::none(),
+                    "Visit every cell's candidates; progress(n), if given, is called after each cell "
+                    "with the number of candidates that cell's visit counted.")
             .def(
                     "visitAllCandidates",
                     [](SpatialCellSet& cells, py::object visitor, bool ignoreExceptions) {

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <mutex>
 
 #include "psfmatch/errors.h"
 #include "psfmatch/parallel.h"
@@ -35,7 +36,7 @@ std::vector<CandidatePtr> SpatialCell::getCandidates(bool ignoreBad) const {
     return out;
 }
 
-void SpatialCell::visitCandidates(CandidateVisitor& visitor, int nMaxPerCell, bool ignoreExceptions) {
+int SpatialCell::visitCandidates(CandidateVisitor& visitor, int nMaxPerCell, bool ignoreExceptions) {
     int visited = 0;
     // A snapshot: visitors change statuses, never the list.
     const std::vector<CandidatePtr> snapshot = _candidates;
@@ -50,6 +51,7 @@ void SpatialCell::visitCandidates(CandidateVisitor& visitor, int nMaxPerCell, bo
         }
         ++visited;
     }
+    return visited;
 }
 
 SpatialCellSet::SpatialCellSet(const Box2I& region, int xSize, int ySize) : _region(region) {
@@ -89,13 +91,18 @@ void SpatialCellSet::insertCandidate(CandidatePtr candidate) {
                             std::to_string(_region.minY) + ".." + std::to_string(_region.maxY) + "]");
 }
 
-void SpatialCellSet::visitCandidates(CandidateVisitor& visitor, int nMaxPerCell, bool ignoreExceptions) {
+void SpatialCellSet::visitCandidates(CandidateVisitor& visitor, int nMaxPerCell, bool ignoreExceptions,
+                                     const CellProgress& progress) {
     visitor.reset();
     const int nThreads = visitor.getNThreads();
     if (nThreads == 1 || _cells.size() < 2) {
-        for (auto& cell : _cells) cell->visitCandidates(visitor, nMaxPerCell, ignoreExceptions);
+        for (auto& cell : _cells) {
+            const int n = cell->visitCandidates(visitor, nMaxPerCell, ignoreExceptions);
+            if (progress) progress(n);
+        }
         return;
     }
+    std::mutex progressMutex;
     // Cells are independent for such a visitor, and each cell keeps its own sequential order
     // (a rejected candidate still promotes the next), so the outcome is that of the serial
     // loop. Of several cells that throw, the first in cell order is reported, as serially.
@@ -103,7 +110,11 @@ void SpatialCellSet::visitCandidates(CandidateVisitor& visitor, int nMaxPerCell,
     parallelFor(static_cast<long>(_cells.size()), nThreads, [&](long begin, long end) {
         for (long i = begin; i < end; ++i) {
             try {
-                _cells[i]->visitCandidates(visitor, nMaxPerCell, ignoreExceptions);
+                const int n = _cells[i]->visitCandidates(visitor, nMaxPerCell, ignoreExceptions);
+                if (progress) {
+                    std::lock_guard<std::mutex> lock(progressMutex);
+                    progress(n);
+                }
             } catch (...) {
                 errors[i] = std::current_exception();
             }

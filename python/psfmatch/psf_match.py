@@ -121,23 +121,14 @@ def _candidateBic(cand: Any, nBasis: int) -> float:
 
 
 def _visitWithProgress(kernelCellSet: Any, visitor: Any, nStarPerCell: int, bar: Any) -> None:
-    """``kernelCellSet.visitCandidates(visitor, nStarPerCell, ignoreExceptions=True)``, one
-    cell at a time so that ``bar`` can count the visits.
-
-    The same visit as the cell set's own: ``reset()`` once, then each cell in order, each
-    visiting its first ``nStarPerCell`` non-BAD candidates (a visitor changes the status of the
-    candidate it visits only, so that number is known before the cell is visited).
-    """
-    cells = kernelCellSet.getCellList()
-    planned = [len(cell.getCandidates(True)) for cell in cells]
+    """``kernelCellSet.visitCandidates(visitor, nStarPerCell, ignoreExceptions=True)``, with
+    ``bar`` advanced by each cell's visits as the cell set reports them (its cells may be
+    visited on several threads; the callback is never called from two at once)."""
+    planned = [len(cell.getCandidates(True)) for cell in kernelCellSet.getCellList()]
     if nStarPerCell > 0:
         planned = [min(n, nStarPerCell) for n in planned]
     bar.total = bar.total + sum(planned)
-    visitor.reset()
-    for cell, n in zip(cells, planned, strict=True):
-        if n:
-            cell.visitCandidates(visitor, nStarPerCell, ignoreExceptions=True)
-            bar.update(n)
+    kernelCellSet.visitCandidates(visitor, nStarPerCell, ignoreExceptions=True, progress=bar.update)
 
 
 class PsfMatchTask(Task, abc.ABC):

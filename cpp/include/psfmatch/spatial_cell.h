@@ -2,6 +2,7 @@
 #ifndef PSFMATCH_SPATIAL_CELL_H
 #define PSFMATCH_SPATIAL_CELL_H
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,7 +44,8 @@ public:
     /// Visits non-BAD candidates in order, at most nMaxPerCell (≤ 0: all) of them. A candidate
     /// that turns BAD during its visit still counts; one whose visit throws does not count
     /// when ignoreExceptions (the exception is dropped), otherwise the exception propagates.
-    void visitCandidates(CandidateVisitor& visitor, int nMaxPerCell, bool ignoreExceptions = false);
+    /// Returns the number of candidates counted.
+    int visitCandidates(CandidateVisitor& visitor, int nMaxPerCell, bool ignoreExceptions = false);
 
 private:
     std::string _label;
@@ -63,8 +65,14 @@ public:
     /// Puts the candidate in the first cell containing floor(pos + 0.5); throws
     /// InvalidInputError if none does.
     void insertCandidate(CandidatePtr candidate);
-    /// visitor.reset(), then each cell's visitCandidates in order.
-    void visitCandidates(CandidateVisitor& visitor, int nMaxPerCell, bool ignoreExceptions = false);
+    /// A callback told how many candidates each cell's visit counted, once per cell, never from
+    /// two threads at once (for progress reporting).
+    using CellProgress = std::function<void(int)>;
+    /// visitor.reset(), then each cell's visitCandidates in order (concurrently over cells when
+    /// the visitor allows it: CandidateVisitor::getNThreads). `progress`, if set, is called
+    /// after each cell.
+    void visitCandidates(CandidateVisitor& visitor, int nMaxPerCell, bool ignoreExceptions = false,
+                         const CellProgress& progress = nullptr);
     /// Every non-BAD candidate, with no per-cell limit.
     void visitAllCandidates(CandidateVisitor& visitor, bool ignoreExceptions = false);
     /// Every candidate of every cell, in order (BAD included when ignoreBad is false).
