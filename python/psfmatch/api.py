@@ -4,12 +4,13 @@
 `subtract` accepts numpy arrays, `~astropy.nddata.NDData`/`~astropy.nddata.CCDData`,
 `MaskedImage` objects or FITS paths (`psfmatch.io.readImage` says how each is read), runs
 `ImagePsfMatchTask.subtractMaskedImages`, and wraps what it returns in a
-`SubtractionResult` that knows how to write itself to FITS.
+`SubtractionResult` that knows how to write itself to FITS. `analyzeTemplate` does the
+template-only part of that work once, for a template shared by many science images.
 """
 
 from __future__ import annotations
 
-__all__ = ["SubtractionResult", "subtract"]
+__all__ = ["SubtractionResult", "analyzeTemplate", "subtract"]
 
 import math
 import os
@@ -24,7 +25,7 @@ from astropy.table import Table
 from . import io as pmio
 from .errors import InvalidInputError
 from .image import MaskedImage
-from .image_psf_match import ImagePsfMatchConfig, ImagePsfMatchTask
+from .image_psf_match import ImagePsfMatchConfig, ImagePsfMatchTask, TemplateAnalysis
 from .task import TaskMetadata
 
 #: HOTPANTS header keywords written with every difference image, and what they hold.
@@ -231,6 +232,70 @@ class SubtractionResult:
             pmio.writeMaskedImage(matchedPath, self.matched, header=header, overwrite=overwrite)
 
 
+def _subtractConfig(
+    config: ImagePsfMatchConfig | None,
+    mode: str,
+    spatialKernelOrder: int | None,
+    spatialBgOrder: int | None,
+) -> ImagePsfMatchConfig:
+    """A validated copy of ``config`` (or the defaults) with `subtract`'s overrides applied."""
+    if config is None:
+        config = ImagePsfMatchConfig()
+    else:
+        if not isinstance(config, ImagePsfMatchConfig):
+            raise InvalidInputError(
+                f"config: expected an ImagePsfMatchConfig, got {type(config).__name__}"
+            )
+        config = typing.cast(ImagePsfMatchConfig, config.copy())
+    config.mode = mode
+    if spatialKernelOrder is not None:
+        config.kernel.active.spatialKernelOrder = int(spatialKernelOrder)
+    if spatialBgOrder is not None:
+        config.kernel.active.spatialBgOrder = int(spatialBgOrder)
+    try:
+        config.validate()
+    except Exception as err:
+        raise InvalidInputError(f"config: {err}") from err
+    return config
+
+
+def analyzeTemplate(
+    template: Any,
+    *,
+    mode: str = "auto",
+    config: ImagePsfMatchConfig | None = None,
+    templateVariance: Any = None,
+    templateMask: Any = None,
+) -> TemplateAnalysis:
+    """Do once the work `subtract` does on a template alone (for many science images).
+
+    Parameters
+    ----------
+    template : path, array, `~astropy.nddata.NDData`, or `MaskedImage`
+        The template. Never modified.
+    mode, config : optional
+        As for `subtract`; the analysis is only accepted by a `subtract` call whose
+        configuration agrees on the settings it depends on (``TemplateAnalysis.settings``).
+    templateVariance, templateMask : optional
+        As for `subtract`.
+
+    Returns
+    -------
+    analysis : `TemplateAnalysis`
+        Pass it as ``subtract(..., templateAnalysis=analysis)`` with the same template: the
+        result is bit for bit the one without it, minus the template's variance measurement
+        and its two source detections.
+
+    Raises
+    ------
+    InvalidInputError
+        An unreadable template or an invalid config.
+    """
+    tmp = pmio.readImage(template, variance=templateVariance, mask=templateMask)
+    config = _subtractConfig(config, mode, None, None)
+    return ImagePsfMatchTask(config=config).analyzeTemplate(tmp)
+
+
 def subtract(
     science: Any,
     template: Any,
@@ -249,6 +314,7 @@ def subtract(
     ignoreOrigins: bool = False,
     sciencePsf: Any = None,
     templatePsf: Any = None,
+    templateAnalysis: TemplateAnalysis | None = None,
 ) -> SubtractionResult:
     """Subtract a template from a science image after matching their PSFs.
 
@@ -277,6 +343,10 @@ def subtract(
         Each image's PSF (an odd-sized image, or an object with ``computeKernelImage(x, y)``),
         instead of a Gaussian of the FWHM: the preconvolution kernel of "preconvolve" and the
         PSF of the difference image.
+    templateAnalysis : `TemplateAnalysis`, optional
+        `analyzeTemplate`'s answer for this template (with the same configuration): its
+        variance measurement and detections are reused instead of repeated. The result is
+        the same, bit for bit.
 
     Returns
     -------
@@ -285,7 +355,8 @@ def subtract(
     Raises
     ------
     InvalidInputError
-        Unreadable or mismatched inputs, NaNs outside the mask, an invalid config.
+        Unreadable or mismatched inputs, NaNs outside the mask, an invalid config, a
+        ``templateAnalysis`` of another template or configuration.
     InsufficientKernelSourcesError
         Too few stars to fit a kernel.
     NoKernelCandidatesError
@@ -295,23 +366,7 @@ def subtract(
     tmp = pmio.readImage(template, variance=templateVariance, mask=templateMask)
     if ignoreOrigins and tmp.getXY0() != sci.getXY0():
         tmp = MaskedImage(tmp.image, tmp.mask, tmp.variance, xy0=sci.getXY0())
-    if config is None:
-        config = ImagePsfMatchConfig()
-    else:
-        if not isinstance(config, ImagePsfMatchConfig):
-            raise InvalidInputError(
-                f"config: expected an ImagePsfMatchConfig, got {type(config).__name__}"
-            )
-        config = typing.cast(ImagePsfMatchConfig, config.copy())
-    config.mode = mode
-    if spatialKernelOrder is not None:
-        config.kernel.active.spatialKernelOrder = int(spatialKernelOrder)
-    if spatialBgOrder is not None:
-        config.kernel.active.spatialBgOrder = int(spatialBgOrder)
-    try:
-        config.validate()
-    except Exception as err:
-        raise InvalidInputError(f"config: {err}") from err
+    config = _subtractConfig(config, mode, spatialKernelOrder, spatialBgOrder)
     task = ImagePsfMatchTask(config=config)
     res = task.subtractMaskedImages(
         tmp,
@@ -321,6 +376,7 @@ def subtract(
         scienceFwhmPix=scienceFwhm,
         sciencePsf=sciencePsf,
         templatePsf=templatePsf,
+        templateAnalysis=templateAnalysis,
     )
     return SubtractionResult(
         difference=res.subtractedMaskedImage,
