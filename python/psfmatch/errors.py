@@ -19,6 +19,8 @@ Which to raise when:
   `FileNotFoundError`.
 - `OutputExistsError` — an output file exists and overwriting was not asked for. A
   `PsfMatchIOError` and a `FileExistsError`.
+- `MissingDependencyError` — an optional dependency a feature needs is not installed; the
+  message names the ``pip install`` that brings it. Also an `ImportError`.
 - `PsfComputeShapeError` — a PSF model cannot give a size or shape at a position (it carries
   the position); raised by the PSF models and `ModelPsfMatchTask`.
 - `PsfMatchError` — anything else that stops the work. A `RuntimeError`.
@@ -33,6 +35,7 @@ __all__ = [
     "InputFileNotFoundError",
     "InsufficientKernelSourcesError",
     "InvalidInputError",
+    "MissingDependencyError",
     "NoKernelCandidatesError",
     "OutputExistsError",
     "PsfComputeShapeError",
@@ -79,6 +82,10 @@ class InputFileNotFoundError(PsfMatchIOError, FileNotFoundError):
 
 class OutputExistsError(PsfMatchIOError, FileExistsError):
     """An output file exists and overwriting it was not requested."""
+
+
+class MissingDependencyError(PsfMatchError, ImportError):
+    """An optional dependency is not installed; the message says how to install it."""
 
 
 class SingularMatrixError(PsfMatchError, ArithmeticError):
