@@ -659,7 +659,7 @@ def _connect(
             threads_per_worker=threadsPerWorker,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",
         ) as cluster,
         distributed.Client(cluster) as local,
     ):
