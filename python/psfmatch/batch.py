@@ -497,7 +497,9 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _runPair(pair: BatchPair, config: Any, overwrite: bool, cacheTemplates: bool) -> dict[str, Any]:
+def _runPair(
+    pair: BatchPair, config: Any, overwrite: bool, cacheTemplates: bool, coreThreads: int | None
+) -> dict[str, Any]:
     """Subtract one pair and write its outputs; return its manifest record. Never raises an
     `Exception`: a failure is a record with ``status`` ``"failed"``."""
     from . import io as pmio
@@ -534,6 +536,8 @@ def _runPair(pair: BatchPair, config: Any, overwrite: bool, cacheTemplates: bool
                 pair.spatialKernelOrder,
                 pair.spatialBgOrder,
             )
+            if coreThreads is not None:
+                pairConfig.kernel.active.nThreads = coreThreads
             template, analysis = pair.template, None
             if cacheTemplates:
                 template, analysis, record["templateCached"] = _template(pair.template, pairConfig)
@@ -729,6 +733,7 @@ def subtractBatch(
     overwrite: bool = False,
     maxInFlight: int | None = None,
     cacheTemplates: bool = True,
+    coreThreads: int | None = 1,
     progress: bool = False,
 ) -> BatchSummary:
     """Subtract many science/template pairs on a Dask cluster.
@@ -759,6 +764,10 @@ def subtractBatch(
         Most pairs submitted and not yet finished (default: twice the cluster's threads).
     cacheTemplates : `bool`, optional
         Analyse each template once per worker process (the results do not change).
+    coreThreads : `int` or None, optional
+        Threads of the compiled core per pair (``kernel.active.nThreads``): 1 by default,
+        since the cluster's workers already occupy the cores; 0 for every hardware thread;
+        None to keep the configuration's value. The results do not depend on it.
     progress : `bool`, optional
         Show a progress bar (tqdm) or, without tqdm, a line per pair on stderr.
 
@@ -793,6 +802,10 @@ def subtractBatch(
     if not isinstance(threadsPerWorker, int) or threadsPerWorker < 1:
         raise InvalidInputError(
             f"threadsPerWorker: expected an integer >= 1, got {threadsPerWorker!r}"
+        )
+    if coreThreads is not None and (not isinstance(coreThreads, int) or coreThreads < 0):
+        raise InvalidInputError(
+            f"coreThreads: expected an integer >= 0 or None, got {coreThreads!r}"
         )
     if maxInFlight is not None and (not isinstance(maxInFlight, int) or maxInFlight < 1):
         raise InvalidInputError(f"maxInFlight: expected an integer >= 1, got {maxInFlight!r}")
@@ -845,6 +858,7 @@ def subtractBatch(
                     config,
                     overwrite,
                     cacheTemplates,
+                    coreThreads,
                     key=f"psfmatch-pair-{run}-{index}",
                     pure=False,
                 )

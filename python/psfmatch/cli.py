@@ -644,6 +644,8 @@ def _batch(args: argparse.Namespace) -> int:
         raise _UsageError(f"--workers {args.workers}: expected at least 1")
     if args.threads_per_worker < 1:
         raise _UsageError(f"--threads-per-worker {args.threads_per_worker}: expected at least 1")
+    if args.core_threads < 0:
+        raise _UsageError(f"--core-threads {args.core_threads}: expected at least 0")
     if args.max_in_flight is not None and args.max_in_flight < 1:
         raise _UsageError(f"--max-in-flight {args.max_in_flight}: expected at least 1")
     if args.scheduler is not None and args.workers is not None:
@@ -658,6 +660,7 @@ def _batch(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         maxInFlight=args.max_in_flight,
         cacheTemplates=not args.no_template_cache,
+        coreThreads=args.core_threads,
         progress=not args.quiet,
     )
     failures = summary.failures
@@ -1121,6 +1124,14 @@ def _buildParser() -> _Parser:
         default=1,
         metavar="N",
         help="pairs each local worker runs at once (default 1; each needs ~230 bytes per pixel)",
+    )
+    where.add_argument(
+        "--core-threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="threads of psfmatch's compiled core per pair (default 1: the workers already use "
+        "the cores; 0: every hardware thread)",
     )
     where.add_argument(
         "--max-in-flight",
