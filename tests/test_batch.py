@@ -177,8 +177,8 @@ def test_failuresRecordedAndRerunResumes(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A corrupt and a missing input fail alone and are in the manifest with their error
-    types; at most maxInFlight tasks are out at once; a rerun skips the finished pairs and
-    retries the failed ones."""
+    types; at most maxInFlight tasks are out at once; the output directory is created; a rerun
+    skips the finished pairs and retries the failed ones."""
     corrupt = tmp_path / "corrupt.fits"
     whole = data["a2"].read_bytes()
     corrupt.write_bytes(whole[: len(whole) // 2])  # a truncated FITS file
@@ -191,7 +191,6 @@ def test_failuresRecordedAndRerunResumes(
         f"{data['b1']},{data['tB']},out/good2.fits\n"
         f"{tmp_path / 'missing.fits'},{data['tB']},out/missing.fits\n"
     )
-    (tmp_path / "out").mkdir()
     monkeypatch.setitem(sys.modules, "tqdm", None)  # the plain progress lines
     spy = _SpyClient(client)
     summary = subtractBatch(csv, client=spy, maxInFlight=2, progress=True)

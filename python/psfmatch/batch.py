@@ -9,7 +9,8 @@ pair list (a CSV file or a list of dicts, see `readPairs`) on a `dask.distribute
 Safety and resumption
 ---------------------
 - Each output is written atomically (`psfmatch.io.writeMaskedImage`): a pair's files are
-  either complete or absent, whatever happens to the worker. With a ``matched`` column the
+  either complete or absent, whatever happens to the worker. Missing output directories are
+  created. With a ``matched`` column the
   convolved image is written first and the difference image last.
 - Without ``overwrite``, a pair whose outputs all exist and are complete psfmatch files (the
   IMAGE, MASK and VARIANCE extensions, psfmatch's header cards, and a file size that ends with
@@ -551,6 +552,8 @@ def _runPair(
                 ignoreOrigins=pair.ignoreOrigins,
                 templateAnalysis=analysis,
             )
+            for path in outputs:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             if pair.matched:
                 pmio.writeMaskedImage(
                     pair.matched,
@@ -824,6 +827,7 @@ def subtractBatch(
     distributed = _importDistributed()
 
     try:
+        manifestPath.parent.mkdir(parents=True, exist_ok=True)
         stream = open(manifestPath, "a", encoding="utf-8")
     except OSError as err:
         raise PsfMatchIOError(

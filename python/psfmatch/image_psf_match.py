@@ -239,7 +239,7 @@ def _pixelChecksum(mi: MaskedImage) -> int:
     layout = repr([(a.shape, a.dtype.str) for a in planes]).encode()
     crc = zlib.crc32(layout)
     for array in planes:
-        crc = zlib.crc32(np.ascontiguousarray(array).reshape(-1).view(np.uint8), crc)
+        crc = zlib.crc32(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data, crc)
     return crc
 
 
