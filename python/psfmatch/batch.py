@@ -836,7 +836,6 @@ def subtractBatch(
         ) from err
     run = f"{_now()}-{uuid.uuid4().hex[:8]}"
     records: list[dict[str, Any] | None] = [None] * len(pairList)
-    bar = _Progress(len(pairList), progress)
     with stream, _connect(client, scheduler, nWorkers, threadsPerWorker) as active:
         workers = active.scheduler_info().get("workers", {})
         nThreads = sum(int(w.get("nthreads", 1)) for w in workers.values())
@@ -849,6 +848,7 @@ def subtractBatch(
             limit,
             manifestPath,
         )
+        bar = _Progress(len(pairList), progress)
         start = time.perf_counter()
         todo = iter(enumerate(pairList))
         pending: dict[Any, int] = {}
