@@ -230,6 +230,34 @@ def test_failuresRecordedAndRerunResumes(
     assert len({r["run"] for r in readManifest(again.manifest, latest=False)}) == 2
 
 
+def _lostTask() -> None:
+    raise RuntimeError("worker lost")
+
+
+class _LosingClient(_SpyClient):
+    """A client on which every task dies outside `_runPair` (as with a killed worker)."""
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        return super().submit(_lostTask, key=kwargs["key"], pure=False)
+
+
+def test_lostTasksAreFailures(
+    client: Any, data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task that dies on the cluster is a failed pair in the manifest, not a crash."""
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    pairs = [{"science": data["a1"], "template": data["tA"], "output": tmp_path / "d.fits"}]
+    summary = subtractBatch(pairs, client=_LosingClient(client), progress=True)
+    assert summary.failed == 1
+    record = readManifest(summary.manifest)[0]
+    assert (record["status"], record["errorType"], record["message"]) == (
+        "failed",
+        "RuntimeError",
+        "worker lost",
+    )
+    assert record["seconds"] is None and not (tmp_path / "d.fits").exists()
+
+
 def test_existingOutputs(
     client: Any, finished: dict[str, Any], data: dict[str, Path], tmp_path: Path
 ) -> None:

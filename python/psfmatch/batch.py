@@ -694,10 +694,10 @@ class _Progress:
         self.done += 1
         self.counts[record["status"]] += 1
         c = self.counts
-        line = (
-            f"{self.done}/{self.total} {record['status']:<7} {pair.output} "
-            f"({record['seconds']:.1f} s)"
-        )
+        seconds = record.get("seconds")
+        line = f"{self.done}/{self.total} {record['status']:<7} {pair.output}"
+        if seconds is not None:
+            line += f" ({seconds:.1f} s)"
         if record["status"] == "failed":
             line += f": {record['errorType']}: {_firstLine(record['message'])}"
         _log.info("%s", line)
@@ -886,7 +886,7 @@ def subtractBatch(
                         "traceback": None,
                         "templateCached": None,
                         "worker": None,
-                        "seconds": math.nan,
+                        "seconds": None,
                         "time": _now(),
                     }
                 future.release()
@@ -901,7 +901,7 @@ def subtractBatch(
                     **record,
                 }
                 records[index] = record
-                stream.write(json.dumps(record, allow_nan=True) + "\n")
+                stream.write(json.dumps(record) + "\n")
                 stream.flush()
                 bar.update(pair, record)
         except BaseException:
