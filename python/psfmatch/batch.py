@@ -10,8 +10,8 @@ Safety and resumption
 ---------------------
 - Each output is written atomically (`psfmatch.io.writeMaskedImage`): a pair's files are
   either complete or absent, whatever happens to the worker. Missing output directories are
-  created. With a ``matched`` column the
-  convolved image is written first and the difference image last.
+  created. With a ``matched`` column the convolved image is written first and the difference
+  image last.
 - Without ``overwrite``, a pair whose outputs all exist and are complete psfmatch files (the
   IMAGE, MASK and VARIANCE extensions, psfmatch's header cards, and a file size that ends with
   the last HDU) is skipped, so a rerun does only the pairs that did not finish. A pair that is
