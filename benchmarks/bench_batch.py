@@ -30,7 +30,7 @@ from astropy.io import fits
 
 from psfmatch import io as pmio
 from psfmatch.api import subtract
-from psfmatch.batch import readManifest, subtractBatch
+from psfmatch.batch import localClient, readManifest, subtractBatch
 from psfmatch.simulate import simulatePair
 
 SIZE = 1024
@@ -96,19 +96,11 @@ def test_batch_serial_loop(benchmark: Any, field: dict[str, Any], tmp_path: Path
 
 @pytest.mark.parametrize("nWorkers", [1, 2])
 def test_batch_dask(benchmark: Any, field: dict[str, Any], tmp_path: Path, nWorkers: int) -> None:
-    """`subtractBatch` on a local cluster of ``nWorkers`` single-threaded processes."""
-    distributed = pytest.importorskip("distributed")
+    """`subtractBatch` on a local cluster of ``nWorkers`` single-threaded processes (as
+    ``psfmatch batch --workers N`` starts it: `localClient`)."""
+    pytest.importorskip("distributed")
     pairs = _pairs(field, tmp_path, benchmark)
-    with (
-        distributed.LocalCluster(
-            n_workers=nWorkers,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
+    with localClient(nWorkers) as client:
         client.run(importlib.import_module, "psfmatch.batch")  # the workers' imports
         summaries = []
 

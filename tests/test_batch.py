@@ -9,12 +9,14 @@ one-process local cluster, as ``psfmatch batch`` does. Every output is compared 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -351,11 +353,25 @@ def test_cliBatchBadPairList(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 @pytest.mark.slow
-def test_localProcessCluster(finished: dict[str, Any], tmp_path: Path) -> None:
+def test_localProcessCluster(
+    finished: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The default path: subtractBatch starts (and stops) a local cluster of worker
-    processes, which import psfmatch and receive the pair and config by pickle."""
+    processes, which import psfmatch and receive the pair and config by pickle; their
+    environment lacks Dask's MALLOC_TRIM_THRESHOLD_."""
+    seen: dict[str, Any] = {}
+    original = pmbatch.localClient
+
+    @contextlib.contextmanager
+    def spying(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        with original(*args, **kwargs) as started:
+            seen.update(started.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_"))
+            yield started
+
+    monkeypatch.setattr(pmbatch, "localClient", spying)
     pair = dict(finished["pairs"][3], output=tmp_path / "b1.fits")
     summary = subtractBatch([pair], nWorkers=1)
+    assert list(seen.values()) == [None]
     assert summary.succeeded == 1 and summary.nWorkers == 1, summary.records
     assert summary.records[0]["worker"].startswith("tcp://127.0.0.1:")
     _assertSameFile(tmp_path / "b1.fits", Path(finished["pairs"][3]["output"]))
