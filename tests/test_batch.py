@@ -370,7 +370,14 @@ def test_localProcessCluster(
 
     monkeypatch.setattr(pmbatch, "localClient", spying)
     pair = dict(finished["pairs"][3], output=tmp_path / "b1.fits")
-    summary = subtractBatch([pair], nWorkers=1)
+    saved = dict(os.environ)
+    try:
+        summary = subtractBatch([pair], nWorkers=1)
+    finally:
+        # Dask's nanny copies its workers' environment (OMP_NUM_THREADS=1, ...) into this
+        # process; undo that for the tests that follow.
+        os.environ.clear()
+        os.environ.update(saved)
     assert list(seen.values()) == [None]
     assert summary.succeeded == 1 and summary.nWorkers == 1, summary.records
     assert summary.records[0]["worker"].startswith("tcp://127.0.0.1:")
