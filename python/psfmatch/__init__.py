@@ -18,7 +18,7 @@ except ImportError as err:  # pragma: no cover - only on a broken install
         f"from the source tree without building does not work. Original error: {err}"
     ) from err
 
-from . import io, plot, progress, simulate
+from . import batch, io, plot, progress, simulate
 from ._core import (
     Box2I,
     ConditionNumberType,
@@ -30,7 +30,7 @@ from ._core import (
     StaticKernelSolution,
     linearCombination,
 )
-from .api import SubtractionResult, subtract
+from .api import SubtractionResult, analyzeTemplate, subtract
 from .basis import (
     generateAlardLuptonBasisList,
     makeAlardLuptonBasisList,
@@ -56,7 +56,7 @@ from .errors import (
     SingularMatrixError,
 )
 from .image import Mask, MaskedImage
-from .image_psf_match import ImagePsfMatchConfig, ImagePsfMatchTask
+from .image_psf_match import ImagePsfMatchConfig, ImagePsfMatchTask, TemplateAnalysis
 from .model_psf_match import ModelPsfMatchConfig, ModelPsfMatchTask
 from .presets import SnapPsfMatchConfig, SnapPsfMatchConfigAL, SnapPsfMatchConfigDF, makeSnapConfig
 from .psf import DoubleGaussianPsf, GaussianPsf, ImagePsf, Psf, Quadrupole, VaryingPsf
@@ -142,7 +142,10 @@ __all__ = [
     "SubtractionResult",
     "Task",
     "TaskMetadata",
+    "TemplateAnalysis",
     "VaryingPsf",
+    "analyzeTemplate",
+    "batch",
     "convolve",
     "generateAlardLuptonBasisList",
     "io",

@@ -4,12 +4,13 @@
 `subtract` accepts numpy arrays, `~astropy.nddata.NDData`/`~astropy.nddata.CCDData`,
 `MaskedImage` objects or FITS paths (`psfmatch.io.readImage` says how each is read), runs
 `ImagePsfMatchTask.subtractMaskedImages`, and wraps what it returns in a
-`SubtractionResult` that knows how to write itself to FITS.
+`SubtractionResult` that knows how to write itself to FITS. `analyzeTemplate` does the
+template-only part of that work once, for a template shared by many science images.
 """
 
 from __future__ import annotations
 
-__all__ = ["SubtractionResult", "subtract"]
+__all__ = ["SubtractionResult", "analyzeTemplate", "subtract"]
 
 import contextlib
 import logging
@@ -27,7 +28,7 @@ from astropy.table import Table
 from . import io as pmio
 from .errors import InvalidInputError, OutputExistsError
 from .image import MaskedImage
-from .image_psf_match import ImagePsfMatchConfig, ImagePsfMatchTask
+from .image_psf_match import ImagePsfMatchConfig, ImagePsfMatchTask, TemplateAnalysis
 from .task import TaskMetadata
 
 _log = logging.getLogger("psfmatch.subtract")
@@ -264,6 +265,78 @@ class SubtractionResult:
                 raise
 
 
+def _subtractConfig(
+    config: ImagePsfMatchConfig | None,
+    mode: str | None,
+    spatialKernelOrder: int | None,
+    spatialBgOrder: int | None,
+) -> ImagePsfMatchConfig:
+    """A validated copy of ``config`` (or the defaults) with `subtract`'s overrides applied;
+    `InvalidInputError` for a config, mode or order that is not allowed."""
+    if config is None:
+        config = ImagePsfMatchConfig()
+    else:
+        if not isinstance(config, ImagePsfMatchConfig):
+            raise InvalidInputError(
+                f"config: expected an ImagePsfMatchConfig, got {type(config).__name__}"
+            )
+        config = typing.cast(ImagePsfMatchConfig, config.copy())
+    settings: tuple[tuple[str, Any, Any], ...] = (
+        ("mode", config, mode),
+        ("spatialKernelOrder", config.kernel.active, spatialKernelOrder),
+        ("spatialBgOrder", config.kernel.active, spatialBgOrder),
+    )
+    for name, target, value in settings:
+        if value is None:
+            continue
+        try:
+            setattr(target, name, value if name == "mode" else operator.index(value))
+        except Exception as err:  # pex_config raises FieldValidationError, TypeError, ...
+            raise InvalidInputError(f"{name}: {value!r} is not allowed: {err}") from err
+    try:
+        config.validate()
+    except Exception as err:
+        raise InvalidInputError(f"config: {err}") from err
+    return config
+
+
+def analyzeTemplate(
+    template: Any,
+    *,
+    mode: str = "auto",
+    config: ImagePsfMatchConfig | None = None,
+    templateVariance: Any = None,
+    templateMask: Any = None,
+) -> TemplateAnalysis:
+    """Do once the work `subtract` does on a template alone (for many science images).
+
+    Parameters
+    ----------
+    template : path, array, `~astropy.nddata.NDData`, or `MaskedImage`
+        The template. Never modified.
+    mode, config : optional
+        As for `subtract`; the analysis is only accepted by a `subtract` call whose
+        configuration agrees on the settings it depends on (``TemplateAnalysis.settings``).
+    templateVariance, templateMask : optional
+        As for `subtract`.
+
+    Returns
+    -------
+    analysis : `TemplateAnalysis`
+        Pass it as ``subtract(..., templateAnalysis=analysis)`` with the same template: the
+        result is bit for bit the one without it, minus the template's variance measurement
+        and its two source detections.
+
+    Raises
+    ------
+    InvalidInputError
+        An unreadable template or an invalid config.
+    """
+    tmp = pmio.readImage(template, variance=templateVariance, mask=templateMask)
+    config = _subtractConfig(config, mode, None, None)
+    return ImagePsfMatchTask(config=config).analyzeTemplate(tmp)
+
+
 def subtract(
     science: Any,
     template: Any,
@@ -282,6 +355,7 @@ def subtract(
     ignoreOrigins: bool = False,
     sciencePsf: Any = None,
     templatePsf: Any = None,
+    templateAnalysis: TemplateAnalysis | None = None,
 ) -> SubtractionResult:
     """Subtract a template from a science image after matching their PSFs.
 
@@ -310,6 +384,10 @@ def subtract(
         Each image's PSF (an odd-sized image, or an object with ``computeKernelImage(x, y)``),
         instead of a Gaussian of the FWHM: the preconvolution kernel of "preconvolve" and the
         PSF of the difference image.
+    templateAnalysis : `TemplateAnalysis`, optional
+        `analyzeTemplate`'s answer for this template (with the same configuration): its
+        variance measurement and detections are reused instead of repeated. The result is
+        the same, bit for bit.
 
     Returns
     -------
@@ -320,7 +398,8 @@ def subtract(
     InvalidInputError
         Unreadable or mismatched inputs, NaNs outside the mask of a `MaskedImage`, a
         variance that is negative, or zero where the unconvolved image is not masked, an image
-        smaller than the kernel's stamps, an invalid config, mode or spatial order.
+        smaller than the kernel's stamps, an invalid config, mode or spatial order, a
+        ``templateAnalysis`` of another template or configuration.
     InputFileNotFoundError
         A path that does not exist.
     InsufficientKernelSourcesError
@@ -343,30 +422,7 @@ def subtract(
     tmp = pmio.readImage(template, variance=templateVariance, mask=templateMask, info=tmpInfo)
     if ignoreOrigins and tmp.getXY0() != sci.getXY0():
         tmp = MaskedImage(tmp.image, tmp.mask, tmp.variance, xy0=sci.getXY0())
-    if config is None:
-        config = ImagePsfMatchConfig()
-    else:
-        if not isinstance(config, ImagePsfMatchConfig):
-            raise InvalidInputError(
-                f"config: expected an ImagePsfMatchConfig, got {type(config).__name__}"
-            )
-        config = typing.cast(ImagePsfMatchConfig, config.copy())
-    settings: tuple[tuple[str, Any, Any], ...] = (
-        ("mode", config, mode),
-        ("spatialKernelOrder", config.kernel.active, spatialKernelOrder),
-        ("spatialBgOrder", config.kernel.active, spatialBgOrder),
-    )
-    for name, target, value in settings:
-        if value is None:
-            continue
-        try:
-            setattr(target, name, value if name == "mode" else operator.index(value))
-        except Exception as err:  # pex_config raises FieldValidationError, TypeError, ...
-            raise InvalidInputError(f"{name}: {value!r} is not allowed: {err}") from err
-    try:
-        config.validate()
-    except Exception as err:
-        raise InvalidInputError(f"config: {err}") from err
+    config = _subtractConfig(config, mode, spatialKernelOrder, spatialBgOrder)
     task = ImagePsfMatchTask(config=config)
     for which, info in (("science", sciInfo), ("template", tmpInfo)):
         # The documented fallback for NaN/inf pixels outside the mask: readImage flagged
@@ -389,6 +445,7 @@ def subtract(
         scienceFwhmPix=scienceFwhm,
         sciencePsf=sciencePsf,
         templatePsf=templatePsf,
+        templateAnalysis=templateAnalysis,
     )
     return SubtractionResult(
         difference=res.subtractedMaskedImage,

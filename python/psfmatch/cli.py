@@ -1,10 +1,14 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""The ``psfmatch`` command: ``psfmatch subtract`` and ``psfmatch demo``.
+"""The ``psfmatch`` command: ``psfmatch subtract``, ``psfmatch batch`` and ``psfmatch demo``.
 
 ``psfmatch subtract`` runs `psfmatch.api.subtract` on two FITS files and writes the difference
 image (and, optionally, the convolved image) with `SubtractionResult.writeFits`. Its options
 have long names and, where HOTPANTS has an equivalent, HOTPANTS's single-dash names as aliases
 (``-inim -tmplim -outim -oci -r -ko -bgo -ng -c -n -tu -iu -tl -il -tg -ig``).
+
+``psfmatch batch pairs.csv`` runs the same subtraction over a list of pairs on a Dask cluster
+(`psfmatch.batch.subtractBatch`): resumable, one manifest line per pair, a progress bar and a
+summary; its exit status is 1 if any pair failed.
 
 ``psfmatch demo`` simulates a template/science pair with a known answer
 (`psfmatch.simulate.simulatePair`), writes it to FITS, subtracts it through the same code path
@@ -70,6 +74,9 @@ _NORMALIZE = {
     "u": "unconvolved",
     "unconvolved": "unconvolved",
 }
+
+#: Failed pairs listed by ``psfmatch batch``'s summary (the manifest has them all).
+_MAX_FAILURES_SHOWN = 10
 
 # Demo thresholds (see _demo): the figures quoted in the README and `psfmatch demo --help`.
 _KSUM_TOLERANCE = 0.002
@@ -728,6 +735,55 @@ def _printSummary(result: Any, args: argparse.Namespace, elapsed: float, units: 
 
 
 # --------------------------------------------------------------------------------------------
+# psfmatch batch
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from .batch import subtractBatch
+
+    config = _buildConfig(args)
+    if args.workers is not None and args.workers < 1:
+        raise _UsageError(f"--workers {args.workers}: expected at least 1")
+    if args.threads_per_worker < 1:
+        raise _UsageError(f"--threads-per-worker {args.threads_per_worker}: expected at least 1")
+    if args.core_threads < 0:
+        raise _UsageError(f"--core-threads {args.core_threads}: expected at least 0")
+    if args.max_in_flight is not None and args.max_in_flight < 1:
+        raise _UsageError(f"--max-in-flight {args.max_in_flight}: expected at least 1")
+    if args.scheduler is not None and args.workers is not None:
+        raise _UsageError("--workers starts a local cluster; it cannot go with --scheduler")
+    summary = subtractBatch(
+        args.pairs,
+        scheduler=args.scheduler,
+        nWorkers=args.workers,
+        threadsPerWorker=args.threads_per_worker,
+        config=config,
+        manifest=args.manifest,
+        overwrite=args.overwrite,
+        maxInFlight=args.max_in_flight,
+        cacheTemplates=not args.no_template_cache,
+        coreThreads=args.core_threads,
+        progress=not args.quiet,
+    )
+    failures = summary.failures
+    if not args.quiet or failures:
+        lines = [f"psfmatch batch: {summary}"]
+        if summary.succeeded:
+            lines[0] += f" ({summary.pairsPerSecond:.3g} pairs/s)"
+        for record in failures[:_MAX_FAILURES_SHOWN]:
+            message = (record["message"] or "").strip().splitlines()
+            lines.append(
+                f"  failed: {record['where']} ({record['science']}): {record['errorType']}: "
+                f"{message[0] if message else ''}"
+            )
+        if len(failures) > _MAX_FAILURES_SHOWN:
+            lines.append(f"  ... and {len(failures) - _MAX_FAILURES_SHOWN} more failures")
+        lines.append(f"  manifest: {summary.manifest}")
+        print("\n".join(lines), file=sys.stderr if failures else sys.stdout)
+    return 0 if summary.ok else 1
+
+
+# --------------------------------------------------------------------------------------------
 # psfmatch demo
 
 
@@ -1158,6 +1214,106 @@ def _buildParser() -> _Parser:
         "literals, else strings)",
     )
     sub.set_defaults(func=_subtract)
+
+    batch = commands.add_parser(
+        "batch",
+        parents=[common],
+        allow_abbrev=False,
+        formatter_class=fmt,
+        help="subtract many pairs listed in a CSV file on a Dask cluster, resumably",
+        description=(
+            "Run psfmatch subtract on every pair of PAIRS, a CSV file with the columns\n"
+            "science, template, output (required) and matched, mode, kernelOrder, bgOrder,\n"
+            "scienceFwhm, templateFwhm, ignoreOrigins (optional, per pair; relative paths are\n"
+            "relative to the CSV file), on a Dask cluster: a local one by default, or the\n"
+            'scheduler at --scheduler. Needs dask: pip install "psfmatch[distributed]".\n\n'
+            "Outputs are written atomically; complete outputs are skipped on a rerun. Each\n"
+            "pair's outcome is appended to a JSON-lines manifest. Exit status 1 if any pair\n"
+            "failed."
+        ),
+        epilog=(
+            "examples:\n"
+            "  psfmatch batch pairs.csv --workers 4\n"
+            "  psfmatch batch pairs.csv --scheduler tcp://10.0.0.5:8786 -ko 1\n\n"
+            "pairs.csv:\n"
+            "  science,template,output,kernelOrder\n"
+            "  sci/v1.fits,tmpl/t.fits,diff/v1.fits,\n"
+            "  sci/v2.fits,tmpl/t.fits,diff/v2.fits,1"
+        ),
+    )
+    batch.add_argument("pairs", metavar="PAIRS", help="the CSV pair list")
+    where = batch.add_argument_group("cluster")
+    where.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="the address of a running Dask scheduler (tcp://host:8786); default: start a "
+        "local cluster",
+    )
+    where.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes of the local cluster (default: one per CPU)",
+    )
+    where.add_argument(
+        "--threads-per-worker",
+        type=int,
+        default=1,
+        metavar="N",
+        help="pairs each local worker runs at once (default 1; each needs ~230 bytes per pixel)",
+    )
+    where.add_argument(
+        "--core-threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="threads of psfmatch's compiled core per pair (default 1: the workers already use "
+        "the cores; 0: every hardware thread)",
+    )
+    where.add_argument(
+        "--max-in-flight",
+        type=int,
+        metavar="N",
+        help="most pairs submitted at once (default: twice the cluster's threads)",
+    )
+    runOptions = batch.add_argument_group("outputs")
+    runOptions.add_argument(
+        "--manifest",
+        metavar="JSONL",
+        help="the manifest to append to (default: psfmatch-batch.jsonl in the outputs' common "
+        "directory)",
+    )
+    runOptions.add_argument(
+        "--overwrite", action="store_true", help="redo every pair and replace its outputs"
+    )
+    runOptions.add_argument(
+        "--no-template-cache",
+        action="store_true",
+        help="analyse a shared template for every pair instead of once per worker",
+    )
+    batchFit = batch.add_argument_group("fit (per-pair columns override these)")
+    batchFit.add_argument(
+        "--mode",
+        choices=["auto", "convolveTemplate", "convolveScience", "preconvolve"],
+        default=None,
+        help="which image to convolve (default: auto)",
+    )
+    batchFit.add_argument(
+        "--kernel-order", "-ko", type=int, metavar="N", help="spatial order of the kernel"
+    )
+    batchFit.add_argument(
+        "--bg-order", "-bgo", type=int, metavar="N", help="spatial order of the background"
+    )
+    batchFit.add_argument(
+        "--config-file",
+        action="append",
+        metavar="PY",
+        help="a Python file run with `config` bound to an ImagePsfMatchConfig (repeatable)",
+    )
+    batchFit.add_argument(
+        "--set", action="extend", nargs="+", metavar="KEY=VALUE", help="config overrides"
+    )
+    batch.set_defaults(func=_batch, kernel_half_width=None, ngauss=None)
 
     demo = commands.add_parser(
         "demo",

@@ -19,11 +19,10 @@ Which to raise when:
   `FileNotFoundError`.
 - `OutputExistsError` — an output file exists and overwriting was not asked for. A
   `PsfMatchIOError` and a `FileExistsError`.
+- `MissingDependencyError` — an optional dependency a feature needs is not installed; the
+  message names the ``pip install`` that brings it. Also an `ImportError`.
 - `PsfComputeShapeError` — a PSF model cannot give a size or shape at a position (it carries
   the position); raised by the PSF models and `ModelPsfMatchTask`.
-- `MissingDependencyError` — an optional feature needs a package that is not installed (for
-  example `psfmatch.plot` without matplotlib); the message says what to ``pip install``. Also
-  an `ImportError`.
 - `PsfMatchError` — anything else that stops the work. A `RuntimeError`.
 
 A degraded but usable fit is not an exception: it is a logged warning and a metadata entry.

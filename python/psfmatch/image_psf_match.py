@@ -71,9 +71,11 @@ The figures of the fit itself are switched on for ``"psfmatch.psf_match"`` (`Psf
 
 from __future__ import annotations
 
-__all__ = ["ImagePsfMatchConfig", "ImagePsfMatchTask"]
+__all__ = ["ImagePsfMatchConfig", "ImagePsfMatchTask", "TemplateAnalysis"]
 
 import math
+import zlib
+from dataclasses import dataclass
 from typing import Any
 
 import lsst.pex.config as pexConfig
@@ -190,6 +192,69 @@ class ImagePsfMatchConfig(pexConfig.Config):
         super().setDefaults()
         for name in ("AL", "DF"):
             self.kernel[name].fitForBackground = True
+
+
+@dataclass(frozen=True, eq=False)
+class TemplateAnalysis:
+    """The work `ImagePsfMatchTask` does on a template alone, done once for many science images.
+
+    Made by `ImagePsfMatchTask.analyzeTemplate` (or `psfmatch.api.analyzeTemplate`) and passed
+    as ``templateAnalysis`` to `ImagePsfMatchTask.subtractMaskedImages`,
+    `~ImagePsfMatchTask.matchMaskedImages` or `psfmatch.subtract`, it replaces the template's
+    variance rescaling measurement and its two sep detections (kernel sources and, for the
+    association of difference-image sources, template detections). The result is bit for bit
+    the one obtained without it. The template's FWHM is not part of it: it is measured on the
+    stars the template shares with each science image, so it belongs to the pair.
+
+    Attributes
+    ----------
+    shape : (`int`, `int`)
+        ``(ny, nx)`` of the template. (Its origin does not matter: every detection is in
+        array coordinates.)
+    checksum : `int`
+        CRC-32 of the template's image, mask and variance planes (with their shapes and
+        dtypes): an analysis is only accepted for the very pixels it was made from.
+    settings : `tuple`
+        The configuration values the analysis depends on, as ``(name, value)`` pairs; a task
+        with other values refuses it.
+    varianceScaleFactor : `float` or None
+        The measured variance scale factor (NaN if it could not be measured); None when
+        ``doScaleVariance`` is off.
+    sources : `numpy.ndarray`
+        The template's detections at ``selection.detectionThreshold`` (`detectSources`; array
+        coordinates), read-only.
+    diaDetections : `numpy.ndarray` or None
+        Its detections at ``diaSourceThreshold``, read-only; None without
+        ``doDetectDiaSources``.
+    """
+
+    shape: tuple[int, int]
+    checksum: int
+    settings: tuple[tuple[str, Any], ...]
+    varianceScaleFactor: float | None
+    sources: np.ndarray
+    diaDetections: np.ndarray | None
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the detections, in bytes."""
+        extra = 0 if self.diaDetections is None else self.diaDetections.nbytes
+        return int(self.sources.nbytes + extra)
+
+
+def _pixelChecksum(mi: MaskedImage) -> int:
+    """CRC-32 of a masked image's planes, shapes and dtypes (an identity check, not security)."""
+    planes = (mi.image, mi.mask, mi.variance)
+    layout = repr([(a.shape, a.dtype.str) for a in planes]).encode()
+    crc = zlib.crc32(layout)
+    for array in planes:
+        crc = zlib.crc32(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data, crc)
+    return crc
+
+
+def _readOnly(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
 
 
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -466,24 +531,10 @@ class ImagePsfMatchTask(PsfMatchTask):
                 f"template and science differ in origin xy0: {templateMaskedImage.getXY0()} vs "
                 f"{scienceMaskedImage.getXY0()}"
             )
-        anyBit = -1  # a non-finite pixel is acceptable when it carries any mask bit
-        copies = []
-        for name, mi in (
-            ("templateMaskedImage", templateMaskedImage),
-            ("scienceMaskedImage", scienceMaskedImage),
-        ):
-            _checkFinite(mi, name, anyBit)
-            work = mi.clone()
-            bad = ~np.isfinite(work.image) | ~np.isfinite(work.variance)
-            work.image[bad] = 0.0
-            work.variance[bad] = 0.0
-            if np.any(work.variance < 0):
-                y, x = np.argwhere(work.variance < 0)[0]
-                raise InvalidInputError(
-                    f"{name}: the variance is negative at (x, y) = ({x + mi.getXY0()[0]}, "
-                    f"{y + mi.getXY0()[1]})"
-                )
-            copies.append(work)
+        copies = [
+            self._prepareOne(templateMaskedImage, "templateMaskedImage"),
+            self._prepareOne(scienceMaskedImage, "scienceMaskedImage"),
+        ]
         badBits = self._badBits()
         usable = ((copies[0].mask & badBits) == 0) & ((copies[1].mask & badBits) == 0)
         if not usable.any():
@@ -526,11 +577,30 @@ class ImagePsfMatchTask(PsfMatchTask):
                 "those pixels)"
             )
 
-    def _scaleVariance(self, mi: MaskedImage, which: str) -> None:
+    @staticmethod
+    def _prepareOne(mi: MaskedImage, name: str) -> MaskedImage:
+        """A working copy of one input: checked, its masked non-finite pixels zeroed."""
+        anyBit = -1  # a non-finite pixel is acceptable when it carries any mask bit
+        _checkFinite(mi, name, anyBit)
+        work = mi.clone()
+        bad = ~np.isfinite(work.image) | ~np.isfinite(work.variance)
+        work.image[bad] = 0.0
+        work.variance[bad] = 0.0
+        if np.any(work.variance < 0):
+            y, x = np.argwhere(work.variance < 0)[0]
+            raise InvalidInputError(
+                f"{name}: the variance is negative at (x, y) = ({x + mi.getXY0()[0]}, "
+                f"{y + mi.getXY0()[1]})"
+            )
+        return work
+
+    def _scaleVariance(self, mi: MaskedImage, which: str, factor: float | None = None) -> None:
+        """Rescale ``mi``'s variance in place by the measured (or given) factor, if usable."""
         key = f"scale{which}VarianceFactor"
-        factor = _varianceScaleFactor(mi, self._badBits())
+        if factor is None:
+            factor = _varianceScaleFactor(mi, self._badBits())
         limit = self.config.maxVarianceScaleFactor
-        if not (math.isfinite(factor) and 1.0 / limit <= factor <= limit):
+        if not self._varianceScaleUsable(factor):
             self.log.warning(
                 "%s variance not rescaled: the measured factor %.4g is outside [%.3g, %.3g]; "
                 "the variance plane does not describe the pixel noise",
@@ -545,6 +615,107 @@ class ImagePsfMatchTask(PsfMatchTask):
         mi.variance *= mi.variance.dtype.type(factor)
         self.metadata[key] = factor
         self.metadata[f"scale{which}VarianceApplied"] = True
+
+    def _varianceScaleUsable(self, factor: float) -> bool:
+        limit = self.config.maxVarianceScaleFactor
+        return math.isfinite(factor) and 1.0 / limit <= factor <= limit
+
+    # -- the template alone ---------------------------------------------------------------
+
+    def _templateSettings(self) -> tuple[tuple[str, Any], ...]:
+        """The configuration values `analyzeTemplate`'s answer depends on."""
+        config = self.config
+        return (
+            ("badBits", int(self._badBits())),
+            ("doScaleVariance", bool(config.doScaleVariance)),
+            ("maxVarianceScaleFactor", float(config.maxVarianceScaleFactor)),
+            ("detectionThreshold", float(config.selection.detectionThreshold)),
+            ("doDetectDiaSources", bool(config.doDetectDiaSources)),
+            ("diaSourceThreshold", float(config.diaSourceThreshold)),
+            ("medianFilled", config.mode == "preconvolve"),
+        )
+
+    @timeMethod
+    def analyzeTemplate(self, templateMaskedImage: MaskedImage) -> TemplateAnalysis:
+        """Do the work that depends on the template alone, once for many science images.
+
+        Parameters
+        ----------
+        templateMaskedImage : `MaskedImage`
+            The template; never modified.
+
+        Returns
+        -------
+        analysis : `TemplateAnalysis`
+            To pass as ``templateAnalysis`` to `subtractMaskedImages` or `matchMaskedImages`
+            of a task with the same configuration (the values in ``analysis.settings``), with
+            this same template: the answer is then bit for bit the one without it.
+
+        Raises
+        ------
+        InvalidInputError
+            Not a `MaskedImage`, NaNs outside the mask, a negative variance.
+        """
+        if not isinstance(templateMaskedImage, MaskedImage):
+            raise InvalidInputError(
+                f"templateMaskedImage: expected a MaskedImage, got "
+                f"{type(templateMaskedImage).__name__}"
+            )
+        # The same steps, on the same working copy, as _fit.
+        work = self._prepareOne(templateMaskedImage, "templateMaskedImage")
+        badBits = self._badBits()
+        factor: float | None = None
+        if self.config.doScaleVariance:
+            factor = _varianceScaleFactor(work, badBits)
+            if self._varianceScaleUsable(factor):
+                work.variance *= work.variance.dtype.type(factor)
+        sources = detectSources(work, self.config.selection.detectionThreshold, badBits)
+        diaDetections = None
+        if self.config.doDetectDiaSources:
+            filled = _medianFilled(work, badBits) if self.config.mode == "preconvolve" else work
+            diaDetections = _readOnly(
+                detectSources(filled, self.config.diaSourceThreshold, badBits)
+            )
+        ny, nx = templateMaskedImage.image.shape
+        return TemplateAnalysis(
+            shape=(int(ny), int(nx)),
+            checksum=_pixelChecksum(templateMaskedImage),
+            settings=self._templateSettings(),
+            varianceScaleFactor=factor,
+            sources=_readOnly(sources),
+            diaDetections=diaDetections,
+        )
+
+    def _checkTemplateAnalysis(self, analysis: Any, template: MaskedImage) -> TemplateAnalysis:
+        """``analysis`` if it was made from ``template`` with this task's settings."""
+        if not isinstance(analysis, TemplateAnalysis):
+            raise InvalidInputError(
+                f"templateAnalysis: expected a TemplateAnalysis, got {type(analysis).__name__}"
+            )
+        settings = self._templateSettings()
+        if analysis.settings != settings:
+            differ = [
+                f"{name} {theirs!r} (this task: {ours!r})"
+                for (name, theirs), (_, ours) in zip(analysis.settings, settings, strict=True)
+                if theirs != ours
+            ]
+            raise InvalidInputError(
+                "templateAnalysis: made with other settings: "
+                + ", ".join(differ)
+                + "; make it with a task of this configuration"
+            )
+        shape = tuple(template.image.shape)
+        if analysis.shape != shape:
+            raise InvalidInputError(
+                f"templateAnalysis: made from a template of shape {analysis.shape}, but the "
+                f"template has shape {shape}"
+            )
+        if analysis.checksum != _pixelChecksum(template):
+            raise InvalidInputError(
+                "templateAnalysis: made from a template with other pixels (its image, mask or "
+                "variance checksum differs)"
+            )
+        return analysis
 
     # -- the fit --------------------------------------------------------------------------
 
@@ -677,8 +848,10 @@ class ImagePsfMatchTask(PsfMatchTask):
         scienceFwhmPix: float | None,
         sciencePsf: Any = None,
         templatePsf: Any = None,
+        templateAnalysis: Any = None,
     ) -> Struct:
         """Everything up to and including the kernel fit; returns the pieces as a Struct."""
+        analysis: TemplateAnalysis | None = None
         with self.timer("prepare"):
             template, science = self._prepareInputs(templateMaskedImage, scienceMaskedImage)
             kConfig = self.kConfig
@@ -688,8 +861,12 @@ class ImagePsfMatchTask(PsfMatchTask):
                 int(kConfig.kernelSizeMin if scaled else kConfig.kernelSize),
                 "smallest kernel the config allows" if scaled else "kernel",
             )
+            if templateAnalysis is not None:
+                analysis = self._checkTemplateAnalysis(templateAnalysis, templateMaskedImage)
             if self.config.doScaleVariance:
-                self._scaleVariance(template, "Template")
+                self._scaleVariance(
+                    template, "Template", None if analysis is None else analysis.varianceScaleFactor
+                )
                 self._scaleVariance(science, "Science")
 
         selection = self.config.selection
@@ -698,7 +875,10 @@ class ImagePsfMatchTask(PsfMatchTask):
         with self.timer("selectSources"):
             if candidateList is None:
                 badBits = self._badBits()
-                tSources = detectSources(template, selection.detectionThreshold, badBits)
+                if analysis is None:
+                    tSources = detectSources(template, selection.detectionThreshold, badBits)
+                else:
+                    tSources = analysis.sources
                 sSources = detectSources(science, selection.detectionThreshold, badBits)
                 preliminary = selectKernelSources(
                     template,
@@ -838,6 +1018,7 @@ class ImagePsfMatchTask(PsfMatchTask):
             templatePsf=templatePsfImage,
             preConvKernel=preConvKernel,
             innerBox=innerBox,
+            templateDiaDetections=None if analysis is None else analysis.diaDetections,
         )
 
     def _sourcesInside(self, sources: Table, box: Any, kernelSize: int) -> Table:
@@ -910,6 +1091,7 @@ class ImagePsfMatchTask(PsfMatchTask):
         *,
         sciencePsf: Any = None,
         templatePsf: Any = None,
+        templateAnalysis: TemplateAnalysis | None = None,
     ) -> Struct:
         """Convolve one image so that its PSF matches the other's.
 
@@ -930,6 +1112,9 @@ class ImagePsfMatchTask(PsfMatchTask):
             pixel-integrated Gaussian of the FWHM. The science PSF is the preconvolution
             kernel of ``mode="preconvolve"``; the PSF of the unconvolved image becomes the
             difference image's PSF.
+        templateAnalysis : `TemplateAnalysis`, optional
+            `analyzeTemplate`'s answer for this template and configuration: the template-only
+            work is then not repeated (the answer is the same, bit for bit).
 
         Returns
         -------
@@ -945,7 +1130,8 @@ class ImagePsfMatchTask(PsfMatchTask):
         Raises
         ------
         InvalidInputError
-            Mismatched or unusable inputs, or an unusable PSF image.
+            Mismatched or unusable inputs, an unusable PSF image, or a ``templateAnalysis``
+            made from another template or with other settings.
         InsufficientKernelSourcesError
             Too few usable stars.
         NoKernelCandidatesError
@@ -959,6 +1145,7 @@ class ImagePsfMatchTask(PsfMatchTask):
             scienceFwhmPix,
             sciencePsf,
             templatePsf,
+            templateAnalysis,
         )
         with self.timer("convolve"):
             matched = self._convolve(fit)
@@ -989,6 +1176,7 @@ class ImagePsfMatchTask(PsfMatchTask):
         *,
         sciencePsf: Any = None,
         templatePsf: Any = None,
+        templateAnalysis: TemplateAnalysis | None = None,
     ) -> Struct:
         """Match the PSFs and subtract: the difference image and everything that made it.
 
@@ -1013,6 +1201,7 @@ class ImagePsfMatchTask(PsfMatchTask):
             scienceFwhmPix,
             sciencePsf,
             templatePsf,
+            templateAnalysis,
         )
         with self.timer("convolve"):
             matched = self._convolve(fit)
@@ -1139,7 +1328,11 @@ class ImagePsfMatchTask(PsfMatchTask):
         # Association: the template's detections stand for the known sky; the kernel sources
         # are the science image's sources used for PSF matching (the reference's
         # selectSources).
-        templateDetections = detectSources(fit.template, config.diaSourceThreshold, self._badBits())
+        templateDetections = fit.templateDiaDetections
+        if templateDetections is None:
+            templateDetections = detectSources(
+                fit.template, config.diaSourceThreshold, self._badBits()
+            )
         fwhm = _psfFwhm(psf)
         radius = config.diaSourceMatchRadius * (fwhm if math.isfinite(fwhm) else 1.0)
         refAssociated = np.zeros(len(table), dtype=bool)
