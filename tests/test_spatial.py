@@ -923,12 +923,17 @@ class Field:
     candidates: list[pm.KernelCandidate]
 
 
-def makeField(rng: np.random.Generator, sciencePsf: Any, config: pm.PsfMatchConfigAL) -> Field:
+def fieldCandidates(
+    rng: np.random.Generator,
+    sciencePsf: Any,
+    config: pm.PsfMatchConfigAL,
+    cellSize: tuple[int, int] = (80, 64),
+) -> tuple[pm.SpatialCellSet, list[pm.KernelCandidate]]:
     """42 isolated stars on a jittered 40-px grid (good boxes never overlap, so the candidates'
     noise is independent); fluxes 2e3–1e4; a noise-free template of σ_T = 1.4 (so the weights
     1/σ_n² are exact inverse variances and M_sp⁻¹ is the covariance of the spatial fit); the
     science image SCALE × stars with `sciencePsf(x, y, flux)`, a background gradient and white
-    noise σ_n = 1. Candidates get 43×43 stamps and a single-kernel fit."""
+    noise σ_n = 1. Candidates get 43×43 stamps, in cells of ``cellSize``."""
     x0, y0 = FIELD_XY0
     template = np.zeros((FIELD_H, FIELD_W))
     science = np.zeros((FIELD_H, FIELD_W))
@@ -944,14 +949,20 @@ def makeField(rng: np.random.Generator, sciencePsf: Any, config: pm.PsfMatchConf
     science += trueBackground(xx, yy) + rng.normal(0.0, NOISE, science.shape)
     tmi = pm.MaskedImage(template, None, np.zeros_like(template), xy0=FIELD_XY0)
     smi = pm.MaskedImage(science, None, np.full_like(science, NOISE**2), xy0=FIELD_XY0)
-    cells = pm.SpatialCellSet(tmi.getBBox(), 80, 64)
-    basis = pm.makeAlardLuptonBasisList(**DEFAULT_AL)
+    cells = pm.SpatialCellSet(tmi.getBBox(), *cellSize)
     cands = []
     for x, y in positions:
         stamp = pm.Box2I((round(x) - 21, round(y) - 21), (43, 43))
         c = pm.KernelCandidate(x, y, tmi.subimage(stamp), smi.subimage(stamp), config)
         cells.insertCandidate(c)
         cands.append(c)
+    return cells, cands
+
+
+def makeField(rng: np.random.Generator, sciencePsf: Any, config: pm.PsfMatchConfigAL) -> Field:
+    """`fieldCandidates` with every candidate's single-kernel fit done."""
+    cells, cands = fieldCandidates(rng, sciencePsf, config)
+    basis = pm.makeAlardLuptonBasisList(**DEFAULT_AL)
     single = pm.BuildSingleKernelVisitor(basis, config)
     cells.visitCandidates(single, config.nStarPerCell)
     assert single.getNRejected() == 0 and single.getNProcessed() == len(cands)
@@ -1504,33 +1515,18 @@ def test_spatial_convolution_mask_dilation(rng: np.random.Generator) -> None:
 
 
 def threadedField(nThreads: int) -> tuple[list[pm.KernelCandidate], Any, Any]:
-    """42 stars in 20 cells, every third drawn 4 px off in the science image (a shift the AL
-    basis cannot follow, which the residual clipping rejects); the single-kernel visitor and
-    the assessment on ``nThreads``."""
-    rng = np.random.default_rng(57721)
-    x0, y0 = FIELD_XY0
-    template = np.zeros((FIELD_H, FIELD_W))
-    science = np.zeros((FIELD_H, FIELD_W))
-    positions = []
-    for j in range(6):
-        for i in range(7):
-            x, y = x0 + 30 + 40 * i + rng.uniform(-5, 5), y0 + 28 + 40 * j + rng.uniform(-5, 5)
-            flux = rng.uniform(2e3, 1e4)
-            shift = 4.0 if len(positions) % 3 == 0 else 0.0
-            addStar(template, FIELD_XY0, x, y, SIGMA_T, flux)
-            addStar(science, FIELD_XY0, x + shift, y, scienceSigma(x, y), SCALE * flux)
-            positions.append((x, y))
-    science += rng.normal(0.0, NOISE, science.shape)
-    tmi = pm.MaskedImage(template, None, np.zeros_like(template), xy0=FIELD_XY0)
-    smi = pm.MaskedImage(science, None, np.full_like(science, NOISE**2), xy0=FIELD_XY0)
+    """`fieldCandidates` in 20 cells, every third star drawn 4 px off in the science image (a
+    shift the AL basis cannot follow, which the residual clipping rejects); the single-kernel
+    visitor and the assessment on ``nThreads``."""
+    drawn = []
+
+    def psf(image: np.ndarray, x: float, y: float, flux: float) -> None:
+        shift = 4.0 if len(drawn) % 3 == 0 else 0.0
+        addStar(image, FIELD_XY0, x + shift, y, scienceSigma(x, y), flux)
+        drawn.append((x, y))
+
     config = fieldConfig(nThreads=nThreads)
-    cells = pm.SpatialCellSet(tmi.getBBox(), 64, 64)
-    cands = []
-    for x, y in positions:
-        stamp = pm.Box2I((round(x) - 21, round(y) - 21), (43, 43))
-        c = pm.KernelCandidate(x, y, tmi.subimage(stamp), smi.subimage(stamp), config)
-        cells.insertCandidate(c)
-        cands.append(c)
+    cells, cands = fieldCandidates(np.random.default_rng(57721), psf, config, (64, 64))
     basis = pm.makeAlardLuptonBasisList(**DEFAULT_AL)
     single = pm.BuildSingleKernelVisitor(basis, config)
     counts = []
