@@ -521,3 +521,17 @@ def test_fits_kernel_extensions_rebuild_the_kernel(tmp_path: Path) -> None:
     for x, y in ((20.0, 30.0), (370.0, 200.0)):
         value = float(np.asarray(bgFunction.terms(x, y)) @ bg)
         assert value == pytest.approx(float(result.background(x, y)), rel=1e-12)
+
+
+@pytest.mark.parametrize("shape, radius", [((37, 53), 4), ((5, 3), 4), ((64, 64), 0)])
+def test_dilate_is_a_box_dilation(shape: tuple[int, int], radius: int) -> None:
+    """The sky mask of the variance rescaling grows sources by a (2r+1)² box: against a
+    brute-force OR over every pixel's box, edges included."""
+    from psfmatch.image_psf_match import _dilate
+
+    mask = np.random.default_rng(4).uniform(size=shape) < 0.02
+    mask[0, -1] = True  # a corner, to exercise the clipping at the edges
+    expected = np.zeros(shape, dtype=bool)
+    for y, x in zip(*np.nonzero(mask), strict=True):
+        expected[max(y - radius, 0) : y + radius + 1, max(x - radius, 0) : x + radius + 1] = True
+    np.testing.assert_array_equal(_dilate(mask, radius), expected)

