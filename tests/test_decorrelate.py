@@ -546,3 +546,15 @@ def test_variable_stars_are_associated_with_the_template():
     header = result.header()
     assert header["psfmatch.NFalsePositivesTotal"] == len(dia)
     assert header["psfmatch.NFalsePositivesRefAssociated"] >= len(variables)
+
+
+@pytest.mark.parametrize("shape", [(12, 16), (9, 10), (8, 7)])
+def test_sum_of_squares_by_parseval(shape: tuple[int, int]) -> None:
+    """The variance weights Σ c² come from the filters' half spectra by Parseval: equal to
+    the sum over the real-space array an inverse FFT would give (to rounding)."""
+    from psfmatch.decorrelate import _sumOfSquares
+
+    c = np.random.default_rng(9).normal(size=shape)
+    spectrum = np.fft.rfft2(c)
+    # Both sides sum ~100 squares of O(1) values; rounding of the FFTs is ~1e-15 relative.
+    assert _sumOfSquares(spectrum, shape) == pytest.approx(float(np.sum(c * c)), rel=1e-12)

@@ -157,6 +157,19 @@ def _filterImage(
     return out, bad
 
 
+def _sumOfSquares(halfSpectrum: np.ndarray, fftShape: tuple[int, int]) -> float:
+    """Σ c(x)² of the real array c = irfft2(halfSpectrum, s=fftShape), by Parseval: the full
+    spectrum's Σ|C|² / N, where the half grid holds columns 1 … nx/2 − 1 twice over (nx even,
+    as `_fftShape` makes it) and columns 0 and nx/2 once."""
+    ny, nx = fftShape
+    power = halfSpectrum.real**2 + halfSpectrum.imag**2
+    if nx % 2:
+        total = power[:, 0].sum() + 2.0 * power[:, 1:].sum()
+    else:
+        total = power[:, 0].sum() + power[:, -1].sum() + 2.0 * power[:, 1:-1].sum()
+    return float(total / (ny * nx))
+
+
 def _checkKernelArray(array: Any, name: str) -> np.ndarray:
     out = np.asarray(array, dtype=np.float64)
     if out.ndim != 2 or out.shape[0] % 2 == 0 or out.shape[1] % 2 == 0:
@@ -364,20 +377,20 @@ class DecorrelateALKernelTask(Task):
             corr = (v + t * kappa**2) / np.maximum(v + t * kPower / pPower, _P_HAT_FLOOR)
             filterUnconv = pHat * corr
         filterConv = kHat * corr
-        cUnconv = np.fft.irfft2(filterUnconv, s=fftShape)
-        cConv = np.fft.irfft2(filterConv, s=fftShape)
 
         fillBits = Mask.getPlaneBitMask(list(self.config.fillMaskPlanes), skipUnknown=True)
         flagged = (subtractedMaskedImage.mask & fillBits) != 0
         image, badImage = _filterImage(subtractedMaskedImage.image, corr, fftShape, flagged)
         if self.config.completeVarPlanePropagation:
             variance = np.zeros(image.shape)
-            for plane, c in ((varUnconv, cUnconv), (varConv, cConv)):
+            for plane, spectrum in ((varUnconv, filterUnconv), (varConv, filterConv)):
+                c = np.fft.irfft2(spectrum, s=fftShape)
                 filtered, _ = _filterImage(plane, np.fft.rfft2(c * c), fftShape, flagged)
                 variance += np.where(~np.isfinite(plane), np.inf, filtered)
         else:
-            wUnconv = float(np.sum(cUnconv * cUnconv))
-            wConv = float(np.sum(cConv * cConv))
+            # Σ c² of each real-space filter, by Parseval on its half spectrum (no inverse FFT).
+            wUnconv = _sumOfSquares(filterUnconv, fftShape)
+            wConv = _sumOfSquares(filterConv, fftShape)
             variance = np.zeros(image.shape)
             for plane, w in ((varUnconv, wUnconv), (varConv, wConv)):
                 filled, badPlane = _fillNonFinite(plane)
