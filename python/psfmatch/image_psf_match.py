@@ -1281,15 +1281,21 @@ class ImagePsfMatchTask(PsfMatchTask):
         else:
             background = np.zeros(matched.image.shape)
         dtype = fit.reference.image.dtype
+        # In place where possible: at 4096² every full-size temporary is 64-128 MB. The
+        # arithmetic is that of the plain expressions (an in-place float32 -= float64 is
+        # computed in float64 and rounded once, as (a - b).astype(float32) is).
         if fit.mode != "convolveScience":
             # convolveTemplate: the reference is the science image; preconvolve: P ⊗ S.
-            image = fit.reference.image - matched.image - background
+            image = fit.reference.image - matched.image
+            image -= background
             variance = fit.reference.variance + matched.variance
         else:
             xc = 0.5 * (bbox.getMinX() + bbox.getMaxX())
             yc = 0.5 * (bbox.getMinY() + bbox.getMaxY())
             kappa = float(fit.psfMatchingKernel.getSum(xc, yc))
-            image = (matched.image + background - fit.template.image) / kappa
+            image = matched.image + background
+            image -= fit.template.image
+            image /= kappa
             variance = (matched.variance + fit.template.variance) / kappa**2
         mask = fit.reference.mask | matched.mask
         edge = Mask.getPlaneBitMask("EDGE")
@@ -1305,9 +1311,9 @@ class ImagePsfMatchTask(PsfMatchTask):
                 box.getMinX() - x0 : box.getMaxX() - x0 + 1,
             ] = True
             border |= ~inner
-        image = np.where(border, np.nan, image)
-        variance = np.where(border, np.inf, variance)
-        mask = np.where(border, mask | edge | Mask.getPlaneBitMask("NO_DATA"), mask)
+        image[border] = np.nan
+        variance[border] = np.inf
+        mask[border] |= edge | Mask.getPlaneBitMask("NO_DATA")
         return MaskedImage(
             image.astype(dtype, copy=False),
             mask,
