@@ -281,7 +281,7 @@ def _varianceScaleFactor(mi: MaskedImage, badBits: int) -> float:
     4 pixels, so that the wings of bright stars do not widen the distribution.
     """
     # sep works in single precision anyway: a float32 image is given to it as it is.
-    dtype = np.float32 if mi.image.dtype == np.float32 else np.float64
+    dtype: Any = np.float32 if mi.image.dtype == np.float32 else np.float64
     data = np.ascontiguousarray(mi.image, dtype=dtype)
     var = np.asarray(mi.variance, dtype=dtype)
     usable = ((mi.mask & badBits) == 0) & np.isfinite(data) & np.isfinite(var) & (var > 0)
