@@ -132,6 +132,26 @@ def alConfig(**overrides: Any) -> pm.PsfMatchConfigAL:
     return config
 
 
+class DFTask(CellSetTask):
+    """`CellSetTask` with the delta-function basis."""
+
+    ConfigClass = pm.PsfMatchConfigDF
+
+
+def dfConfig(**overrides: Any) -> pm.PsfMatchConfigDF:
+    """A 15×15 delta-function basis of spatial order 1, background fitted, 64-px cells of
+    two stars each, with ``overrides``."""
+    config = pm.PsfMatchConfigDF()
+    config.kernelSize = 15
+    config.fitForBackground = True
+    config.sizeCellX = config.sizeCellY = 64
+    config.nStarPerCell = 2
+    config.spatialKernelOrder = 1
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
 def alBasis(config: pm.PsfMatchConfigAL) -> list[Any]:
     return pm.makeKernelBasisList(
         config, SIGMA_T * pm.basis.FWHM_PER_SIGMA, scienceSigma(N / 2) * pm.basis.FWHM_PER_SIGMA
@@ -293,18 +313,7 @@ def test_delta_function_paths_solve_the_same_field(
     rng: np.random.Generator, usePca: bool, useRegularization: bool
 ) -> None:
     field = makeField(rng, nStars=36)
-
-    class DFTask(CellSetTask):
-        ConfigClass = pm.PsfMatchConfigDF
-
-    config = pm.PsfMatchConfigDF()
-    config.kernelSize = 15
-    config.fitForBackground = True
-    config.sizeCellX = config.sizeCellY = 64
-    config.nStarPerCell = 2
-    config.spatialKernelOrder = 1
-    config.usePcaForSpatialKernel = usePca
-    config.useRegularization = useRegularization
+    config = dfConfig(usePcaForSpatialKernel=usePca, useRegularization=useRegularization)
     task = DFTask(config=config)
     assert (task.hMat is not None) == useRegularization
     cells, _ = task._buildCellSet(field)
@@ -388,18 +397,7 @@ def test_spatial_kernel_sum_is_taken_at_the_cell_set_centre(rng: np.random.Gener
     # scale, is off.
     slope = 0.4
     field = makeField(rng, nStars=36, scaleSlope=slope)
-
-    class DFTask(CellSetTask):
-        ConfigClass = pm.PsfMatchConfigDF
-
-    config = pm.PsfMatchConfigDF()
-    config.kernelSize = 15
-    config.fitForBackground = True
-    config.sizeCellX = config.sizeCellY = 64
-    config.nStarPerCell = 2
-    config.spatialKernelOrder = 1
-    config.kernelSumClipping = False
-    config.usePcaForSpatialKernel = False
+    config = dfConfig(kernelSumClipping=False, usePcaForSpatialKernel=False)
     task = DFTask(config=config)
     cells, _ = task._buildCellSet(field)
     _, kernel, _ = task._solve(cells, pm.makeKernelBasisList(config))
@@ -824,10 +822,6 @@ def test_create_pca_basis_against_numpy_svd(
     config.fitForBackground = True
     config.subtractMeanForPca = subtractMeanForPca
     config.numPrincipalComponents = 4
-
-    class DFTask(CellSetTask):
-        ConfigClass = pm.PsfMatchConfigDF
-
     task = DFTask(config=config)
     cells, candidates = task._buildCellSet(field)
     cells.visitCandidates(
