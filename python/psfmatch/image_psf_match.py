@@ -1276,10 +1276,10 @@ class ImagePsfMatchTask(PsfMatchTask):
 
     def _subtract(self, fit: Struct, matched: MaskedImage) -> MaskedImage:
         bbox = matched.getBBox()
+        # Without doSubtractBackground there is nothing to subtract: no zero image is made.
+        background: np.ndarray | float = 0.0
         if self.config.doSubtractBackground:
             background = np.asarray(fit.backgroundModel.evaluate(bbox))
-        else:
-            background = np.zeros(matched.image.shape)
         dtype = fit.reference.image.dtype
         # In place where possible: at 4096² every full-size temporary is 64-128 MB. The
         # arithmetic is that of the plain expressions (an in-place float32 -= float64 is
@@ -1287,13 +1287,15 @@ class ImagePsfMatchTask(PsfMatchTask):
         if fit.mode != "convolveScience":
             # convolveTemplate: the reference is the science image; preconvolve: P ⊗ S.
             image = fit.reference.image - matched.image
-            image -= background
+            if self.config.doSubtractBackground:
+                image -= background
             variance = fit.reference.variance + matched.variance
         else:
             xc = 0.5 * (bbox.getMinX() + bbox.getMaxX())
             yc = 0.5 * (bbox.getMinY() + bbox.getMaxY())
             kappa = float(fit.psfMatchingKernel.getSum(xc, yc))
-            image = matched.image + background
+            image = matched.image.astype(np.float64)
+            image += background
             image -= fit.template.image
             image /= kappa
             variance = (matched.variance + fit.template.variance) / kappa**2
