@@ -18,7 +18,12 @@ from scipy.special import erf
 
 import psfmatch as pm
 from psfmatch.image_psf_match import ImagePsfMatchConfig, ImagePsfMatchTask
-from psfmatch.selection import KernelSourceSelectionConfig, detectSources, selectKernelSources
+from psfmatch.selection import (
+    KernelSourceSelectionConfig,
+    detectSources,
+    halfLightRadii,
+    selectKernelSources,
+)
 from psfmatch.simulate import simulatePair
 
 SHAPE = (320, 320)
@@ -308,3 +313,46 @@ def test_masked_stamps_are_rejected_exactly() -> None:
     for x, y, hit in zip(clean["x"], clean["y"], expected, strict=True):
         distance = np.hypot(np.asarray(masked["x"]) - x, np.asarray(masked["y"]) - y)
         assert bool((distance < 0.1).any()) == (not hit)
+
+
+def test_half_light_radii_on_stamps_equal_the_whole_image_measurement(
+    field: tuple[pm.MaskedImage, pm.MaskedImage],
+) -> None:
+    """`halfLightRadii` (stamps, measured late) against sep.flux_radius on the whole
+    sky-subtracted image (`detectSources(measureRadii=True)`), star by star, including the
+    star whose stamp leaves the image and the stars with masked pixels."""
+    template, science = field
+    badBits = pm.Mask.getPlaneBitMask(["SAT", "BAD"])
+    for mi in (template, science):
+        whole = detectSources(mi, 10.0, badBits)
+        late = detectSources(mi, 10.0, badBits, measureRadii=False)
+        assert np.isnan(late["r50"]).all()
+        np.testing.assert_array_equal(late["x"], whole["x"])
+        stamps = halfLightRadii(mi, late, badBits)
+        # The background here is flat (sep's mesh of a noise-only sky), so the stamps' one
+        # sky value per star differs from the whole-image map by its noise: ~1e-3 counts
+        # against stars of 1e4, which moves r50 by far less than 1e-3 px.
+        np.testing.assert_allclose(stamps, whole["r50"], atol=1e-3)
+        # And r50 of a Gaussian is √(2 ln 2)·σ: the good stars within sep's 5 % (see above).
+        sigma = SIGMA_TEMPLATE if mi is template else SIGMA_SCIENCE
+        for name in GRID:
+            x, y = STARS[name][:2]
+            k = int(np.argmin(np.hypot(late["x"] - x, late["y"] - y)))
+            assert stamps[k] == pytest.approx(math.sqrt(2 * math.log(2)) * sigma, rel=0.05)
+
+
+def test_radius_cache_gives_the_same_table(
+    field: tuple[pm.MaskedImage, pm.MaskedImage],
+) -> None:
+    template, science = field
+    config = KernelSourceSelectionConfig()
+    plain = selectKernelSources(template, science, config, kernelSize=KERNEL_SIZE)
+    cache: dict[str, np.ndarray] = {}
+    first = selectKernelSources(template, science, config, radiusCache=cache)
+    measured = {which: int(np.isfinite(values).sum()) for which, values in cache.items()}
+    assert measured["template"] >= len(first) and measured["science"] >= len(first)
+    cached = selectKernelSources(
+        template, science, config, kernelSize=KERNEL_SIZE, radiusCache=cache
+    )
+    for column in plain.colnames:
+        np.testing.assert_array_equal(cached[column], plain[column])

@@ -676,12 +676,14 @@ class ImagePsfMatchTask(PsfMatchTask):
             factor = _varianceScaleFactor(work, badBits)
             if self._varianceScaleUsable(factor):
                 work.variance *= work.variance.dtype.type(factor)
-        sources = detectSources(work, self.config.selection.detectionThreshold, badBits)
+        sources = detectSources(
+            work, self.config.selection.detectionThreshold, badBits, measureRadii=False
+        )
         diaDetections = None
         if self.config.doDetectDiaSources:
             filled = _medianFilled(work, badBits) if self.config.mode == "preconvolve" else work
             diaDetections = _readOnly(
-                detectSources(filled, self.config.diaSourceThreshold, badBits)
+                detectSources(filled, self.config.diaSourceThreshold, badBits, measureRadii=False)
             )
         ny, nx = templateMaskedImage.image.shape
         return TemplateAnalysis(
@@ -879,20 +881,27 @@ class ImagePsfMatchTask(PsfMatchTask):
         selection = self.config.selection
         tSources: np.ndarray | None
         sSources: np.ndarray | None
+        radiusCache: dict[str, np.ndarray] = {}
         with self.timer("selectSources"):
             if candidateList is None:
                 badBits = self._badBits()
                 if analysis is None:
-                    tSources = detectSources(template, selection.detectionThreshold, badBits)
+                    tSources = detectSources(
+                        template, selection.detectionThreshold, badBits, measureRadii=False
+                    )
                 else:
                     tSources = analysis.sources
-                sSources = detectSources(science, selection.detectionThreshold, badBits)
+                sSources = detectSources(
+                    science, selection.detectionThreshold, badBits, measureRadii=False
+                )
                 preliminary = selectKernelSources(
                     template,
                     science,
                     selection,
                     templateSources=tSources,
                     scienceSources=sSources,
+                    badBits=badBits,
+                    radiusCache=radiusCache,
                 )
                 measuredT = 2.0 * float(np.median(preliminary["templateR50"]))
                 measuredS = 2.0 * float(np.median(preliminary["scienceR50"]))
@@ -986,6 +995,7 @@ class ImagePsfMatchTask(PsfMatchTask):
                     templateSources=tSources,
                     scienceSources=sSources,
                     badBits=self._badBits(),
+                    radiusCache=radiusCache,
                 )
             else:
                 sources = self._userSources(
@@ -1346,7 +1356,7 @@ class ImagePsfMatchTask(PsfMatchTask):
         templateDetections = fit.templateDiaDetections
         if templateDetections is None:
             templateDetections = detectSources(
-                fit.template, config.diaSourceThreshold, self._badBits()
+                fit.template, config.diaSourceThreshold, self._badBits(), measureRadii=False
             )
         fwhm = _psfFwhm(psf)
         radius = config.diaSourceMatchRadius * (fwhm if math.isfinite(fwhm) else 1.0)
