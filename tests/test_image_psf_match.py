@@ -537,3 +537,28 @@ def test_dilate_is_a_box_dilation(shape: tuple[int, int], radius: int) -> None:
     for y, x in zip(*np.nonzero(mask), strict=True):
         expected[max(y - radius, 0) : y + radius + 1, max(x - radius, 0) : x + radius + 1] = True
     np.testing.assert_array_equal(_dilate(mask, radius), expected)
+
+
+def test_working_inputs_are_read_only_views_unless_pixels_need_zeroing() -> None:
+    """The task works on views of finite inputs (no copy: 400 MB for a 4096² pair) that
+    cannot be written, and on a copy only when masked pixels are NaN; with doScaleVariance
+    the rescaled variance is a new plane, so the caller's arrays never change."""
+    sim = simulatePair((128, 128), nStars=30, seed=4, nTransients=0)
+    science = sim.science
+    work = ImagePsfMatchTask._prepareOne(science, "science")
+    for plane in ("image", "mask", "variance"):
+        assert np.shares_memory(getattr(work, plane), getattr(science, plane))
+        assert not getattr(work, plane).flags.writeable
+    assert science.image.flags.writeable  # the caller's array itself is untouched
+    with_nan = science.clone()
+    with_nan.image[5, 7] = np.nan
+    with_nan.mask[5, 7] |= pm.Mask.getPlaneBitMask("BAD")
+    copy = ImagePsfMatchTask._prepareOne(with_nan, "science")
+    assert not np.shares_memory(copy.image, with_nan.image)
+    assert copy.image[5, 7] == 0.0 and np.isnan(with_nan.image[5, 7])
+
+    before = science.variance.copy()
+    task = ImagePsfMatchTask(config=ImagePsfMatchConfig())
+    task._scaleVariance(work, "Science", 2.0)
+    np.testing.assert_array_equal(science.variance, before)
+    np.testing.assert_array_equal(work.variance, 2.0 * before)  # exact: ×2 in float32

@@ -118,7 +118,8 @@ def _detectionVariance(mi: MaskedImage, background: Any, usable: np.ndarray, dty
     good = var > 0
     good &= var < np.inf  # also False for NaN
     if not np.any(usable & ~good):
-        return np.ascontiguousarray(var)
+        # sep takes only writable buffers (it writes nothing): a read-only plane is copied.
+        return var if var.flags.writeable and var.flags.c_contiguous else var.copy()
     fill = dtype(max(float(background.globalrms), 1e-30) ** 2)
     return np.where(good & usable, var, fill)
 
