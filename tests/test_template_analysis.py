@@ -62,7 +62,8 @@ def test_reuseIsBitIdentical(sims: dict[str, Any], mode: str) -> None:
 
 def test_reuseSkipsTheTemplateWork(sims: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """With an analysis the task measures and detects on the science image only: one variance
-    factor and one detection instead of two and three."""
+    factor and one detection (the kernel sources') instead of two and two (the template's
+    for the difference-image association)."""
     template, science = sims["template"], sims["sciences"][0]
     analysis = analyzeTemplate(template)
     calls = {"detect": 0, "scale": 0}
@@ -79,7 +80,7 @@ def test_reuseSkipsTheTemplateWork(sims: dict[str, Any], monkeypatch: pytest.Mon
     monkeypatch.setattr(ipm, "detectSources", countingDetect)
     monkeypatch.setattr(ipm, "_varianceScaleFactor", countingScale)
     subtract(science, template)
-    assert calls == {"detect": 3, "scale": 2}
+    assert calls == {"detect": 2, "scale": 2}
     calls.update(detect=0, scale=0)
     subtract(science, template, templateAnalysis=analysis)
     assert calls == {"detect": 1, "scale": 1}
@@ -91,16 +92,15 @@ def test_analysisContents(sims: dict[str, Any]) -> None:
     analysis = ImagePsfMatchTask(config=ImagePsfMatchConfig()).analyzeTemplate(template)
     assert isinstance(analysis, TemplateAnalysis)
     assert analysis.shape == SHAPE
-    assert not analysis.sources.flags.writeable
     assert analysis.diaDetections is not None and not analysis.diaDetections.flags.writeable
     # The simulation's variance plane is right, so the measured factor is close to 1; the
     # 10% bound is far outside the IQR estimator's scatter on ~40k sky pixels (~1%).
     assert analysis.varianceScaleFactor is not None
     assert abs(analysis.varianceScaleFactor - 1.0) < 0.1
-    # Independent count: the simulation's stars well above the 10-sigma kernel-source threshold
-    # must be found, and nothing much beyond the stars (sep may split or merge a few).
-    assert 0.5 * 80 <= len(analysis.sources) <= 80 + 5
-    assert analysis.nbytes == analysis.sources.nbytes + analysis.diaDetections.nbytes
+    # Independent count: the simulation's stars well above the 5-sigma difference-image
+    # threshold must be found, and nothing much beyond the stars (sep may split or merge a few).
+    assert 0.5 * 80 <= len(analysis.diaDetections) <= 80 + 5
+    assert analysis.nbytes == analysis.diaDetections.nbytes
 
     config = ImagePsfMatchConfig()
     config.doScaleVariance = False
@@ -117,8 +117,8 @@ def test_mismatchesAreRefused(sims: dict[str, Any]) -> None:
     with pytest.raises(InvalidInputError, match=r"other settings: medianFilled False"):
         subtract(science, template, mode="preconvolve", templateAnalysis=analysis)
     config = ImagePsfMatchConfig()
-    config.selection.detectionThreshold = 20.0
-    with pytest.raises(InvalidInputError, match=r"detectionThreshold 10\.0 \(this task: 20\.0\)"):
+    config.diaSourceThreshold = 7.0
+    with pytest.raises(InvalidInputError, match=r"diaSourceThreshold 5\.0 \(this task: 7\.0\)"):
         subtract(science, template, config=config, templateAnalysis=analysis)
     with pytest.raises(InvalidInputError, match="expected a TemplateAnalysis, got dict"):
         subtract(science, template, templateAnalysis={"sources": []})  # type: ignore[arg-type]

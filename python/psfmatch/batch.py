@@ -40,11 +40,12 @@ process.
 Shared templates
 ----------------
 A template used by many science images is analysed once per worker process: the variance
-rescaling factor and its two sep detections (`ImagePsfMatchTask.analyzeTemplate`) are cached,
+rescaling factor and its sep detections for the difference-image association
+(`ImagePsfMatchTask.analyzeTemplate`) are cached,
 keyed by the template's path, device, inode, size and modification time and by the settings
 they depend on, and passed to `subtract` as ``templateAnalysis``. The outputs are bit for bit
-those of a serial ``subtract(science, template).writeFits(output)``. The template's FWHM is not
-cached: psfmatch measures it on the stars the template shares with each science image.
+those of a serial ``subtract(science, template).writeFits(output)``. The kernel sources and the
+template's FWHM are not cached: they are the science image's stars, measured in the template.
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ from . import _core
 from . import debug as psfmatchDebug
 from .basis import makeKernelBasisList
 from .candidate import KernelCandidate
-from .config import PsfMatchConfigAL, PsfMatchConfigDF
+from .config import PsfMatchConfigAL, PsfMatchConfigDF, makeKernelControl
 from .convolution import _checkFinite, convolve
 from .decorrelate import DecorrelateALKernelTask, _cropCentred, _fftShape, _padCentred
 from .errors import InsufficientKernelSourcesError, InvalidInputError
@@ -201,10 +201,11 @@ class TemplateAnalysis:
     Made by `ImagePsfMatchTask.analyzeTemplate` (or `psfmatch.api.analyzeTemplate`) and passed
     as ``templateAnalysis`` to `ImagePsfMatchTask.subtractMaskedImages`,
     `~ImagePsfMatchTask.matchMaskedImages` or `psfmatch.subtract`, it replaces the template's
-    variance rescaling measurement and its two sep detections (kernel sources and, for the
-    association of difference-image sources, template detections). The result is bit for bit
-    the one obtained without it. The template's FWHM is not part of it: it is measured on the
-    stars the template shares with each science image, so it belongs to the pair.
+    variance rescaling measurement and its sep detection for the association of
+    difference-image sources. The result is bit for bit the one obtained without it. The
+    kernel sources are not part of it: they are the science image's detections, measured in
+    the template at their positions, so they belong to the pair (as does the template's FWHM,
+    measured on them).
 
     Attributes
     ----------
@@ -220,9 +221,6 @@ class TemplateAnalysis:
     varianceScaleFactor : `float` or None
         The measured variance scale factor (NaN if it could not be measured); None when
         ``doScaleVariance`` is off.
-    sources : `numpy.ndarray`
-        The template's detections at ``selection.detectionThreshold`` (`detectSources`; array
-        coordinates), read-only.
     diaDetections : `numpy.ndarray` or None
         Its detections at ``diaSourceThreshold``, read-only; None without
         ``doDetectDiaSources``.
@@ -232,14 +230,12 @@ class TemplateAnalysis:
     checksum: int
     settings: tuple[tuple[str, Any], ...]
     varianceScaleFactor: float | None
-    sources: np.ndarray
     diaDetections: np.ndarray | None
 
     @property
     def nbytes(self) -> int:
         """Memory held by the detections, in bytes."""
-        extra = 0 if self.diaDetections is None else self.diaDetections.nbytes
-        return int(self.sources.nbytes + extra)
+        return 0 if self.diaDetections is None else int(self.diaDetections.nbytes)
 
 
 def _pixelChecksum(mi: MaskedImage) -> int:
@@ -650,7 +646,6 @@ class ImagePsfMatchTask(PsfMatchTask):
             ("badBits", int(self._badBits())),
             ("doScaleVariance", bool(config.doScaleVariance)),
             ("maxVarianceScaleFactor", float(config.maxVarianceScaleFactor)),
-            ("detectionThreshold", float(config.selection.detectionThreshold)),
             ("doDetectDiaSources", bool(config.doDetectDiaSources)),
             ("diaSourceThreshold", float(config.diaSourceThreshold)),
             ("medianFilled", config.mode == "preconvolve"),
@@ -690,9 +685,6 @@ class ImagePsfMatchTask(PsfMatchTask):
             factor = _varianceScaleFactor(work, badBits)
             if self._varianceScaleUsable(factor):
                 work.variance = work.variance * work.variance.dtype.type(factor)
-        sources = detectSources(
-            work, self.config.selection.detectionThreshold, badBits, measureRadii=False
-        )
         diaDetections = None
         if self.config.doDetectDiaSources:
             filled = _medianFilled(work, badBits) if self.config.mode == "preconvolve" else work
@@ -705,7 +697,6 @@ class ImagePsfMatchTask(PsfMatchTask):
             checksum=_pixelChecksum(templateMaskedImage),
             settings=self._templateSettings(),
             varianceScaleFactor=factor,
-            sources=_readOnly(sources),
             diaDetections=diaDetections,
         )
 
@@ -757,6 +748,7 @@ class ImagePsfMatchTask(PsfMatchTask):
         x0, y0 = targetMaskedImage.getXY0()
         half = int(kernelSize)
         ratings = sources["snr"] if "snr" in sources.colnames else [None] * len(sources)
+        control = makeKernelControl(kConfig)  # one for all candidates (each keeps a copy)
         for x, y, rating in zip(sources["x"], sources["y"], ratings, strict=True):
             ix, iy = int(math.floor(x + 0.5)), int(math.floor(y + 0.5))
             box = _core.Box2I((ix - half, iy - half), (2 * half + 1, 2 * half + 1))
@@ -765,7 +757,7 @@ class ImagePsfMatchTask(PsfMatchTask):
                 float(y),
                 targetMaskedImage.subimage(box),
                 referenceMaskedImage.subimage(box),
-                kConfig,
+                control,
                 rating=None if rating is None else float(rating),
             )
             cellSet.insertCandidate(cand)
@@ -893,18 +885,11 @@ class ImagePsfMatchTask(PsfMatchTask):
                 self._scaleVariance(science, "Science")
 
         selection = self.config.selection
-        tSources: np.ndarray | None
         sSources: np.ndarray | None
         radiusCache: dict[str, np.ndarray] = {}
         with self.timer("selectSources"):
             if candidateList is None:
                 badBits = self._badBits()
-                if analysis is None:
-                    tSources = detectSources(
-                        template, selection.detectionThreshold, badBits, measureRadii=False
-                    )
-                else:
-                    tSources = analysis.sources
                 sSources = detectSources(
                     science, selection.detectionThreshold, badBits, measureRadii=False
                 )
@@ -912,7 +897,6 @@ class ImagePsfMatchTask(PsfMatchTask):
                     template,
                     science,
                     selection,
-                    templateSources=tSources,
                     scienceSources=sSources,
                     badBits=badBits,
                     radiusCache=radiusCache,
@@ -920,7 +904,7 @@ class ImagePsfMatchTask(PsfMatchTask):
                 measuredT = 2.0 * float(np.median(preliminary["templateR50"]))
                 measuredS = 2.0 * float(np.median(preliminary["scienceR50"]))
             else:
-                tSources = sSources = None
+                sSources = None
                 preliminary = self._userSources(candidateList, science.getBBox(), None)
                 measuredT = self._measureUserFwhm(template, preliminary)
                 measuredS = self._measureUserFwhm(science, preliminary)
@@ -1006,7 +990,6 @@ class ImagePsfMatchTask(PsfMatchTask):
                     science if innerBox is None else reference,
                     selection,
                     kernelSize=kernelSize,
-                    templateSources=tSources,
                     scienceSources=sSources,
                     badBits=self._badBits(),
                     radiusCache=radiusCache,

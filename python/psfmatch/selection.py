@@ -1,11 +1,14 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Kernel-source selection: the stars a PSF-matching kernel is fitted on.
 
-Stars are found with `sep` in both images (after subtracting a `sep.Background`), matched by
-position, and kept when they are bright but not too bright, isolated, unblended, away from the
-edges and free of bad mask bits in both stamps (ALGORITHM.md §7.3 step 3, with sep in place of
-the reference's measurement framework, decision 2). Each image's FWHM is measured from the
-kept stars as twice their half-light radius, which for a Gaussian PSF is its FWHM.
+Stars are found with `sep` in the science image (after subtracting a `sep.Background`) and
+measured in the template at their positions (`measureAt`: local sky, windowed centroid,
+aperture flux, on stamps), as the reference selects on the science image's sources
+(ALGORITHM.md §7.3 step 3, with sep in place of the reference's measurement framework,
+decision 2). A star is kept when it is seen in the template at the same place, bright but not
+too bright, isolated, unblended, away from the edges and free of bad mask bits in both stamps.
+Each image's FWHM is measured from the kept stars as twice their half-light radius, which for
+a Gaussian PSF is its FWHM.
 """
 
 from __future__ import annotations
@@ -14,12 +17,15 @@ __all__ = [
     "KernelSourceSelectionConfig",
     "detectSources",
     "halfLightRadii",
+    "measureAt",
     "measureFwhm",
     "selectKernelSources",
 ]
 
 import logging
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import lsst.pex.config as pexConfig
@@ -54,6 +60,13 @@ class KernelSourceSelectionConfig(pexConfig.Config):
         min=0.0,
         doc="Largest science S/N of a kernel source; very bright stars are the first to leave "
         "the linear regime of a detector. Set to 0 for no limit.",
+    )
+    minTemplateSnr: pexConfig.Field[float] = pexConfig.RangeField(
+        dtype=float,
+        default=5.0,
+        min=0.0,
+        doc="Smallest template S/N (the aperture flux at the science detection, over its "
+        "error) for a star to count as seen in the template.",
     )
     matchRadius: pexConfig.Field[float] = pexConfig.RangeField(
         dtype=float,
@@ -214,13 +227,25 @@ def detectSources(
     return out
 
 
+#: The object sizes (sep's ``a``, pixels) the stamps allow for: larger (or absurd) values are
+#: clipped to this, which no star a kernel is fitted on comes near.
+_MAX_A = 20.0
+
+
+def _size(sources: np.ndarray) -> np.ndarray:
+    """max(a, 1), with a non-finite ``a`` taken as 1 and a huge one as `_MAX_A`."""
+    a = np.asarray(sources["a"], dtype=float)
+    return np.clip(np.where(np.isfinite(a), a, 1.0), 1.0, _MAX_A)
+
+
 def _radiusLimit(sources: np.ndarray) -> np.ndarray:
     """The largest radius `sep.flux_radius` looks out to: 6·max(a, 1) pixels."""
-    return 6.0 * np.maximum(np.asarray(sources["a"], dtype=float), 1.0)
+    return 6.0 * _size(sources)
 
 
 def halfLightRadii(mi: MaskedImage, sources: np.ndarray, badBits: int) -> np.ndarray:
-    """The half-light radius (pixels) of each of ``sources`` (from `detectSources`).
+    """The half-light radius (pixels) of each of ``sources`` (from `detectSources` or
+    `measureAt`).
 
     Each is measured by `sep.flux_radius` on a stamp around the source minus its
     ``background``: the same numbers ``detectSources`` gives where the sky is flat across the
@@ -228,26 +253,150 @@ def halfLightRadii(mi: MaskedImage, sources: np.ndarray, badBits: int) -> np.nda
     that does not grow with the image. Pixels with any of ``badBits`` or a non-finite value
     are masked, as in `detectSources`.
     """
-    n = len(sources)
-    out = np.zeros(n)
-    if n == 0:
-        return out
+    out = np.zeros(len(sources))
     rmax = _radiusLimit(sources)
-    # Stamps of one size per group of similar reach (a few bright stars' large apertures must
-    # not make every stamp large): 4-pixel steps.
-    reach = 4 * np.ceil((np.ceil(rmax) + 1) / 4).astype(np.intp)
-    for size in np.unique(reach):
-        group = np.flatnonzero(reach == size)
-        out[group] = _stampRadii(mi, sources[group], rmax[group], int(size), badBits)
+    for group, stamps in _stampGroups(mi, sources, rmax, badBits):
+        data = stamps.data - np.asarray(sources["background"][group], dtype=float)[:, None, None]
+        data[stamps.outside] = 0.0
+        r50, _ = sep.flux_radius(
+            stamps.column(data),
+            stamps.x,
+            stamps.y,
+            rmax[group],
+            0.5,
+            mask=stamps.column(stamps.bad),
+            subpix=5,
+        )
+        out[group] = r50
     return out
 
 
-def _stampRadii(
-    mi: MaskedImage, sources: np.ndarray, rmax: np.ndarray, reach: int, badBits: int
-) -> np.ndarray:
-    """`halfLightRadii` of sources whose apertures fit in (2·reach + 1)² stamps: cut by one
-    gather and stacked in a column, so that one sep call measures them all (an aperture of
-    radius ≤ reach − 1 around a centre within half a pixel of its stamp's stays inside it)."""
+def measureAt(mi: MaskedImage, sources: np.ndarray, badBits: int) -> np.ndarray:
+    """Measure the objects another image detected (``sources`` from `detectSources`) in
+    this one, on stamps around their positions.
+
+    For each: the sky, the median of an annulus from 3·max(a, 1) + 2 to 3·max(a, 1) + 6
+    pixels; the windowed centroid (`sep.winpos`, window σ = max(a, 1)); and the aperture flux
+    in the circle `detectSources` uses (`sep.sum_circle`, radius 3·max(a, 1)) around it.
+
+    Returns
+    -------
+    measured : `numpy.ndarray`
+        A structured array, one row per source, with ``x``, ``y`` (the centroid, array
+        indices), ``a`` (the other image's), ``flag`` (sep's aperture flags), ``aperFlux``,
+        ``aperFluxErr``, ``snr``, ``background`` and ``r50`` (NaN: see `halfLightRadii`).
+    """
+    n = len(sources)
+    out = np.zeros(
+        n,
+        dtype=[
+            ("x", float),
+            ("y", float),
+            ("a", float),
+            ("flag", np.int16),
+            ("aperFlux", float),
+            ("aperFluxErr", float),
+            ("snr", float),
+            ("background", float),
+            ("r50", float),
+        ],
+    )
+    out["r50"] = np.nan
+    if n == 0:
+        return out
+    a = _size(sources)
+    out["a"] = sources["a"]
+    radius = 3.0 * a
+    inner, outer = radius + 2.0, radius + 6.0
+    for group, stamps in _stampGroups(mi, sources, outer, badBits):
+        # The sky: the median of the annulus around the stamp's centre pixel (NaN without a
+        # usable pixel there); the robust scatter of the same pixels.
+        offsets = np.arange(-stamps.reach, stamps.reach + 1, dtype=float)
+        distance = np.hypot(offsets[None, :], offsets[:, None])[None]
+        ring = (distance >= inner[group, None, None]) & (distance <= outer[group, None, None])
+        ring &= ~stamps.bad & ~stamps.outside
+        annulus = np.where(ring, stamps.data, np.nan).reshape(len(group), -1)
+        sky = _rowMedians(annulus)
+        data = stamps.data - np.nan_to_num(sky, nan=0.0)[:, None, None]
+        data[stamps.outside] = 0.0
+        # Where the variance plane is not positive (a template made without one), the
+        # annulus's own scatter stands for it, as the sky rms does in `detectSources`.
+        scatter = 1.4826 * _rowMedians(np.abs(annulus - sky[:, None]))
+        fill = np.nan_to_num(scatter**2, nan=0.0)[:, None, None]
+        variance = np.where(stamps.variance > 0, stamps.variance, fill)
+        variance[stamps.outside] = 0.0
+        column, mask = stamps.column(data), stamps.column(stamps.bad)
+        variance = stamps.column(variance)
+        xw, yw, _ = sep.winpos(column, stamps.x, stamps.y, a[group], mask=mask)
+        flux, fluxErr, flag = sep.sum_circle(column, xw, yw, radius[group], var=variance, mask=mask)
+        out["x"][group] = stamps.x0 + xw
+        out["y"][group] = stamps.y0 + yw - stamps.side * np.arange(len(group))
+        out["flag"][group] = flag
+        out["aperFlux"][group] = flux
+        out["aperFluxErr"][group] = fluxErr
+        out["background"][group] = sky
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # No noise at all (a noiseless template): any light is infinitely significant.
+        noiseless = np.where(out["aperFlux"] > 0, np.inf, 0.0)
+        err = out["aperFluxErr"]
+        out["snr"] = np.where(err > 0, out["aperFlux"] / np.where(err > 0, err, 1.0), noiseless)
+    return out
+
+
+def _rowMedians(values: np.ndarray) -> np.ndarray:
+    """The median of each row of a 2-D array, NaNs left out (NaN for a row of NaNs): what
+    ``np.nanmedian(values, axis=1)`` gives, by one sort instead of a call per row."""
+    n = values.shape[0]
+    if values.shape[1] == 0:
+        return np.full(n, np.nan)
+    ordered = np.sort(values, axis=1)  # NaNs sort last
+    count = np.count_nonzero(~np.isnan(values), axis=1)
+    rows = np.arange(n)
+    lo = np.maximum((count - 1) // 2, 0)
+    hi = np.minimum(count // 2, values.shape[1] - 1)
+    median = 0.5 * (ordered[rows, lo] + ordered[rows, hi])
+    median[count == 0] = np.nan
+    return median
+
+
+@dataclass
+class _Stamps:
+    """Square stamps around sources, stacked in one column so that one sep call measures
+    them all (an aperture of radius ≤ reach − 1 around a centre within half a pixel of its
+    stamp's stays inside that stamp)."""
+
+    reach: int
+    data: np.ndarray  # (n, side, side) float64; 0 outside the image and at bad pixels
+    variance: np.ndarray  # same; 0 outside the image and at bad pixels
+    bad: np.ndarray  # bad pixels inside the image
+    outside: np.ndarray  # pixels beyond the image's edge
+    x: np.ndarray  # source positions in the column's coordinates
+    y: np.ndarray
+    x0: np.ndarray  # the column's (x, y) = image (x0 + x, y0 + y − side·k) for stamp k
+    y0: np.ndarray
+
+    @property
+    def side(self) -> int:
+        return 2 * self.reach + 1
+
+    def column(self, planes: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(planes.reshape(-1, self.side))
+
+
+def _stampGroups(
+    mi: MaskedImage, sources: np.ndarray, radii: np.ndarray, badBits: int
+) -> Iterator[tuple[np.ndarray, _Stamps]]:
+    """Stamps that hold a circle of ``radii`` around each source, one size per group of
+    similar radius (a few bright stars must not make every stamp large): 4-pixel steps."""
+    if len(sources) == 0:
+        return
+    reach = 4 * np.ceil((np.ceil(radii) + 1) / 4).astype(np.intp)
+    for size in np.unique(reach):
+        group = np.flatnonzero(reach == size)
+        yield group, _cutStamps(mi, sources[group], int(size), badBits)
+
+
+def _cutStamps(mi: MaskedImage, sources: np.ndarray, reach: int, badBits: int) -> _Stamps:
     n = len(sources)
     ny, nx = mi.image.shape
     side = 2 * reach + 1
@@ -261,22 +410,24 @@ def _stampRadii(
     # Outside the image a stamp holds zeros: no light, as sep sees beyond an array's edge.
     outside = (rows < 0) | (rows >= ny) | (cols < 0) | (cols >= nx)
     rows, cols = np.clip(rows, 0, ny - 1), np.clip(cols, 0, nx - 1)
-    stamps = np.asarray(mi.image)[rows, cols].astype(np.float64)
-    bad = ((np.asarray(mi.mask)[rows, cols] & badBits) != 0) | ~np.isfinite(stamps)
+    data = np.asarray(mi.image)[rows, cols].astype(np.float64)
+    variance = np.asarray(mi.variance)[rows, cols].astype(np.float64)
+    bad = ((np.asarray(mi.mask)[rows, cols] & badBits) != 0) | ~np.isfinite(data)
+    bad |= ~np.isfinite(variance)
     bad &= ~outside
-    stamps[bad] = 0.0
-    stamps -= np.asarray(sources["background"], dtype=float)[:, None, None]
-    stamps[outside] = 0.0
-    r50, _ = sep.flux_radius(
-        stamps.reshape(n * side, side),
-        xs - cx + reach,
-        ys - cy + reach + side * np.arange(n),
-        rmax,
-        0.5,
-        mask=bad.reshape(n * side, side),
-        subpix=5,
+    data[bad | outside] = 0.0
+    variance[bad | outside] = 0.0
+    return _Stamps(
+        reach=reach,
+        data=data,
+        variance=variance,
+        bad=bad,
+        outside=outside,
+        x=xs - cx + reach,
+        y=ys - cy + reach + side * np.arange(n),
+        x0=(cx - reach).astype(float),
+        y0=(cy - reach).astype(float),
     )
-    return np.asarray(r50, dtype=float)
 
 
 def _pairsWithin(
@@ -358,12 +509,17 @@ def selectKernelSources(
     config: KernelSourceSelectionConfig,
     *,
     kernelSize: int | None = None,
-    templateSources: np.ndarray | None = None,
     scienceSources: np.ndarray | None = None,
     badBits: int | None = None,
     radiusCache: dict[str, np.ndarray] | None = None,
 ) -> Table:
     """Find the stars to fit the matching kernel on.
+
+    The science image's detections (`detectSources`) are measured in the template at their
+    positions (`measureAt`); a star is kept if it is unblended, within the S/N window in the
+    science image, seen in the template at S/N ≥ ``minTemplateSnr`` within ``matchRadius`` of its
+    science position, isolated among the science image's detections, with its stamp inside
+    the image and free of excluded mask bits in both images.
 
     Parameters
     ----------
@@ -376,24 +532,25 @@ def selectKernelSources(
         the image (one more kernel width inside with ``restrictKernelEdgeSources``). Without
         it only the detection, matching, S/N and isolation cuts are applied (for measuring
         the FWHMs that decide the kernel size).
-    templateSources, scienceSources : `numpy.ndarray`, optional
-        Detections from `detectSources`, to avoid detecting twice.
+    scienceSources : `numpy.ndarray`, optional
+        The science image's detections from `detectSources`, to avoid detecting twice.
     badBits : `int`, optional
         Mask bits excluded from detection that also disqualify a stamp, on top of those of
         ``excludeMaskPlanes`` (`ImagePsfMatchTask` adds the kernel's ``badMaskPlanes``); by
         default those of ``excludeMaskPlanes`` alone.
     radiusCache : `dict`, optional
-        Half-light radii measured by an earlier call with these same images, detections and
-        ``badBits`` (an array per image, NaN where not measured), filled by this one: a caller that
-        selects twice, as `ImagePsfMatchTask` does, measures each star once.
+        Measurements made by an earlier call with these same images, detections and
+        ``badBits``, filled by this one: a caller that selects twice, as `ImagePsfMatchTask`
+        does, measures each star once.
 
     Returns
     -------
     sources : `astropy.table.Table`
         One row per kept star, brightest S/N first: ``x``, ``y`` (parent coordinates, the
         science position), ``templateFlux``, ``scienceFlux`` (aperture fluxes), ``snr``
-        (science), ``templateR50``, ``scienceR50``. ``meta`` holds ``nDetectedTemplate``,
-        ``nDetectedScience``, ``nMatched`` and the number rejected by each cut.
+        (science), ``templateSnr``, ``templateR50``, ``scienceR50``. ``meta`` holds
+        ``nDetectedScience``, ``nMatched`` (detections seen in the template) and the number
+        rejected by each later cut.
 
     Raises
     ------
@@ -410,50 +567,41 @@ def selectKernelSources(
     excludeBits = Mask.getPlaneBitMask(list(config.excludeMaskPlanes), skipUnknown=True)
     if badBits is None:
         badBits = excludeBits
-    if templateSources is None:
-        templateSources = detectSources(
-            template, config.detectionThreshold, badBits, measureRadii=False
-        )
+    if radiusCache is None:
+        radiusCache = {}
     if scienceSources is None:
         scienceSources = detectSources(
             science, config.detectionThreshold, badBits, measureRadii=False
         )
-    counts: dict[str, int] = {
-        "nDetectedTemplate": len(templateSources),
-        "nDetectedScience": len(scienceSources),
-    }
-
-    def empty() -> Table:
+    sci = scienceSources
+    counts: dict[str, int] = {"nDetectedScience": len(sci)}
+    if len(sci) == 0:
         table = Table(
-            names=["x", "y", "templateFlux", "scienceFlux", "snr", "templateR50", "scienceR50"],
-            dtype=[float] * 7,
+            names=[
+                "x",
+                "y",
+                "templateFlux",
+                "scienceFlux",
+                "snr",
+                "templateSnr",
+                "templateR50",
+                "scienceR50",
+            ],
+            dtype=[float] * 8,
         )
-        table.meta.update(counts)
-        return table
-
-    if len(templateSources) == 0 or len(scienceSources) == 0:
         counts["nMatched"] = 0
-        return _finish(empty(), config, counts, (template, science), badBits)
+        table.meta.update(counts)
+        return _finish(table, config, counts, (template, science), badBits)
 
-    i, j, d = _pairsWithin(
-        scienceSources["x"],
-        scienceSources["y"],
-        templateSources["x"],
-        templateSources["y"],
-        config.matchRadius,
-    )
-    # Keep each science source's nearest template match, and each template source once.
-    order = np.argsort(d, kind="stable")
-    _, firstI = np.unique(i[order], return_index=True)
-    pick = order[firstI]
-    i, j = i[pick], j[pick]
-    _, firstJ = np.unique(j, return_index=True)
-    i, j = i[firstJ], j[firstJ]
-    counts["nMatched"] = len(i)
-    sci = scienceSources[i]
-    tmp = templateSources[j]
-
-    keep = np.ones(len(i), dtype=bool)
+    # The template at the science positions (kept between calls: it is the same measurement).
+    tmp = radiusCache.get("templateMeasurement")
+    if tmp is None or len(tmp) != len(sci):
+        tmp = radiusCache["templateMeasurement"] = measureAt(template, sci, badBits)
+    tsnr = tmp["snr"]
+    matched = np.isfinite(tsnr) & (tsnr >= config.minTemplateSnr) & (tmp["aperFlux"] > 0)
+    matched &= np.hypot(tmp["x"] - sci["x"], tmp["y"] - sci["y"]) <= config.matchRadius
+    counts["nMatched"] = int(matched.sum())
+    keep = matched.copy()
 
     def cut(name: str, good: np.ndarray) -> None:
         nonlocal keep
@@ -461,27 +609,26 @@ def selectKernelSources(
         keep &= good
 
     blended = int(sep.OBJ_MERGED | sep.OBJ_TRUNC)
-    cut("nRejectedBlended", ((sci["flag"] & blended) == 0) & ((tmp["flag"] & blended) == 0))
+    cut("nRejectedBlended", (sci["flag"] & blended) == 0)
     snr = sci["snr"]
     good = snr >= config.minSnr
     if config.maxSnr:
         good &= snr <= config.maxSnr
-    cut("nRejectedSnr", good & (tmp["aperFlux"] > 0) & np.isfinite(snr))
+    cut("nRejectedSnr", good & np.isfinite(snr))
 
     # The FWHM sets the isolation radius; a sample of the stars that passed so far measures
     # it to ~2 % (the median of 256 r50s), without measuring thousands of faint neighbours.
-    sample = np.flatnonzero(keep) if keep.any() else np.arange(len(keep))
+    sample = np.flatnonzero(keep) if keep.any() else np.flatnonzero(matched)
     sample = sample[np.linspace(0, len(sample) - 1, min(len(sample), _FWHM_SAMPLE)).astype(int)]
     fwhm = 2.0 * max(
-        _nanmedian(_radii(science, scienceSources, i[sample], badBits, radiusCache, "science")),
-        _nanmedian(_radii(template, templateSources, j[sample], badBits, radiusCache, "template")),
+        _nanmedian(_radii(science, sci, sample, badBits, radiusCache, "science")),
+        _nanmedian(_radii(template, tmp, sample, badBits, radiusCache, "template")),
     )
     isolation = config.isolationFwhm * fwhm
     if isolation > 0:
-        crowded = np.zeros(len(i), dtype=bool)
-        for others, own in ((scienceSources, i), (templateSources, j)):
-            a, b, _ = _pairsWithin(sci["x"], sci["y"], others["x"], others["y"], isolation)
-            crowded[a[b != own[a]]] = True
+        crowded = np.zeros(len(sci), dtype=bool)
+        a, b, _ = _pairsWithin(sci["x"], sci["y"], sci["x"], sci["y"], isolation)
+        crowded[a[b != a]] = True
         cut("nRejectedCrowded", ~crowded)
 
     x0, y0 = science.getXY0()
@@ -493,11 +640,12 @@ def selectKernelSources(
         ny, nx = science.image.shape
         inside = (ix >= margin) & (iy >= margin) & (ix < nx - margin) & (iy < ny - margin)
         cut("nRejectedEdge", inside)
-        ixs, iys = np.where(inside, ix, margin), np.where(inside, iy, margin)
+        rows = np.flatnonzero(keep)
         stampBits = excludeBits | badBits
-        hasBits = _stampHasBits(science.mask, ixs, iys, half, stampBits) | _stampHasBits(
-            template.mask, ixs, iys, half, stampBits
-        )
+        hasBits = np.zeros(len(sci), dtype=bool)
+        hasBits[rows] = _stampHasBits(
+            science.mask, ix[rows], iy[rows], half, stampBits
+        ) | _stampHasBits(template.mask, ix[rows], iy[rows], half, stampBits)
         cut("nRejectedMasked", ~hasBits)
 
     rows = np.flatnonzero(keep)
@@ -511,10 +659,9 @@ def selectKernelSources(
             "templateFlux": tmp["aperFlux"][rows],
             "scienceFlux": sci["aperFlux"][rows],
             "snr": snr[rows],
-            "templateR50": _radii(
-                template, templateSources, j[rows], badBits, radiusCache, "template"
-            ),
-            "scienceR50": _radii(science, scienceSources, i[rows], badBits, radiusCache, "science"),
+            "templateSnr": tsnr[rows],
+            "templateR50": _radii(template, tmp, rows, badBits, radiusCache, "template"),
+            "scienceR50": _radii(science, sci, rows, badBits, radiusCache, "science"),
         }
     )
     table.meta.update(counts)
