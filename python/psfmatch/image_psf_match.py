@@ -1280,8 +1280,11 @@ class ImagePsfMatchTask(PsfMatchTask):
         convolveTemplate and preconvolve: D = R − M − b, V = V_R + V_M; convolveScience:
         D = (M + b − T)/κ, V = (V_M + V_T)/κ² with κ the kernel sum at the image centre. The
         mask is R's | M's; the convolution's own border (EDGE in M but not in the target), and
-        in score mode everything outside the inner box, gets NaN, +inf and EDGE | NO_DATA.
-        b is evaluated pixel by pixel, never as a full-size image.
+        in score mode everything outside the inner box (where P ⊗ S is a copy of S, not a
+        matched filter), gets NaN, +inf and EDGE | NO_DATA. b is evaluated pixel by pixel,
+        never as a full-size image. The arithmetic is that of the numpy expressions
+        (tests/test_subtract.py), except that κ² is κ·κ, correctly rounded, where
+        ``kappa**2`` (libm ``pow``) was one ulp off for about 0.1 % of κ values.
         """
         bbox = matched.getBBox()
         reference = fit.reference
