@@ -18,6 +18,8 @@ from scipy.special import erf
 
 import psfmatch as pm
 import psfmatch.debug
+from psfmatch import _core
+from psfmatch.config import makeKernelControl
 from psfmatch.psf_match import PsfMatchTask
 
 N = 384
@@ -806,6 +808,88 @@ def test_metric_metadata_against_brute_force(rng: np.random.Generator, useCoreSt
         # in test_metadata_keys_and_values); over the 7×7 core, where the kernel's freedom
         # is concentrated, it absorbs part of the noise and the rms is lower.
         assert md["metric_MEDIAN.LOCAL_residualStd"] == pytest.approx(1.0, abs=0.1)
+
+
+def _numpyStats(diff: pm.MaskedImage, badBits: int, core: int) -> tuple[float, float]:
+    """Mean and rms (n − 1) of x·sqrt(1/var) over unmasked pixels of finite 1/var, in numpy."""
+    ny, nx = diff.image.shape
+    window = (slice(None), slice(None))
+    if core:
+        cy, cx = ny // 2, nx // 2
+        window = (slice(cy - core, cy + core + 1), slice(cx - core, cx + core + 1))
+    with np.errstate(divide="ignore"):
+        ivar = 1.0 / diff.variance[window]
+    good = ((diff.mask[window] & badBits) == 0) & np.isfinite(ivar)
+    z = diff.image[window][good] * np.sqrt(ivar[good])
+    return float(z.mean()), float(z.std(ddof=1))
+
+
+@pytest.mark.parametrize("useCoreStats", [False, True])
+def test_candidate_residuals_per_candidate(rng: np.random.Generator, useCoreStats: bool) -> None:
+    """_core.candidateResiduals, the per-candidate (mean, rms) behind the metric_* keys: in
+    candidate order, equal to numpy statistics of each candidate's getDifferenceImage (LOCAL:
+    its own kernel; SPATIAL: the spatial model at its centre), bit for bit equal to
+    ImageStatistics applied one candidate at a time, independent of the thread count, and NaN
+    where the statistics cannot be formed."""
+    field = makeField(rng, nStars=25)
+    config = alConfig(
+        nStarPerCell=-1,
+        spatialKernelOrder=0,
+        spatialKernelClipping=False,
+        useCoreStats=useCoreStats,
+    )
+    task = CellSetTask(config=config)
+    cells, candidates = task._buildCellSet(field)
+    _, kernel, bg = task._solve(cells, alBasis(config))
+    good = [c for c in candidates if c.getStatus() == pm.KernelCandidate.GOOD]
+    assert len(good) >= 20
+    control = makeKernelControl(config)
+    core = config.candidateCoreRadius if useCoreStats else 0
+    badBits = pm.Mask.getPlaneBitMask(list(config.badMaskPlanes))
+    # Reversed, so that "candidate order" is not the cell set's own order.
+    good = good[::-1]
+    got = np.asarray(_core.candidateResiduals(good, kernel, bg, control))
+    assert got.shape == (len(good), 4)
+    for row, cand in zip(got, good, strict=True):
+        x, y = cand.getXCenter(), cand.getYCenter()
+        diffs = (
+            cand.getDifferenceImage(pm.KernelCandidate.RECENT),
+            cand.getDifferenceImage(kernel.computeKernel(x, y), bg(x, y)),
+        )
+        for column, diff in zip((0, 2), diffs, strict=True):
+            # numpy sums pairwise and forms the rms in two passes, ImageStatistics in one
+            # sequential pass: rounding of ~1e-14 on values O(0.01 - 10); 1e-11 leaves room.
+            np.testing.assert_allclose(
+                row[column : column + 2], _numpyStats(diff, badBits, core), rtol=0, atol=1e-11
+            )
+            stats = pm.ImageStatistics(config)
+            stats.apply(diff, core)
+            assert (row[column], row[column + 1]) == (stats.getMean(), stats.getRms())
+    for nThreads in (1, 3):
+        control.nThreads = nThreads
+        again = np.asarray(_core.candidateResiduals(good, kernel, bg, control))
+        np.testing.assert_array_equal(again, got)
+    # A background of 1e200 overflows the SPATIAL sums of squares: those pairs are NaN, the
+    # LOCAL ones are untouched.
+    huge = pm.SpatialBackground(
+        pm.SpatialFunction(pm.SpatialModelType.CHEBYSHEV1, 0, bg.getSpatialFunction().getBBox()),
+        [1e200],
+    )
+    overflow = np.asarray(_core.candidateResiduals(good, kernel, huge, control))
+    assert np.isnan(overflow[:, 2:]).all()
+    np.testing.assert_array_equal(overflow[:, :2], got[:, :2])
+    first = good[0]
+    unbuilt = pm.KernelCandidate(
+        first.getXCenter(),
+        first.getYCenter(),
+        first.getTemplateMaskedImage(),
+        first.getScienceMaskedImage(),
+        config,
+    )
+    with pytest.raises(
+        pm.InvalidInputError, match=r"candidate 1 \(id \d+\) has no kernel solution"
+    ):
+        _core.candidateResiduals([first, unbuilt], kernel, bg, control)
 
 
 @pytest.mark.parametrize("subtractMeanForPca", [True, False])

@@ -73,6 +73,11 @@ void bindVisitors(py::module_& m) {
     py::class_<KernelPcaVisitor, CandidateVisitor>(m, "KernelPcaVisitor")
             .def(py::init<std::shared_ptr<KernelPca>>(), py::arg("pca"))
             .def("getPca", &KernelPcaVisitor::getPca);
+
+    m.def("candidateResiduals", &candidateResiduals, py::arg("candidates"), py::arg("kernel"),
+          py::arg("background"), py::arg("control"),
+          "(n, 4) array: LOCAL mean, rms, SPATIAL mean, rms of each candidate's residuals (NaN if unusable).",
+          py::call_guard<py::gil_scoped_release>());
 }
 
 }  // namespace bindings

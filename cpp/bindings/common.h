@@ -72,6 +72,7 @@ void bindKernelCandidate(py::module_& m);
 void bindSpatial(py::module_& m);
 void bindSpatialCell(py::module_& m);
 void bindVisitors(py::module_& m);
+void bindSubtract(py::module_& m);
 
 }  // namespace bindings
 }  // namespace psfmatch

@@ -16,4 +16,5 @@ PYBIND11_MODULE(_core, m) {
     bindSpatial(m);
     bindSpatialCell(m);
     bindVisitors(m);
+    bindSubtract(m);
 }

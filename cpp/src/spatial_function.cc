@@ -84,24 +84,29 @@ SpatialBackground::SpatialBackground(SpatialFunction function, Eigen::VectorXd p
     }
 }
 
-ImageD SpatialBackground::evaluate(const Box2I& box) const {
-    // b(x, y) = Σ_q yFactor_q(y) · c_q(x) with c_q(x) = Σ_{n≥q} β_(n,q) xFactor_{n−q}(x): the
-    // factors of each column and row are computed once, not once per pixel.
+Eigen::MatrixXd SpatialBackground::columnFactors(int x0, long width) const {
+    // b(x, y) = Σ_q yFactor_q(y) · c_q(x): the factors of each column are computed once, not
+    // once per pixel.
     const int order = _function.getOrder();
-    const long width = box.getWidth(), height = box.getHeight();
     Eigen::MatrixXd c = Eigen::MatrixXd::Zero(order + 1, width);
     for (long i = 0; i < width; ++i) {
-        const Eigen::VectorXd bx = _function.xFactors(static_cast<double>(box.minX + i));
+        const Eigen::VectorXd bx = _function.xFactors(static_cast<double>(x0 + i));
         int k = 0;
         for (int n = 0; n <= order; ++n) {
             for (int q = 0; q <= n; ++q) c(q, i) += _params[k++] * bx[n - q];
         }
     }
-    ImageD out(height, width);
-    for (long j = 0; j < height; ++j) {
-        const Eigen::VectorXd by = _function.yFactors(static_cast<double>(box.minY + j));
-        out.row(j) = (by.transpose() * c).array();
-    }
+    return c;
+}
+
+void SpatialBackground::evaluateRow(double y, const Eigen::MatrixXd& c, double* out) const {
+    Eigen::Map<Eigen::RowVectorXd>(out, c.cols()).noalias() = _function.yFactors(y).transpose() * c;
+}
+
+ImageD SpatialBackground::evaluate(const Box2I& box) const {
+    const Eigen::MatrixXd c = columnFactors(box.minX, box.getWidth());
+    ImageD out(box.getHeight(), box.getWidth());
+    for (long j = 0; j < out.rows(); ++j) evaluateRow(static_cast<double>(box.minY + j), c, out.row(j).data());
     return out;
 }
 

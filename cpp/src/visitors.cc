@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <string>
 
@@ -10,6 +11,7 @@
 
 #include "psfmatch/errors.h"
 #include "psfmatch/image_statistics.h"
+#include "psfmatch/parallel.h"
 
 namespace psfmatch {
 
@@ -346,6 +348,40 @@ void KernelPcaVisitor::processCandidate(KernelCandidate& candidate) {
     } catch (const PsfMatchError&) {
         // Candidates without a usable ORIG solution are skipped (§5.7).
     }
+}
+
+Eigen::MatrixXd candidateResiduals(const std::vector<std::shared_ptr<KernelCandidate>>& candidates,
+                                   const LinearCombinationKernel& kernel, const SpatialBackground& background,
+                                   const KernelControl& control) {
+    const long n = static_cast<long>(candidates.size());
+    for (long i = 0; i < n; ++i) {
+        if (!candidates[i]) throw InvalidInputError("candidateResiduals: candidate " + std::to_string(i) + " is None");
+        if (!candidates[i]->isInitialized()) {
+            throw InvalidInputError("candidateResiduals: candidate " + std::to_string(i) + " (id " +
+                                    std::to_string(candidates[i]->getId()) + ") has no kernel solution");
+        }
+    }
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    Eigen::MatrixXd out(n, 4);
+    // (mean, rms) into out(i, column), column + 1; NaN where the statistics cannot be formed.
+    auto record = [&](long i, long column, const MaskedImage& diff) {
+        try {
+            ImageStatistics stats = residualStatistics(diff, control);
+            out(i, column) = stats.getMean();
+            out(i, column + 1) = stats.getRms();
+        } catch (const PsfMatchError&) {
+            out(i, column) = out(i, column + 1) = nan;
+        }
+    };
+    parallelFor(n, control.nThreads, [&](long begin, long end) {
+        for (long i = begin; i < end; ++i) {
+            const KernelCandidate& candidate = *candidates[i];
+            record(i, 0, candidate.getDifferenceImage(KernelCandidate::RECENT));
+            const double x = candidate.getXCenter(), y = candidate.getYCenter();
+            record(i, 2, candidate.getDifferenceImage(kernel.computeKernel(x, y), background(x, y)));
+        }
+    });
+    return out;
 }
 
 }  // namespace psfmatch

@@ -48,10 +48,8 @@ __all__ = ["PsfMatchTask"]
 import abc
 import itertools
 import math
-import os
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import numpy as np
@@ -61,7 +59,6 @@ from lsst.utils.timer import timeMethod
 from . import _core
 from . import debug as psfmatchDebug
 from .basis import makeKernelBasisList, makeRegularizationMatrix, renormalizeKernelList
-from .candidate import ImageStatistics
 from .config import PsfMatchConfig, PsfMatchConfigAL, PsfMatchConfigDF, makeKernelControl
 from .errors import InvalidInputError, NoKernelCandidatesError, PsfMatchError
 from .progress import progressBar
@@ -564,46 +561,30 @@ class PsfMatchTask(Task, abc.ABC):
 
     def _recordMetrics(self, kernelCellSet: Any, spatialKernel: Any, spatialBg: Any) -> None:
         """Set ``metric_MEAN``, ``metric_MEDIAN``, ``metric_STDEV`` (decision 4)."""
-        control = makeKernelControl(self.kConfig)
-        core = int(self.kConfig.candidateCoreRadius) if self.kConfig.useCoreStats else 0
-        values: dict[str, list[float]] = {
-            "LOCAL_residualMean": [],
-            "LOCAL_residualStd": [],
-            "SPATIAL_residualMean": [],
-            "SPATIAL_residualStd": [],
-        }
-
-        def residuals(cand: Any) -> list[tuple[str, float, float]]:
-            """(kind, mean, rms) of the candidate's LOCAL and SPATIAL residuals."""
-            x, y = cand.getXCenter(), cand.getYCenter()
-            out = []
-            for kind, diff in (
-                ("LOCAL", cand.getDifferenceImage(_RECENT)),
-                (
-                    "SPATIAL",
-                    cand.getDifferenceImage(spatialKernel.computeKernel(x, y), spatialBg(x, y)),
-                ),
-            ):
-                stats = ImageStatistics(control)
-                try:
-                    stats.apply(diff, core)
-                except PsfMatchError:
-                    continue
-                out.append((kind, stats.getMean(), stats.getRms()))
-            return out
-
         good = [
             cand
             for cand in kernelCellSet.getAllCandidates(ignoreBad=True)
             if cand.getStatus() == _GOOD and cand.isInitialized()
         ]
-        # The difference images are computed with the GIL released; map keeps the order.
-        nThreads = int(self.kConfig.nThreads) or os.cpu_count() or 1
-        with ThreadPoolExecutor(max_workers=max(1, min(nThreads, len(good)))) as pool:
-            for result in pool.map(residuals, good):
-                for kind, mean, rms in result:
-                    values[f"{kind}_residualMean"].append(mean)
-                    values[f"{kind}_residualStd"].append(rms)
+        # One C++ call: each candidate's LOCAL (its own kernel) and SPATIAL (the spatial model at
+        # its centre) residual (mean, rms), on kConfig.nThreads threads with the GIL released;
+        # NaN where the statistics could not be formed, and the non-finite are left out below.
+        residuals = np.asarray(
+            _core.candidateResiduals(
+                good, spatialKernel, spatialBg, makeKernelControl(self.kConfig)
+            )
+        ).reshape(len(good), 4)
+        values = {
+            key: residuals[:, column].tolist()
+            for column, key in enumerate(
+                (
+                    "LOCAL_residualMean",
+                    "LOCAL_residualStd",
+                    "SPATIAL_residualMean",
+                    "SPATIAL_residualStd",
+                )
+            )
+        }
         for statName, func in _METRIC_STATISTICS.items():
             for key, vals in values.items():
                 finite = [v for v in vals if math.isfinite(v)]

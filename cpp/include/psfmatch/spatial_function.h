@@ -78,6 +78,12 @@ public:
     double operator()(double x, double y) const { return _function.evaluate(x, y, _params); }
     /// b at every pixel of `box` (parent coordinates), as a (height × width) image.
     ImageD evaluate(const Box2I& box) const;
+    /// The factors of columns x0 … x0 + width − 1: b(x, y) = Σ_q yFactors(y)[q] · c(q, x − x0)
+    /// with c(q, i) = Σ_{n≥q} β_(n,q) xFactors(x0 + i)[n − q]; (order + 1) × width.
+    Eigen::MatrixXd columnFactors(int x0, long width) const;
+    /// b along row y at the columns of `c` (from columnFactors), into out[0 … c.cols()); the
+    /// same arithmetic as evaluate, bit for bit.
+    void evaluateRow(double y, const Eigen::MatrixXd& c, double* out) const;
 
 private:
     SpatialFunction _function;

@@ -173,6 +173,17 @@ private:
     std::shared_ptr<KernelPca> _pca;
 };
 
+/// The residual statistics behind the metric_* metadata (ALGORITHM.md §6.1), one row per
+/// candidate in the order given: (mean, rms) of the normalised residuals of its own RECENT kernel
+/// and background (LOCAL), then of `kernel` and `background` evaluated at its centre (SPATIAL),
+/// each from ImageStatistics over the stamp, or its core when control.useCoreStats. A pair is NaN
+/// where ImageStatistics::apply throws (a non-finite sum). Candidates are independent: they are
+/// processed on control.nThreads threads and the result does not depend on the count. Each
+/// candidate must be initialised (have a RECENT solution).
+Eigen::MatrixXd candidateResiduals(const std::vector<std::shared_ptr<KernelCandidate>>& candidates,
+                                   const LinearCombinationKernel& kernel, const SpatialBackground& background,
+                                   const KernelControl& control);
+
 }  // namespace psfmatch
 
 #endif
