@@ -404,19 +404,38 @@ def _cutStamps(mi: MaskedImage, sources: np.ndarray, reach: int, badBits: int) -
     ys = np.asarray(sources["y"], dtype=float)
     cx = np.floor(xs + 0.5).astype(np.intp)
     cy = np.floor(ys + 0.5).astype(np.intp)
-    offsets = np.arange(-reach, reach + 1)
-    rows = cy[:, None, None] + offsets[None, :, None]
-    cols = cx[:, None, None] + offsets[None, None, :]
+    interior = (cx >= reach) & (cy >= reach) & (cx < nx - reach) & (cy < ny - reach)
     # Outside the image a stamp holds zeros: no light, as sep sees beyond an array's edge.
-    outside = (rows < 0) | (rows >= ny) | (cols < 0) | (cols >= nx)
-    rows, cols = np.clip(rows, 0, ny - 1), np.clip(cols, 0, nx - 1)
-    data = np.asarray(mi.image)[rows, cols].astype(np.float64)
-    variance = np.asarray(mi.variance)[rows, cols].astype(np.float64)
-    bad = ((np.asarray(mi.mask)[rows, cols] & badBits) != 0) | ~np.isfinite(data)
+    outside = np.zeros((n, side, side), dtype=bool)
+    edge = np.flatnonzero(~interior)
+    if edge.size:
+        offsets = np.arange(-reach, reach + 1)
+        rows = cy[edge, None, None] + offsets[None, :, None]
+        cols = cx[edge, None, None] + offsets[None, None, :]
+        outside[edge] = (rows < 0) | (rows >= ny) | (cols < 0) | (cols >= nx)
+        edgeRows, edgeCols = np.clip(rows, 0, ny - 1), np.clip(cols, 0, nx - 1)
+
+    def gather(plane: np.ndarray) -> np.ndarray:
+        """The (n, side, side) stamps of one plane: interior ones through a window view (one
+        copy each), those reaching past the edge by clipped indices."""
+        out = np.empty((n, side, side), dtype=plane.dtype)
+        inner = np.flatnonzero(interior)
+        if inner.size:
+            windows = np.lib.stride_tricks.sliding_window_view(plane, (side, side))
+            out[inner] = windows[cy[inner] - reach, cx[inner] - reach]
+        if edge.size:
+            out[edge] = plane[edgeRows, edgeCols]
+        return out
+
+    data = gather(np.asarray(mi.image)).astype(np.float64)
+    variance = gather(np.asarray(mi.variance)).astype(np.float64)
+    bad = (gather(np.asarray(mi.mask)) & badBits) != 0
+    bad |= ~np.isfinite(data)
     bad |= ~np.isfinite(variance)
     bad &= ~outside
-    data[bad | outside] = 0.0
-    variance[bad | outside] = 0.0
+    empty = bad | outside
+    data[empty] = 0.0
+    variance[empty] = 0.0
     return _Stamps(
         reach=reach,
         data=data,
