@@ -292,7 +292,8 @@ def test_candidates_outside_the_image(small: Any) -> None:
 
 
 def test_subtraction_does_not_depend_on_the_thread_count() -> None:
-    """The whole subtraction (candidate fits, spatial fit, convolution, decorrelation) gives
+    """The whole subtraction (candidate fits, spatial fit, convolution, subtraction,
+    decorrelation and difference-image detection, FFTs included) gives
     bit-identical outputs with one thread and with several: every pixel's and every
     candidate's arithmetic depends on its position only, never on how work is split."""
     sim = simulatePair((384, 384), nStars=120, seed=5, nTransients=3)
@@ -310,6 +311,9 @@ def test_subtraction_does_not_depend_on_the_thread_count() -> None:
         np.testing.assert_array_equal(other.matched.image, one.matched.image)
         assert other.kernelSum == one.kernelSum
         assert other.metadata["spatialConditionNum"] == one.metadata["spatialConditionNum"]
+        # The difference-image detection's FFT correlations run on as many threads too.
+        assert one.diaSources is not None and other.diaSources is not None
+        np.testing.assert_array_equal(other.diaSources["snr"], one.diaSources["snr"])
 
 
 # -- variance scaling and background subtraction ----------------------------------------------

@@ -59,12 +59,14 @@ from __future__ import annotations
 __all__ = ["DecorrelateALKernelConfig", "DecorrelateALKernelTask"]
 
 import math
+import os
 import sys
 from typing import Any
 
 import lsst.pex.config as pexConfig
 import numpy as np
 from astropy.stats import sigma_clipped_stats
+from scipy import fft as scipyFft
 
 from . import _core
 from .errors import InvalidInputError
@@ -103,6 +105,20 @@ class DecorrelateALKernelConfig(pexConfig.Config):
         "component filter (two more FFT convolutions per plane), instead of scaling it by the "
         "filter's mean power; matters where the variance varies on the filter's scale.",
     )
+
+
+def _fftWorkers(nThreads: int) -> int:
+    """scipy.fft's ``workers`` for a psfmatch thread count (0: every core). The 2-D
+    transforms are split into 1-D ones across threads: the numbers do not depend on it."""
+    return int(nThreads) if nThreads > 0 else (os.cpu_count() or 1)
+
+
+def _rfft2(a: np.ndarray, nThreads: int = 0, s: tuple[int, int] | None = None) -> np.ndarray:
+    return np.asarray(scipyFft.rfft2(a, s=s, workers=_fftWorkers(nThreads)))
+
+
+def _irfft2(a: np.ndarray, s: tuple[int, int], nThreads: int = 0) -> np.ndarray:
+    return np.asarray(scipyFft.irfft2(a, s=s, workers=_fftWorkers(nThreads)))
 
 
 def _fftShape(*shapes: tuple[int, int]) -> tuple[int, int]:
@@ -147,13 +163,14 @@ def _filterImage(
     transfer: np.ndarray,
     fftShape: tuple[int, int],
     flagged: np.ndarray | None = None,
+    nThreads: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Multiply the FFT of ``array`` (non-finite and ``flagged`` pixels mean-filled, so that
     their values reach no other pixel) by ``transfer`` (an rfft2 half grid of ``fftShape``)
     and transform back: the filtered array, and the map of the filled pixels."""
     data, bad = _fillNonFinite(array, flagged)
-    spectrum = np.fft.rfft2(_padCentred(data, fftShape)) * transfer
-    out = _cropCentred(np.fft.irfft2(spectrum, s=fftShape), data.shape)
+    spectrum = _rfft2(_padCentred(data, fftShape), nThreads) * transfer
+    out = _cropCentred(_irfft2(spectrum, fftShape, nThreads), data.shape)
     return out, bad
 
 
@@ -243,6 +260,7 @@ class DecorrelateALKernelTask(Task):
         psf: Any = None,
         xcen: float | None = None,
         ycen: float | None = None,
+        nThreads: int = 0,
     ) -> Struct:
         """Decorrelate a difference image.
 
@@ -270,6 +288,9 @@ class DecorrelateALKernelTask(Task):
             ``correctedPsf``.
         xcen, ycen : `float`, optional
             Parent position at which to evaluate the kernel.
+        nThreads : `int`, optional
+            Threads of the FFTs (scipy.fft ``workers``); 0, the default, uses every core. The
+            result does not depend on it.
 
         Returns
         -------
@@ -365,14 +386,14 @@ class DecorrelateALKernelTask(Task):
             shapes.append(preConv.shape)
         fftShape = _fftShape(*shapes)
 
-        kHat = np.fft.rfft2(_padCentred(kimg, fftShape))
+        kHat = _rfft2(_padCentred(kimg, fftShape), nThreads)
         kPower = kHat.real**2 + kHat.imag**2
         if preConv is None:
             with np.errstate(divide="ignore"):
                 corr = np.sqrt((v + t * kappa**2) / np.maximum(v + t * kPower, _P_HAT_FLOOR))
             filterUnconv: np.ndarray = corr
         else:
-            pHat = np.fft.rfft2(_padCentred(preConv, fftShape))
+            pHat = _rfft2(_padCentred(preConv, fftShape), nThreads)
             pPower = np.maximum(pHat.real**2 + pHat.imag**2, _P_HAT_FLOOR)
             corr = (v + t * kappa**2) / np.maximum(v + t * kPower / pPower, _P_HAT_FLOOR)
             filterUnconv = pHat * corr
@@ -380,12 +401,16 @@ class DecorrelateALKernelTask(Task):
 
         fillBits = Mask.getPlaneBitMask(list(self.config.fillMaskPlanes), skipUnknown=True)
         flagged = (subtractedMaskedImage.mask & fillBits) != 0
-        image, badImage = _filterImage(subtractedMaskedImage.image, corr, fftShape, flagged)
+        image, badImage = _filterImage(
+            subtractedMaskedImage.image, corr, fftShape, flagged, nThreads
+        )
         if self.config.completeVarPlanePropagation:
             variance = np.zeros(image.shape)
             for plane, spectrum in ((varUnconv, filterUnconv), (varConv, filterConv)):
-                c = np.fft.irfft2(spectrum, s=fftShape)
-                filtered, _ = _filterImage(plane, np.fft.rfft2(c * c), fftShape, flagged)
+                c = _irfft2(spectrum, fftShape, nThreads)
+                filtered, _ = _filterImage(
+                    plane, _rfft2(c * c, nThreads), fftShape, flagged, nThreads
+                )
                 variance += np.where(~np.isfinite(plane), np.inf, filtered)
         else:
             # Σ c² of each real-space filter, by Parseval on its half spectrum (no inverse FFT).
@@ -420,10 +445,10 @@ class DecorrelateALKernelTask(Task):
                 psfArray.shape[0] + kimg.shape[0] - 1,
                 psfArray.shape[1] + kimg.shape[1] - 1,
             )
-            spectrum = np.fft.rfft2(_padCentred(psfArray, fftShape)) * corr
-            filteredPsf = _cropCentred(np.fft.irfft2(spectrum, s=fftShape), psfShape)
+            spectrum = _rfft2(_padCentred(psfArray, fftShape), nThreads) * corr
+            filteredPsf = _cropCentred(_irfft2(spectrum, fftShape, nThreads), psfShape)
             correctedPsf = filteredPsf / filteredPsf.sum()
-        decorrelationKernel = _cropCentred(np.fft.irfft2(corr, s=fftShape), kimg.shape)
+        decorrelationKernel = _cropCentred(_irfft2(corr, fftShape, nThreads), kimg.shape)
         self.metadata["decorrelated"] = True
         self.log.info(
             "Decorrelated the difference image: svar %.4g, tvar %.4g, kernel sum %.4f%s",

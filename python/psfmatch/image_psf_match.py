@@ -90,7 +90,14 @@ from .basis import makeKernelBasisList
 from .candidate import KernelCandidate
 from .config import PsfMatchConfigAL, PsfMatchConfigDF, makeKernelControl
 from .convolution import _checkFinite, convolve
-from .decorrelate import DecorrelateALKernelTask, _cropCentred, _fftShape, _padCentred
+from .decorrelate import (
+    DecorrelateALKernelTask,
+    _cropCentred,
+    _fftShape,
+    _irfft2,
+    _padCentred,
+    _rfft2,
+)
 from .errors import InsufficientKernelSourcesError, InvalidInputError
 from .image import Mask, MaskedImage
 from .psf_match import PsfMatchTask
@@ -385,17 +392,17 @@ def _psfFwhm(psf: np.ndarray) -> float:
 def _convolveSmall(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The full linear convolution of two small odd-sized images (odd size, centred)."""
     shape = (a.shape[0] + b.shape[0] - 1, a.shape[1] + b.shape[1] - 1)
-    out = np.fft.irfft2(np.fft.rfft2(a, s=shape) * np.fft.rfft2(b, s=shape), s=shape)
+    out = _irfft2(_rfft2(a, 1, shape) * _rfft2(b, 1, shape), shape, 1)
     return np.asarray(out)
 
 
-def _correlate(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+def _correlate(image: np.ndarray, kernel: np.ndarray, nThreads: int = 0) -> np.ndarray:
     """``out(x) = Σ_j kernel(j) · image(x + j − c)`` by FFT, zero outside the image."""
     shape = _fftShape(image.shape, kernel.shape)
-    spectrum = np.fft.rfft2(_padCentred(image, shape)) * np.conj(
-        np.fft.rfft2(_padCentred(kernel, shape))
+    spectrum = _rfft2(_padCentred(image, shape), nThreads) * np.conj(
+        _rfft2(_padCentred(kernel, shape), nThreads)
     )
-    return _cropCentred(np.fft.irfft2(spectrum, s=shape), image.shape)
+    return _cropCentred(_irfft2(spectrum, shape, nThreads), image.shape)
 
 
 def _medianFilled(mi: MaskedImage, badBits: int) -> MaskedImage:
@@ -415,6 +422,7 @@ def _detectDifferenceSources(
     badBits: int,
     *,
     isScore: bool = False,
+    nThreads: int = 0,
 ) -> Table:
     """Positive and negative point sources of a difference image above a S/N threshold.
 
@@ -448,8 +456,8 @@ def _detectDifferenceSources(
             flux = data / peak
             fluxErr = np.sqrt(np.where(usable, var, np.inf)) / peak
         else:
-            numerator = _correlate(data * weight, psf)
-            denominator = _correlate(weight, psf * psf)
+            numerator = _correlate(data * weight, psf, nThreads)
+            denominator = _correlate(weight, psf * psf, nThreads)
             good = denominator > 1e-12 * float(denominator.max(initial=0.0))
             usable &= good
             flux = np.where(good, numerator / np.where(good, denominator, 1.0), 0.0)
@@ -1240,6 +1248,7 @@ class ImagePsfMatchTask(PsfMatchTask):
                     templateMatched=fit.mode != "convolveScience",
                     preConvKernel=fit.preConvKernel,
                     psf=psf,
+                    nThreads=int(self.kConfig.nThreads),
                 )
             difference = dec.correctedMaskedImage
             decorrelationKernel = dec.decorrelationKernel
@@ -1347,6 +1356,7 @@ class ImagePsfMatchTask(PsfMatchTask):
             config.diaSourceThreshold,
             bits,
             isScore=fit.mode == "preconvolve",
+            nThreads=int(self.kConfig.nThreads),
         )
         x0, y0 = difference.getXY0()
 
