@@ -558,3 +558,43 @@ def test_sum_of_squares_by_parseval(shape: tuple[int, int]) -> None:
     spectrum = np.fft.rfft2(c)
     # Both sides sum ~100 squares of O(1) values; rounding of the FFTs is ~1e-15 relative.
     assert _sumOfSquares(spectrum, shape) == pytest.approx(float(np.sum(c * c)), rel=1e-12)
+
+
+@pytest.mark.parametrize("small", [(5, 5), (4, 6), (1, 3), (7, 2)])
+def test_centred_padding_is_a_roll(small: tuple[int, int]) -> None:
+    """`_padCentred`/`_cropCentred` place the quadrants by slices: exactly what zero-padding
+    then rolling the centre pixel (index n//2) to the origin does, and its inverse."""
+    from psfmatch.decorrelate import _cropCentred, _padCentred
+
+    array = np.arange(1.0, 1.0 + small[0] * small[1]).reshape(small)
+    grid = (11, 12)
+    padded = np.zeros(grid)
+    padded[: small[0], : small[1]] = array
+    rolled = np.roll(padded, (-(small[0] // 2), -(small[1] // 2)), axis=(0, 1))
+    np.testing.assert_array_equal(_padCentred(array, grid), rolled)
+    np.testing.assert_array_equal(_cropCentred(rolled, small), array)
+
+
+def test_clipped_mean_variance_of_a_large_plane_from_a_sample() -> None:
+    """Above a million pixels the clipped mean variance is taken from a strided sample: it
+    equals the clipped mean of every pixel (astropy, independently) to well within the 1e-3
+    at which the decorrelation would notice."""
+    from astropy.stats import sigma_clipped_stats
+
+    rng = np.random.default_rng(11)
+    ny, nx = 1000, 1100  # 1.1e6 pixels: stride 2 shares a factor with 1100, so 3
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    variance = 60.0 + 0.02 * xx - 0.01 * yy + rng.normal(0.0, 3.0, (ny, nx))
+    variance[rng.random((ny, nx)) < 1e-3] = 1e5  # cosmic-ray-like outliers, clipped away
+    mask = np.zeros((ny, nx), dtype=np.int32)
+    mask[:, 500] = pm.Mask.getPlaneBitMask("BAD")  # a bad column with absurd values
+    variance[:, 500] = -1e6
+    mi = pm.MaskedImage(np.zeros((ny, nx), np.float32), mask, variance.astype(np.float32))
+    task = DecorrelateALKernelTask()
+    usable = (mask & pm.Mask.getPlaneBitMask(list(task.config.ignoreMaskPlanes))) == 0
+    full, _, _ = sigma_clipped_stats(
+        variance.astype(np.float32).astype(np.float64)[usable], sigma=3.0, maxiters=3
+    )
+    # A third of 1.1e6 values of σ 3 (plus the gradient's spread, ~7): the sample's mean
+    # differs from the whole's by ~7/√3.7e5 ≈ 0.01, 2e-4 of 60; 1e-3 allowed.
+    assert task._clippedMeanVariance(mi) == pytest.approx(full, rel=1e-3)

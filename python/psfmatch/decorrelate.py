@@ -107,6 +107,11 @@ class DecorrelateALKernelConfig(pexConfig.Config):
     )
 
 
+#: The most variance-plane pixels the clipped mean variance looks at (see
+#: `DecorrelateALKernelTask._clippedMeanVariance`).
+_CLIP_SAMPLE = 1 << 20
+
+
 def _fftWorkers(nThreads: int) -> int:
     """scipy.fft's ``workers`` for a psfmatch thread count (0: every core). The 2-D
     transforms are split into 1-D ones across threads: the numbers do not depend on it."""
@@ -130,17 +135,36 @@ def _fftShape(*shapes: tuple[int, int]) -> tuple[int, int]:
 
 
 def _padCentred(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Zero-pad ``array`` to ``shape`` with its centre pixel (index n//2) moved to index 0."""
+    """Zero-pad ``array`` to ``shape`` with its centre pixel (index n//2) moved to index 0:
+    its four quadrants go to the four corners (what a roll of the padded array does,
+    without copying the whole grid twice)."""
     out = np.zeros(shape, dtype=np.float64)
     ny, nx = array.shape
-    out[:ny, :nx] = array
-    return np.roll(out, (-(ny // 2), -(nx // 2)), axis=(0, 1))
+    cy, cx = ny // 2, nx // 2
+    out[: ny - cy, : nx - cx] = array[cy:, cx:]
+    if cx:
+        out[: ny - cy, -cx:] = array[cy:, :cx]
+    if cy:
+        out[-cy:, : nx - cx] = array[:cy, cx:]
+    if cy and cx:
+        out[-cy:, -cx:] = array[:cy, :cx]
+    return out
 
 
 def _cropCentred(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """The inverse of `_padCentred`: the ``shape`` array whose centre pixel was at index 0."""
+    """The inverse of `_padCentred`: the ``shape`` array whose centre pixel was at index 0,
+    gathered from the four corners of ``array``."""
     ny, nx = shape
-    return np.roll(array, (ny // 2, nx // 2), axis=(0, 1))[:ny, :nx]
+    cy, cx = ny // 2, nx // 2
+    out = np.empty(shape, dtype=array.dtype)
+    out[cy:, cx:] = array[: ny - cy, : nx - cx]
+    if cx:
+        out[cy:, :cx] = array[: ny - cy, -cx:]
+    if cy:
+        out[:cy, cx:] = array[-cy:, : nx - cx]
+    if cy and cx:
+        out[:cy, :cx] = array[-cy:, -cx:]
+    return out
 
 
 def _fillNonFinite(
@@ -169,8 +193,12 @@ def _filterImage(
     their values reach no other pixel) by ``transfer`` (an rfft2 half grid of ``fftShape``)
     and transform back: the filtered array, and the map of the filled pixels."""
     data, bad = _fillNonFinite(array, flagged)
-    spectrum = _rfft2(_padCentred(data, fftShape), nThreads) * transfer
-    out = _cropCentred(_irfft2(spectrum, fftShape, nThreads), data.shape)
+    # The image at the grid's origin, zero-padded by the transform itself; with the filter
+    # centred at index 0 the output's first ny × nx pixels are the filtered image (the grid
+    # is large enough that nothing wraps around into them).
+    spectrum = _rfft2(data, nThreads, s=fftShape)
+    spectrum *= transfer
+    out = _irfft2(spectrum, fftShape, nThreads)[: data.shape[0], : data.shape[1]]
     return out, bad
 
 
@@ -239,10 +267,22 @@ class DecorrelateALKernelTask(Task):
     config: DecorrelateALKernelConfig
 
     def _clippedMeanVariance(self, mi: MaskedImage) -> float:
-        """The 3σ, 3-iteration clipped mean of the usable pixels of a variance plane, or NaN."""
+        """The 3σ, 3-iteration clipped mean of the usable pixels of a variance plane, or NaN.
+
+        Beyond `_CLIP_SAMPLE` pixels, of every k-th pixel in raster order (k the smallest
+        stride that gives at most that many and shares no factor with the row length, so
+        that the sample is not a set of whole columns): the mean of a million variances is
+        good to far better than the 1e-3 at which it matters, at a fraction of the cost
+        (astropy's clipping of 1.7e7 values took a second and a half).
+        """
         bits = Mask.getPlaneBitMask(list(self.config.ignoreMaskPlanes), skipUnknown=True)
-        var = np.asarray(mi.variance, dtype=np.float64)
-        usable = ((mi.mask & bits) == 0) & np.isfinite(var)
+        var = np.asarray(mi.variance).reshape(-1)
+        mask = np.asarray(mi.mask).reshape(-1)
+        stride = max(1, -(-var.size // _CLIP_SAMPLE))
+        while stride > 1 and math.gcd(stride, mi.getWidth()) != 1:
+            stride += 1
+        var = var[::stride].astype(np.float64)
+        usable = ((mask[::stride] & bits) == 0) & np.isfinite(var)
         if not usable.any():
             return math.nan
         mean, _, _ = sigma_clipped_stats(var[usable], sigma=3.0, maxiters=3)

@@ -92,7 +92,6 @@ from .config import PsfMatchConfigAL, PsfMatchConfigDF, makeKernelControl
 from .convolution import _checkFinite, convolve
 from .decorrelate import (
     DecorrelateALKernelTask,
-    _cropCentred,
     _fftShape,
     _irfft2,
     _padCentred,
@@ -413,10 +412,9 @@ def _convolveSmall(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _correlate(image: np.ndarray, kernel: np.ndarray, nThreads: int = 0) -> np.ndarray:
     """``out(x) = Σ_j kernel(j) · image(x + j − c)`` by FFT, zero outside the image."""
     shape = _fftShape(image.shape, kernel.shape)
-    spectrum = _rfft2(_padCentred(image, shape), nThreads) * np.conj(
-        _rfft2(_padCentred(kernel, shape), nThreads)
-    )
-    return _cropCentred(_irfft2(spectrum, shape, nThreads), image.shape)
+    spectrum = _rfft2(image, nThreads, s=shape)  # the image at the origin, zero-padded
+    spectrum *= np.conj(_rfft2(_padCentred(kernel, shape), nThreads))
+    return _irfft2(spectrum, shape, nThreads)[: image.shape[0], : image.shape[1]]
 
 
 def _medianFilled(mi: MaskedImage, badBits: int) -> MaskedImage:
