@@ -38,6 +38,7 @@ void bindKernelSolution(py::module_& m) {
             .def("getKernel", &StaticKernelSolution::getKernel)
             .def("getBackground", &StaticKernelSolution::getBackground)
             .def("getKsum", &StaticKernelSolution::getKsum)
+            .def("getKernelSerial", &StaticKernelSolution::getKernelSerial)
             .def("getSolutionPair", &StaticKernelSolution::getSolutionPair)
             .def("getBasisList", &StaticKernelSolution::getBasis)
             .def("getCovariance", &StaticKernelSolution::getCovariance)

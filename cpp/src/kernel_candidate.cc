@@ -78,6 +78,10 @@ std::shared_ptr<StaticKernelSolution> KernelCandidate::solveOnce(const KernelLis
 }
 
 void KernelCandidate::build(const KernelList& basis, const std::optional<Eigen::MatrixXd>& hMat) {
+    // A new solution makes the remembered LOCAL residuals stale (the serial would say so too).
+    // The SPATIAL ones depend on the stamps and the model only, not on this fit.
+    _localSerial = 0;
+    _localResiduals = ResidualStatistics();
     ImageD variance = _science.variance + _template.variance;
     if (_control.constantVarianceWeighting) {
         const double med = median(variance);
@@ -115,6 +119,17 @@ void KernelCandidate::build(const KernelList& basis, const std::optional<Eigen::
         _varianceEstimate = variance;
     }
     store(std::move(solution));
+}
+
+void KernelCandidate::setLocalResiduals(std::uint64_t kernelSerial, const ResidualStatistics& stats) {
+    _localSerial = kernelSerial;
+    _localResiduals = stats;
+}
+
+void KernelCandidate::setSpatialResiduals(std::shared_ptr<const SpatialModel> model,
+                                          const ResidualStatistics& stats) {
+    _spatialModel = std::move(model);
+    _spatialResiduals = stats;
 }
 
 std::shared_ptr<StaticKernelSolution> KernelCandidate::getKernelSolution(CandidateSwitch which) const {

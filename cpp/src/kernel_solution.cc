@@ -18,6 +18,7 @@ namespace psfmatch {
 namespace {
 
 std::atomic<int> nextSolutionId{0};
+std::atomic<std::uint64_t> nextKernelSerial{1};
 
 // The eigen pseudo-inverse of a symmetric matrix. Eigenvalues that are zero to rounding
 // (|e| ≤ n·ε·|e|max, the numerical-rank rule of LAPACK and numpy.linalg.matrix_rank) are
@@ -129,6 +130,9 @@ void StaticKernelSolution::solve() {
 }
 
 void StaticKernelSolution::makeKernel() {
+    // Renewed before anything changes, so a kernel or background half-made by a throw below
+    // never carries the serial of an earlier one.
+    _kernelSerial = nextKernelSerial++;
     const long nb = static_cast<long>(_basis.size());
     if (!_aVec.head(nb).allFinite()) throw PsfMatchError("unable to determine kernel solution: NaN coefficient");
     _kernel = linearCombination(_basis, _aVec.head(nb));

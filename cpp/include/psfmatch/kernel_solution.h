@@ -2,6 +2,7 @@
 #ifndef PSFMATCH_KERNEL_SOLUTION_H
 #define PSFMATCH_KERNEL_SOLUTION_H
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -78,6 +79,9 @@ public:
     double getBackground() const;
     double getKsum() const;
     std::pair<FixedKernel, double> getSolutionPair() const { return {getKernel(), getBackground()}; }
+    /// A process-wide serial number of the kernel and background, renewed by every solve():
+    /// two equal serials mean the same kernel and background (0 before the first solve).
+    std::uint64_t getKernelSerial() const { return _kernelSerial; }
 
     /// Covariance of the solution vector: the inverse of the matrix that was solved (and its
     /// regularized sandwich for a regularized solution). Valid when the weights are inverse
@@ -95,6 +99,7 @@ protected:
     std::optional<FixedKernel> _kernel;
     double _background = 0.0;
     double _kSum = 0.0;
+    std::uint64_t _kernelSerial = 0;
 };
 
 /// A delta-function solution with the regularization (M + λH) a = b (ALGORITHM.md §2.6).
