@@ -821,6 +821,69 @@ def test_difference_image(rng: np.random.Generator) -> None:
     np.testing.assert_allclose(arbitrary.image[g5], expected, rtol=0, atol=1e-11)
 
 
+@pytest.mark.parametrize("goodWidth", [1, 3, 4, 5, 12, 16, 17, 23, 25])
+@pytest.mark.parametrize("masked", [False, True])
+def test_difference_image_bit_exact_against_ordered_sums(
+    rng: np.random.Generator, goodWidth: int, masked: bool
+) -> None:
+    """getDifferenceImage sums each pixel's products over the kernel's non-zero pixels in
+    row-major order, each product rounded then added: numpy doing the same in the same order
+    gives the same bits, whatever the good box's width (blocks of 12 and 4 columns, an
+    overlapping last block, or single columns) and whatever SIMD the CPU has. Zero kernel
+    pixels are skipped, also in the variance where a tiny pixel's square underflows to 0."""
+    kh, kw = 7, 5
+    shape = (kh - 1 + 9, kw - 1 + goodWidth)
+    template = rng.normal(100.0, 30.0, shape)
+    science = rng.normal(100.0, 30.0, shape)
+    varT = rng.uniform(1.0, 50.0, shape)
+    varS = rng.uniform(1.0, 50.0, shape)
+    kimg = rng.normal(0.0, 1.0, (kh, kw))
+    kimg[1, 2] = kimg[4, 0] = 0.0  # skipped in both planes
+    kimg[2, 3] = 1e-170  # skipped in the variance only: its square is 0
+    maskT = maskS = None
+    if masked:
+        maskT = np.zeros(shape, dtype=np.int32)
+        maskS = np.zeros(shape, dtype=np.int32)
+        maskT[rng.integers(0, shape[0]), rng.integers(0, shape[1])] = CR
+        maskS[rng.integers(0, shape[0]), rng.integers(0, shape[1])] = SAT
+    cand = candidate(template, science, alConfig(), varT=varT, varS=varS, maskT=maskT, maskS=maskS)
+    bg = 3.25
+    diff = cand.getDifferenceImage(pm.FixedKernel(kimg), bg)
+
+    cy, cx = kh // 2, kw // 2
+    gny, gnx = shape[0] - kh + 1, shape[1] - kw + 1
+    conv = np.zeros((gny, gnx))
+    convVar = np.zeros((gny, gnx))
+    dilated = np.zeros((gny, gnx), dtype=np.int32)
+    mT = np.zeros(shape, dtype=np.int32) if maskT is None else maskT
+    for j in range(kh):
+        for i in range(kw):
+            window = (slice(2 * cy - j, 2 * cy - j + gny), slice(2 * cx - i, 2 * cx - i + gnx))
+            w = kimg[j, i]
+            if w != 0.0:
+                conv = conv + w * template[window]
+                dilated |= mT[window]
+            if w * w != 0.0:
+                convVar = convVar + (w * w) * varT[window]
+    good = (slice(cy, cy + gny), slice(cx, cx + gnx))
+    np.testing.assert_array_equal(diff.image[good], (science[good] - conv) - bg)
+    np.testing.assert_array_equal(diff.variance[good], convVar + varS[good])
+    mS = np.zeros(shape, dtype=np.int32) if maskS is None else maskS
+    np.testing.assert_array_equal(diff.mask[good], dilated | mS[good])
+    border = np.ones(shape, dtype=bool)
+    border[good] = False
+    assert np.isnan(diff.image[border]).all()
+    assert np.isposinf(diff.variance[border]).all()
+    np.testing.assert_array_equal(diff.mask[border], mT[border] | mS[border] | NO_DATA)
+
+
+def test_difference_image_kernel_larger_than_stamp_raises() -> None:
+    template = np.ones((9, 9))
+    cand = candidate(template, template, alConfig())
+    with pytest.raises(pm.InvalidInputError, match="stamp of 9x9 pixels is smaller than the 11x11"):
+        cand.getDifferenceImage(pm.FixedKernel(np.ones((11, 11))), 0.0)
+
+
 def test_inputs_never_modified(rng: np.random.Generator) -> None:
     shape = (19, 19)
     arrays = {
