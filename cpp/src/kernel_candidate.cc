@@ -4,13 +4,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <cstring>
 #include <string>
 #include <vector>
 
 #include "psfmatch/convolve.h"
 #include "psfmatch/errors.h"
 #include "psfmatch/image_statistics.h"
+#include "psfmatch/stamp_convolve.h"
 
 namespace psfmatch {
 
@@ -26,104 +26,6 @@ double median(const ImageD& a) {
     if (n % 2 == 1) return hi;
     const double lo = *std::max_element(v.begin(), v.begin() + n / 2);
     return 0.5 * (lo + hi);
-}
-
-// The stamp difference image (getDifferenceImage) convolves two 21×21-ish planes over a
-// ~23×23 good box per call, a few thousand calls per fit: direct sums, register-blocked over
-// 4·NB output columns, on AVX2 when the CPU has it. Each output pixel is the sum over the
-// kernel's non-zero pixels in row-major order of weight·input, each product rounded and then
-// added (no fused multiply-add on any path), so every ISA gives the same bits, and they are
-// those of convolvePlane's direct method.
-struct StampTap {
-    long offset;  ///< of the input pixel from the output pixel's position, in the input
-    double weight;
-};
-
-using Double4 = double __attribute__((vector_size(32)));
-
-// out[4b + k] = Σ_t taps[t].weight · src[taps[t].offset + 4b + k], b < NB, k < 4.
-template <int NB>
-inline __attribute__((always_inline)) void tapBlocks(const double* src, const StampTap* taps, long nTaps,
-                                                      double* out) {
-    Double4 acc[NB];
-    for (int b = 0; b < NB; ++b) acc[b] = Double4{0.0, 0.0, 0.0, 0.0};
-    for (long t = 0; t < nTaps; ++t) {
-        const double* s = src + taps[t].offset;
-        const double w = taps[t].weight;
-        const Double4 wv = {w, w, w, w};
-        for (int b = 0; b < NB; ++b) {
-            Double4 v;
-            std::memcpy(&v, s + 4 * b, sizeof v);
-            acc[b] += wv * v;
-        }
-    }
-    for (int b = 0; b < NB; ++b) std::memcpy(out + 4 * b, &acc[b], sizeof acc[b]);
-}
-
-// The good box rows [y0, y1] and columns [x0, x0 + gnx) of `out` (row stride `outStride`)
-// from `in` (row stride `inStride`): blocks of 12 columns, then of 4; a width that is not a
-// multiple of 4 ends on a block overlapping the previous one (its pixels are recomputed to
-// the same values); fewer than 4 columns, one at a time.
-inline __attribute__((always_inline)) void convolveStampImpl(const double* in, long inStride, double* out,
-                                                              long outStride, long y0, long y1, long x0, long gnx,
-                                                              const StampTap* taps, long nTaps) {
-    for (long y = y0; y <= y1; ++y) {
-        const double* src = in + y * inStride + x0;
-        double* dst = out + y * outStride + x0;
-        if (gnx < 4) {
-            for (long x = 0; x < gnx; ++x) {
-                double acc = 0.0;
-                for (long t = 0; t < nTaps; ++t) acc += taps[t].weight * src[x + taps[t].offset];
-                dst[x] = acc;
-            }
-            continue;
-        }
-        long x = 0;
-        for (; x + 12 <= gnx; x += 12) tapBlocks<3>(src + x, taps, nTaps, dst + x);
-        for (; x + 4 <= gnx; x += 4) tapBlocks<1>(src + x, taps, nTaps, dst + x);
-        if (x < gnx) tapBlocks<1>(src + gnx - 4, taps, nTaps, dst + gnx - 4);
-    }
-}
-
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-__attribute__((target("avx2"))) void convolveStampAvx2(const double* in, long inStride, double* out, long outStride,
-                                                      long y0, long y1, long x0, long gnx, const StampTap* taps,
-                                                      long nTaps) {
-    convolveStampImpl(in, inStride, out, outStride, y0, y1, x0, gnx, taps, nTaps);
-}
-bool haveAvx2() {
-    static const bool have = [] {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") != 0;
-    }();
-    return have;
-}
-#endif
-
-void convolveStampBaseline(const double* in, long inStride, double* out, long outStride, long y0, long y1, long x0,
-                           long gnx, const StampTap* taps, long nTaps) {
-    convolveStampImpl(in, inStride, out, outStride, y0, y1, x0, gnx, taps, nTaps);
-}
-
-// out|_G = (weights ⊗ in)|_G, G the good box of the kernel (out and in of one shape).
-void convolveStamp(const ImageD& in, const ImageD& weights, const Box2I& g, ImageD& out) {
-    const long stride = in.cols();
-    const int cx = static_cast<int>((weights.cols() - 1) / 2), cy = static_cast<int>((weights.rows() - 1) / 2);
-    std::vector<StampTap> taps;
-    taps.reserve(static_cast<std::size_t>(weights.size()));
-    for (long j = 0; j < weights.rows(); ++j) {
-        for (long i = 0; i < weights.cols(); ++i) {
-            if (weights(j, i) != 0.0) taps.push_back({(cy - j) * stride + (cx - i), weights(j, i)});
-        }
-    }
-    const long n = static_cast<long>(taps.size());
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-    if (haveAvx2()) {
-        convolveStampAvx2(in.data(), stride, out.data(), stride, g.minY, g.maxY, g.minX, g.getWidth(), taps.data(), n);
-        return;
-    }
-#endif
-    convolveStampBaseline(in.data(), stride, out.data(), stride, g.minY, g.maxY, g.minX, g.getWidth(), taps.data(), n);
 }
 
 void checkVariance(const ImageD& v) {
@@ -279,8 +181,8 @@ MaskedImage KernelCandidate::getDifferenceImage(const FixedKernel& kernel, doubl
     diff.image.setConstant(std::numeric_limits<double>::quiet_NaN());
     diff.variance.setConstant(std::numeric_limits<double>::infinity());
     const ImageD& k = kernel.getImage();
-    convolveStamp(_template.image, k, g, diff.image);
-    convolveStamp(_template.variance, k.square(), g, diff.variance);
+    convolveStampPlane(_template.image, k, diff.image);
+    convolveStampPlane(_template.variance, k.square(), diff.variance);
     if ((_template.mask != 0).any()) {
         convolveMaskPlane(viewOf(_template.mask), viewOf(diff.mask), kernel, 1);
     }

@@ -12,6 +12,7 @@
 
 #include "psfmatch/convolve.h"
 #include "psfmatch/errors.h"
+#include "psfmatch/stamp_convolve.h"
 
 namespace psfmatch {
 
@@ -99,7 +100,7 @@ void StaticKernelSolution::build(const ImageD& templateImage, const ImageD& scie
         throw InvalidInputError("StaticKernelSolution.build: template, science and variance differ in shape");
     }
     const FixedKernel& k0 = _basis.front();
-    const Eigen::MatrixXd conv = convolveBasisOnGoodBox(templateImage, _basis);
+    const Eigen::MatrixXd conv = convolveBasisOnStamp(templateImage, _basis);
     const Box2I g = goodBox(templateImage.cols(), templateImage.rows(), k0.getWidth(), k0.getHeight());
     const long gnx = g.getWidth(), npix = conv.rows();
     const long nb = static_cast<long>(_basis.size());
