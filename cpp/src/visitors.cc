@@ -254,10 +254,27 @@ void SpatialKernelSolution::addConstraint(double x, double y, const Eigen::Matri
         p[nb] = _backgroundFunction.terms(x, y);
         start[nb] = _nt - _nbt;
     }
+    // Plain loops, not Eigen block expressions: there are nq² (~800) blocks of a few elements,
+    // where the expressions' per-block overhead dominated. Each element is still
+    // (q(m, n)·p_m[i])·p_n[j] added to M, the rounding the expression had.
     for (long m = 0; m < nq; ++m) {
         _bVec.segment(start[m], p[m].size()) += w[m] * p[m];
-        for (long n = 0; n < nq; ++n) {
-            _mMat.block(start[m], start[n], p[m].size(), p[n].size()) += q(m, n) * p[m] * p[n].transpose();
+    }
+    const long ld = _mMat.rows();  // column-major
+    std::vector<double> qp;
+    for (long n = 0; n < nq; ++n) {
+        const Eigen::VectorXd& pn = p[n];
+        for (long m = 0; m < nq; ++m) {
+            const Eigen::VectorXd& pm = p[m];
+            const long rows = pm.size();
+            qp.resize(static_cast<std::size_t>(rows));
+            const double qmn = q(m, n);
+            for (long i = 0; i < rows; ++i) qp[i] = qmn * pm[i];
+            for (long j = 0; j < pn.size(); ++j) {
+                double* col = _mMat.data() + (start[n] + j) * ld + start[m];
+                const double pj = pn[j];
+                for (long i = 0; i < rows; ++i) col[i] += qp[i] * pj;
+            }
         }
     }
 }
