@@ -65,12 +65,12 @@ KernelCandidate::KernelCandidate(double xCenter, double yCenter, MaskedImage tem
     }
 }
 
-std::shared_ptr<StaticKernelSolution> KernelCandidate::solveOnce(const KernelList& basis,
-                                                                 const std::optional<Eigen::MatrixXd>& hMat,
+std::shared_ptr<StaticKernelSolution> KernelCandidate::solveOnce(const std::shared_ptr<const KernelList>& basis,
+                                                                 const std::shared_ptr<const Eigen::MatrixXd>& hMat,
                                                                  const ImageD& variance) const {
     std::shared_ptr<StaticKernelSolution> solution;
     if (hMat) {
-        solution = std::make_shared<RegularizedKernelSolution>(basis, _control.fitForBackground, *hMat, _control);
+        solution = std::make_shared<RegularizedKernelSolution>(basis, _control.fitForBackground, hMat, _control);
     } else {
         solution = std::make_shared<StaticKernelSolution>(basis, _control.fitForBackground);
     }
@@ -79,6 +79,11 @@ std::shared_ptr<StaticKernelSolution> KernelCandidate::solveOnce(const KernelLis
 }
 
 void KernelCandidate::build(const KernelList& basis, const std::optional<Eigen::MatrixXd>& hMat) {
+    build(std::make_shared<const KernelList>(basis), hMat ? std::make_shared<const Eigen::MatrixXd>(*hMat) : nullptr);
+}
+
+void KernelCandidate::build(std::shared_ptr<const KernelList> basis, std::shared_ptr<const Eigen::MatrixXd> hMat) {
+    if (!basis) throw InvalidInputError("KernelCandidate.build: null kernel basis");
     // A new solution makes the remembered LOCAL residuals stale (the serial would say so too).
     // The SPATIAL ones depend on the stamps and the model only, not on this fit.
     _localSerial = 0;
@@ -99,7 +104,7 @@ void KernelCandidate::build(const KernelList& basis, const std::optional<Eigen::
             _kernelSolutionPca = std::move(s);
         }
     };
-    _useRegularization = hMat.has_value();
+    _useRegularization = hMat != nullptr;
     _varianceEstimate = variance;
     if (_control.checkConditionNumber &&
         solution->getConditionNumber(_control.conditionNumberType) > _control.maxConditionNumber) {

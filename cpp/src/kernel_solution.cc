@@ -90,8 +90,12 @@ const Eigen::VectorXd& KernelSolution::getSolution() const {
 }
 
 StaticKernelSolution::StaticKernelSolution(KernelList basis, bool fitForBackground)
+        : StaticKernelSolution(std::make_shared<const KernelList>(std::move(basis)), fitForBackground) {}
+
+StaticKernelSolution::StaticKernelSolution(std::shared_ptr<const KernelList> basis, bool fitForBackground)
         : _basis(std::move(basis)), _fitForBackground(fitForBackground) {
-    checkBasisList(_basis, "StaticKernelSolution");
+    if (!_basis) throw InvalidInputError("StaticKernelSolution: null kernel basis");
+    checkBasisList(*_basis, "StaticKernelSolution");
 }
 
 void StaticKernelSolution::build(const ImageD& templateImage, const ImageD& scienceImage, const ImageD& variance) {
@@ -99,11 +103,11 @@ void StaticKernelSolution::build(const ImageD& templateImage, const ImageD& scie
         variance.rows() != templateImage.rows() || variance.cols() != templateImage.cols()) {
         throw InvalidInputError("StaticKernelSolution.build: template, science and variance differ in shape");
     }
-    const FixedKernel& k0 = _basis.front();
-    const Eigen::MatrixXd conv = convolveBasisOnStamp(templateImage, _basis);
+    const FixedKernel& k0 = _basis->front();
+    const Eigen::MatrixXd conv = convolveBasisOnStamp(templateImage, *_basis);
     const Box2I g = goodBox(templateImage.cols(), templateImage.rows(), k0.getWidth(), k0.getHeight());
     const long gnx = g.getWidth(), npix = conv.rows();
-    const long nb = static_cast<long>(_basis.size());
+    const long nb = static_cast<long>(_basis->size());
     const long nt = nb + (_fitForBackground ? 1 : 0);
 
     Eigen::VectorXd sqrtW(npix), s(npix);
@@ -134,9 +138,9 @@ void StaticKernelSolution::makeKernel() {
     // Renewed before anything changes, so a kernel or background half-made by a throw below
     // never carries the serial of an earlier one.
     _kernelSerial = nextKernelSerial++;
-    const long nb = static_cast<long>(_basis.size());
+    const long nb = static_cast<long>(_basis->size());
     if (!_aVec.head(nb).allFinite()) throw PsfMatchError("unable to determine kernel solution: NaN coefficient");
-    _kernel = linearCombination(_basis, _aVec.head(nb));
+    _kernel = linearCombination(*_basis, _aVec.head(nb));
     _kSum = _kernel->getSum();
     _background = _fitForBackground ? _aVec[nb] : 0.0;
     if (std::isnan(_background)) throw PsfMatchError("unable to determine kernel solution: NaN background");
@@ -168,25 +172,32 @@ Eigen::MatrixXd StaticKernelSolution::getCovariance() const {
 
 ImageD StaticKernelSolution::getKernelUncertaintyImage() const {
     const Eigen::MatrixXd cov = getCovariance();
-    const long nb = static_cast<long>(_basis.size());
-    const long npix = _basis.front().getImage().size();
+    const long nb = static_cast<long>(_basis->size());
+    const long npix = _basis->front().getImage().size();
     Eigen::MatrixXd b(npix, nb);
     for (long k = 0; k < nb; ++k) {
-        b.col(k) = Eigen::Map<const Eigen::VectorXd>(_basis[k].getImage().data(), npix);
+        b.col(k) = Eigen::Map<const Eigen::VectorXd>((*_basis)[k].getImage().data(), npix);
     }
     const Eigen::VectorXd var = (b * cov.topLeftCorner(nb, nb)).cwiseProduct(b).rowwise().sum();
-    ImageD out(_basis.front().getHeight(), _basis.front().getWidth());
+    ImageD out(_basis->front().getHeight(), _basis->front().getWidth());
     Eigen::Map<Eigen::VectorXd>(out.data(), npix) = var.cwiseMax(0.0).cwiseSqrt();
     return out;
 }
 
 RegularizedKernelSolution::RegularizedKernelSolution(KernelList basis, bool fitForBackground,
                                                      Eigen::MatrixXd hMat, const KernelControl& control)
+        : RegularizedKernelSolution(std::make_shared<const KernelList>(std::move(basis)), fitForBackground,
+                                    std::make_shared<const Eigen::MatrixXd>(std::move(hMat)), control) {}
+
+RegularizedKernelSolution::RegularizedKernelSolution(std::shared_ptr<const KernelList> basis, bool fitForBackground,
+                                                     std::shared_ptr<const Eigen::MatrixXd> hMat,
+                                                     const KernelControl& control)
         : StaticKernelSolution(std::move(basis), fitForBackground), _hMat(std::move(hMat)), _control(control) {
-    const long nt = static_cast<long>(_basis.size()) + (fitForBackground ? 1 : 0);
-    if (_hMat.rows() != nt || _hMat.cols() != nt) {
-        throw InvalidInputError("RegularizedKernelSolution: H is " + std::to_string(_hMat.rows()) + "x" +
-                                std::to_string(_hMat.cols()) + " but the solution has " + std::to_string(nt) +
+    if (!_hMat) throw InvalidInputError("RegularizedKernelSolution: null regularization matrix");
+    const long nt = static_cast<long>(_basis->size()) + (fitForBackground ? 1 : 0);
+    if (_hMat->rows() != nt || _hMat->cols() != nt) {
+        throw InvalidInputError("RegularizedKernelSolution: H is " + std::to_string(_hMat->rows()) + "x" +
+                                std::to_string(_hMat->cols()) + " but the solution has " + std::to_string(nt) +
                                 " parameters");
     }
 }
@@ -213,7 +224,7 @@ std::vector<double> RegularizedKernelSolution::lambdaGrid() const {
 
 double RegularizedKernelSolution::estimateRisk(double lambda, const Eigen::MatrixXd& vvt,
                                                const Eigen::MatrixXd& mPinv) const {
-    const Eigen::MatrixXd mLambda = _mMat + lambda * _hMat;
+    const Eigen::MatrixXd mLambda = _mMat + lambda * *_hMat;
     Eigen::FullPivLU<Eigen::MatrixXd> lu(mLambda);
     const Eigen::MatrixXd mLambdaInv = lu.isInvertible() ? Eigen::MatrixXd(lu.inverse()) : eigenPseudoInverse(mLambda, 0.0);
     const Eigen::VectorXd a = mLambdaInv * _bVec;
@@ -230,7 +241,7 @@ void RegularizedKernelSolution::solve() {
             _lambda = _control.lambdaValue;
             break;
         case LambdaType::RELATIVE: {
-            const double trH = _hMat.trace();
+            const double trH = _hMat->trace();
             if (trH == 0.0) throw InvalidInputError("relative lambda: the regularization matrix has zero trace");
             _lambda = _control.lambdaScaling * _mMat.trace() / trH;
             break;
@@ -255,13 +266,13 @@ void RegularizedKernelSolution::solve() {
             break;
         }
     }
-    _aVec = solveNormalEquations(_mMat + _lambda * _hMat, _bVec, &_solvedBy);
+    _aVec = solveNormalEquations(_mMat + _lambda * *_hMat, _bVec, &_solvedBy);
     makeKernel();
 }
 
 Eigen::MatrixXd RegularizedKernelSolution::getCovariance() const {
     requireSolved("getCovariance");
-    const Eigen::MatrixXd mLambda = _mMat + _lambda * _hMat;
+    const Eigen::MatrixXd mLambda = _mMat + _lambda * *_hMat;
     Eigen::FullPivLU<Eigen::MatrixXd> lu(mLambda);
     const Eigen::MatrixXd inv = lu.isInvertible() ? Eigen::MatrixXd(lu.inverse()) : eigenPseudoInverse(mLambda, 0.0);
     return inv * _mMat * inv;

@@ -96,8 +96,10 @@ double quantile(const std::vector<double>& sorted, double q) {
 
 BuildSingleKernelVisitor::BuildSingleKernelVisitor(KernelList basis, const KernelControl& control,
                                                    std::optional<Eigen::MatrixXd> hMat)
-        : _basis(std::move(basis)), _control(control), _hMat(std::move(hMat)) {
-    checkBasisList(_basis, "BuildSingleKernelVisitor");
+        : _basis(std::make_shared<const KernelList>(std::move(basis))),
+          _control(control),
+          _hMat(hMat ? std::make_shared<const Eigen::MatrixXd>(std::move(*hMat)) : nullptr) {
+    checkBasisList(*_basis, "BuildSingleKernelVisitor");
 }
 
 void BuildSingleKernelVisitor::processCandidate(KernelCandidate& candidate) {

@@ -70,6 +70,8 @@ public:
     /// The first call fills ORIG and initialises; later calls fill PCA. Sets BAD if the
     /// condition number check fails; never sets GOOD. Throws on bad variance or a NaN solution.
     void build(const KernelList& basis, const std::optional<Eigen::MatrixXd>& hMat = std::nullopt);
+    /// The same with a basis (and H, or null) that the solutions share instead of copying.
+    void build(std::shared_ptr<const KernelList> basis, std::shared_ptr<const Eigen::MatrixXd> hMat);
 
     std::shared_ptr<StaticKernelSolution> getKernelSolution(CandidateSwitch which) const;
     const FixedKernel& getKernel(CandidateSwitch which) const;
@@ -102,8 +104,8 @@ public:
     }
 
 private:
-    std::shared_ptr<StaticKernelSolution> solveOnce(const KernelList& basis,
-                                                    const std::optional<Eigen::MatrixXd>& hMat,
+    std::shared_ptr<StaticKernelSolution> solveOnce(const std::shared_ptr<const KernelList>& basis,
+                                                    const std::shared_ptr<const Eigen::MatrixXd>& hMat,
                                                     const ImageD& variance) const;
     double _xCenter, _yCenter;
     MaskedImage _template, _science;

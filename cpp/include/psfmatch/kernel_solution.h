@@ -65,6 +65,10 @@ private:
 class StaticKernelSolution : public KernelSolution {
 public:
     StaticKernelSolution(KernelList basis, bool fitForBackground);
+    /// The same sharing one basis among solutions: every candidate's solution keeps its basis,
+    /// and a private copy of 27 AL kernels is ~110 KB per candidate. Throws InvalidInputError
+    /// for a null basis.
+    StaticKernelSolution(std::shared_ptr<const KernelList> basis, bool fitForBackground);
 
     /// Forms M = CᵀWC and b = CᵀWs with C_k = (B_k ⊗ template)|_G (plus a column of ones for the
     /// background), W = 1/variance|_G and s = science|_G. Planes must share one shape.
@@ -73,7 +77,7 @@ public:
     /// on a NaN coefficient or background.
     virtual void solve();
 
-    const KernelList& getBasis() const { return _basis; }
+    const KernelList& getBasis() const { return *_basis; }
     bool getFitForBackground() const { return _fitForBackground; }
     const FixedKernel& getKernel() const;
     double getBackground() const;
@@ -92,7 +96,7 @@ public:
 
 protected:
     void makeKernel();
-    KernelList _basis;
+    std::shared_ptr<const KernelList> _basis;
     bool _fitForBackground;
     Eigen::MatrixXd _cMat;   ///< design matrix, weighted by sqrt(W); dropped after solve()
     Eigen::VectorXd _sVec;   ///< science pixels weighted by sqrt(W); dropped after solve()
@@ -109,16 +113,20 @@ class RegularizedKernelSolution : public StaticKernelSolution {
 public:
     RegularizedKernelSolution(KernelList basis, bool fitForBackground, Eigen::MatrixXd hMat,
                               const KernelControl& control);
+    /// The same sharing the basis and H (441² doubles for a 21×21 delta-function basis) among
+    /// solutions. Throws InvalidInputError for a null basis or H.
+    RegularizedKernelSolution(std::shared_ptr<const KernelList> basis, bool fitForBackground,
+                              std::shared_ptr<const Eigen::MatrixXd> hMat, const KernelControl& control);
     void solve() override;
     double getLambda() const { return _lambda; }
-    const Eigen::MatrixXd& getH() const { return _hMat; }
+    const Eigen::MatrixXd& getH() const { return *_hMat; }
     Eigen::MatrixXd getCovariance() const override;
     /// The λ values a risk scan visits (empty for absolute/relative).
     std::vector<double> lambdaGrid() const;
 
 private:
     double estimateRisk(double lambda, const Eigen::MatrixXd& vvt, const Eigen::MatrixXd& mPinv) const;
-    Eigen::MatrixXd _hMat;
+    std::shared_ptr<const Eigen::MatrixXd> _hMat;
     KernelControl _control;
     double _lambda = 0.0;
 };

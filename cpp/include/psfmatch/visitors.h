@@ -32,9 +32,9 @@ public:
     int getNProcessed() const { return _nProcessed; }
 
 private:
-    KernelList _basis;
+    std::shared_ptr<const KernelList> _basis;  ///< shared by every solution the visitor makes
     KernelControl _control;
-    std::optional<Eigen::MatrixXd> _hMat;
+    std::shared_ptr<const Eigen::MatrixXd> _hMat;  ///< null without regularization
     bool _skipBuilt = true;
     std::atomic<int> _nRejected{0};
     std::atomic<int> _nProcessed{0};
