@@ -821,15 +821,15 @@ def test_difference_image(rng: np.random.Generator) -> None:
     np.testing.assert_allclose(arbitrary.image[g5], expected, rtol=0, atol=1e-11)
 
 
-@pytest.mark.parametrize("goodWidth", [1, 3, 4, 5, 12, 16, 17, 23, 25])
+@pytest.mark.parametrize("goodWidth", [1, 3, 4, 5, 12, 16, 17, 23, 24, 25, 29, 50])
 @pytest.mark.parametrize("masked", [False, True])
 def test_difference_image_bit_exact_against_ordered_sums(
     rng: np.random.Generator, goodWidth: int, masked: bool
 ) -> None:
     """getDifferenceImage sums each pixel's products over the kernel's non-zero pixels in
     row-major order, each product rounded then added: numpy doing the same in the same order
-    gives the same bits, whatever the good box's width (blocks of 12 and 4 columns, an
-    overlapping last block, or single columns) and whatever SIMD the CPU has. Zero kernel
+    gives the same bits, whatever the good box's width (groups of up to 24 columns, an
+    overlapping last block of 4, or single columns) and whatever SIMD the CPU has. Zero kernel
     pixels are skipped, also in the variance where a tiny pixel's square underflows to 0."""
     kh, kw = 7, 5
     shape = (kh - 1 + 9, kw - 1 + goodWidth)

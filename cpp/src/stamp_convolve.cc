@@ -19,11 +19,16 @@ struct StampTap {
 
 using Double4 = double __attribute__((vector_size(32)));
 
-// out[4b + k] = Σ_t taps[t].weight · src[taps[t].offset + 4b + k] for b < NB, k < 4, the sum
-// taken in tap order from +0, each product rounded before it is added.
+// For b < NB and k < 4, out[start_b + k] = Σ_t taps[t].weight · src[taps[t].offset + start_b + k]
+// with start_b = 4b, except the last block's, `lastStart` (it may overlap the one before, whose
+// pixels it then recomputes to the same values). The sum is taken in tap order from +0, each
+// product rounded before it is added.
 template <int NB>
 inline __attribute__((always_inline)) void tapBlocks(const double* src, const StampTap* taps, long nTaps,
-                                                      double* out) {
+                                                      double* out, long lastStart) {
+    long start[NB];
+    for (int b = 0; b < NB; ++b) start[b] = 4 * b;
+    start[NB - 1] = lastStart;
     Double4 acc[NB];
     for (int b = 0; b < NB; ++b) acc[b] = Double4{0.0, 0.0, 0.0, 0.0};
     for (long t = 0; t < nTaps; ++t) {
@@ -32,17 +37,17 @@ inline __attribute__((always_inline)) void tapBlocks(const double* src, const St
         const Double4 wv = {w, w, w, w};
         for (int b = 0; b < NB; ++b) {
             Double4 v;
-            std::memcpy(&v, s + 4 * b, sizeof v);
+            std::memcpy(&v, s + start[b], sizeof v);
             acc[b] += wv * v;
         }
     }
-    for (int b = 0; b < NB; ++b) std::memcpy(out + 4 * b, &acc[b], sizeof acc[b]);
+    for (int b = 0; b < NB; ++b) std::memcpy(out + start[b], &acc[b], sizeof acc[b]);
 }
 
 // nRows rows of `width` outputs: out[r·outStride + x] = Σ_t w_t · in[r·inStride + x + offset_t].
-// Blocks of 12 columns, then of 4; a width that is not a multiple of 4 ends on a block that
-// overlaps the previous one (its pixels are recomputed to the same values); below 4 columns,
-// one pixel at a time.
+// Groups of up to 6 blocks of 4 columns (24 columns, 6 accumulator registers); a width that is
+// not a multiple of 4 ends on a block overlapping the previous one; below 4 columns, one pixel
+// at a time.
 inline __attribute__((always_inline)) void tapRowsImpl(const double* in, long inStride, double* out, long outStride,
                                                         long nRows, long width, const StampTap* taps, long nTaps) {
     for (long r = 0; r < nRows; ++r) {
@@ -57,9 +62,30 @@ inline __attribute__((always_inline)) void tapRowsImpl(const double* in, long in
             continue;
         }
         long x = 0;
-        for (; x + 12 <= width; x += 12) tapBlocks<3>(src + x, taps, nTaps, dst + x);
-        for (; x + 4 <= width; x += 4) tapBlocks<1>(src + x, taps, nTaps, dst + x);
-        if (x < width) tapBlocks<1>(src + width - 4, taps, nTaps, dst + width - 4);
+        for (; width - x > 24; x += 24) tapBlocks<6>(src + x, taps, nTaps, dst + x, 20);
+        // 1 … 24 columns left, at least 4 in all: ceil(left/4) blocks, the last ending at width.
+        const long left = width - x;
+        const long last = left - 4;
+        switch ((left + 3) / 4) {
+            case 1:
+                tapBlocks<1>(src + x, taps, nTaps, dst + x, last);
+                break;
+            case 2:
+                tapBlocks<2>(src + x, taps, nTaps, dst + x, last);
+                break;
+            case 3:
+                tapBlocks<3>(src + x, taps, nTaps, dst + x, last);
+                break;
+            case 4:
+                tapBlocks<4>(src + x, taps, nTaps, dst + x, last);
+                break;
+            case 5:
+                tapBlocks<5>(src + x, taps, nTaps, dst + x, last);
+                break;
+            default:
+                tapBlocks<6>(src + x, taps, nTaps, dst + x, last);
+                break;
+        }
     }
 }
 

@@ -14,7 +14,7 @@ namespace psfmatch {
 /// row-major order (a 1-D factor's in index order) of weight · input, each product rounded and
 /// then added, never fused: the result is the same on every CPU, and it is the one the plain
 /// loops of convolvePlane's direct method and convolveBasisOnGoodBox compute. The work is
-/// register-blocked over 12 and 4 output columns, on AVX2 when the CPU has it.
+/// register-blocked over up to 24 output columns, on AVX2 when the CPU has it.
 
 /// out|_G = (kernelImage ⊗ in)|_G, G = goodBox of the kernel (true convolution, the convention
 /// of convolvePlane); pixels of `out` outside G are left alone. `out` has the shape of `in`
