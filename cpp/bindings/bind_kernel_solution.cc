@@ -20,7 +20,9 @@ void bindKernelSolution(py::module_& m) {
           },
           py::arg("m"), py::arg("b"), "Solve M a = b; returns (a, SolvedBy).");
     m.def("conditionNumber", &conditionNumber, py::arg("m"), py::arg("conditionNumberType"));
-    m.def("convolveBasisOnStamp", &convolveBasisOnStamp, py::arg("image"), py::arg("basis"),
+    m.def("convolveBasisOnStamp",
+          static_cast<Eigen::MatrixXd (*)(const ImageD&, const KernelList&)>(&convolveBasisOnStamp), py::arg("image"),
+          py::arg("basis"),
           py::call_guard<py::gil_scoped_release>());
     m.def(
             "convolveStampPlane",

@@ -104,11 +104,18 @@ void StaticKernelSolution::build(const ImageD& templateImage, const ImageD& scie
         throw InvalidInputError("StaticKernelSolution.build: template, science and variance differ in shape");
     }
     const FixedKernel& k0 = _basis->front();
-    const Eigen::MatrixXd conv = convolveBasisOnStamp(templateImage, *_basis);
     const Box2I g = goodBox(templateImage.cols(), templateImage.rows(), k0.getWidth(), k0.getHeight());
-    const long gnx = g.getWidth(), npix = conv.rows();
+    const long gnx = g.getWidth(), npix = g.isEmpty() ? 0 : gnx * g.getHeight();
     const long nb = static_cast<long>(_basis->size());
     const long nt = nb + (_fitForBackground ? 1 : 0);
+
+    // C lives in per-thread scratch unless solve() needs it: a fresh ~120 KB matrix per
+    // candidate made the allocator hand pages back to the system and fault them in again, a
+    // third of the single-kernel pass at 4096².
+    thread_local Eigen::MatrixXd scratch;
+    Eigen::MatrixXd& c = keepsDesignMatrix() ? _cMat : scratch;
+    c.resize(npix, nt);
+    convolveBasisOnStamp(templateImage, *_basis, c.leftCols(nb));
 
     Eigen::VectorXd sqrtW(npix), s(npix);
     for (long y = 0; y < g.getHeight(); ++y) {
@@ -117,14 +124,13 @@ void StaticKernelSolution::build(const ImageD& templateImage, const ImageD& scie
             s[y * gnx + x] = scienceImage(g.minY + y, g.minX + x);
         }
     }
-    _cMat.resize(npix, nt);
-    _cMat.leftCols(nb) = sqrtW.asDiagonal() * conv;
-    if (_fitForBackground) _cMat.col(nb) = sqrtW;
+    c.leftCols(nb) = sqrtW.asDiagonal() * c.leftCols(nb);  // row scaling: no aliasing
+    if (_fitForBackground) c.col(nb) = sqrtW;
     _sVec = sqrtW.cwiseProduct(s);
     _mMat = Eigen::MatrixXd::Zero(nt, nt);
-    _mMat.selfadjointView<Eigen::Lower>().rankUpdate(_cMat.transpose());
+    _mMat.selfadjointView<Eigen::Lower>().rankUpdate(c.transpose());
     _mMat.triangularView<Eigen::StrictlyUpper>() = _mMat.transpose();
-    _bVec = _cMat.transpose() * _sVec;
+    _bVec = c.transpose() * _sVec;
     _solvedBy = SolvedBy::NONE;
 }
 

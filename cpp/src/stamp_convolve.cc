@@ -175,6 +175,16 @@ void convolveStampPlane(const ImageD& in, const ImageD& kernelImage, ImageD& out
 Eigen::MatrixXd convolveBasisOnStamp(const ImageD& image, const KernelList& basis) {
     checkBasisList(basis, "convolveBasisOnStamp");
     const FixedKernel& k0 = basis.front();
+    const Box2I g = goodBox(image.cols(), image.rows(), k0.getWidth(), k0.getHeight());
+    const long npix = g.isEmpty() ? 0 : static_cast<long>(g.getWidth()) * g.getHeight();
+    Eigen::MatrixXd columns(npix, static_cast<long>(basis.size()));
+    convolveBasisOnStamp(image, basis, columns);
+    return columns;
+}
+
+void convolveBasisOnStamp(const ImageD& image, const KernelList& basis, Eigen::Ref<Eigen::MatrixXd> out) {
+    checkBasisList(basis, "convolveBasisOnStamp");
+    const FixedKernel& k0 = basis.front();
     if (image.cols() < k0.getWidth() || image.rows() < k0.getHeight()) {
         throw InvalidInputError("convolveBasisOnStamp: stamp of " + std::to_string(image.cols()) + "x" +
                                 std::to_string(image.rows()) + " pixels is smaller than the " +
@@ -182,10 +192,17 @@ Eigen::MatrixXd convolveBasisOnStamp(const ImageD& image, const KernelList& basi
     }
     const Box2I g = goodBox(image.cols(), image.rows(), k0.getWidth(), k0.getHeight());
     const long gnx = g.getWidth(), gny = g.getHeight(), npix = gnx * gny, ny = image.rows();
-    Eigen::MatrixXd columns = Eigen::MatrixXd::Zero(npix, static_cast<long>(basis.size()));
+    if (out.rows() != npix || out.cols() != static_cast<long>(basis.size())) {
+        throw InvalidInputError("convolveBasisOnStamp: output is " + std::to_string(out.rows()) + "x" +
+                                std::to_string(out.cols()) + ", expected " + std::to_string(npix) + "x" +
+                                std::to_string(basis.size()));
+    }
+    out.setZero();
 
     // Distinct x and y factors (by value); each x factor passed once over every row
     // (ny × gnx), each (x factor, y factor) pair's y pass once (gny × gnx), when first needed.
+    // The images live in per-thread scratch kept between calls: a few hundred KB allocated and
+    // freed per candidate made the allocator return pages to the system and fault them in again.
     std::vector<const Eigen::VectorXd*> xFactors, yFactors;
     auto indexOf = [](std::vector<const Eigen::VectorXd*>& list, const Eigen::VectorXd& f) {
         for (std::size_t i = 0; i < list.size(); ++i) {
@@ -201,40 +218,50 @@ Eigen::MatrixXd convolveBasisOnStamp(const ImageD& image, const KernelList& basi
         }
     }
     const long nX = static_cast<long>(xFactors.size()), nY = static_cast<long>(yFactors.size());
-    std::vector<std::vector<double>> xImages(nX), pairImages(nX * nY);
-    auto pairOf = [&](const Eigen::VectorXd& kx, const Eigen::VectorXd& ky) -> const std::vector<double>& {
+    struct Scratch {
+        std::vector<double> xImages;  // nX × (ny × gnx)
+        std::vector<double> pairs;    // made pairs × npix, in the order made
+        std::vector<double> direct;   // npix
+        std::vector<long> pairSlot;   // [xi · nY + yi]: index into pairs, or −1
+        std::vector<char> xDone;
+    };
+    thread_local Scratch scratch;
+    scratch.xImages.resize(static_cast<std::size_t>(nX * ny * gnx));
+    scratch.xDone.assign(static_cast<std::size_t>(nX), 0);
+    scratch.pairSlot.assign(static_cast<std::size_t>(nX * nY), -1);
+    scratch.pairs.clear();
+    auto pairOf = [&](const Eigen::VectorXd& kx, const Eigen::VectorXd& ky) -> const double* {
         const long xi = indexOf(xFactors, kx), yi = indexOf(yFactors, ky);
-        std::vector<double>& tmp = xImages[xi];
-        if (tmp.empty()) {
-            tmp.resize(ny * gnx);
-            tapRows(image.data() + g.minX, image.cols(), tmp.data(), gnx, ny, gnx, factorTaps(kx, 1));
+        double* tmp = scratch.xImages.data() + xi * ny * gnx;
+        if (!scratch.xDone[xi]) {
+            tapRows(image.data() + g.minX, image.cols(), tmp, gnx, ny, gnx, factorTaps(kx, 1));
+            scratch.xDone[xi] = 1;
         }
-        std::vector<double>& r = pairImages[xi * nY + yi];
-        if (r.empty()) {
-            r.resize(npix);
-            tapRows(tmp.data() + g.minY * gnx, gnx, r.data(), gnx, gny, gnx, factorTaps(ky, gnx));
+        long& slot = scratch.pairSlot[xi * nY + yi];
+        if (slot < 0) {
+            slot = static_cast<long>(scratch.pairs.size()) / npix;
+            scratch.pairs.resize(scratch.pairs.size() + npix);
+            tapRows(tmp + g.minY * gnx, gnx, scratch.pairs.data() + slot * npix, gnx, gny, gnx,
+                    factorTaps(ky, gnx));
         }
-        return r;
+        return scratch.pairs.data() + slot * npix;
     };
 
-    std::vector<double> direct;
     for (std::size_t k = 0; k < basis.size(); ++k) {
         const FixedKernel& kernel = basis[k];
         if (kernel.isSeparable()) {
             for (const auto& t : kernel.getTerms()) {
-                const std::vector<double>& r = pairOf(t.kx, t.ky);
-                columns.col(k) += t.coef * Eigen::Map<const Eigen::VectorXd>(r.data(), npix);
+                const double* r = pairOf(t.kx, t.ky);
+                out.col(k) += t.coef * Eigen::Map<const Eigen::VectorXd>(r, npix);
             }
         } else {
-            direct.assign(npix, 0.0);
-            const ImageD& kimg = kernel.getImage();
-            tapRows(image.data() + g.minY * image.cols() + g.minX, image.cols(), direct.data(), gnx, gny, gnx,
-                    directTaps(kimg, image.cols()));
+            scratch.direct.assign(static_cast<std::size_t>(npix), 0.0);
+            tapRows(image.data() + g.minY * image.cols() + g.minX, image.cols(), scratch.direct.data(), gnx, gny,
+                    gnx, directTaps(kernel.getImage(), image.cols()));
             // convolveDirect scales its sums by 1.0, which changes no bits.
-            columns.col(k) = Eigen::Map<const Eigen::VectorXd>(direct.data(), npix);
+            out.col(k) = Eigen::Map<const Eigen::VectorXd>(scratch.direct.data(), npix);
         }
     }
-    return columns;
 }
 
 }  // namespace psfmatch

@@ -96,9 +96,11 @@ public:
 
 protected:
     void makeKernel();
+    /// Whether build() must keep the design matrix for solve() (in _cMat).
+    virtual bool keepsDesignMatrix() const { return false; }
     std::shared_ptr<const KernelList> _basis;
     bool _fitForBackground;
-    Eigen::MatrixXd _cMat;   ///< design matrix, weighted by sqrt(W); dropped after solve()
+    Eigen::MatrixXd _cMat;   ///< design matrix weighted by sqrt(W), if keepsDesignMatrix(); dropped by solve()
     Eigen::VectorXd _sVec;   ///< science pixels weighted by sqrt(W); dropped after solve()
     std::optional<FixedKernel> _kernel;
     double _background = 0.0;
@@ -123,6 +125,13 @@ public:
     Eigen::MatrixXd getCovariance() const override;
     /// The λ values a risk scan visits (empty for absolute/relative).
     std::vector<double> lambdaGrid() const;
+
+protected:
+    /// The risk-based λ scans need C (its SVD).
+    bool keepsDesignMatrix() const override {
+        return _control.lambdaType == LambdaType::MINIMIZE_BIASED_RISK ||
+               _control.lambdaType == LambdaType::MINIMIZE_UNBIASED_RISK;
+    }
 
 private:
     double estimateRisk(double lambda, const Eigen::MatrixXd& vvt, const Eigen::MatrixXd& mPinv) const;

@@ -29,6 +29,9 @@ void convolveStampPlane(const ImageD& in, const ImageD& kernelImage, ImageD& out
 /// decomposition by direct sums. Throws InvalidInputError for an empty or ragged basis or a
 /// stamp smaller than the kernels.
 Eigen::MatrixXd convolveBasisOnStamp(const ImageD& image, const KernelList& basis);
+/// The same into `out`, which must be npix × basis.size(); its intermediate images live in
+/// per-thread scratch that later calls reuse.
+void convolveBasisOnStamp(const ImageD& image, const KernelList& basis, Eigen::Ref<Eigen::MatrixXd> out);
 
 }  // namespace psfmatch
 
