@@ -82,3 +82,40 @@ def test_candidate_build_numpy(benchmark, basis, stamps, solver: str) -> None:
     coefficients = benchmark.pedantic(fit, rounds=rounds, warmup_rounds=2)
     ksum = sum(a * k.sum() for a, k in zip(coefficients, kernels, strict=True))
     np.testing.assert_allclose(ksum, KSUM, rtol=1e-8)
+
+
+DIFF_GROUP = f"KernelCandidate.getDifferenceImage, 21x21 kernel, {STAMP}² stamp"
+
+
+def test_difference_image_psfmatch(benchmark, basis, stamps) -> None:
+    """``getDifferenceImage``: K ⊗ T and K² ⊗ Var_T on the good box, mask, border (every
+    single-kernel fit and spatial assessment forms one per candidate)."""
+    benchmark.group = DIFF_GROUP
+    template, science = stamps
+    cand = pm.KernelCandidate(STAMP // 2, STAMP // 2, template, science, pm.PsfMatchConfigAL())
+    cand.build(basis)
+    kernel = cand.getKernel(pm.KernelCandidate.ORIG)
+    diff = benchmark(cand.getDifferenceImage, kernel, 0.0)
+    # Noise-free science = template ⊗ kernel in the basis' span: the residual is rounding.
+    np.testing.assert_allclose(diff.image[10:-10, 10:-10], 0.0, atol=1e-8)
+
+
+def test_difference_image_numpy(benchmark, basis, stamps) -> None:
+    """Reference: the same two planes by scipy's direct convolution."""
+    benchmark.group = DIFF_GROUP
+    template, science = stamps
+    cand = pm.KernelCandidate(STAMP // 2, STAMP // 2, template, science, pm.PsfMatchConfigAL())
+    cand.build(basis)
+    k = np.asarray(cand.getKernelImage(pm.KernelCandidate.ORIG))
+
+    def diff() -> tuple[np.ndarray, np.ndarray]:
+        image = science.image[10:-10, 10:-10] - scipy.signal.convolve(
+            template.image, k, mode="valid", method="direct"
+        )
+        variance = science.variance[10:-10, 10:-10] + scipy.signal.convolve(
+            template.variance, k * k, mode="valid", method="direct"
+        )
+        return image, variance
+
+    image, _ = benchmark(diff)
+    np.testing.assert_allclose(image, 0.0, atol=1e-8)

@@ -821,6 +821,162 @@ def test_difference_image(rng: np.random.Generator) -> None:
     np.testing.assert_allclose(arbitrary.image[g5], expected, rtol=0, atol=1e-11)
 
 
+@pytest.mark.parametrize("goodWidth", [1, 3, 4, 5, 12, 16, 17, 23, 24, 25, 29, 50])
+@pytest.mark.parametrize("masked", [False, True])
+def test_difference_image_bit_exact_against_ordered_sums(
+    rng: np.random.Generator, goodWidth: int, masked: bool
+) -> None:
+    """getDifferenceImage sums each pixel's products over the kernel's non-zero pixels in
+    row-major order, each product rounded then added: numpy doing the same in the same order
+    gives the same bits, whatever the good box's width (groups of up to 24 columns, an
+    overlapping last block of 4, or single columns) and whatever SIMD the CPU has. Zero kernel
+    pixels are skipped, also in the variance where a tiny pixel's square underflows to 0."""
+    kh, kw = 7, 5
+    shape = (kh - 1 + 9, kw - 1 + goodWidth)
+    template = rng.normal(100.0, 30.0, shape)
+    science = rng.normal(100.0, 30.0, shape)
+    varT = rng.uniform(1.0, 50.0, shape)
+    varS = rng.uniform(1.0, 50.0, shape)
+    kimg = rng.normal(0.0, 1.0, (kh, kw))
+    kimg[1, 2] = kimg[4, 0] = 0.0  # skipped in both planes
+    kimg[2, 3] = 1e-170  # skipped in the variance only: its square is 0
+    maskT = maskS = None
+    if masked:
+        maskT = np.zeros(shape, dtype=np.int32)
+        maskS = np.zeros(shape, dtype=np.int32)
+        maskT[rng.integers(0, shape[0]), rng.integers(0, shape[1])] = CR
+        maskS[rng.integers(0, shape[0]), rng.integers(0, shape[1])] = SAT
+    cand = candidate(template, science, alConfig(), varT=varT, varS=varS, maskT=maskT, maskS=maskS)
+    bg = 3.25
+    diff = cand.getDifferenceImage(pm.FixedKernel(kimg), bg)
+
+    cy, cx = kh // 2, kw // 2
+    gny, gnx = shape[0] - kh + 1, shape[1] - kw + 1
+    conv = np.zeros((gny, gnx))
+    convVar = np.zeros((gny, gnx))
+    dilated = np.zeros((gny, gnx), dtype=np.int32)
+    mT = np.zeros(shape, dtype=np.int32) if maskT is None else maskT
+    for j in range(kh):
+        for i in range(kw):
+            window = (slice(2 * cy - j, 2 * cy - j + gny), slice(2 * cx - i, 2 * cx - i + gnx))
+            w = kimg[j, i]
+            if w != 0.0:
+                conv = conv + w * template[window]
+                dilated |= mT[window]
+            if w * w != 0.0:
+                convVar = convVar + (w * w) * varT[window]
+    good = (slice(cy, cy + gny), slice(cx, cx + gnx))
+    np.testing.assert_array_equal(diff.image[good], (science[good] - conv) - bg)
+    np.testing.assert_array_equal(diff.variance[good], convVar + varS[good])
+    mS = np.zeros(shape, dtype=np.int32) if maskS is None else maskS
+    np.testing.assert_array_equal(diff.mask[good], dilated | mS[good])
+    border = np.ones(shape, dtype=bool)
+    border[good] = False
+    assert np.isnan(diff.image[border]).all()
+    assert np.isposinf(diff.variance[border]).all()
+    np.testing.assert_array_equal(diff.mask[border], mT[border] | mS[border] | NO_DATA)
+
+
+def test_difference_image_kernel_larger_than_stamp_raises() -> None:
+    template = np.ones((9, 9))
+    cand = candidate(template, template, alConfig())
+    with pytest.raises(pm.InvalidInputError, match="stamp of 9x9 pixels is smaller than the 11x11"):
+        cand.getDifferenceImage(pm.FixedKernel(np.ones((11, 11))), 0.0)
+
+
+def _orderedPass(
+    image: np.ndarray, factor: np.ndarray, axis: int, start: int, n: int
+) -> np.ndarray:
+    """A 1-D true convolution along `axis` for outputs start … start+n−1, summed over the
+    factor's non-zero entries in index order, each product rounded then added (from +0)."""
+    c = (factor.size - 1) // 2
+    out = np.zeros(image.shape[:axis] + (n,) + image.shape[axis + 1 :])
+    for i, w in enumerate(factor):
+        if w != 0.0:
+            lo = start + c - i
+            window = [slice(None)] * image.ndim
+            window[axis] = slice(lo, lo + n)
+            out = out + w * image[tuple(window)]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("basisName", "shape"),
+    [("al", (43, 43)), ("al", (30, 24)), ("small", (9, 8)), ("df", (12, 14)), ("pca", (23, 27))],
+)
+def test_convolve_basis_on_stamp_bit_exact(
+    rng: np.random.Generator, basisName: str, shape: tuple[int, int]
+) -> None:
+    """The design matrix of the per-candidate fit: bit for bit the sums of its contract (a
+    separable kernel's terms each an ordered x pass then an ordered y pass, added coef-weighted
+    in term order; any other kernel by ordered direct sums), computed here in numpy; equal to
+    convolveBasisOnGoodBox; and equal to scipy's convolution to rounding."""
+    if basisName == "al":
+        basis = pm.makeAlardLuptonBasisList(10, 3, [0.7, 1.5, 3.0], [4, 2, 2])
+    elif basisName == "small":
+        basis = smallAlBasis()
+    elif basisName == "df":
+        basis = pm.makeDeltaFunctionBasisList(5, 3)
+    else:  # kernels without a decomposition, with zero pixels
+        images = [rng.normal(0.0, 1.0, (9, 7)) for _ in range(4)]
+        images[1][2, 3] = 0.0
+        basis = [pm.FixedKernel(im) for im in images]
+    image = rng.normal(100.0, 30.0, shape)
+    got = np.asarray(_core.convolveBasisOnStamp(image, basis))
+    kh, kw = basis[0].getHeight(), basis[0].getWidth()
+    cy, cx = kh // 2, kw // 2
+    gny, gnx = shape[0] - kh + 1, shape[1] - kw + 1
+    assert got.shape == (gny * gnx, len(basis))
+    for k, kernel in enumerate(basis):
+        column = np.zeros((gny, gnx))
+        if kernel.isSeparable():
+            for term in kernel.getTerms():
+                xPassed = _orderedPass(image, np.asarray(term.kx), 1, cx, gnx)
+                pair = _orderedPass(xPassed, np.asarray(term.ky), 0, cy, gny)
+                column = column + term.coef * pair
+        else:
+            kimg = np.asarray(kernel.getImage())
+            for j in range(kh):
+                for i in range(kw):
+                    if kimg[j, i] != 0.0:
+                        column = (
+                            column
+                            + kimg[j, i]
+                            * image[2 * cy - j : 2 * cy - j + gny, 2 * cx - i : 2 * cx - i + gnx]
+                        )
+        np.testing.assert_array_equal(got[:, k], column.ravel())
+        expected = scipy.signal.convolve(image, np.asarray(kernel.getImage()), mode="valid")
+        # Sums of ≤ 441 products of values ~100 (≤ 1e4 in all) in other orders: 1e-9 absolute.
+        np.testing.assert_allclose(got[:, k], expected.ravel(), rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(got, np.asarray(_core.convolveBasisOnGoodBox(image, basis)))
+
+
+def test_convolve_stamp_plane_and_errors(rng: np.random.Generator) -> None:
+    """convolveStampPlane: the good box of the true convolution (NaN outside, from the binding),
+    to rounding of scipy's; bad shapes are named errors."""
+    image = rng.normal(100.0, 30.0, (20, 17))
+    kimg = rng.normal(0.0, 1.0, (5, 7))
+    got = np.asarray(_core.convolveStampPlane(image, kimg))
+    good = (slice(2, 18), slice(3, 14))
+    # 35 products of values ~100 in another order: 1e-10 absolute.
+    np.testing.assert_allclose(
+        got[good], scipy.signal.convolve(image, kimg, mode="valid"), rtol=0, atol=1e-10
+    )
+    border = np.ones(image.shape, dtype=bool)
+    border[good] = False
+    assert np.isnan(got[border]).all()
+    with pytest.raises(pm.InvalidInputError, match="kernel dimensions must be odd"):
+        _core.convolveStampPlane(image, np.ones((4, 5)))
+    with pytest.raises(
+        pm.InvalidInputError, match="stamp of 17x20 pixels is smaller than the 19x3"
+    ):
+        _core.convolveStampPlane(image, np.ones((3, 19)))
+    with pytest.raises(pm.InvalidInputError, match="stamp of 8x9 pixels is smaller than the 11x11"):
+        _core.convolveBasisOnStamp(np.ones((9, 8)), pm.makeDeltaFunctionBasisList(11, 11))
+    with pytest.raises(pm.InvalidInputError, match="the kernel basis list is empty"):
+        _core.convolveBasisOnStamp(image, [])
+
+
 def test_inputs_never_modified(rng: np.random.Generator) -> None:
     shape = (19, 19)
     arrays = {

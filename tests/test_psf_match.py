@@ -892,6 +892,217 @@ def test_candidate_residuals_per_candidate(rng: np.random.Generator, useCoreStat
         _core.candidateResiduals([first, unbuilt], kernel, bg, control)
 
 
+def _goodInCellOrder(cells: Any) -> list[Any]:
+    """The GOOD candidates in the order `PsfMatchTask._recordMetrics` takes them (the sums
+    behind metric_MEAN depend on the order in the last bit)."""
+    return [
+        c
+        for c in cells.getAllCandidates(ignoreBad=True)
+        if c.getStatus() == pm.KernelCandidate.GOOD
+    ]
+
+
+def _metricValues(residuals: np.ndarray) -> dict[str, float]:
+    """The metric_* metadata `PsfMatchTask._recordMetrics` derives from (n, 4) residuals of
+    the candidates of `_goodInCellOrder`."""
+    keys = (
+        "LOCAL_residualMean",
+        "LOCAL_residualStd",
+        "SPATIAL_residualMean",
+        "SPATIAL_residualStd",
+    )
+    out = {}
+    for stat, func in (("MEAN", np.mean), ("MEDIAN", np.median), ("STDEV", np.std)):
+        for column, key in enumerate(keys):
+            finite = [v for v in residuals[:, column].tolist() if np.isfinite(v)]
+            out[f"metric_{stat}.{key}"] = float(func(finite)) if finite else float("nan")
+    return out
+
+
+def _assertSameBits(a: np.ndarray, b: np.ndarray) -> None:
+    """Bit-for-bit equality (so −0.0 ≠ +0.0, and NaN equals NaN of the same payload)."""
+    a, b = np.ascontiguousarray(a, dtype=np.float64), np.ascontiguousarray(b, dtype=np.float64)
+    assert a.shape == b.shape
+    np.testing.assert_array_equal(a.view(np.int64), b.view(np.int64))
+
+
+@pytest.mark.parametrize("useCoreStats", [False, True])
+def test_candidate_residuals_reuse_is_bit_identical(
+    rng: np.random.Generator, useCoreStats: bool
+) -> None:
+    """When the fit ends on an assessment that rejects nothing, every GOOD candidate's LOCAL
+    and SPATIAL residual pairs were computed by the visitors from the final kernels:
+    candidateResiduals takes them instead of recomputing, and they equal a fresh computation
+    bit for bit (and numpy brute force to rounding)."""
+    field = makeField(rng, nStars=25)
+    config = alConfig(
+        nStarPerCell=-1,
+        spatialKernelOrder=0,
+        spatialKernelClipping=False,
+        useCoreStats=useCoreStats,
+    )
+    task = CellSetTask(config=config)
+    cells, candidates = task._buildCellSet(field)
+    _, kernel, bg = task._solve(cells, alBasis(config))
+    good = [c for c in candidates if c.getStatus() == pm.KernelCandidate.GOOD]
+    assert len(good) >= 20
+    control = makeKernelControl(config)
+    reused = np.asarray(_core.candidateResidualsReused(good, kernel, bg, control))
+    # Not a vacuous comparison: every pair below comes from the visitors' memory.
+    assert reused.shape == (len(good), 2) and reused.all()
+    cached = np.asarray(_core.candidateResiduals(good, kernel, bg, control))
+    fresh = np.asarray(_core.candidateResiduals(good, kernel, bg, control, reuse=False))
+    _assertSameBits(cached, fresh)
+    assert np.isfinite(cached).all()
+    # The metadata are those of the fresh computation, exactly.
+    ordered = _goodInCellOrder(cells)
+    assert sorted(c.getId() for c in ordered) == sorted(c.getId() for c in good)
+    freshOrdered = np.asarray(_core.candidateResiduals(ordered, kernel, bg, control, reuse=False))
+    for key, value in _metricValues(freshOrdered).items():
+        assert task.metadata[key] == value, key
+    # And both are the statistics of the difference stamps, by numpy brute force.
+    core = config.candidateCoreRadius if useCoreStats else 0
+    for row, cand in zip(cached, good, strict=True):
+        x, y = cand.getXCenter(), cand.getYCenter()
+        local = cand.getKernel(pm.KernelCandidate.RECENT).computeImage()[0]
+        expected = (
+            *_residualStats(
+                cand, np.asarray(local), cand.getBackground(pm.KernelCandidate.RECENT), core
+            ),
+            *_residualStats(cand, np.asarray(kernel.computeImage(x, y)[0]), bg(x, y), core),
+        )
+        # scipy's convolution sums in another order than the core's: ~1e-12 relative rounding
+        # on values O(0.01 - 10); 1e-9 absolute leaves room.
+        np.testing.assert_allclose(row, expected, rtol=0, atol=1e-9)
+    # Statistics under other settings were never computed: nothing is reused, and the
+    # recomputation is what a fresh call gives.
+    control.useCoreStats = not useCoreStats
+    assert not np.asarray(_core.candidateResidualsReused(good, kernel, bg, control)).any()
+    _assertSameBits(
+        np.asarray(_core.candidateResiduals(good, kernel, bg, control)),
+        np.asarray(_core.candidateResiduals(good, kernel, bg, control, reuse=False)),
+    )
+
+
+def test_candidate_residuals_stale_pairs_are_recomputed(rng: np.random.Generator) -> None:
+    """A remembered pair is not reused once its kernel changed: another spatial model (even
+    one differing in a single background parameter), or a candidate refitted outside the
+    visitor. The results then equal a fresh computation and differ from the stale values."""
+    field = makeField(rng, nStars=25)
+    config = alConfig(nStarPerCell=-1, spatialKernelOrder=0, spatialKernelClipping=False)
+    task = CellSetTask(config=config)
+    cells, candidates = task._buildCellSet(field)
+    _, kernel, bg = task._solve(cells, alBasis(config))
+    good = [c for c in candidates if c.getStatus() == pm.KernelCandidate.GOOD]
+    control = makeKernelControl(config)
+    before = np.asarray(_core.candidateResiduals(good, kernel, bg, control))
+
+    params = np.asarray(bg.getParameters(), dtype=float).copy()
+    params[0] = np.nextafter(params[0], np.inf)  # one ulp: a different model all the same
+    shifted = pm.SpatialBackground(bg.getSpatialFunction(), params)
+    reused = np.asarray(_core.candidateResidualsReused(good, kernel, shifted, control))
+    assert reused[:, 0].all() and not reused[:, 1].any()
+    got = np.asarray(_core.candidateResiduals(good, kernel, shifted, control))
+    _assertSameBits(
+        got, np.asarray(_core.candidateResiduals(good, kernel, shifted, control, reuse=False))
+    )
+    _assertSameBits(got[:, :2], before[:, :2])
+
+    # A visibly different model: the stale SPATIAL values would be wrong, not just old.
+    params[0] += 50.0
+    offset = pm.SpatialBackground(bg.getSpatialFunction(), params)
+    got = np.asarray(_core.candidateResiduals(good, kernel, offset, control))
+    assert (np.abs(got[:, 2] - before[:, 2]) > 0.1).all()
+
+    # A candidate refitted directly (not by the visitor) with another basis: its LOCAL pair
+    # is recomputed from the new RECENT kernel; the others keep theirs.
+    cand = good[0]
+    oldSerial = cand.getKernelSolution(pm.KernelCandidate.RECENT).getKernelSerial()
+    smaller = alBasis(alConfig(alardDegGauss=[2, 1, 1]))
+    cand.build(smaller)
+    assert cand.getKernelSolution(pm.KernelCandidate.RECENT).getKernelSerial() != oldSerial
+    reused = np.asarray(_core.candidateResidualsReused(good, kernel, bg, control))
+    assert not reused[0, 0] and reused[1:, 0].all() and reused[:, 1].all()
+    got = np.asarray(_core.candidateResiduals(good, kernel, bg, control))
+    _assertSameBits(
+        got, np.asarray(_core.candidateResiduals(good, kernel, bg, control, reuse=False))
+    )
+    assert got[0, 1] != before[0, 1]
+    _assertSameBits(got[1:], before[1:])
+
+
+def test_metrics_recomputed_after_an_unassessed_final_fit(rng: np.random.Generator) -> None:
+    """With maxSpatialIterations reached on an assessment that rejected candidates, the last
+    spatial fit is not assessed: the remembered SPATIAL pairs belong to the previous model and
+    the metadata come from a recomputation under the final one."""
+    field = makeField(rng, nStars=25)
+    base = dict(nStarPerCell=-1, spatialKernelOrder=0, singleKernelClipping=False)
+    probe = CellSetTask(config=alConfig(spatialKernelClipping=False, **base))
+    cells, candidates = probe._buildCellSet(field)
+    _, kernel, bg = probe._solve(cells, alBasis(probe.kConfig))
+    good = [c for c in candidates if c.getStatus() == pm.KernelCandidate.GOOD]
+    spatialRms = np.asarray(
+        _core.candidateResiduals(good, kernel, bg, makeKernelControl(probe.kConfig))
+    )[:, 3]
+    # A threshold that the worst fifth of the candidates fail under the spatial model.
+    config = alConfig(
+        spatialKernelClipping=True,
+        maxSpatialIterations=1,
+        candidateResidualStdMax=float(np.quantile(spatialRms, 0.8)),
+        **base,
+    )
+    task = CellSetTask(config=config)
+    cells, candidates = task._buildCellSet(field)
+    _, kernel, bg = task._solve(cells, alBasis(config))
+    nBad = sum(1 for c in candidates if c.getStatus() == pm.KernelCandidate.BAD)
+    assert nBad >= 3  # the assessment did reject, so the final fit went unassessed
+    good = _goodInCellOrder(cells)
+    control = makeKernelControl(config)
+    reused = np.asarray(_core.candidateResidualsReused(good, kernel, bg, control))
+    assert reused[:, 0].all() and not reused[:, 1].any()
+    fresh = np.asarray(_core.candidateResiduals(good, kernel, bg, control, reuse=False))
+    for key, value in _metricValues(fresh).items():
+        assert task.metadata[key] == value, key
+
+
+def test_pca_refit_replaces_the_remembered_local_pair(rng: np.random.Generator) -> None:
+    """The PCA path refits every candidate with the eigen-basis (its RECENT solution becomes
+    the PCA one): the LOCAL pairs remembered are those of that refit, never of the first
+    (ORIG) fit, and equal a fresh computation bit for bit."""
+    field = makeField(rng, nStars=25)
+    config = alConfig(
+        nStarPerCell=-1,
+        spatialKernelOrder=0,
+        spatialKernelClipping=False,
+        usePcaForSpatialKernel=True,
+        numPrincipalComponents=3,
+    )
+    task = CellSetTask(config=config)
+    cells, candidates = task._buildCellSet(field)
+    _, kernel, bg = task._solve(cells, alBasis(config))
+    good = [c for c in candidates if c.getStatus() == pm.KernelCandidate.GOOD]
+    assert len(good) >= 20
+    for cand in good:
+        orig = cand.getKernelSolution(pm.KernelCandidate.ORIG)
+        recent = cand.getKernelSolution(pm.KernelCandidate.RECENT)
+        assert recent.getKernelSerial() != orig.getKernelSerial()
+    control = makeKernelControl(config)
+    assert np.asarray(_core.candidateResidualsReused(good, kernel, bg, control)).all()
+    got = np.asarray(_core.candidateResiduals(good, kernel, bg, control))
+    _assertSameBits(
+        got, np.asarray(_core.candidateResiduals(good, kernel, bg, control, reuse=False))
+    )
+    # The 3-component PCA kernel fits worse than the 27-kernel ORIG one: had the ORIG pair
+    # been taken, the LOCAL rms would be the smaller one.
+    origRms = []
+    for cand in good:
+        diff = cand.getDifferenceImage(pm.KernelCandidate.ORIG)
+        stats = pm.ImageStatistics(config)
+        stats.apply(diff, 0)
+        origRms.append(stats.getRms())
+    assert np.median(got[:, 1]) > np.median(origRms)
+
+
 @pytest.mark.parametrize("subtractMeanForPca", [True, False])
 def test_create_pca_basis_against_numpy_svd(
     rng: np.random.Generator, subtractMeanForPca: bool

@@ -1608,3 +1608,41 @@ def test_variance_plane_within_1e3_under_bright_stars(rng: np.random.Generator) 
     good = interior(shape, 10)
     relative = np.abs(out.variance[good] / expectedVar - 1.0)
     assert relative.max() < 1e-3
+
+
+@pytest.mark.parametrize("constantFirstTerm", [True, False])
+def test_spatial_normal_equations_bit_exact_assembly(
+    rng: np.random.Generator, constantFirstTerm: bool
+) -> None:
+    """addConstraint adds, block by block, (q[m, n]·p_m) ⊗ p_n to M and w[m]·p_m to b, each
+    product rounded then added, candidate after candidate: numpy doing the same in the same
+    order gives the same bits (on symmetric and on non-symmetric q)."""
+    config = alConfig(fitForBackground=True, spatialKernelOrder=2, spatialBgOrder=1)
+    box = pm.Box2I((30, 10), (200, 150))
+    basis = pm.makeAlardLuptonBasisList(3, 2, [0.8, 1.6], [2, 1])
+    nb = len(basis)
+    sol = pm.SpatialKernelSolution(basis, box, pm.makeKernelControl(config), constantFirstTerm)
+    kFunc = pm.SpatialFunction(CHEBYSHEV1, 2, box)
+    bFunc = pm.SpatialFunction(CHEBYSHEV1, 1, box)
+    nt = sol.getNt()
+    m, b = np.zeros((nt, nt)), np.zeros(nt)
+    for _ in range(7):
+        x, y = rng.uniform(30, 230), rng.uniform(10, 160)
+        q = rng.normal(0.0, 1e3, (nb + 1, nb + 1))
+        w = rng.normal(0.0, 1e3, nb + 1)
+        sol.addConstraint(x, y, q, w)
+        pk, pb = np.asarray(kFunc.terms(x, y)), np.asarray(bFunc.terms(x, y))
+        blocks = []
+        row = 0
+        for k in range(nb):
+            p = np.ones(1) if (constantFirstTerm and k == 0) else pk
+            blocks.append((row, p))
+            row += p.size
+        blocks.append((nt - pb.size, pb))
+        for k, (start, p) in enumerate(blocks):
+            b[start : start + p.size] = b[start : start + p.size] + w[k] * p
+        for n, (sn, pn) in enumerate(blocks):
+            for k, (sm, pm_) in enumerate(blocks):
+                m[sm : sm + pm_.size, sn : sn + pn.size] += np.multiply.outer(q[k, n] * pm_, pn)
+    np.testing.assert_array_equal(np.asarray(sol.getM()), m)
+    np.testing.assert_array_equal(np.asarray(sol.getB()), b)

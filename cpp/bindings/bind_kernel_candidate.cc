@@ -34,8 +34,10 @@ void bindKernelCandidate(py::module_& m) {
             .def("getTemplateMaskedImage", &KernelCandidate::getTemplateMaskedImage)
             .def("getScienceMaskedImage", &KernelCandidate::getScienceMaskedImage)
             .def("getVarianceEstimate", &KernelCandidate::getVarianceEstimate)
-            .def("build", &KernelCandidate::build, py::arg("basisList"), py::arg("hMat") = py::none(),
-                 py::call_guard<py::gil_scoped_release>())
+            .def("build",
+                 static_cast<void (KernelCandidate::*)(const KernelList&, const std::optional<Eigen::MatrixXd>&)>(
+                         &KernelCandidate::build),
+                 py::arg("basisList"), py::arg("hMat") = py::none(), py::call_guard<py::gil_scoped_release>())
             .def("getKernelSolution", &KernelCandidate::getKernelSolution, py::arg("which"))
             .def("getKernel", &KernelCandidate::getKernel, py::arg("which"))
             .def("getBackground", &KernelCandidate::getBackground, py::arg("which"))

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSD-3-Clause
 #include "common.h"
 #include "psfmatch/kernel_solution.h"
+#include "psfmatch/stamp_convolve.h"
 
 namespace psfmatch {
 namespace bindings {
@@ -19,6 +20,20 @@ void bindKernelSolution(py::module_& m) {
           },
           py::arg("m"), py::arg("b"), "Solve M a = b; returns (a, SolvedBy).");
     m.def("conditionNumber", &conditionNumber, py::arg("m"), py::arg("conditionNumberType"));
+    m.def("convolveBasisOnStamp",
+          static_cast<Eigen::MatrixXd (*)(const ImageD&, const KernelList&)>(&convolveBasisOnStamp), py::arg("image"),
+          py::arg("basis"),
+          py::call_guard<py::gil_scoped_release>());
+    m.def(
+            "convolveStampPlane",
+            [](const ImageD& in, const ImageD& kernelImage) {
+                ImageD out = ImageD::Constant(in.rows(), in.cols(), std::numeric_limits<double>::quiet_NaN());
+                convolveStampPlane(in, kernelImage, out);
+                return out;
+            },
+            py::arg("image"), py::arg("kernelImage"),
+            "The good box of kernelImage ⊗ image (NaN outside it), as a candidate's difference image sums it.",
+            py::call_guard<py::gil_scoped_release>());
 
     py::class_<KernelSolution, std::shared_ptr<KernelSolution>>(m, "KernelSolution")
             .def("getId", &KernelSolution::getId)
@@ -38,6 +53,7 @@ void bindKernelSolution(py::module_& m) {
             .def("getKernel", &StaticKernelSolution::getKernel)
             .def("getBackground", &StaticKernelSolution::getBackground)
             .def("getKsum", &StaticKernelSolution::getKsum)
+            .def("getKernelSerial", &StaticKernelSolution::getKernelSerial)
             .def("getSolutionPair", &StaticKernelSolution::getSolutionPair)
             .def("getBasisList", &StaticKernelSolution::getBasis)
             .def("getCovariance", &StaticKernelSolution::getCovariance)

@@ -74,10 +74,29 @@ void bindVisitors(py::module_& m) {
             .def(py::init<std::shared_ptr<KernelPca>>(), py::arg("pca"))
             .def("getPca", &KernelPcaVisitor::getPca);
 
-    m.def("candidateResiduals", &candidateResiduals, py::arg("candidates"), py::arg("kernel"),
-          py::arg("background"), py::arg("control"),
-          "(n, 4) array: LOCAL mean, rms, SPATIAL mean, rms of each candidate's residuals (NaN if unusable).",
-          py::call_guard<py::gil_scoped_release>());
+    m.def(
+            "candidateResiduals",
+            [](const std::vector<std::shared_ptr<KernelCandidate>>& candidates, const LinearCombinationKernel& kernel,
+               const SpatialBackground& background, const KernelControl& control, bool reuse) {
+                return candidateResiduals(candidates, kernel, background, control, reuse);
+            },
+            py::arg("candidates"), py::arg("kernel"), py::arg("background"), py::arg("control"),
+            py::arg("reuse") = true,
+            "(n, 4) array: LOCAL mean, rms, SPATIAL mean, rms of each candidate's residuals (NaN if unusable); "
+            "with reuse, pairs the visitors computed from the same inputs are taken, not recomputed.",
+            py::call_guard<py::gil_scoped_release>());
+    m.def(
+            "candidateResidualsReused",
+            [](const std::vector<std::shared_ptr<KernelCandidate>>& candidates, const LinearCombinationKernel& kernel,
+               const SpatialBackground& background, const KernelControl& control) {
+                Eigen::ArrayXXi reused;
+                candidateResiduals(candidates, kernel, background, control, true, &reused);
+                return Eigen::MatrixXi(reused.matrix());
+            },
+            py::arg("candidates"), py::arg("kernel"), py::arg("background"), py::arg("control"),
+            "(n, 2) array of 0/1: which LOCAL and SPATIAL pairs candidateResiduals(reuse=True) takes from "
+            "the candidates instead of recomputing (for tests and diagnostics).",
+            py::call_guard<py::gil_scoped_release>());
 }
 
 }  // namespace bindings

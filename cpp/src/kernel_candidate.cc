@@ -10,6 +10,7 @@
 #include "psfmatch/convolve.h"
 #include "psfmatch/errors.h"
 #include "psfmatch/image_statistics.h"
+#include "psfmatch/stamp_convolve.h"
 
 namespace psfmatch {
 
@@ -64,12 +65,12 @@ KernelCandidate::KernelCandidate(double xCenter, double yCenter, MaskedImage tem
     }
 }
 
-std::shared_ptr<StaticKernelSolution> KernelCandidate::solveOnce(const KernelList& basis,
-                                                                 const std::optional<Eigen::MatrixXd>& hMat,
+std::shared_ptr<StaticKernelSolution> KernelCandidate::solveOnce(const std::shared_ptr<const KernelList>& basis,
+                                                                 const std::shared_ptr<const Eigen::MatrixXd>& hMat,
                                                                  const ImageD& variance) const {
     std::shared_ptr<StaticKernelSolution> solution;
     if (hMat) {
-        solution = std::make_shared<RegularizedKernelSolution>(basis, _control.fitForBackground, *hMat, _control);
+        solution = std::make_shared<RegularizedKernelSolution>(basis, _control.fitForBackground, hMat, _control);
     } else {
         solution = std::make_shared<StaticKernelSolution>(basis, _control.fitForBackground);
     }
@@ -78,6 +79,15 @@ std::shared_ptr<StaticKernelSolution> KernelCandidate::solveOnce(const KernelLis
 }
 
 void KernelCandidate::build(const KernelList& basis, const std::optional<Eigen::MatrixXd>& hMat) {
+    build(std::make_shared<const KernelList>(basis), hMat ? std::make_shared<const Eigen::MatrixXd>(*hMat) : nullptr);
+}
+
+void KernelCandidate::build(std::shared_ptr<const KernelList> basis, std::shared_ptr<const Eigen::MatrixXd> hMat) {
+    if (!basis) throw InvalidInputError("KernelCandidate.build: null kernel basis");
+    // A new solution makes the remembered LOCAL residuals stale (the serial would say so too).
+    // The SPATIAL ones depend on the stamps and the model only, not on this fit.
+    _localSerial = 0;
+    _localResiduals = ResidualStatistics();
     ImageD variance = _science.variance + _template.variance;
     if (_control.constantVarianceWeighting) {
         const double med = median(variance);
@@ -94,7 +104,7 @@ void KernelCandidate::build(const KernelList& basis, const std::optional<Eigen::
             _kernelSolutionPca = std::move(s);
         }
     };
-    _useRegularization = hMat.has_value();
+    _useRegularization = hMat != nullptr;
     _varianceEstimate = variance;
     if (_control.checkConditionNumber &&
         solution->getConditionNumber(_control.conditionNumberType) > _control.maxConditionNumber) {
@@ -115,6 +125,17 @@ void KernelCandidate::build(const KernelList& basis, const std::optional<Eigen::
         _varianceEstimate = variance;
     }
     store(std::move(solution));
+}
+
+void KernelCandidate::setLocalResiduals(std::uint64_t kernelSerial, const ResidualStatistics& stats) {
+    _localSerial = kernelSerial;
+    _localResiduals = stats;
+}
+
+void KernelCandidate::setSpatialResiduals(std::shared_ptr<const SpatialModel> model,
+                                          const ResidualStatistics& stats) {
+    _spatialModel = std::move(model);
+    _spatialResiduals = stats;
 }
 
 std::shared_ptr<StaticKernelSolution> KernelCandidate::getKernelSolution(CandidateSwitch which) const {
@@ -151,10 +172,32 @@ MaskedImage KernelCandidate::getDifferenceImage(CandidateSwitch which) const {
 }
 
 MaskedImage KernelCandidate::getDifferenceImage(const FixedKernel& kernel, double background) const {
-    ConvolutionControl cc;
-    cc.noDataBit = _control.noDataBit;
-    cc.nThreads = 1;
-    MaskedImage diff = convolveMaskedImage(_template, kernel, cc);
+    const long ny = _template.getHeight(), nx = _template.getWidth();
+    if (nx < kernel.getWidth() || ny < kernel.getHeight()) {
+        throw InvalidInputError("getDifferenceImage: stamp of " + std::to_string(nx) + "x" + std::to_string(ny) +
+                                " pixels is smaller than the " + std::to_string(kernel.getWidth()) + "x" +
+                                std::to_string(kernel.getHeight()) + " kernel");
+    }
+    // K ⊗ T and K² ⊗ Var_T on the good box, the mask of T dilated under K's non-zero pixels;
+    // outside the box NaN, +inf and NO_DATA (convolveMaskedImage's border); then the science
+    // stamp minus, variance plus, mask or-ed.
+    const Box2I g = goodBox(nx, ny, kernel.getWidth(), kernel.getHeight());
+    MaskedImage diff(ny, nx, _template.x0, _template.y0);
+    diff.image.setConstant(std::numeric_limits<double>::quiet_NaN());
+    diff.variance.setConstant(std::numeric_limits<double>::infinity());
+    const ImageD& k = kernel.getImage();
+    convolveStampPlane(_template.image, k, diff.image);
+    convolveStampPlane(_template.variance, k.square(), diff.variance);
+    if ((_template.mask != 0).any()) {
+        convolveMaskPlane(viewOf(_template.mask), viewOf(diff.mask), kernel, 1);
+    }
+    for (long y = 0; y < ny; ++y) {
+        for (long x = 0; x < nx; ++x) {
+            if (y < g.minY || y > g.maxY || x < g.minX || x > g.maxX) {
+                diff.mask(y, x) = _template.mask(y, x) | _control.noDataBit;
+            }
+        }
+    }
     diff.image = _science.image - diff.image - background;
     diff.variance += _science.variance;
     diff.mask = diff.mask.binaryExpr(_science.mask, [](std::int32_t a, std::int32_t b) { return a | b; });

@@ -12,12 +12,14 @@
 
 #include "psfmatch/convolve.h"
 #include "psfmatch/errors.h"
+#include "psfmatch/stamp_convolve.h"
 
 namespace psfmatch {
 
 namespace {
 
 std::atomic<int> nextSolutionId{0};
+std::atomic<std::uint64_t> nextKernelSerial{1};
 
 // The eigen pseudo-inverse of a symmetric matrix. Eigenvalues that are zero to rounding
 // (|e| ≤ n·ε·|e|max, the numerical-rank rule of LAPACK and numpy.linalg.matrix_rank) are
@@ -88,8 +90,12 @@ const Eigen::VectorXd& KernelSolution::getSolution() const {
 }
 
 StaticKernelSolution::StaticKernelSolution(KernelList basis, bool fitForBackground)
+        : StaticKernelSolution(std::make_shared<const KernelList>(std::move(basis)), fitForBackground) {}
+
+StaticKernelSolution::StaticKernelSolution(std::shared_ptr<const KernelList> basis, bool fitForBackground)
         : _basis(std::move(basis)), _fitForBackground(fitForBackground) {
-    checkBasisList(_basis, "StaticKernelSolution");
+    if (!_basis) throw InvalidInputError("StaticKernelSolution: null kernel basis");
+    checkBasisList(*_basis, "StaticKernelSolution");
 }
 
 void StaticKernelSolution::build(const ImageD& templateImage, const ImageD& scienceImage, const ImageD& variance) {
@@ -97,12 +103,19 @@ void StaticKernelSolution::build(const ImageD& templateImage, const ImageD& scie
         variance.rows() != templateImage.rows() || variance.cols() != templateImage.cols()) {
         throw InvalidInputError("StaticKernelSolution.build: template, science and variance differ in shape");
     }
-    const FixedKernel& k0 = _basis.front();
-    const Eigen::MatrixXd conv = convolveBasisOnGoodBox(templateImage, _basis);
+    const FixedKernel& k0 = _basis->front();
     const Box2I g = goodBox(templateImage.cols(), templateImage.rows(), k0.getWidth(), k0.getHeight());
-    const long gnx = g.getWidth(), npix = conv.rows();
-    const long nb = static_cast<long>(_basis.size());
+    const long gnx = g.getWidth(), npix = g.isEmpty() ? 0 : gnx * g.getHeight();
+    const long nb = static_cast<long>(_basis->size());
     const long nt = nb + (_fitForBackground ? 1 : 0);
+
+    // C lives in per-thread scratch unless solve() needs it: a fresh ~120 KB matrix per
+    // candidate made the allocator hand pages back to the system and fault them in again, a
+    // third of the single-kernel pass at 4096².
+    thread_local Eigen::MatrixXd scratch;
+    Eigen::MatrixXd& c = keepsDesignMatrix() ? _cMat : scratch;
+    c.resize(npix, nt);
+    convolveBasisOnStamp(templateImage, *_basis, c.leftCols(nb));
 
     Eigen::VectorXd sqrtW(npix), s(npix);
     for (long y = 0; y < g.getHeight(); ++y) {
@@ -111,14 +124,13 @@ void StaticKernelSolution::build(const ImageD& templateImage, const ImageD& scie
             s[y * gnx + x] = scienceImage(g.minY + y, g.minX + x);
         }
     }
-    _cMat.resize(npix, nt);
-    _cMat.leftCols(nb) = sqrtW.asDiagonal() * conv;
-    if (_fitForBackground) _cMat.col(nb) = sqrtW;
+    c.leftCols(nb) = sqrtW.asDiagonal() * c.leftCols(nb);  // row scaling: no aliasing
+    if (_fitForBackground) c.col(nb) = sqrtW;
     _sVec = sqrtW.cwiseProduct(s);
     _mMat = Eigen::MatrixXd::Zero(nt, nt);
-    _mMat.selfadjointView<Eigen::Lower>().rankUpdate(_cMat.transpose());
+    _mMat.selfadjointView<Eigen::Lower>().rankUpdate(c.transpose());
     _mMat.triangularView<Eigen::StrictlyUpper>() = _mMat.transpose();
-    _bVec = _cMat.transpose() * _sVec;
+    _bVec = c.transpose() * _sVec;
     _solvedBy = SolvedBy::NONE;
 }
 
@@ -129,9 +141,12 @@ void StaticKernelSolution::solve() {
 }
 
 void StaticKernelSolution::makeKernel() {
-    const long nb = static_cast<long>(_basis.size());
+    // Renewed before anything changes, so a kernel or background half-made by a throw below
+    // never carries the serial of an earlier one.
+    _kernelSerial = nextKernelSerial++;
+    const long nb = static_cast<long>(_basis->size());
     if (!_aVec.head(nb).allFinite()) throw PsfMatchError("unable to determine kernel solution: NaN coefficient");
-    _kernel = linearCombination(_basis, _aVec.head(nb));
+    _kernel = linearCombination(*_basis, _aVec.head(nb));
     _kSum = _kernel->getSum();
     _background = _fitForBackground ? _aVec[nb] : 0.0;
     if (std::isnan(_background)) throw PsfMatchError("unable to determine kernel solution: NaN background");
@@ -163,25 +178,32 @@ Eigen::MatrixXd StaticKernelSolution::getCovariance() const {
 
 ImageD StaticKernelSolution::getKernelUncertaintyImage() const {
     const Eigen::MatrixXd cov = getCovariance();
-    const long nb = static_cast<long>(_basis.size());
-    const long npix = _basis.front().getImage().size();
+    const long nb = static_cast<long>(_basis->size());
+    const long npix = _basis->front().getImage().size();
     Eigen::MatrixXd b(npix, nb);
     for (long k = 0; k < nb; ++k) {
-        b.col(k) = Eigen::Map<const Eigen::VectorXd>(_basis[k].getImage().data(), npix);
+        b.col(k) = Eigen::Map<const Eigen::VectorXd>((*_basis)[k].getImage().data(), npix);
     }
     const Eigen::VectorXd var = (b * cov.topLeftCorner(nb, nb)).cwiseProduct(b).rowwise().sum();
-    ImageD out(_basis.front().getHeight(), _basis.front().getWidth());
+    ImageD out(_basis->front().getHeight(), _basis->front().getWidth());
     Eigen::Map<Eigen::VectorXd>(out.data(), npix) = var.cwiseMax(0.0).cwiseSqrt();
     return out;
 }
 
 RegularizedKernelSolution::RegularizedKernelSolution(KernelList basis, bool fitForBackground,
                                                      Eigen::MatrixXd hMat, const KernelControl& control)
+        : RegularizedKernelSolution(std::make_shared<const KernelList>(std::move(basis)), fitForBackground,
+                                    std::make_shared<const Eigen::MatrixXd>(std::move(hMat)), control) {}
+
+RegularizedKernelSolution::RegularizedKernelSolution(std::shared_ptr<const KernelList> basis, bool fitForBackground,
+                                                     std::shared_ptr<const Eigen::MatrixXd> hMat,
+                                                     const KernelControl& control)
         : StaticKernelSolution(std::move(basis), fitForBackground), _hMat(std::move(hMat)), _control(control) {
-    const long nt = static_cast<long>(_basis.size()) + (fitForBackground ? 1 : 0);
-    if (_hMat.rows() != nt || _hMat.cols() != nt) {
-        throw InvalidInputError("RegularizedKernelSolution: H is " + std::to_string(_hMat.rows()) + "x" +
-                                std::to_string(_hMat.cols()) + " but the solution has " + std::to_string(nt) +
+    if (!_hMat) throw InvalidInputError("RegularizedKernelSolution: null regularization matrix");
+    const long nt = static_cast<long>(_basis->size()) + (fitForBackground ? 1 : 0);
+    if (_hMat->rows() != nt || _hMat->cols() != nt) {
+        throw InvalidInputError("RegularizedKernelSolution: H is " + std::to_string(_hMat->rows()) + "x" +
+                                std::to_string(_hMat->cols()) + " but the solution has " + std::to_string(nt) +
                                 " parameters");
     }
 }
@@ -208,7 +230,7 @@ std::vector<double> RegularizedKernelSolution::lambdaGrid() const {
 
 double RegularizedKernelSolution::estimateRisk(double lambda, const Eigen::MatrixXd& vvt,
                                                const Eigen::MatrixXd& mPinv) const {
-    const Eigen::MatrixXd mLambda = _mMat + lambda * _hMat;
+    const Eigen::MatrixXd mLambda = _mMat + lambda * *_hMat;
     Eigen::FullPivLU<Eigen::MatrixXd> lu(mLambda);
     const Eigen::MatrixXd mLambdaInv = lu.isInvertible() ? Eigen::MatrixXd(lu.inverse()) : eigenPseudoInverse(mLambda, 0.0);
     const Eigen::VectorXd a = mLambdaInv * _bVec;
@@ -225,7 +247,7 @@ void RegularizedKernelSolution::solve() {
             _lambda = _control.lambdaValue;
             break;
         case LambdaType::RELATIVE: {
-            const double trH = _hMat.trace();
+            const double trH = _hMat->trace();
             if (trH == 0.0) throw InvalidInputError("relative lambda: the regularization matrix has zero trace");
             _lambda = _control.lambdaScaling * _mMat.trace() / trH;
             break;
@@ -250,13 +272,13 @@ void RegularizedKernelSolution::solve() {
             break;
         }
     }
-    _aVec = solveNormalEquations(_mMat + _lambda * _hMat, _bVec, &_solvedBy);
+    _aVec = solveNormalEquations(_mMat + _lambda * *_hMat, _bVec, &_solvedBy);
     makeKernel();
 }
 
 Eigen::MatrixXd RegularizedKernelSolution::getCovariance() const {
     requireSolved("getCovariance");
-    const Eigen::MatrixXd mLambda = _mMat + _lambda * _hMat;
+    const Eigen::MatrixXd mLambda = _mMat + _lambda * *_hMat;
     Eigen::FullPivLU<Eigen::MatrixXd> lu(mLambda);
     const Eigen::MatrixXd inv = lu.isInvertible() ? Eigen::MatrixXd(lu.inverse()) : eigenPseudoInverse(mLambda, 0.0);
     return inv * _mMat * inv;

@@ -3,9 +3,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <string>
+#include <unordered_map>
 
 #include <Eigen/Eigenvalues>
 
@@ -17,11 +19,69 @@ namespace psfmatch {
 
 namespace {
 
+// The core half-width the residual statistics use (0: the whole stamp).
+int residualCore(const KernelControl& control) { return control.useCoreStats ? control.candidateCoreRadius : 0; }
+
 // Residual statistics of a difference image, on the core or the whole stamp.
 ImageStatistics residualStatistics(const MaskedImage& diff, const KernelControl& control) {
     ImageStatistics stats(control);
-    stats.apply(diff, control.useCoreStats ? control.candidateCoreRadius : 0);
+    stats.apply(diff, residualCore(control));
     return stats;
+}
+
+// What a cache slot keeps of ImageStatistics, with the settings they were formed under.
+ResidualStatistics remembered(const ImageStatistics& stats, const KernelControl& control) {
+    ResidualStatistics r;
+    r.mean = stats.getMean();
+    r.rms = stats.getRms();
+    r.badBits = control.badMaskBits;
+    r.core = residualCore(control);
+    return r;
+}
+
+bool sameSettings(const ResidualStatistics& r, const KernelControl& control) {
+    return r.badBits == control.badMaskBits && r.core == residualCore(control);
+}
+
+// Bitwise equality of two dense Eigen objects of doubles (shape and every bit, so −0 ≠ +0
+// and NaN = NaN of the same payload): the condition for a computation to repeat exactly.
+template <typename A, typename B>
+bool sameBits(const A& a, const B& b) {
+    if (a.rows() != b.rows() || a.cols() != b.cols()) return false;
+    const Eigen::Index n = a.size();
+    return n == 0 || std::memcmp(a.data(), b.data(), static_cast<std::size_t>(n) * sizeof(double)) == 0;
+}
+
+bool sameKernel(const FixedKernel& a, const FixedKernel& b) {
+    if (!sameBits(a.getImage(), b.getImage()) || a.getTerms().size() != b.getTerms().size()) return false;
+    for (std::size_t t = 0; t < a.getTerms().size(); ++t) {
+        const SeparableTerm &u = a.getTerms()[t], &v = b.getTerms()[t];
+        if (std::memcmp(&u.coef, &v.coef, sizeof(double)) != 0 || !sameBits(u.kx, v.kx) || !sameBits(u.ky, v.ky)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool sameFunction(const SpatialFunction& a, const SpatialFunction& b) {
+    const Box2I &p = a.getBBox(), &q = b.getBBox();
+    return a.getType() == b.getType() && a.getOrder() == b.getOrder() && p.minX == q.minX && p.minY == q.minY &&
+           p.maxX == q.maxX && p.maxY == q.maxY;
+}
+
+// True when (kernel, background) is, bit for bit, the model: then it evaluates to the same
+// kernel and background at every position, and a candidate's residuals under it repeat.
+bool sameModel(const LinearCombinationKernel& kernel, const SpatialBackground& background,
+               const SpatialModel& model) {
+    const KernelList &a = kernel.getBasisList(), &b = model.kernel.getBasisList();
+    if (a.size() != b.size()) return false;
+    for (std::size_t k = 0; k < a.size(); ++k) {
+        if (!sameKernel(a[k], b[k])) return false;
+    }
+    return sameFunction(kernel.getSpatialFunction(), model.kernel.getSpatialFunction()) &&
+           sameBits(kernel.getSpatialParameters(), model.kernel.getSpatialParameters()) &&
+           sameFunction(background.getSpatialFunction(), model.background.getSpatialFunction()) &&
+           sameBits(background.getParameters(), model.background.getParameters());
 }
 
 // Linear-interpolation quantile at q·(n−1) of sorted values.
@@ -36,8 +96,10 @@ double quantile(const std::vector<double>& sorted, double q) {
 
 BuildSingleKernelVisitor::BuildSingleKernelVisitor(KernelList basis, const KernelControl& control,
                                                    std::optional<Eigen::MatrixXd> hMat)
-        : _basis(std::move(basis)), _control(control), _hMat(std::move(hMat)) {
-    checkBasisList(_basis, "BuildSingleKernelVisitor");
+        : _basis(std::make_shared<const KernelList>(std::move(basis))),
+          _control(control),
+          _hMat(hMat ? std::make_shared<const Eigen::MatrixXd>(std::move(*hMat)) : nullptr) {
+    checkBasisList(*_basis, "BuildSingleKernelVisitor");
 }
 
 void BuildSingleKernelVisitor::processCandidate(KernelCandidate& candidate) {
@@ -60,6 +122,8 @@ void BuildSingleKernelVisitor::processCandidate(KernelCandidate& candidate) {
         mean = stats.getMean();
         rms = stats.getRms();
         candidate.setChi2(stats.getVariance());
+        candidate.setLocalResiduals(candidate.getKernelSolution(KernelCandidate::RECENT)->getKernelSerial(),
+                                    remembered(stats, _control));
         if (!_control.useCoreStats) {
             // The reference computes core statistics here for its logs; a failure there is a
             // bad candidate too.
@@ -192,10 +256,27 @@ void SpatialKernelSolution::addConstraint(double x, double y, const Eigen::Matri
         p[nb] = _backgroundFunction.terms(x, y);
         start[nb] = _nt - _nbt;
     }
+    // Plain loops, not Eigen block expressions: there are nq² (~800) blocks of a few elements,
+    // where the expressions' per-block overhead dominated. Each element is still
+    // (q(m, n)·p_m[i])·p_n[j] added to M, the rounding the expression had.
     for (long m = 0; m < nq; ++m) {
         _bVec.segment(start[m], p[m].size()) += w[m] * p[m];
-        for (long n = 0; n < nq; ++n) {
-            _mMat.block(start[m], start[n], p[m].size(), p[n].size()) += q(m, n) * p[m] * p[n].transpose();
+    }
+    const long ld = _mMat.rows();  // column-major
+    std::vector<double> qp;
+    for (long n = 0; n < nq; ++n) {
+        const Eigen::VectorXd& pn = p[n];
+        for (long m = 0; m < nq; ++m) {
+            const Eigen::VectorXd& pm = p[m];
+            const long rows = pm.size();
+            qp.resize(static_cast<std::size_t>(rows));
+            const double qmn = q(m, n);
+            for (long i = 0; i < rows; ++i) qp[i] = qmn * pm[i];
+            for (long j = 0; j < pn.size(); ++j) {
+                double* col = _mMat.data() + (start[n] + j) * ld + start[m];
+                const double pj = pn[j];
+                for (long i = 0; i < rows; ++i) col[i] += qp[i] * pj;
+            }
         }
     }
 }
@@ -263,13 +344,14 @@ void AssessSpatialKernelVisitor::processCandidate(KernelCandidate& candidate) {
         return;
     }
     const double x = candidate.getXCenter(), y = candidate.getYCenter();
-    const FixedKernel kernel = _kernel.computeKernel(x, y);
-    const MaskedImage diff = candidate.getDifferenceImage(kernel, _background(x, y));
+    const FixedKernel kernel = _model->kernel.computeKernel(x, y);
+    const MaskedImage diff = candidate.getDifferenceImage(kernel, _model->background(x, y));
     double mean, rms;
     try {
         ImageStatistics stats = residualStatistics(diff, _control);
         mean = stats.getMean();
         rms = stats.getRms();
+        candidate.setSpatialResiduals(_model, remembered(stats, _control));
     } catch (const PsfMatchError&) {
         candidate.setStatus(KernelCandidate::BAD);
         ++_nRejected;
@@ -352,7 +434,7 @@ void KernelPcaVisitor::processCandidate(KernelCandidate& candidate) {
 
 Eigen::MatrixXd candidateResiduals(const std::vector<std::shared_ptr<KernelCandidate>>& candidates,
                                    const LinearCombinationKernel& kernel, const SpatialBackground& background,
-                                   const KernelControl& control) {
+                                   const KernelControl& control, bool reuse, Eigen::ArrayXXi* reused) {
     const long n = static_cast<long>(candidates.size());
     for (long i = 0; i < n; ++i) {
         if (!candidates[i]) throw InvalidInputError("candidateResiduals: candidate " + std::to_string(i) + " is None");
@@ -361,8 +443,20 @@ Eigen::MatrixXd candidateResiduals(const std::vector<std::shared_ptr<KernelCandi
                                     std::to_string(candidates[i]->getId()) + ") has no kernel solution");
         }
     }
+    // Which remembered spatial models are this one: compared once per distinct model (usually
+    // one, the last assessment's), serially, before the threads start.
+    std::unordered_map<const SpatialModel*, bool> isThisModel;
+    if (reuse) {
+        for (const auto& c : candidates) {
+            const SpatialModel* model = c->getSpatialResiduals().first.get();
+            if (model && isThisModel.find(model) == isThisModel.end()) {
+                isThisModel[model] = sameModel(kernel, background, *model);
+            }
+        }
+    }
     const double nan = std::numeric_limits<double>::quiet_NaN();
     Eigen::MatrixXd out(n, 4);
+    if (reused) *reused = Eigen::ArrayXXi::Zero(n, 2);
     // (mean, rms) into out(i, column), column + 1; NaN where the statistics cannot be formed.
     auto record = [&](long i, long column, const MaskedImage& diff) {
         try {
@@ -373,12 +467,33 @@ Eigen::MatrixXd candidateResiduals(const std::vector<std::shared_ptr<KernelCandi
             out(i, column) = out(i, column + 1) = nan;
         }
     };
+    // A remembered pair stands in for the computation when it was formed from the same
+    // stamps (a candidate's never change), the same kernel and background (LOCAL: the serial
+    // of the RECENT solution; SPATIAL: the same model) and the same statistics settings:
+    // then the computation would repeat the same operations on the same values.
+    auto recall = [&](long i, long column, const ResidualStatistics& r) {
+        if (!sameSettings(r, control)) return false;
+        out(i, column) = r.mean;
+        out(i, column + 1) = r.rms;
+        if (reused) (*reused)(i, column / 2) = 1;
+        return true;
+    };
     parallelFor(n, control.nThreads, [&](long begin, long end) {
         for (long i = begin; i < end; ++i) {
             const KernelCandidate& candidate = *candidates[i];
-            record(i, 0, candidate.getDifferenceImage(KernelCandidate::RECENT));
-            const double x = candidate.getXCenter(), y = candidate.getYCenter();
-            record(i, 2, candidate.getDifferenceImage(kernel.computeKernel(x, y), background(x, y)));
+            const auto local = candidate.getLocalResiduals();
+            const bool localFresh =
+                    reuse && local.first != 0 &&
+                    local.first == candidate.getKernelSolution(KernelCandidate::RECENT)->getKernelSerial() &&
+                    recall(i, 0, local.second);
+            if (!localFresh) record(i, 0, candidate.getDifferenceImage(KernelCandidate::RECENT));
+            const auto spatial = candidate.getSpatialResiduals();
+            const bool spatialFresh =
+                    reuse && spatial.first && isThisModel.at(spatial.first.get()) && recall(i, 2, spatial.second);
+            if (!spatialFresh) {
+                const double x = candidate.getXCenter(), y = candidate.getYCenter();
+                record(i, 2, candidate.getDifferenceImage(kernel.computeKernel(x, y), background(x, y)));
+            }
         }
     });
     return out;

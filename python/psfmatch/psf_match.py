@@ -569,6 +569,9 @@ class PsfMatchTask(Task, abc.ABC):
         # One C++ call: each candidate's LOCAL (its own kernel) and SPATIAL (the spatial model at
         # its centre) residual (mean, rms), on kConfig.nThreads threads with the GIL released;
         # NaN where the statistics could not be formed, and the non-finite are left out below.
+        # Pairs the fit already computed from the same kernel and background (the last
+        # single-kernel fit; the last assessment, if the fit ended on one) are taken from the
+        # candidates, bit for bit what a recomputation gives; only the others are computed.
         residuals = np.asarray(
             _core.candidateResiduals(
                 good, spatialKernel, spatialBg, makeKernelControl(self.kConfig)

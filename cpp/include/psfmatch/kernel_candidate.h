@@ -2,6 +2,7 @@
 #ifndef PSFMATCH_KERNEL_CANDIDATE_H
 #define PSFMATCH_KERNEL_CANDIDATE_H
 
+#include <cstdint>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -12,8 +13,26 @@
 #include "psfmatch/image.h"
 #include "psfmatch/kernel.h"
 #include "psfmatch/kernel_solution.h"
+#include "psfmatch/spatial_function.h"
 
 namespace psfmatch {
+
+/// The (mean, rms) of a difference stamp's normalised residuals (ImageStatistics), with the
+/// settings they depend on besides the kernel and background: the bad mask bits and the core
+/// half-width (0: the whole stamp).
+struct ResidualStatistics {
+    double mean = std::numeric_limits<double>::quiet_NaN();
+    double rms = std::numeric_limits<double>::quiet_NaN();
+    std::int32_t badBits = 0;
+    int core = 0;
+};
+
+/// A spatial kernel and background as one model: what AssessSpatialKernelVisitor judges
+/// candidates by, shared by every candidate it judged.
+struct SpatialModel {
+    LinearCombinationKernel kernel;
+    SpatialBackground background;
+};
 
 /// One star's template and science stamps and the kernel that matches them (ALGORITHM.md §1.1).
 class KernelCandidate : public std::enable_shared_from_this<KernelCandidate> {
@@ -51,6 +70,8 @@ public:
     /// The first call fills ORIG and initialises; later calls fill PCA. Sets BAD if the
     /// condition number check fails; never sets GOOD. Throws on bad variance or a NaN solution.
     void build(const KernelList& basis, const std::optional<Eigen::MatrixXd>& hMat = std::nullopt);
+    /// The same with a basis (and H, or null) that the solutions share instead of copying.
+    void build(std::shared_ptr<const KernelList> basis, std::shared_ptr<const Eigen::MatrixXd> hMat);
 
     std::shared_ptr<StaticKernelSolution> getKernelSolution(CandidateSwitch which) const;
     const FixedKernel& getKernel(CandidateSwitch which) const;
@@ -65,9 +86,26 @@ public:
     /// The same with any kernel and background.
     MaskedImage getDifferenceImage(const FixedKernel& kernel, double background) const;
 
+    /// Residual statistics remembered by the visitors that computed them, so that the
+    /// metric_* metadata (candidateResiduals) need not compute them again. LOCAL: those of
+    /// the RECENT solution whose getKernelSerial() is `kernelSerial`. SPATIAL: those of
+    /// `model` evaluated at the candidate's centre. Each slot holds the latest; build()
+    /// clears the LOCAL one. Reading them is the caller's business: a slot says what it was computed
+    /// with, and only the caller knows what it wants.
+    void setLocalResiduals(std::uint64_t kernelSerial, const ResidualStatistics& stats);
+    void setSpatialResiduals(std::shared_ptr<const SpatialModel> model, const ResidualStatistics& stats);
+    /// The LOCAL slot: (kernel serial, statistics); serial 0 when empty.
+    std::pair<std::uint64_t, ResidualStatistics> getLocalResiduals() const {
+        return {_localSerial, _localResiduals};
+    }
+    /// The SPATIAL slot: (model, statistics); a null model when empty.
+    std::pair<std::shared_ptr<const SpatialModel>, ResidualStatistics> getSpatialResiduals() const {
+        return {_spatialModel, _spatialResiduals};
+    }
+
 private:
-    std::shared_ptr<StaticKernelSolution> solveOnce(const KernelList& basis,
-                                                    const std::optional<Eigen::MatrixXd>& hMat,
+    std::shared_ptr<StaticKernelSolution> solveOnce(const std::shared_ptr<const KernelList>& basis,
+                                                    const std::shared_ptr<const Eigen::MatrixXd>& hMat,
                                                     const ImageD& variance) const;
     double _xCenter, _yCenter;
     MaskedImage _template, _science;
@@ -80,6 +118,10 @@ private:
     bool _useRegularization = false;
     ImageD _varianceEstimate;
     std::shared_ptr<StaticKernelSolution> _kernelSolutionOrig, _kernelSolutionPca;
+    std::uint64_t _localSerial = 0;
+    ResidualStatistics _localResiduals;
+    std::shared_ptr<const SpatialModel> _spatialModel;
+    ResidualStatistics _spatialResiduals;
 };
 
 }  // namespace psfmatch

@@ -2,6 +2,7 @@
 #ifndef PSFMATCH_KERNEL_SOLUTION_H
 #define PSFMATCH_KERNEL_SOLUTION_H
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -64,6 +65,10 @@ private:
 class StaticKernelSolution : public KernelSolution {
 public:
     StaticKernelSolution(KernelList basis, bool fitForBackground);
+    /// The same sharing one basis among solutions: every candidate's solution keeps its basis,
+    /// and a private copy of 27 AL kernels is ~110 KB per candidate. Throws InvalidInputError
+    /// for a null basis.
+    StaticKernelSolution(std::shared_ptr<const KernelList> basis, bool fitForBackground);
 
     /// Forms M = CᵀWC and b = CᵀWs with C_k = (B_k ⊗ template)|_G (plus a column of ones for the
     /// background), W = 1/variance|_G and s = science|_G. Planes must share one shape.
@@ -72,12 +77,15 @@ public:
     /// on a NaN coefficient or background.
     virtual void solve();
 
-    const KernelList& getBasis() const { return _basis; }
+    const KernelList& getBasis() const { return *_basis; }
     bool getFitForBackground() const { return _fitForBackground; }
     const FixedKernel& getKernel() const;
     double getBackground() const;
     double getKsum() const;
     std::pair<FixedKernel, double> getSolutionPair() const { return {getKernel(), getBackground()}; }
+    /// A process-wide serial number of the kernel and background, renewed by every solve():
+    /// two equal serials mean the same kernel and background (0 before the first solve).
+    std::uint64_t getKernelSerial() const { return _kernelSerial; }
 
     /// Covariance of the solution vector: the inverse of the matrix that was solved (and its
     /// regularized sandwich for a regularized solution). Valid when the weights are inverse
@@ -88,13 +96,16 @@ public:
 
 protected:
     void makeKernel();
-    KernelList _basis;
+    /// Whether build() must keep the design matrix for solve() (in _cMat).
+    virtual bool keepsDesignMatrix() const { return false; }
+    std::shared_ptr<const KernelList> _basis;
     bool _fitForBackground;
-    Eigen::MatrixXd _cMat;   ///< design matrix, weighted by sqrt(W); dropped after solve()
+    Eigen::MatrixXd _cMat;   ///< design matrix weighted by sqrt(W), if keepsDesignMatrix(); dropped by solve()
     Eigen::VectorXd _sVec;   ///< science pixels weighted by sqrt(W); dropped after solve()
     std::optional<FixedKernel> _kernel;
     double _background = 0.0;
     double _kSum = 0.0;
+    std::uint64_t _kernelSerial = 0;
 };
 
 /// A delta-function solution with the regularization (M + λH) a = b (ALGORITHM.md §2.6).
@@ -104,16 +115,27 @@ class RegularizedKernelSolution : public StaticKernelSolution {
 public:
     RegularizedKernelSolution(KernelList basis, bool fitForBackground, Eigen::MatrixXd hMat,
                               const KernelControl& control);
+    /// The same sharing the basis and H (441² doubles for a 21×21 delta-function basis) among
+    /// solutions. Throws InvalidInputError for a null basis or H.
+    RegularizedKernelSolution(std::shared_ptr<const KernelList> basis, bool fitForBackground,
+                              std::shared_ptr<const Eigen::MatrixXd> hMat, const KernelControl& control);
     void solve() override;
     double getLambda() const { return _lambda; }
-    const Eigen::MatrixXd& getH() const { return _hMat; }
+    const Eigen::MatrixXd& getH() const { return *_hMat; }
     Eigen::MatrixXd getCovariance() const override;
     /// The λ values a risk scan visits (empty for absolute/relative).
     std::vector<double> lambdaGrid() const;
 
+protected:
+    /// The risk-based λ scans need C (its SVD).
+    bool keepsDesignMatrix() const override {
+        return _control.lambdaType == LambdaType::MINIMIZE_BIASED_RISK ||
+               _control.lambdaType == LambdaType::MINIMIZE_UNBIASED_RISK;
+    }
+
 private:
     double estimateRisk(double lambda, const Eigen::MatrixXd& vvt, const Eigen::MatrixXd& mPinv) const;
-    Eigen::MatrixXd _hMat;
+    std::shared_ptr<const Eigen::MatrixXd> _hMat;
     KernelControl _control;
     double _lambda = 0.0;
 };

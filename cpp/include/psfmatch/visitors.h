@@ -32,9 +32,9 @@ public:
     int getNProcessed() const { return _nProcessed; }
 
 private:
-    KernelList _basis;
+    std::shared_ptr<const KernelList> _basis;  ///< shared by every solution the visitor makes
     KernelControl _control;
-    std::optional<Eigen::MatrixXd> _hMat;
+    std::shared_ptr<const Eigen::MatrixXd> _hMat;  ///< null without regularization
     bool _skipBuilt = true;
     std::atomic<int> _nRejected{0};
     std::atomic<int> _nProcessed{0};
@@ -122,9 +122,12 @@ private:
 /// Clips candidates that the spatial model fits badly (§5.5).
 class AssessSpatialKernelVisitor : public CandidateVisitor {
 public:
+    /// Each judged candidate remembers its residual statistics under this model
+    /// (KernelCandidate::setSpatialResiduals), for candidateResiduals.
     AssessSpatialKernelVisitor(LinearCombinationKernel kernel, SpatialBackground background,
                                const KernelControl& control)
-            : _kernel(std::move(kernel)), _background(std::move(background)), _control(control) {}
+            : _model(std::make_shared<const SpatialModel>(SpatialModel{std::move(kernel), std::move(background)})),
+              _control(control) {}
     void reset() override { _nGood = _nRejected = _nProcessed = 0; }
     void processCandidate(KernelCandidate& candidate) override;
     /// Candidates are independent: cells are visited on control.nThreads threads.
@@ -134,8 +137,7 @@ public:
     int getNProcessed() const { return _nProcessed; }
 
 private:
-    LinearCombinationKernel _kernel;
-    SpatialBackground _background;
+    std::shared_ptr<const SpatialModel> _model;
     KernelControl _control;
     std::atomic<int> _nGood{0}, _nRejected{0}, _nProcessed{0};
 };
@@ -180,9 +182,18 @@ private:
 /// where ImageStatistics::apply throws (a non-finite sum). Candidates are independent: they are
 /// processed on control.nThreads threads and the result does not depend on the count. Each
 /// candidate must be initialised (have a RECENT solution).
+///
+/// With `reuse`, a pair a visitor already computed is taken from the candidate instead of
+/// computed again, when it was provably computed from the same inputs: LOCAL by
+/// BuildSingleKernelVisitor for the RECENT solution's kernel serial, SPATIAL by
+/// AssessSpatialKernelVisitor with a model equal bit for bit to (kernel, background), both
+/// with the same badMaskBits and core. The values are then identical to a computation.
+/// `reused` (optional) receives an n × 2 array, 1 where the LOCAL (column 0) or SPATIAL
+/// (column 1) pair was reused.
 Eigen::MatrixXd candidateResiduals(const std::vector<std::shared_ptr<KernelCandidate>>& candidates,
                                    const LinearCombinationKernel& kernel, const SpatialBackground& background,
-                                   const KernelControl& control);
+                                   const KernelControl& control, bool reuse = true,
+                                   Eigen::ArrayXXi* reused = nullptr);
 
 }  // namespace psfmatch
 
