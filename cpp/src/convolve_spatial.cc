@@ -31,6 +31,16 @@ constexpr int kMaxTile = 256;
 constexpr int kMinTile = 32;
 constexpr int kMaxComponents = 5;
 
+/// Pass buffers are padded to whole 64-byte vectors (zeros beyond the data), so the row kernels
+/// run over whole vectors and never fall back to one value at a time; the padded lanes are
+/// computed and ignored.
+template <typename Acc>
+constexpr long kLanes = 64 / static_cast<long>(sizeof(Acc));
+template <typename Acc>
+long padded(long n) {
+    return (n + kLanes<Acc> - 1) / kLanes<Acc> * kLanes<Acc>;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The basis as distinct separable pieces
 // ---------------------------------------------------------------------------------------------
@@ -186,29 +196,34 @@ void convolveImagePlane(const ImageView<const T>& in, const ImageView<T>& out, i
     const double trim = std::is_same<Acc, float>::value ? std::ldexp(1.0, -40) : 0.0;
     for (const auto& ky : d.yFactors) yTaps.push_back(tapsOf<Acc>(ky, 1.0, trim));
     for (const auto& kx : d.xFactors) xTaps.push_back(tapsOf<Acc>(kx, 1.0, trim));
-    // X_p(x) over the good box's columns, one row of gnx values per power p.
-    std::vector<Acc> xf(np * gnx);
+    // X_p(x) over the good box's columns, one row per power p, padded with zeros so the last
+    // chunk's padded width can be read.
+    const long xfStride = gnx + kLanes<Acc>;
+    std::vector<Acc> xf(np * xfStride, Acc(0));
     for (long x = 0; x < gnx; ++x) {
         const Eigen::VectorXd v = f.xFactors(x0 + g.minX + x);
-        for (int p = 0; p < np; ++p) xf[p * gnx + x] = static_cast<Acc>(v[p]);
+        for (int p = 0; p < np; ++p) xf[p * xfStride + x] = static_cast<Acc>(v[p]);
     }
 
     const long chunk = std::min(gnx, kChunk);
-    const long width = chunk + kw - 1;
+    const long width = padded<Acc>(padded<Acc>(chunk) + kw - 1);
     const long nBlocks = (gny + kRowsPerBlock - 1) / kRowsPerBlock;
     parallelFor(nBlocks, nThreads, [&](long b0, long b1) {
-        std::vector<Acc> rows((kRowsPerBlock + kh - 1) * width), ybuf(width), acc(chunk), gamma(nPieces * np);
+        std::vector<Acc> rows((kRowsPerBlock + kh - 1) * width), ybuf(width), acc(padded<Acc>(chunk)),
+                gamma(nPieces * np);
         for (long b = b0; b < b1; ++b) {
             const long ya = g.minY + b * kRowsPerBlock;
             const long yb = std::min<long>(ya + kRowsPerBlock, g.maxY + 1);
             const long ra = ya - (kh - 1 - cy), rb = yb + cy;
             for (long xa = 0; xa < gnx; xa += chunk) {
                 const long w = std::min(chunk, gnx - xa);
+                const long wp = padded<Acc>(w), n = padded<Acc>(wp + kw - 1);
                 const long c0 = g.minX + xa - (kw - 1 - cx);
                 for (long r = ra; r < rb; ++r) {
                     const T* src = in.row(r) + c0;
                     Acc* dst = rows.data() + (r - ra) * width;
                     for (long k = 0; k < w + kw - 1; ++k) dst[k] = static_cast<Acc>(src[k]);
+                    std::fill(dst + w + kw - 1, dst + n, Acc(0));
                 }
                 for (long y = ya; y < yb; ++y) {
                     const Eigen::VectorXd yv = f.yFactors(y0 + y);
@@ -220,12 +235,12 @@ void convolveImagePlane(const ImageView<const T>& in, const ImageView<T>& out, i
                         for (int p = 0; p < np; ++p) gamma[c * np + p] = static_cast<Acc>(gm[p]);
                     }
                     const Acc* top = rows.data() + (y + cy - ra) * width;
-                    std::fill(acc.begin(), acc.begin() + w, Acc(0));
+                    std::fill(acc.begin(), acc.begin() + wp, Acc(0));
                     for (std::size_t gi = 0; gi < d.groups.size(); ++gi) {
-                        detail::verticalPass(top, width, yTaps[gi], w + kw - 1, ybuf.data());
+                        detail::verticalPass(top, width, yTaps[gi], n, ybuf.data());
                         for (long c : d.groups[gi]) {
-                            detail::horizontalAccumulate(ybuf.data() + kw - 1, xTaps[c], xf.data() + xa, gnx,
-                                                         gamma.data() + c * np, np, w, acc.data());
+                            detail::horizontalAccumulate(ybuf.data() + kw - 1, xTaps[c], xf.data() + xa, xfStride,
+                                                         gamma.data() + c * np, np, wp, acc.data());
                         }
                     }
                     T* o = out.row(y) + g.minX + xa;
@@ -489,13 +504,17 @@ void applyTile(const ImageView<const T>& in, const ImageView<T>& out, const Spat
     // The tile's input rows are copied to a buffer first: image rows a power of two apart (a
     // 2048-pixel float row is 8 KiB) fall in the same L1 sets, and the kh rows a vertical pass
     // reads would evict each other; the buffer's row length (w + kw − 1) does not alias.
-    const long width = w + kw - 1;
+    const long wp = padded<T>(w), width = padded<T>(wp + kw - 1);
     const long r0 = tile.box.minY - (kh - 1 - cy), r1 = tile.box.maxY + 1 + cy;
     rows.resize((r1 - r0) * width);
-    for (long rr = r0; rr < r1; ++rr) std::copy_n(in.row(rr) + c0, width, rows.data() + (rr - r0) * width);
-    ybuf.resize(w + kw - 1);
-    acc.resize(w);
-    coef.resize(nr * w);
+    for (long rr = r0; rr < r1; ++rr) {
+        T* dst = rows.data() + (rr - r0) * width;
+        std::copy_n(in.row(rr) + c0, w + kw - 1, dst);
+        std::fill(dst + w + kw - 1, dst + width, T(0));
+    }
+    ybuf.resize(width);
+    acc.resize(wp);
+    coef.resize(nr * wp);
     std::vector<double> c(npairs);
     std::vector<T> cpp(npairs);
     detail::Taps<T> unit;
@@ -520,17 +539,17 @@ void applyTile(const ImageView<const T>& in, const ImageView<T>& out, const Spat
             for (long i = 0; i < npairs; ++i) cpp[i] = static_cast<T>(c[i]);
             // g_r(x) = Σ_pairs C_pair · XX_pair(x), through the vectorised row kernel (a unit
             // tap on a row of ones).
-            T* g = coef.data() + r * w;
-            std::fill(g, g + w, T(0));
+            T* g = coef.data() + r * wp;
+            std::fill(g, g + wp, T(0));
             detail::horizontalAccumulate(ones.data(), unit, xx.data() + xxOffset, xxStride, cpp.data(),
-                                         static_cast<int>(npairs), w, g);
+                                         static_cast<int>(npairs), wp, g);
         }
         std::fill(acc.begin(), acc.end(), T(0));
         const T* top = rows.data() + (y + cy - r0) * width;
         for (const auto& term : tile.terms) {
-            detail::verticalPass(top, width, term.y, w + kw - 1, ybuf.data());
-            detail::horizontalAccumulate(ybuf.data() + kw - 1, term.x, coef.data() + term.component * w, w, &one, 1,
-                                         w, acc.data());
+            detail::verticalPass(top, width, term.y, width, ybuf.data());
+            detail::horizontalAccumulate(ybuf.data() + kw - 1, term.x, coef.data() + term.component * wp, wp, &one,
+                                         1, wp, acc.data());
         }
         T* o = out.row(y) + tile.box.minX;
         for (long x = 0; x < w; ++x) o[x] = acc[x];
@@ -558,17 +577,18 @@ void convolveVariancePlane(const ImageView<const T>& in, const ImageView<T>& out
         }
         s.termImages.push_back(img);
     }
-    // X_p X_p'(x) for p ≤ p' over the good box's columns.
+    // X_p X_p'(x) for p ≤ p' over the good box's columns, each row padded (with zeros) so a
+    // tile's padded width can be read from any tile's start.
     const int np = s.f->getOrder() + 1;
+    const long xxStride = gnx + kLanes<T>;
     std::vector<T> xx;
-    long npairs = 0;
     {
         std::vector<Eigen::VectorXd> xv(gnx);
         for (long x = 0; x < gnx; ++x) xv[x] = s.f->xFactors(x0 + g.minX + x);
         for (int p = 0; p < np; ++p) {
             for (int p2 = p; p2 < np; ++p2) {
                 for (long x = 0; x < gnx; ++x) xx.push_back(static_cast<T>(xv[x][p] * xv[x][p2]));
-                ++npairs;
+                xx.resize(xx.size() + kLanes<T>, T(0));
             }
         }
     }
@@ -589,7 +609,7 @@ void convolveVariancePlane(const ImageView<const T>& in, const ImageView<T>& out
             std::vector<VarianceTile<T>> tiles;
             planTiles(s, x0, y0, grid[t], tolerance, tiles);
             for (const auto& tile : tiles) {
-                applyTile(in, out, s, y0, tile, xx, gnx, tile.box.minX - g.minX, pairs, rows, ybuf, acc, coef, ones);
+                applyTile(in, out, s, y0, tile, xx, xxStride, tile.box.minX - g.minX, pairs, rows, ybuf, acc, coef, ones);
             }
         }
     });
