@@ -372,18 +372,28 @@ bool modelTile(const SpatialImages& s, int x0, int y0, const Box2I& tile, double
     if (norms.maxCoeff() == 0.0) return true;  // K ≡ 0 here: the variance is 0
 
     // Principal directions of the grid samples (their Gram matrix is small), strongest first.
-    const Eigen::MatrixXd grid = samples.leftCols(nSample * nSample);
+    const long nGrid = nSample * nSample;
+    const Eigen::MatrixXd grid = samples.leftCols(nGrid);
     Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(grid.transpose() * grid);
+    const Eigen::VectorXd& lambda = es.eigenvalues();  // ascending
+    // A tile that cannot do with kMaxComponents is told cheaply: after that many directions the
+    // grid samples' residuals have squared L2 norms summing to the remaining eigenvalues, so
+    // one of them has an L2 — hence L1 — norm of at least √(Σλ_rest / nGrid).
+    if (!mustAccept && lambda.size() > kMaxComponents) {
+        const double rest = lambda.head(lambda.size() - kMaxComponents).cwiseMax(0.0).sum();
+        if (std::sqrt(rest / nGrid) > 0.5 * tolerance * norms.head(nGrid).maxCoeff()) return false;
+    }
     std::vector<Eigen::VectorXd> q;
     double pcaError = 0.0;
-    for (long i = es.eigenvalues().size() - 1; i >= 0; --i) {
-        if (!(es.eigenvalues()[i] > 0.0)) break;
+    // The directions are orthonormal, so each one is removed from the running residual.
+    Eigen::MatrixXd residual = samples;
+    for (long i = lambda.size() - 1; i >= 0; --i) {
+        if (!(lambda[i] > 0.0)) break;
         Eigen::VectorXd v = grid * es.eigenvectors().col(i);
         q.push_back(v / v.norm());
         const long r = static_cast<long>(q.size());
-        Eigen::MatrixXd qm(npix, r);
-        for (long j = 0; j < r; ++j) qm.col(j) = q[j];
-        const Eigen::MatrixXd residual = samples - qm * (qm.transpose() * samples);
+        const Eigen::RowVectorXd along = q.back().transpose() * residual;
+        residual.noalias() -= q.back() * along;
         pcaError = (residual.cwiseAbs().colwise().sum().transpose().array() / norms.array()).maxCoeff();
         if (pcaError <= 0.5 * tolerance) break;
         if (r >= kMaxComponents && !mustAccept) return false;
