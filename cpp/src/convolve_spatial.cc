@@ -25,11 +25,13 @@ constexpr long kRowsPerBlock = 32;
 constexpr long kChunk = 1024;
 /// Variance tiles start this large and are halved while the local model of K² needs more than
 /// kMaxComponents components, down to kMinTile. Measured on fitted kernels: a 256-px tile of a
-/// 2k–4k image needs four components; beyond five, quartering the tile is cheaper than the
-/// separable terms the extra components bring.
+/// 2k–4k image needs four to six components; with the vertical factors shared by all of them
+/// an extra component costs only its horizontal passes, and up to six (not up to five, nor
+/// four) keeps the variance plane of a fitted 4096² kernel fastest (by ~10 %; seven and
+/// eight measured the same as six).
 constexpr int kMaxTile = 256;
 constexpr int kMinTile = 32;
-constexpr int kMaxComponents = 5;
+constexpr int kMaxComponents = 6;
 
 /// Pass buffers are padded to whole 64-byte vectors (zeros beyond the data), so the row kernels
 /// run over whole vectors and never fall back to one value at a time; the padded lanes are
