@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <limits>
+#include <new>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -42,6 +44,29 @@ template <typename Acc>
 long padded(long n) {
     return (n + kLanes<Acc> - 1) / kLanes<Acc> * kLanes<Acc>;
 }
+
+/// Pass buffers start on a 64-byte boundary and their rows are whole vectors long, so the
+/// vertical passes, the coefficient rows and the accumulators are read and written with
+/// aligned vectors: an unaligned 64-byte vector spans two cache lines and costs two loads.
+template <typename T>
+struct AlignedAllocator {
+    using value_type = T;
+    AlignedAllocator() = default;
+    template <typename U>
+    AlignedAllocator(const AlignedAllocator<U>&) {}
+    T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+    void deallocate(T* p, std::size_t) { ::operator delete(p, std::align_val_t(64)); }
+    template <typename U>
+    bool operator==(const AlignedAllocator<U>&) const {
+        return true;
+    }
+    template <typename U>
+    bool operator!=(const AlignedAllocator<U>&) const {
+        return false;
+    }
+};
+template <typename T>
+using Buffer = std::vector<T, AlignedAllocator<T>>;
 
 // ---------------------------------------------------------------------------------------------
 // The basis as distinct separable pieces
@@ -200,8 +225,8 @@ void convolveImagePlane(const ImageView<const T>& in, const ImageView<T>& out, i
     for (const auto& kx : d.xFactors) xTaps.push_back(tapsOf<Acc>(kx, 1.0, trim));
     // X_p(x) over the good box's columns, one row per power p, padded with zeros so the last
     // chunk's padded width can be read.
-    const long xfStride = gnx + kLanes<Acc>;
-    std::vector<Acc> xf(np * xfStride, Acc(0));
+    const long xfStride = padded<Acc>(gnx) + kLanes<Acc>;
+    Buffer<Acc> xf(np * xfStride, Acc(0));
     for (long x = 0; x < gnx; ++x) {
         const Eigen::VectorXd v = f.xFactors(x0 + g.minX + x);
         for (int p = 0; p < np; ++p) xf[p * xfStride + x] = static_cast<Acc>(v[p]);
@@ -211,7 +236,7 @@ void convolveImagePlane(const ImageView<const T>& in, const ImageView<T>& out, i
     const long width = padded<Acc>(padded<Acc>(chunk) + kw - 1);
     const long nBlocks = (gny + kRowsPerBlock - 1) / kRowsPerBlock;
     parallelFor(nBlocks, nThreads, [&](long b0, long b1) {
-        std::vector<Acc> rows((kRowsPerBlock + kh - 1) * width), ybuf(width), acc(padded<Acc>(chunk)),
+        Buffer<Acc> rows((kRowsPerBlock + kh - 1) * width), ybuf(width), acc(padded<Acc>(chunk)),
                 gamma(nPieces * np);
         for (long b = b0; b < b1; ++b) {
             const long ya = g.minY + b * kRowsPerBlock;
@@ -472,9 +497,9 @@ void planTiles(const SpatialImages& s, int x0, int y0, const Box2I& tile, double
 /// pass accumulating g_r · (u ⊗ v ⊗ V).
 template <typename T>
 void applyTile(const ImageView<const T>& in, const ImageView<T>& out, const SpatialImages& s, int y0,
-               const VarianceTile<T>& tile, const std::vector<T>& xx, long xxStride, long xxOffset,
-               const std::vector<std::pair<int, int>>& pairs, std::vector<T>& rows, std::vector<T>& ybuf,
-               std::vector<T>& acc, std::vector<T>& coef, const std::vector<T>& ones) {
+               const VarianceTile<T>& tile, const Buffer<T>& xx, long xxStride, long xxOffset,
+               const std::vector<std::pair<int, int>>& pairs, Buffer<T>& rows, Buffer<T>& ybuf, Buffer<T>& acc,
+               Buffer<T>& coef, const Buffer<T>& ones) {
     const int kw = s.kw, kh = s.kh;
     const int cx = (kw - 1) / 2, cy = (kh - 1) / 2;
     const long w = tile.box.getWidth();
@@ -574,15 +599,15 @@ void convolveVariancePlane(const ImageView<const T>& in, const ImageView<T>& out
     // X_p X_p'(x) for p ≤ p' over the good box's columns, each row padded (with zeros) so a
     // tile's padded width can be read from any tile's start.
     const int np = s.f->getOrder() + 1;
-    const long xxStride = gnx + kLanes<T>;
-    std::vector<T> xx;
+    const long xxStride = padded<T>(gnx) + kLanes<T>;
+    Buffer<T> xx;
     {
         std::vector<Eigen::VectorXd> xv(gnx);
         for (long x = 0; x < gnx; ++x) xv[x] = s.f->xFactors(x0 + g.minX + x);
         for (int p = 0; p < np; ++p) {
             for (int p2 = p; p2 < np; ++p2) {
                 for (long x = 0; x < gnx; ++x) xx.push_back(static_cast<T>(xv[x][p] * xv[x][p2]));
-                xx.resize(xx.size() + kLanes<T>, T(0));
+                xx.resize(xx.size() + (xxStride - gnx), T(0));
             }
         }
     }
@@ -596,9 +621,9 @@ void convolveVariancePlane(const ImageView<const T>& in, const ImageView<T>& out
     for (int p = 0; p < np; ++p) {
         for (int p2 = p; p2 < np; ++p2) pairs.emplace_back(p, p2);
     }
-    const std::vector<T> ones(kMaxTile, T(1));
+    const Buffer<T> ones(kMaxTile, T(1));
     parallelFor(static_cast<long>(grid.size()), nThreads, [&](long t0, long t1) {
-        std::vector<T> rows, ybuf, acc, coef;
+        Buffer<T> rows, ybuf, acc, coef;
         for (long t = t0; t < t1; ++t) {
             std::vector<VarianceTile<T>> tiles;
             planTiles(s, x0, y0, grid[t], tolerance, tiles);
