@@ -330,8 +330,7 @@ struct VarianceGroup {
 
 /// A tile's model: K²(x, y) ≈ Σ_r g_r(x, y) Q_r with g_r = ⟨K²(x, y), Q_r⟩ — exactly a
 /// quadratic form in the spatial terms, g_r = Σ_{k,l} f_k f_l ⟨K_k ⊙ K_l, Q_r⟩ — and the Q_r
-/// applied as separable terms: each through its own truncated SVD, or all through shared
-/// vertical factors, whichever costs fewer multiply-adds on the tile.
+/// applied as separable terms grouped by the vertical factors they all share.
 template <typename Acc>
 struct VarianceTile {
     Box2I box;
