@@ -35,8 +35,9 @@ namespace {
 /// tap then costs one load and one multiply-add per vector, where accumulating into memory costs
 /// a load, a multiply-add and a store. GCC/Clang vector extensions keep this one source for every
 /// instruction set: VB is the register width of the variant that instantiates it. What is left
-/// after the blocks is done one vector, then one value at a time, with the same per-value
-/// sequence of operations, so a value never depends on where a row or chunk starts.
+/// after the blocks is done in blocks of four, two and one vector (several independent sums keep
+/// the multiply-add pipes busy), then one value at a time, with the same per-value sequence of
+/// operations, so a value never depends on where a row or chunk starts.
 template <typename T, int VB, int K>
 PSFMATCH_ALWAYS_INLINE void verticalRows(const T* top, long stride, const long* off, const T* w, int nt, long n,
                                          T* out) {
@@ -61,6 +62,8 @@ PSFMATCH_ALWAYS_INLINE void verticalRows(const T* top, long stride, const long* 
         }
     };
     block(std::integral_constant<int, K>());
+    block(std::integral_constant<int, (K > 4 ? 4 : K)>());
+    block(std::integral_constant<int, 2>());
     block(std::integral_constant<int, 1>());
     for (; x < n; ++x) {
         T a = T(0);
@@ -115,6 +118,8 @@ PSFMATCH_ALWAYS_INLINE void horizontalRows(const T* src, const long* off, const 
         }
     };
     block(std::integral_constant<int, K>());
+    block(std::integral_constant<int, (K > 4 ? 4 : K)>());
+    block(std::integral_constant<int, 2>());
     block(std::integral_constant<int, 1>());
     for (; x < n; ++x) {
         T t = T(0);

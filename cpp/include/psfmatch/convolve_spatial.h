@@ -20,9 +20,11 @@ namespace psfmatch {
 /// Variance plane: K² on square tiles (256 px, halved while needed) is modelled as
 /// Σ_r g_r(x, y) Q_r, the Q_r the principal components of K² sampled over the tile and
 /// g_r = ⟨K²(x, y), Q_r⟩ — an exact quadratic form in the spatial terms, so it is evaluated at
-/// every pixel — each Q_r applied through a truncated SVD. At the tile's 25 sample points the
-/// relative L1 error of the modelled K² is ≤ varianceTolerance (half to the components, the
-/// rest to the truncation), which bounds the relative error of a locally uniform variance.
+/// every pixel — the Q_r applied as separable terms whose vertical factors they all share (the
+/// leading eigenvectors of Σ_r Q_r Q_rᵀ, weighted), so one vertical pass serves every
+/// component. At the tile's 25 sample points the relative L1 error of the modelled K² is
+/// ≤ varianceTolerance (half to the components, the rest to the separable terms), which bounds
+/// the relative error of a locally uniform variance.
 /// Sums run in the pixel type.
 ///
 /// Mask: OR over the union of the basis kernels' non-zero pixels. Border as `control` says.
