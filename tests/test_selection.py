@@ -11,6 +11,7 @@ star was put and why; nothing is taken from psfmatch's own output.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -113,10 +114,10 @@ def test_each_cut_rejects_exactly_its_stars(field: tuple[pm.MaskedImage, pm.Mask
     nScience = sum(1 for s in STARS.values() if s[4]) + 1
     assert "nDetectedTemplate" not in meta
     assert meta["nDetectedScience"] == nScience
-    # Matched (seen in the template at S/N ≥ 10 within 2 px): all but the science-only star
-    # (nothing there in the template) and the shifted one (3 px away); the template-only
-    # star was never a candidate.
-    assert meta["nMatched"] == nScience - 2
+    # Not seen in the template (S/N ≥ 5 within 2 px), of the candidates that passed every
+    # other cut: the science-only star (nothing there) and the shifted one (3 px away); the
+    # template-only star was never a candidate.
+    assert meta["nNotInTemplate"] == 2
     assert meta["nRejectedBlended"] == 2
     assert meta["nRejectedSnr"] == 1  # "bright"
     assert meta["nRejectedCrowded"] == 0  # see test_isolation
@@ -175,10 +176,11 @@ def test_restricted_edges_reject_one_more_kernel_width(
     config.restrictKernelEdgeSources = True
     table = selectKernelSources(template, science, config, kernelSize=KERNEL_SIZE)
     # A 42-px margin: the grid's first column and row (x or y = 70) stay, "edge" goes, and
-    # the 290+ row ("harmlessBit" at y = 295) goes too.
+    # the 290+ row goes too: "harmlessBit" and the shifted star (both at y = 295; the edge
+    # cut comes before the template is looked at).
     assert not near(table, "edge") and not near(table, "harmlessBit")
     assert near(table, "good0")
-    assert table.meta["nRejectedEdge"] == 2
+    assert table.meta["nRejectedEdge"] == 3
 
 
 def test_keeps_the_best_max_kernel_sources(field: tuple[pm.MaskedImage, pm.MaskedImage]) -> None:
@@ -211,7 +213,7 @@ def test_too_few_says_how_many_at_each_stage(field: tuple[pm.MaskedImage, pm.Mas
     assert info.value.nSources == 12 and info.value.nRequired == 20
     message = str(info.value)
     assert "found 12 usable kernel sources but 20 are required" in message
-    assert f"nMatched={len(STARS) - 2}" in message and "nRejectedMasked=2" in message
+    assert "nNotInTemplate=2" in message and "nRejectedMasked=2" in message
 
 
 def test_grids_must_agree(field: tuple[pm.MaskedImage, pm.MaskedImage]) -> None:
@@ -406,3 +408,24 @@ def test_row_medians_equal_numpy_nanmedian() -> None:
     with np.errstate(all="ignore"), pytest.warns(RuntimeWarning, match="All-NaN"):
         expected = np.nanmedian(values, axis=1)
     np.testing.assert_array_equal(_rowMedians(values), expected)
+
+
+def test_template_is_measured_only_as_far_as_needed() -> None:
+    """With maxKernelSources the candidates are measured in the template brightest first
+    until enough are seen: the table is the first rows of the unlimited one, and no more
+    stars were measured in the template than the FWHM sample and one batch."""
+    sim = simulatePair((1024, 1024), nStars=1000, seed=3, nTransients=0)
+    config = KernelSourceSelectionConfig()
+    config.maxKernelSources = -1
+    everything = selectKernelSources(sim.template, sim.science, config, kernelSize=10)
+    assert len(everything) > 256 + 64
+    config.maxKernelSources = 10
+    cache: dict[str, Any] = {}
+    limited = selectKernelSources(
+        sim.template, sim.science, config, kernelSize=10, radiusCache=cache
+    )
+    assert len(limited) == 10
+    for column in everything.colnames:
+        np.testing.assert_array_equal(limited[column], everything[column][:10])
+    # 256 for the FWHM sample, at most one batch of 64 for the table (some may be both).
+    assert int(cache["templateMeasured"].sum()) <= 256 + 64

@@ -906,7 +906,7 @@ class ImagePsfMatchTask(PsfMatchTask):
 
         selection = self.config.selection
         sSources: np.ndarray | None
-        radiusCache: dict[str, np.ndarray] = {}
+        radiusCache: dict[str, Any] = {}
         with self.timer("selectSources"):
             if candidateList is None:
                 badBits = self._badBits()

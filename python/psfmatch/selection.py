@@ -5,8 +5,9 @@ Stars are found with `sep` in the science image (after subtracting a `sep.Backgr
 measured in the template at their positions (`measureAt`: local sky, windowed centroid,
 aperture flux, on stamps), as the reference selects on the science image's sources
 (ALGORITHM.md §7.3 step 3, with sep in place of the reference's measurement framework,
-decision 2). A star is kept when it is seen in the template at the same place, bright but not
-too bright, isolated, unblended, away from the edges and free of bad mask bits in both stamps.
+decision 2). A star is kept when it is bright but not too bright, isolated, unblended, away
+from the edges, free of bad mask bits in both stamps and seen in the template at the same
+place; only as many candidates as needed, the brightest first, are measured in the template.
 Each image's FWHM is measured from the kept stars as twice their half-light radius, which for
 a Gaussian PSF is its FWHM.
 """
@@ -271,6 +272,28 @@ def halfLightRadii(mi: MaskedImage, sources: np.ndarray, badBits: int) -> np.nda
     return out
 
 
+#: The fields of a `measureAt` measurement.
+_MEASURED = np.dtype(
+    [
+        ("x", float),
+        ("y", float),
+        ("a", float),
+        ("flag", np.int16),
+        ("aperFlux", float),
+        ("aperFluxErr", float),
+        ("snr", float),
+        ("background", float),
+        ("r50", float),
+    ]
+)
+
+
+def _unmeasured(n: int) -> np.ndarray:
+    out = np.zeros(n, dtype=_MEASURED)
+    out["r50"] = np.nan
+    return out
+
+
 def measureAt(mi: MaskedImage, sources: np.ndarray, badBits: int) -> np.ndarray:
     """Measure the objects another image detected (``sources`` from `detectSources`) in
     this one, on stamps around their positions.
@@ -287,21 +310,7 @@ def measureAt(mi: MaskedImage, sources: np.ndarray, badBits: int) -> np.ndarray:
         ``aperFluxErr``, ``snr``, ``background`` and ``r50`` (NaN: see `halfLightRadii`).
     """
     n = len(sources)
-    out = np.zeros(
-        n,
-        dtype=[
-            ("x", float),
-            ("y", float),
-            ("a", float),
-            ("flag", np.int16),
-            ("aperFlux", float),
-            ("aperFluxErr", float),
-            ("snr", float),
-            ("background", float),
-            ("r50", float),
-        ],
-    )
-    out["r50"] = np.nan
+    out = _unmeasured(n)
     if n == 0:
         return out
     a = _size(sources)
@@ -530,15 +539,16 @@ def selectKernelSources(
     kernelSize: int | None = None,
     scienceSources: np.ndarray | None = None,
     badBits: int | None = None,
-    radiusCache: dict[str, np.ndarray] | None = None,
+    radiusCache: dict[str, Any] | None = None,
 ) -> Table:
     """Find the stars to fit the matching kernel on.
 
-    The science image's detections (`detectSources`) are measured in the template at their
-    positions (`measureAt`); a star is kept if it is unblended, within the S/N window in the
-    science image, seen in the template at S/N ≥ ``minTemplateSnr`` within ``matchRadius`` of its
-    science position, isolated among the science image's detections, with its stamp inside
-    the image and free of excluded mask bits in both images.
+    A science-image detection (`detectSources`) is a candidate if it is unblended, within the
+    S/N window, isolated among the science image's detections, with its stamp inside the
+    image and free of excluded mask bits in both images. The candidates are then measured in
+    the template at their positions (`measureAt`), highest S/N first, and kept if seen there
+    (S/N ≥ ``minTemplateSnr`` within ``matchRadius`` of the science position), until
+    ``maxKernelSources`` are kept: the fainter ones are never measured in the template.
 
     Parameters
     ----------
@@ -568,8 +578,9 @@ def selectKernelSources(
         One row per kept star, brightest S/N first: ``x``, ``y`` (parent coordinates, the
         science position), ``templateFlux``, ``scienceFlux`` (aperture fluxes), ``snr``
         (science), ``templateSnr``, ``templateR50``, ``scienceR50``. ``meta`` holds
-        ``nDetectedScience``, ``nMatched`` (detections seen in the template) and the number
-        rejected by each later cut.
+        ``nDetectedScience``, the number rejected by each cut (``nRejectedBlended``,
+        ``nRejectedSnr``, ``nRejectedCrowded``, ``nRejectedEdge``, ``nRejectedMasked``) and
+        ``nNotInTemplate``, the candidates measured in the template and not seen there.
 
     Raises
     ------
@@ -608,19 +619,10 @@ def selectKernelSources(
             ],
             dtype=[float] * 8,
         )
-        counts["nMatched"] = 0
         table.meta.update(counts)
         return _finish(table, config, counts, (template, science), badBits)
 
-    # The template at the science positions (kept between calls: it is the same measurement).
-    tmp = radiusCache.get("templateMeasurement")
-    if tmp is None or len(tmp) != len(sci):
-        tmp = radiusCache["templateMeasurement"] = measureAt(template, sci, badBits)
-    tsnr = tmp["snr"]
-    matched = np.isfinite(tsnr) & (tsnr >= config.minTemplateSnr) & (tmp["aperFlux"] > 0)
-    matched &= np.hypot(tmp["x"] - sci["x"], tmp["y"] - sci["y"]) <= config.matchRadius
-    counts["nMatched"] = int(matched.sum())
-    keep = matched.copy()
+    keep = np.ones(len(sci), dtype=bool)
 
     def cut(name: str, good: np.ndarray) -> None:
         nonlocal keep
@@ -635,13 +637,28 @@ def selectKernelSources(
         good &= snr <= config.maxSnr
     cut("nRejectedSnr", good & np.isfinite(snr))
 
-    # The FWHM sets the isolation radius; a sample of the stars that passed so far measures
-    # it to ~2 % (the median of 256 r50s), without measuring thousands of faint neighbours.
-    sample = np.flatnonzero(keep) if keep.any() else np.flatnonzero(matched)
+    def seenInTemplate(rows: np.ndarray) -> np.ndarray:
+        """Whether each of ``rows`` is seen in the template, at S/N ≥ minTemplateSnr within
+        matchRadius of its science position (measured once, then cached)."""
+        tmp = _templateAt(template, sci, rows, badBits, radiusCache)
+        tsnr = tmp["snr"]
+        ok = np.isfinite(tsnr) & (tsnr >= config.minTemplateSnr) & (tmp["aperFlux"] > 0)
+        ok &= np.hypot(tmp["x"] - sci["x"][rows], tmp["y"] - sci["y"][rows]) <= config.matchRadius
+        return np.asarray(ok)
+
+    # The FWHM sets the isolation radius; a sample of the stars that passed so far, seen in
+    # the template, measures it to ~2 % (the median of up to 256 r50s per image), without
+    # measuring thousands of faint neighbours.
+    sample = np.flatnonzero(keep)
     sample = sample[np.linspace(0, len(sample) - 1, min(len(sample), _FWHM_SAMPLE)).astype(int)]
+    sample = sample[seenInTemplate(sample)]
     fwhm = 2.0 * max(
         _nanmedian(_radii(science, sci, sample, badBits, radiusCache, "science")),
-        _nanmedian(_radii(template, tmp, sample, badBits, radiusCache, "template")),
+        _nanmedian(
+            _radii(
+                template, _templateStore(sci, radiusCache), sample, badBits, radiusCache, "template"
+            )
+        ),
     )
     isolation = config.isolationFwhm * fwhm
     if isolation > 0:
@@ -667,10 +684,27 @@ def selectKernelSources(
         ) | _stampHasBits(template.mask, ix[rows], iy[rows], half, stampBits)
         cut("nRejectedMasked", ~hasBits)
 
-    rows = np.flatnonzero(keep)
-    rows = rows[np.argsort(snr[rows], kind="stable")[::-1]]  # highest S/N first
-    if config.maxKernelSources > 0:
-        rows = rows[: config.maxKernelSources]
+    # Last, the template: the stars left are looked at in order of S/N, highest first, until
+    # maxKernelSources of them are seen in the template (the others are not measured there).
+    order = np.flatnonzero(keep)
+    order = order[np.argsort(snr[order], kind="stable")[::-1]]
+    limit = config.maxKernelSources if config.maxKernelSources > 0 else len(order)
+    accepted: list[np.ndarray] = []
+    nAccepted = nUnseen = 0
+    start = 0
+    while start < len(order) and nAccepted < limit:
+        # Batches a little larger than what is missing: one sep call for most fields.
+        size = max(64, int(1.25 * (limit - nAccepted)))
+        batch = order[start : start + size]
+        start += len(batch)
+        seen = seenInTemplate(batch)
+        nUnseen += int((~seen).sum())
+        batch = batch[seen][: limit - nAccepted]
+        accepted.append(batch)
+        nAccepted += len(batch)
+    counts["nNotInTemplate"] = nUnseen
+    rows = np.concatenate(accepted) if accepted else np.zeros(0, dtype=np.intp)
+    tmp = _templateStore(sci, radiusCache)
     table = Table(
         {
             "x": sci["x"][rows] + x0,
@@ -678,13 +712,38 @@ def selectKernelSources(
             "templateFlux": tmp["aperFlux"][rows],
             "scienceFlux": sci["aperFlux"][rows],
             "snr": snr[rows],
-            "templateSnr": tsnr[rows],
+            "templateSnr": tmp["snr"][rows],
             "templateR50": _radii(template, tmp, rows, badBits, radiusCache, "template"),
             "scienceR50": _radii(science, sci, rows, badBits, radiusCache, "science"),
         }
     )
     table.meta.update(counts)
     return _finish(table, config, counts, (template, science), badBits)
+
+
+def _templateStore(sci: np.ndarray, cache: dict[str, Any]) -> np.ndarray:
+    """The template measurements at the science detections made so far (a row per
+    detection; see `_templateAt`)."""
+    store = cache.get("templateMeasurement")
+    if store is None or len(store) != len(sci):
+        store = cache["templateMeasurement"] = _unmeasured(len(sci))
+        cache["templateMeasured"] = np.zeros(len(sci), dtype=bool)
+    return np.asarray(store)
+
+
+def _templateAt(
+    template: MaskedImage, sci: np.ndarray, rows: np.ndarray, badBits: int, cache: dict[str, Any]
+) -> np.ndarray:
+    """`measureAt` of the template at the science detections ``rows``, each measured once
+    per selection (a source's measurement depends on its own stamp only, so which batch it
+    came in changes nothing)."""
+    store = _templateStore(sci, cache)
+    measured = cache["templateMeasured"]
+    missing = rows[~measured[rows]]
+    if missing.size:
+        store[missing] = measureAt(template, sci[missing], badBits)
+        measured[missing] = True
+    return store[rows]
 
 
 #: Stars whose half-light radii measure the FWHM that sets the isolation radius.
@@ -701,7 +760,7 @@ def _radii(
     sources: np.ndarray,
     rows: np.ndarray,
     badBits: int,
-    cache: dict[str, np.ndarray] | None,
+    cache: dict[str, Any] | None,
     which: str,
 ) -> np.ndarray:
     """The half-light radii of ``sources[rows]``: those `detectSources` measured, those in
