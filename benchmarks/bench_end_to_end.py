@@ -51,6 +51,8 @@ STAGES = [
     "selectSources",
     "buildCellSet",
     "_solve",
+    "fitCandidates",
+    "fitSpatial",
     "convolve",
     "subtract",
     "decorrelate",

@@ -1240,3 +1240,22 @@ def test_solve_is_timed(rng: np.random.Generator) -> None:
         "_solveStartCpuTime"
     )
     assert "testPsfMatch._solveEndCpuTime" in task.getFullMetadata().names()
+    # Inside each solve: the single-kernel passes and the spatial fits, timed on their own,
+    # at least once per solve and within the solve's own span.
+    from datetime import datetime
+
+    def spans(name: str) -> list[tuple[datetime, datetime]]:
+        starts = task.metadata.getArray(f"{name}StartUtc")
+        ends = task.metadata.getArray(f"{name}EndUtc")
+        return [
+            (datetime.fromisoformat(a), datetime.fromisoformat(b))
+            for a, b in zip(starts, ends, strict=True)
+        ]
+
+    solves = spans("_solve")
+    for stage in ("fitCandidates", "fitSpatial"):
+        inner = spans(stage)
+        assert len(inner) >= 2, stage
+        for start, end in inner:
+            assert start <= end
+            assert any(s0 <= start and end <= s1 for s0, s1 in solves), stage

@@ -206,17 +206,18 @@ class PsfMatchTask(Task, abc.ABC):
         ksv = KernelSumVisitor(control)
 
         def fitSpatial(spatialBasisList: list[Any]) -> tuple[Any, Any, Any]:
-            spatialkv = BuildSpatialKernelVisitor(
-                spatialBasisList, regionBBox, control, constantFirstTerm
-            )
-            kernelCellSet.visitCandidates(spatialkv, nStarPerCell)
-            if spatialkv.getNCandidates() < 1:
-                raise NoKernelCandidatesError(
-                    "No kernel candidates remain for the spatial fit; lower the spatial orders "
-                    "or loosen the candidate clipping"
+            with self.timer("fitSpatial"):
+                spatialkv = BuildSpatialKernelVisitor(
+                    spatialBasisList, regionBBox, control, constantFirstTerm
                 )
-            spatialkv.solveLinearEquation()
-            spatialKernel, spatialBackground = spatialkv.getSolutionPair()
+                kernelCellSet.visitCandidates(spatialkv, nStarPerCell)
+                if spatialkv.getNCandidates() < 1:
+                    raise NoKernelCandidatesError(
+                        "No kernel candidates remain for the spatial fit; lower the spatial "
+                        "orders or loosen the candidate clipping"
+                    )
+                spatialkv.solveLinearEquation()
+                spatialKernel, spatialBackground = spatialkv.getSolutionPair()
             return spatialkv, spatialKernel, spatialBackground
 
         nIter = 0
@@ -232,7 +233,8 @@ class PsfMatchTask(Task, abc.ABC):
                 nRejectedSkf = -1
                 while nRejectedSkf != 0:
                     traceLog.debug("Building single kernels...")
-                    _visitWithProgress(kernelCellSet, singlekv, nStarPerCell, bar)
+                    with self.timer("fitCandidates"):
+                        _visitWithProgress(kernelCellSet, singlekv, nStarPerCell, bar)
                     nRejectedSkf = singlekv.getNRejected()
                     traceLog.debug(
                         "Iteration %d, rejected %d candidates due to initial kernel fit",
