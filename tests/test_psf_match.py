@@ -824,13 +824,11 @@ def _numpyStats(diff: pm.MaskedImage, badBits: int, core: int) -> tuple[float, f
     return float(z.mean()), float(z.std(ddof=1))
 
 
-@pytest.mark.parametrize("useCoreStats", [False, True])
-def test_candidate_residuals_per_candidate(rng: np.random.Generator, useCoreStats: bool) -> None:
-    """_core.candidateResiduals, the per-candidate (mean, rms) behind the metric_* keys: in
-    candidate order, equal to numpy statistics of each candidate's getDifferenceImage (LOCAL:
-    its own kernel; SPATIAL: the spatial model at its centre), bit for bit equal to
-    ImageStatistics applied one candidate at a time, independent of the thread count, and NaN
-    where the statistics cannot be formed."""
+def _fittedField(
+    rng: np.random.Generator, useCoreStats: bool
+) -> tuple[Any, list[Any], Any, Any, Any]:
+    """A 25-star field fitted at spatial order 0 without clipping: the config, its GOOD
+    candidates (at least 20), the spatial kernel and background, and the control."""
     field = makeField(rng, nStars=25)
     config = alConfig(
         nStarPerCell=-1,
@@ -843,7 +841,17 @@ def test_candidate_residuals_per_candidate(rng: np.random.Generator, useCoreStat
     _, kernel, bg = task._solve(cells, alBasis(config))
     good = [c for c in candidates if c.getStatus() == pm.KernelCandidate.GOOD]
     assert len(good) >= 20
-    control = makeKernelControl(config)
+    return task, cells, config, good, kernel, bg, makeKernelControl(config)
+
+
+@pytest.mark.parametrize("useCoreStats", [False, True])
+def test_candidate_residuals_per_candidate(rng: np.random.Generator, useCoreStats: bool) -> None:
+    """_core.candidateResiduals, the per-candidate (mean, rms) behind the metric_* keys: in
+    candidate order, equal to numpy statistics of each candidate's getDifferenceImage (LOCAL:
+    its own kernel; SPATIAL: the spatial model at its centre), bit for bit equal to
+    ImageStatistics applied one candidate at a time, independent of the thread count, and NaN
+    where the statistics cannot be formed."""
+    task, cells, config, good, kernel, bg, control = _fittedField(rng, useCoreStats)
     core = config.candidateCoreRadius if useCoreStats else 0
     badBits = pm.Mask.getPlaneBitMask(list(config.badMaskPlanes))
     # Reversed, so that "candidate order" is not the cell set's own order.
@@ -934,19 +942,7 @@ def test_candidate_residuals_reuse_is_bit_identical(
     and SPATIAL residual pairs were computed by the visitors from the final kernels:
     candidateResiduals takes them instead of recomputing, and they equal a fresh computation
     bit for bit (and numpy brute force to rounding)."""
-    field = makeField(rng, nStars=25)
-    config = alConfig(
-        nStarPerCell=-1,
-        spatialKernelOrder=0,
-        spatialKernelClipping=False,
-        useCoreStats=useCoreStats,
-    )
-    task = CellSetTask(config=config)
-    cells, candidates = task._buildCellSet(field)
-    _, kernel, bg = task._solve(cells, alBasis(config))
-    good = [c for c in candidates if c.getStatus() == pm.KernelCandidate.GOOD]
-    assert len(good) >= 20
-    control = makeKernelControl(config)
+    task, cells, config, good, kernel, bg, control = _fittedField(rng, useCoreStats)
     reused = np.asarray(_core.candidateResidualsReused(good, kernel, bg, control))
     # Not a vacuous comparison: every pair below comes from the visitors' memory.
     assert reused.shape == (len(good), 2) and reused.all()
