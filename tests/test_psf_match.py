@@ -766,16 +766,8 @@ def test_metric_metadata_against_brute_force(rng: np.random.Generator, useCoreSt
     # population standard deviation over the GOOD candidates of each candidate's mean and
     # rms of D/σ, with its own kernel (LOCAL) or the spatial model at its centre (SPATIAL).
     # A spatially constant kernel on this varying PSF makes the two clearly different.
-    field = makeField(rng, nStars=25)
-    config = alConfig(
-        nStarPerCell=-1,
-        spatialKernelOrder=0,
-        spatialKernelClipping=False,
-        useCoreStats=useCoreStats,
-    )
-    task = CellSetTask(config=config)
-    cells, candidates = task._buildCellSet(field)
-    _, kernel, bg = task._solve(cells, alBasis(config))
+    task, cells, config, _, kernel, bg, _ = _fittedField(rng, useCoreStats)
+    candidates = cells.getAllCandidates(ignoreBad=False)
     core = config.candidateCoreRadius if useCoreStats else 0
     values: dict[str, list[float]] = {}
     good = [c for c in candidates if c.getStatus() == pm.KernelCandidate.GOOD]
@@ -826,9 +818,10 @@ def _numpyStats(diff: pm.MaskedImage, badBits: int, core: int) -> tuple[float, f
 
 def _fittedField(
     rng: np.random.Generator, useCoreStats: bool
-) -> tuple[Any, list[Any], Any, Any, Any]:
-    """A 25-star field fitted at spatial order 0 without clipping: the config, its GOOD
-    candidates (at least 20), the spatial kernel and background, and the control."""
+) -> tuple[Any, Any, Any, list[Any], Any, Any, Any]:
+    """A 25-star field fitted at spatial order 0 without clipping: the task, its cell set,
+    the config, the GOOD candidates (at least 20), the spatial kernel and background, and
+    the control."""
     field = makeField(rng, nStars=25)
     config = alConfig(
         nStarPerCell=-1,
