@@ -1345,12 +1345,36 @@ def test_spatial_convolution_matches_brute_force(rng: np.random.Generator, dtype
     # interpolated kernels (§10.1), and a wrong coefficient, position or flip is ≥ 1e-3 here.
     np.testing.assert_allclose(out.image[good], expected, rtol=1e-5)
     # Exactness, not merely the reference's 1e-5: in float64 the same 81-term sums, regrouped
-    # (~1e-15 relative on outputs ~100 that never cancel to near zero); in float32
-    # the double sum rounded once to float32 (≤ ½ ulp = eps32/2 relative). An interpolated
-    # kernel, even one within 1e-5, fails these.
-    exact = 1e-12 if dtype == np.float64 else float(np.finfo(np.float32).eps)
+    # (~1e-15 relative on outputs ~100 that never cancel to near zero). This kernel's pieces
+    # cancel by ~11, so a float32 image is summed in float32 (convolve_spatial.cc,
+    # kFloatCancellation = 16): its rounding is bounded by 4·eps32·16 ≈ 7.6e-6 relative
+    # (measured 1.6e-6); test_spatial_convolution_float32_sums_in_double_when_pieces_cancel
+    # covers the other path.
+    exact = 1e-12 if dtype == np.float64 else 4 * 16 * float(np.finfo(np.float32).eps)
     np.testing.assert_allclose(out.image[good], expected, rtol=exact)
     np.testing.assert_allclose(out.variance[good], expectedVar, rtol=VARIANCE_RTOL * 1e-3)
+
+
+def test_spatial_convolution_float32_sums_in_double_when_pieces_cancel(
+    rng: np.random.Generator,
+) -> None:
+    """A float32 image under a kernel whose pieces cancel strongly (its sum a few per cent of
+    their magnitudes: cancellation far above 16) is summed in float64 and rounded once, so
+    it is exact to half an ulp."""
+    mi = spatialImage(rng, (96, 96), np.float32, (3, -8))
+    kernel = variableKernel(rng, mi.getBBox())
+    params = np.array(kernel.getSpatialParameters())
+    params[0, 0] = 0.02  # the term that carries the kernel sum, 50 times smaller
+    kernel = pm.LinearCombinationKernel(
+        list(kernel.getBasisList()), kernel.getSpatialFunction(), params
+    )
+    expected, _ = bruteForce(mi, kernel)
+    good = interior(mi.image.shape)
+    # The float64 sum rounded once to float32: ≤ ½ ulp = eps32/2 relative to each output,
+    # however small (they range from ~0.002 to ~40 here); summed in float32 the worst is
+    # ~8e-4 relative (measured by forcing that path).
+    out = pm.convolve(mi, kernel)
+    np.testing.assert_allclose(out.image[good], expected, rtol=float(np.finfo(np.float32).eps))
 
 
 def test_spatial_convolution_variance_tolerance(rng: np.random.Generator) -> None:
