@@ -178,6 +178,56 @@ def test_core_matches_numpy(
     assert (kept & ~border).any()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kappa", [None, 0.8374619])
+def test_core_in_place_writes_the_same_difference_over_the_matched_planes(
+    rng: np.random.Generator, dtype: Any, kappa: float | None
+) -> None:
+    reference, matched, target = pairUp(rng, dtype)
+    background = makeBackground(rng)
+    ctrl = control(kappa, INNER)
+    expected = callCore(reference, matched, target.mask, ctrl, background)
+    others = [p.copy() for p in (reference.image, reference.mask, reference.variance, target.mask)]
+    work = pm.MaskedImage(
+        matched.image.copy(), matched.mask.copy(), matched.variance.copy(), xy0=XY0
+    )
+    got = _core.subtractMatched(
+        reference.image,
+        reference.mask,
+        reference.variance,
+        work.image,
+        work.mask,
+        work.variance,
+        target.mask,
+        XY0,
+        ctrl,
+        background,
+        inPlace=True,
+    )
+    for out, plane, want in zip(got, (work.image, work.mask, work.variance), expected, strict=True):
+        assert out is plane  # the matched planes themselves, now holding the difference
+        assertBitIdentical(out, want)
+    for plane, copy in zip(
+        (reference.image, reference.mask, reference.variance, target.mask), others, strict=True
+    ):
+        assertBitIdentical(plane, copy)
+    readOnly = matched.variance.copy()
+    readOnly.flags.writeable = False
+    with pytest.raises(pm.InvalidInputError, match="matchedVariance must be writable"):
+        _core.subtractMatched(
+            reference.image,
+            reference.mask,
+            reference.variance,
+            matched.image.copy(),
+            matched.mask.copy(),
+            readOnly,
+            target.mask,
+            XY0,
+            ctrl,
+            inPlace=True,
+        )
+
+
 def test_thread_count_does_not_change_the_result(rng: np.random.Generator) -> None:
     reference, matched, target = pairUp(rng, np.float32)
     background = makeBackground(rng)
@@ -284,7 +334,21 @@ def test_task_subtract_matches_numpy(
     config = ImagePsfMatchConfig()
     config.doSubtractBackground = doSubtractBackground
     config.kernel.active.nThreads = 2
-    got = ImagePsfMatchTask(config=config)._subtract(fit, matched)
+    task = ImagePsfMatchTask(config=config)
+    got = task._subtract(fit, matched)
+    # In place: over the matched planes when they are of the result's dtype, else (mixed
+    # dtypes, where they are promoted first) into new arrays as above; the same numbers.
+    work = pm.MaskedImage(
+        matched.image.copy(), matched.mask.copy(), matched.variance.copy(), xy0=XY0
+    )
+    inPlace = task._subtract(fit, work, inPlace=True)
+    sameDtype = referenceDtype == matchedDtype
+    assert np.shares_memory(inPlace.image, work.image) == sameDtype
+    assert np.shares_memory(inPlace.variance, work.variance) == sameDtype
+    if not sameDtype:
+        assertBitIdentical(work.image, matched.image)
+    for plane in ("image", "mask", "variance"):
+        assertBitIdentical(getattr(inPlace, plane), getattr(got, plane))
 
     kappa = None
     if mode == "convolveScience":

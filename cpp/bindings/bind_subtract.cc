@@ -30,12 +30,23 @@ ImageView<const T> checkedView(const py::array& a, const char* name) {
     return ImageView<const T>(static_cast<const T*>(a.data()), a.shape(0), a.shape(1), a.shape(1));
 }
 
+/// A writable view of a 2-D, C-contiguous, native-order array of exactly type T (an output
+/// written in place), or InvalidInputError.
+template <typename T>
+ImageView<T> writableView(const py::array& a, const char* name) {
+    const ImageView<const T> view = checkedView<T>(a, name);
+    if (!a.writeable()) {
+        throw InvalidInputError(std::string("subtractMatched: ") + name + " must be writable to be overwritten in place");
+    }
+    return ImageView<T>(static_cast<T*>(const_cast<void*>(a.data())), view.ny, view.nx, view.nx);
+}
+
 template <typename T>
 py::tuple subtractTyped(const py::array& referenceImage, const py::array& referenceMask,
                         const py::array& referenceVariance, const py::array& matchedImage,
                         const py::array& matchedMask, const py::array& matchedVariance, const py::array& targetMask,
                         std::pair<int, int> xy0, const SubtractionControl& control,
-                        const std::optional<SpatialBackground>& background) {
+                        const std::optional<SpatialBackground>& background, bool inPlace) {
     MaskedImageView<const T> reference{checkedView<T>(referenceImage, "referenceImage"),
                                        checkedView<std::int32_t>(referenceMask, "referenceMask"),
                                        checkedView<T>(referenceVariance, "referenceVariance")};
@@ -43,6 +54,19 @@ py::tuple subtractTyped(const py::array& referenceImage, const py::array& refere
                                      checkedView<std::int32_t>(matchedMask, "matchedMask"),
                                      checkedView<T>(matchedVariance, "matchedVariance")};
     const ImageView<const std::int32_t> target = checkedView<std::int32_t>(targetMask, "targetMask");
+    if (inPlace) {
+        // Every output pixel depends on the inputs at that pixel only, each read before it is
+        // written: the matched planes can take the difference.
+        const MaskedImageView<T> out{writableView<T>(matchedImage, "matchedImage"),
+                                     writableView<std::int32_t>(matchedMask, "matchedMask"),
+                                     writableView<T>(matchedVariance, "matchedVariance")};
+        {
+            py::gil_scoped_release release;
+            subtractMatched<T>(reference, matched, target, background ? &*background : nullptr, xy0.first,
+                               xy0.second, control, out);
+        }
+        return py::make_tuple(matchedImage, matchedMask, matchedVariance);
+    }
     const long ny = reference.image.ny, nx = reference.image.nx;
     py::array_t<T, py::array::c_style> outImage({ny, nx}), outVariance({ny, nx});
     py::array_t<std::int32_t, py::array::c_style> outMask({ny, nx});
@@ -76,14 +100,16 @@ void bindSubtract(py::module_& m) {
             [](const py::array& referenceImage, const py::array& referenceMask, const py::array& referenceVariance,
                const py::array& matchedImage, const py::array& matchedMask, const py::array& matchedVariance,
                const py::array& targetMask, std::pair<int, int> xy0, const SubtractionControl& control,
-               const std::optional<SpatialBackground>& background) {
+               const std::optional<SpatialBackground>& background, bool inPlace) {
                 if (referenceImage.dtype().equal(py::dtype::of<float>())) {
                     return subtractTyped<float>(referenceImage, referenceMask, referenceVariance, matchedImage,
-                                                matchedMask, matchedVariance, targetMask, xy0, control, background);
+                                                matchedMask, matchedVariance, targetMask, xy0, control, background,
+                                                inPlace);
                 }
                 if (referenceImage.dtype().equal(py::dtype::of<double>())) {
                     return subtractTyped<double>(referenceImage, referenceMask, referenceVariance, matchedImage,
-                                                 matchedMask, matchedVariance, targetMask, xy0, control, background);
+                                                 matchedMask, matchedVariance, targetMask, xy0, control, background,
+                                                inPlace);
                 }
                 throw InvalidInputError("subtractMatched: referenceImage has dtype " +
                                         py::str(referenceImage.dtype()).cast<std::string>() +
@@ -91,8 +117,9 @@ void bindSubtract(py::module_& m) {
             },
             py::arg("referenceImage"), py::arg("referenceMask"), py::arg("referenceVariance"),
             py::arg("matchedImage"), py::arg("matchedMask"), py::arg("matchedVariance"), py::arg("targetMask"),
-            py::arg("xy0"), py::arg("control"), py::arg("background") = py::none(),
-            "(image, mask, variance) of the difference of a PSF-matched pair, in one threaded pass.");
+            py::arg("xy0"), py::arg("control"), py::arg("background") = py::none(), py::arg("inPlace") = false,
+            "(image, mask, variance) of the difference of a PSF-matched pair, in one threaded pass; with "
+            "inPlace, written over the matched planes (which must be writable) and returned.");
 }
 
 }  // namespace bindings

@@ -58,8 +58,9 @@ class SubtractionResult:
     ----------
     difference : `MaskedImage`
         D, its variance and its mask (see `psfmatch.image_psf_match` for the conventions).
-    matched : `MaskedImage`
+    matched : `MaskedImage` or None
         The convolved image: the template in ``convolveTemplate`` mode, else the science image.
+        None if ``config.keepMatchedImage`` was off (its planes became ``difference``'s).
     kernel : `LinearCombinationKernel`
         The spatially varying matching kernel K(x, y).
     background : `SpatialBackground`
@@ -87,7 +88,7 @@ class SubtractionResult:
     """
 
     difference: MaskedImage
-    matched: MaskedImage
+    matched: MaskedImage | None
     kernel: Any
     background: Any
     candidates: Table
@@ -236,6 +237,8 @@ class SubtractionResult:
 
         Raises
         ------
+        InvalidInputError
+            ``matchedPath`` is given but the result has no convolved image.
         OutputExistsError
             A file exists and ``overwrite`` is false.
         PsfMatchIOError
@@ -243,6 +246,12 @@ class SubtractionResult:
             `psfmatch.io.writeMaskedImage`), so none is left half-written; if the convolved
             image fails, a difference image this call created is removed again.
         """
+        matched = self.matched
+        if matchedPath is not None and matched is None:
+            raise InvalidInputError(
+                "matchedPath: this result has no convolved image (config.keepMatchedImage "
+                "was off); nothing was written"
+            )
         if matchedPath is not None and not overwrite and os.path.lexists(matchedPath):
             # Refuse before writing anything, so that no half of the pair is left behind.
             raise OutputExistsError(
@@ -254,9 +263,9 @@ class SubtractionResult:
         pmio.writeMaskedImage(
             path, self.difference, header=header, overwrite=overwrite, extraHdus=self.extraHdus()
         )
-        if matchedPath is not None:
+        if matchedPath is not None and matched is not None:
             try:
-                pmio.writeMaskedImage(matchedPath, self.matched, header=header, overwrite=overwrite)
+                pmio.writeMaskedImage(matchedPath, matched, header=header, overwrite=overwrite)
             except BaseException:
                 # Leave no half of a pair this call created; a replaced file stays replaced.
                 if not existed:

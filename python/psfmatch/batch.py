@@ -540,6 +540,8 @@ def _runPair(
             )
             if coreThreads is not None:
                 pairConfig.kernel.active.nThreads = coreThreads
+            # Only files leave a batch: the convolved image is kept when it is written.
+            pairConfig.keepMatchedImage = bool(pair.matched)
             template, analysis = pair.template, None
             if cacheTemplates:
                 template, analysis, record["templateCached"] = _template(pair.template, pairConfig)
@@ -555,7 +557,7 @@ def _runPair(
             )
             for path in outputs:
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            if pair.matched:
+            if pair.matched and result.matched is not None:
                 pmio.writeMaskedImage(
                     pair.matched,
                     result.matched,

@@ -570,7 +570,7 @@ def _renormalize(result: Any, normalize: str | None) -> tuple[Any, str, str]:
     toTemplate = 1.0 / ratio
 
     def scaled(mi: Any, factor: float) -> Any:
-        if factor == 1.0:
+        if factor == 1.0 or mi is None:
             return mi
         dtype = mi.image.dtype.type
         return MaskedImage(
@@ -640,6 +640,9 @@ def _subtract(args: argparse.Namespace) -> int:
     from .api import subtract
 
     config = _buildConfig(args)
+    # The convolved image is kept only to be written: without --matched the difference takes
+    # its planes (a third less memory beside the inputs).
+    config.keepMatchedImage = bool(args.matched)
     outputs = [("--output", args.output)]
     if args.matched:
         outputs.append(("--matched", args.matched))
