@@ -7,7 +7,9 @@ the default Alard–Lupton basis and spatial kernel order 2. Two settings are ti
 
 - ``core``: what HOTPANTS does — arrays in memory, candidate selection, the fits, the image and
   variance convolution, the subtraction (no variance rescaling, decorrelation or detection in
-  the difference). The performance targets are about this one.
+  the difference), returning the difference only (``keepMatchedImage`` off, as HOTPANTS
+  writes only the difference unless asked with ``-oci``). The performance targets are about
+  this one.
 - ``default``: `ImagePsfMatchConfig` as shipped (variance rescaling, decorrelation and
   difference-image detection on).
 
@@ -107,6 +109,7 @@ def makeConfig(setting: str) -> pm.ImagePsfMatchConfig:
         config.doScaleVariance = False
         config.doDecorrelation = False
         config.doDetectDiaSources = False
+        config.keepMatchedImage = False
     return config
 
 

@@ -47,11 +47,13 @@ def spatialParameters(basis: list[pm.FixedKernel]) -> np.ndarray:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Print the end-to-end stage table after pytest-benchmark's own tables."""
+    """Print the end-to-end stage table and the memory table after pytest-benchmark's own."""
     import bench_end_to_end
+    import bench_memory
 
-    table = bench_end_to_end.pytest_terminal_summary_table()
-    if table:
-        terminalreporter.write_line("")
-        for line in table.splitlines():
-            terminalreporter.write_line(line)
+    for module in (bench_end_to_end, bench_memory):
+        table = module.pytest_terminal_summary_table()
+        if table:
+            terminalreporter.write_line("")
+            for line in table.splitlines():
+                terminalreporter.write_line(line)

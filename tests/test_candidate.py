@@ -1156,3 +1156,51 @@ def test_rank_deficient_system_gets_minimum_norm_solution(rng: np.random.Generat
     # cond of the non-zero part is ~10: the two answers agree to rounding of M's entries.
     np.testing.assert_allclose(solution, expected, rtol=1e-9, atol=1e-12)
     assert how == pm.SolvedBy.EIGENVECTOR
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_candidate_cut_from_planes_is_the_checked_candidate(
+    rng: np.random.Generator, dtype: type
+) -> None:
+    """`KernelCandidate._fromPlanes` (what ImagePsfMatchTask builds its cell set with) holds
+    the very stamps, origin and rating of the checked constructor given ``subimage`` copies,
+    and so fits the same kernel, bit for bit."""
+    shape, xy0 = (60, 70), (-7, 12)
+    template = pm.MaskedImage(
+        rng.normal(100.0, 10.0, shape).astype(dtype),
+        rng.integers(0, 4, shape, dtype=np.int32),
+        rng.uniform(1.0, 2.0, shape).astype(dtype),
+        xy0=xy0,
+    )
+    science = pm.MaskedImage(
+        rng.normal(100.0, 10.0, shape).astype(dtype),
+        rng.integers(0, 4, shape, dtype=np.int32),
+        rng.uniform(1.0, 2.0, shape).astype(dtype),
+        xy0=xy0,
+    )
+    box = pm.Box2I((xy0[0] + 30, xy0[1] + 9), (15, 15))  # touches no edge, not centred
+    control = pm.makeKernelControl(dfConfig(3))
+    fast = pm.KernelCandidate._fromPlanes(30.2, 22.9, template, science, box, control, 7.5)
+    checked = pm.KernelCandidate(
+        30.2, 22.9, template.subimage(box), science.subimage(box), control, rating=7.5
+    )
+    assert isinstance(fast, pm.KernelCandidate)
+    for get in ("getTemplateMaskedImage", "getScienceMaskedImage"):
+        a, b = getattr(fast, get)(), getattr(checked, get)()
+        assert a.getXY0() == b.getXY0() == (box.getMinX(), box.getMinY())
+        for plane in ("image", "mask", "variance"):
+            np.testing.assert_array_equal(getattr(a, plane), getattr(b, plane))
+    assert fast.getCandidateRating() == checked.getCandidateRating() == 7.5
+    basis = pm.makeDeltaFunctionBasisList(3, 3)
+    fast.build(basis)
+    checked.build(basis)
+    np.testing.assert_array_equal(fast.getKernelImage(ORIG), checked.getKernelImage(ORIG))
+
+    # A box reaching outside the image, or planes of another dtype, are errors, not garbage.
+    outside = pm.Box2I((xy0[0] + 60, xy0[1]), (15, 15))
+    with pytest.raises(pm.InvalidInputError, match="stamp box is not inside the image"):
+        pm.KernelCandidate._fromPlanes(0.0, 0.0, template, science, outside, control, 1.0)
+    ints = pm.MaskedImage(template.image, template.mask, template.variance, xy0=xy0)
+    ints.image = template.image.astype(np.int16)
+    with pytest.raises(pm.InvalidInputError, match="must be float32 or float64"):
+        pm.KernelCandidate._fromPlanes(0.0, 0.0, ints, science, box, control, 1.0)

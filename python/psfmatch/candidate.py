@@ -93,6 +93,42 @@ class KernelCandidate(_core.KernelCandidate):
             math.nan if rating is None else float(rating),
         )
 
+    @classmethod
+    def _fromPlanes(
+        cls,
+        x: float,
+        y: float,
+        template: MaskedImage,
+        science: MaskedImage,
+        box: Any,
+        control: Any,
+        rating: float,
+    ) -> KernelCandidate:
+        """The candidate whose stamps are ``box`` (parent coordinates) of two checked images.
+
+        For `ImagePsfMatchTask`, whose working images are already checked (same grid, every
+        pixel finite): the core cuts the stamps from the planes itself (InvalidInputError for
+        a box outside them), without the per-stamp Python objects, copies and checks of the
+        constructor (measured: 65 → 7 µs a candidate).
+        """
+        self = cls.__new__(cls)
+        _core.KernelCandidate.__init__(
+            self,
+            x,
+            y,
+            template.image,
+            template.mask,
+            template.variance,
+            science.image,
+            science.mask,
+            science.variance,
+            template.getXY0(),
+            box,
+            control,
+            rating,
+        )
+        return self
+
 
 class ImageStatistics(_core.ImageStatistics):
     """Statistics of x·sqrt(1/var) over unmasked pixels (ALGORITHM.md §3.6).

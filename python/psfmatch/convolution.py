@@ -91,6 +91,22 @@ def convolve(
     # A NaN or infinite pixel without a mask bit would spread over a kernel's area of the
     # output with nothing to say so; one with a bit spreads only where that bit goes too.
     _checkFinite(maskedImage, "maskedImage", -1)
+    return _convolveChecked(
+        maskedImage, kernel, doNormalize, doCopyEdge, method, nThreads, varianceTolerance
+    )
+
+
+def _convolveChecked(
+    maskedImage: MaskedImage,
+    kernel: Any,
+    doNormalize: bool = False,
+    doCopyEdge: bool = False,
+    method: str = "auto",
+    nThreads: int = 0,
+    varianceTolerance: float = 2.0e-4,
+) -> MaskedImage:
+    """`convolve` of an image already known to be finite (ImagePsfMatchTask's working
+    images): the same result without the scan for NaNs (~35 ms at 4096²)."""
     control = _core.ConvolutionControl()
     control.doNormalize = bool(doNormalize)
     control.doCopyEdge = bool(doCopyEdge)

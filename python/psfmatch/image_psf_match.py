@@ -89,7 +89,7 @@ from . import debug as psfmatchDebug
 from .basis import makeKernelBasisList
 from .candidate import KernelCandidate
 from .config import PsfMatchConfigAL, PsfMatchConfigDF, makeKernelControl
-from .convolution import _checkFinite, convolve
+from .convolution import _checkFinite, _convolveChecked, convolve
 from .decorrelate import (
     DecorrelateALKernelTask,
     _fftShape,
@@ -101,6 +101,7 @@ from .errors import InsufficientKernelSourcesError, InvalidInputError
 from .image import Mask, MaskedImage
 from .psf_match import PsfMatchTask
 from .selection import (
+    _R50_SUBPIX,
     KernelSourceSelectionConfig,
     _pairsWithin,
     _stampHasBits,
@@ -774,20 +775,23 @@ class ImagePsfMatchTask(PsfMatchTask):
         kConfig = self.kConfig
         bbox = targetMaskedImage.getBBox()
         cellSet = _core.SpatialCellSet(bbox, kConfig.sizeCellX, kConfig.sizeCellY)
-        x0, y0 = targetMaskedImage.getXY0()
         half = int(kernelSize)
         ratings = sources["snr"] if "snr" in sources.colnames else [None] * len(sources)
         control = makeKernelControl(kConfig)  # one for all candidates (each keeps a copy)
+        # The working images are checked (one grid, every pixel finite) and every source's
+        # stamp lies inside them (the selection's edge cut, or _userSources'): the stamps go
+        # to the core as slices of the planes.
         for x, y, rating in zip(sources["x"], sources["y"], ratings, strict=True):
             ix, iy = int(math.floor(x + 0.5)), int(math.floor(y + 0.5))
             box = _core.Box2I((ix - half, iy - half), (2 * half + 1, 2 * half + 1))
-            cand = KernelCandidate(
+            cand = KernelCandidate._fromPlanes(
                 float(x),
                 float(y),
-                targetMaskedImage.subimage(box),
-                referenceMaskedImage.subimage(box),
+                targetMaskedImage,
+                referenceMaskedImage,
+                box,
                 control,
-                rating=None if rating is None else float(rating),
+                math.nan if rating is None else float(rating),
             )
             cellSet.insertCandidate(cand)
         return cellSet
@@ -878,7 +882,7 @@ class ImagePsfMatchTask(PsfMatchTask):
             np.asarray(table["y"], dtype=float) - y0,
             np.full(len(table), 15.0),
             0.5,
-            subpix=5,
+            subpix=_R50_SUBPIX,
         )
         r50 = r50[(flag == 0) & np.isfinite(r50) & (r50 > 0)]
         return float(2.0 * np.median(r50)) if r50.size else math.nan
@@ -1117,7 +1121,8 @@ class ImagePsfMatchTask(PsfMatchTask):
         return table
 
     def _convolve(self, fit: Struct) -> MaskedImage:
-        return convolve(
+        # The target is a working image: every pixel finite (_prepareOne, _medianFilled).
+        return _convolveChecked(
             fit.target, fit.psfMatchingKernel, doCopyEdge=True, nThreads=self.kConfig.nThreads
         )
 

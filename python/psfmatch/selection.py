@@ -220,13 +220,19 @@ def detectSources(
     out["background"] = before - sub[iy, ix]
     if measureRadii:
         r50, _ = sep.flux_radius(
-            sub, objects["x"], objects["y"], _radiusLimit(out), 0.5, mask=masked, subpix=5
+            sub, objects["x"], objects["y"], _radiusLimit(out), 0.5, mask=masked, subpix=_R50_SUBPIX
         )
         out["r50"] = r50
     else:
         out["r50"] = np.nan
     return out
 
+
+#: Subpixel sampling of `sep.flux_radius` at aperture edges (per axis). Measured on 1000
+#: simulated Gaussian stars (flux 5000 on unit sky noise, σ = 1.6 and 2.5 px): 3 gives the
+#: median FWHM within 0.1 % of 5 and a per-star scatter of 0.5 % (against 0.4 %) in about
+#: half the time; 1 moves the median by 1.4 % at σ = 1.6 px.
+_R50_SUBPIX = 3
 
 #: The object sizes (sep's ``a``, pixels) the stamps allow for: larger (or absurd) values are
 #: clipped to this, which no star a kernel is fitted on comes near.
@@ -266,7 +272,7 @@ def halfLightRadii(mi: MaskedImage, sources: np.ndarray, badBits: int) -> np.nda
             rmax[group],
             0.5,
             mask=stamps.column(stamps.bad),
-            subpix=5,
+            subpix=_R50_SUBPIX,
         )
         out[group] = r50
     return out
