@@ -568,16 +568,14 @@ class ImagePsfMatchTask(PsfMatchTask):
             self._prepareOne(templateMaskedImage, "templateMaskedImage"),
             self._prepareOne(scienceMaskedImage, "scienceMaskedImage"),
         ]
-        badBits = self._badBits()
-        usable = ((copies[0].mask & badBits) == 0) & ((copies[1].mask & badBits) == 0)
-        if not usable.any():
+        either = copies[0].mask | copies[1].mask  # the bits of a pixel in either image
+        if not np.any((either & self._badBits()) == 0):
             raise InvalidInputError(
                 "every pixel is masked in the template or the science image (mask planes "
                 f"{sorted(set(self.kConfig.badMaskPlanes))}); nothing to match"
             )
-        noData = Mask.getPlaneBitMask("NO_DATA")
-        covered = ((copies[0].mask & noData) == 0) & ((copies[1].mask & noData) == 0)
-        self.metadata["templateCoveragePercent"] = 100.0 * float(covered.mean())
+        uncovered = np.count_nonzero(either & Mask.getPlaneBitMask("NO_DATA"))
+        self.metadata["templateCoveragePercent"] = 100.0 * (1.0 - uncovered / either.size)
         return copies[0], copies[1]
 
     def _checkStampFits(self, mi: MaskedImage, kernelSize: int, what: str) -> None:
@@ -597,6 +595,8 @@ class ImagePsfMatchTask(PsfMatchTask):
         """Raise `InvalidInputError` if the variance of ``mi`` (a working copy of ``original``)
         is 0 at a usable pixel: the image that is not convolved weights the fit and the
         difference; a zero there makes every candidate's χ² infinite."""
+        if mi.variance.min() > 0:  # the usual case, in one pass (NaN fails the test)
+            return
         badBits = self._badBits()
         finite = np.isfinite(original.image) & np.isfinite(original.variance)
         zero = (mi.variance <= 0) & ((mi.mask & badBits) == 0) & finite
@@ -615,19 +615,25 @@ class ImagePsfMatchTask(PsfMatchTask):
         """The working version of one input, checked: read-only views of its own planes, or,
         when it has (masked) non-finite pixels, a copy with those zeroed. A view costs no
         memory (a 4096² pair's copies were 400 MB) and cannot be written by mistake."""
-        nonFinite = ~np.isfinite(mi.image)
-        nonFinite |= ~np.isfinite(mi.variance)
-        anyNonFinite = bool(nonFinite.any())
-        if anyNonFinite:
-            anyBit = -1  # a non-finite pixel is acceptable when it carries any mask bit
-            _checkFinite(mi, name, anyBit)
-        negative = mi.variance < 0
-        if negative.any():
-            y, x = np.argwhere(negative)[0]
-            raise InvalidInputError(
-                f"{name}: the variance is negative at (x, y) = ({x + mi.getXY0()[0]}, "
-                f"{y + mi.getXY0()[1]})"
-            )
+        # min and max propagate NaN: both finite means every pixel is (two passes per plane
+        # and no temporaries for the usual, clean input); a variance whose minimum is ≥ 0 has
+        # no negative pixel.
+        extremes = [float(f(plane)) for plane in (mi.image, mi.variance) for f in (np.min, np.max)]
+        anyNonFinite = False
+        if not (all(math.isfinite(v) for v in extremes) and extremes[2] >= 0):
+            nonFinite = ~np.isfinite(mi.image)
+            nonFinite |= ~np.isfinite(mi.variance)
+            anyNonFinite = bool(nonFinite.any())
+            if anyNonFinite:
+                anyBit = -1  # a non-finite pixel is acceptable when it carries any mask bit
+                _checkFinite(mi, name, anyBit)
+            negative = mi.variance < 0
+            if negative.any():
+                y, x = np.argwhere(negative)[0]
+                raise InvalidInputError(
+                    f"{name}: the variance is negative at (x, y) = ({x + mi.getXY0()[0]}, "
+                    f"{y + mi.getXY0()[1]})"
+                )
         if not anyNonFinite:
             return MaskedImage(
                 _readOnly(mi.image.view()),

@@ -129,6 +129,8 @@ def _detectionVariance(mi: MaskedImage, background: Any, usable: np.ndarray, dty
     var = np.asarray(mi.variance)
     if var.dtype != dtype:
         var = var.astype(dtype)
+    if var.min() > 0 and var.max() < np.inf:  # usable everywhere (NaN fails both tests)
+        return var if var.flags.writeable and var.flags.c_contiguous else var.copy()
     good = var > 0
     good &= var < np.inf  # also False for NaN
     if not np.any(usable & ~good):
@@ -233,6 +235,11 @@ def detectSources(
 #: median FWHM within 0.1 % of 5 and a per-star scatter of 0.5 % (against 0.4 %) in about
 #: half the time; 1 moves the median by 1.4 % at σ = 1.6 px.
 _R50_SUBPIX = 3
+
+#: Subpixel sampling of `sep.winpos` at its window's edge (sep's default is 11). On the ~830
+#: brightest stars of the 2048² benchmark's template, 5 moves no centroid by more than
+#: 3e-4 px (the match radius is 2 px, a centroid's own noise ~0.01 px) in 40 % of the time.
+_WINPOS_SUBPIX = 5
 
 #: The object sizes (sep's ``a``, pixels) the stamps allow for: larger (or absurd) values are
 #: clipped to this, which no star a kernel is fitted on comes near.
@@ -342,7 +349,9 @@ def measureAt(mi: MaskedImage, sources: np.ndarray, badBits: int) -> np.ndarray:
         variance[stamps.outside] = 0.0
         column, mask = stamps.column(data), stamps.column(stamps.bad)
         variance = stamps.column(variance)
-        xw, yw, _ = sep.winpos(column, stamps.x, stamps.y, a[group], mask=mask)
+        xw, yw, _ = sep.winpos(
+            column, stamps.x, stamps.y, a[group], mask=mask, subpix=_WINPOS_SUBPIX
+        )
         flux, fluxErr, flag = sep.sum_circle(column, xw, yw, radius[group], var=variance, mask=mask)
         out["x"][group] = stamps.x0 + xw
         out["y"][group] = stamps.y0 + yw - stamps.side * np.arange(len(group))
