@@ -231,6 +231,29 @@ def test_detect_sources_ignores_bad_pixels() -> None:
     assert len(detectSources(mi, 10.0, pm.Mask.getPlaneBitMask("BAD"))) == 0
 
 
+def test_background_mesh_size_sets_the_scale_of_the_sky() -> None:
+    """The sky under a star on a broad bump of sky (σ = 40 px, 30 noise σ high, on 512²):
+    sep's 128-px mesh (the default) sees the bump as an object and estimates the flat sky
+    around it; a 32-px mesh follows part of it."""
+    rng = np.random.default_rng(5)
+    y, x = np.mgrid[0:512, 0:512]
+    sky = 100.0 + 30.0 * np.exp(-((x - 256.0) ** 2 + (y - 256.0) ** 2) / (2 * 40.0**2))
+    star = 3000.0 * np.exp(-((x - 262.3) ** 2 + (y - 250.6) ** 2) / 8.0) / (8.0 * np.pi)
+    image = (sky + star + rng.normal(0.0, 1.0, (512, 512))).astype(np.float32)
+    mi = pm.MaskedImage(image, variance=np.ones((512, 512), np.float32))
+
+    def skyAtStar(meshSize: int) -> float:
+        found = detectSources(mi, 10.0, 0, measureRadii=False, meshSize=meshSize)
+        nearest = np.argmin(np.hypot(found["x"] - 262.3, found["y"] - 250.6))
+        return float(found["background"][nearest])
+
+    assert KernelSourceSelectionConfig().backgroundMeshSize == 128
+    # Measured: 100.04 and 112.4 (the true sky there is 129.4). The margins are several
+    # counts, where the noise of a mesh's sky is ~0.01 count.
+    assert skyAtStar(128) == pytest.approx(100.0, abs=1.0)
+    assert skyAtStar(32) > 105.0
+
+
 def test_task_honours_the_kernel_bad_mask_planes(
     field: tuple[pm.MaskedImage, pm.MaskedImage],
 ) -> None:

@@ -930,7 +930,11 @@ class ImagePsfMatchTask(PsfMatchTask):
             if candidateList is None:
                 badBits = self._badBits()
                 sSources = detectSources(
-                    science, selection.detectionThreshold, badBits, measureRadii=False
+                    science,
+                    selection.detectionThreshold,
+                    badBits,
+                    measureRadii=False,
+                    meshSize=selection.backgroundMeshSize,
                 )
                 preliminary = selectKernelSources(
                     template,

@@ -52,6 +52,14 @@ class KernelSourceSelectionConfig(pexConfig.Config):
         "kernel, above this many times the per-pixel noise (sep.extract's thresh, "
         "filter_type='conv').",
     )
+    backgroundMeshSize: pexConfig.Field[int] = pexConfig.RangeField(
+        dtype=int,
+        default=128,
+        min=8,
+        doc="Side (pixels) of the mesh cells of the sep.Background subtracted before detection: "
+        "the sky is taken as smooth on this scale. 128 as the LSST pipelines' background "
+        "(meas_algorithms' binSize); lower it for sky that varies faster (nebulosity, halos).",
+    )
     minSnr: pexConfig.Field[float] = pexConfig.RangeField(
         dtype=float, default=10.0, min=0.0, doc="Smallest science S/N of a kernel source."
     )
@@ -141,7 +149,12 @@ def _detectionVariance(mi: MaskedImage, background: Any, usable: np.ndarray, dty
 
 
 def detectSources(
-    mi: MaskedImage, threshold: float, badBits: int, *, measureRadii: bool = True
+    mi: MaskedImage,
+    threshold: float,
+    badBits: int,
+    *,
+    measureRadii: bool = True,
+    meshSize: int = 128,
 ) -> np.ndarray:
     """Detect and measure the sources of one image with sep.
 
@@ -151,15 +164,19 @@ def detectSources(
         The image; pixels with any of ``badBits`` or a non-finite value are masked.
     threshold : `float`
         Detection threshold in units of the per-pixel noise: a source is the connected
-        pixels (at least 5) of the image, after subtracting a `sep.Background` and smoothing
-        with sep's default 3×3 kernel (SExtractor's classic convolution filter), that lie
-        above ``threshold`` times the per-pixel σ (the square root of the variance plane).
+        pixels (at least 5) of the image, after subtracting a `sep.Background` (mesh cells
+        of ``meshSize`` pixels, 3×3 median-filtered) and smoothing with sep's default 3×3
+        kernel (SExtractor's classic convolution filter), that lie above ``threshold`` times
+        the per-pixel σ (the square root of the variance plane).
     badBits : `int`
         Mask bits that make a pixel unusable.
     measureRadii : `bool`, optional
         Measure every source's half-light radius (``r50``). Without it ``r50`` is NaN and
         `halfLightRadii` measures the ones wanted later, from ``background``: the kernel-source
         selection needs it for a few hundred of thousands of detections.
+    meshSize : `int`, optional
+        The background's mesh cell size in pixels (`KernelSourceSelectionConfig`'s
+        ``backgroundMeshSize``).
 
     Returns
     -------
@@ -179,7 +196,7 @@ def detectSources(
         return np.zeros(0, dtype=[("x", float), ("y", float)])
     usable = ~masked
     data = np.where(masked, dtype(0.0), data)
-    background = sep.Background(data, mask=masked)
+    background = sep.Background(data, mask=masked, bw=int(meshSize), bh=int(meshSize))
     # data becomes data − sky, in place (the float64 sky map is not kept).
     with np.errstate(over="ignore", invalid="ignore"):  # absurd values overflow: see below
         background.subfrom(data)
@@ -616,7 +633,11 @@ def selectKernelSources(
         radiusCache = {}
     if scienceSources is None:
         scienceSources = detectSources(
-            science, config.detectionThreshold, badBits, measureRadii=False
+            science,
+            config.detectionThreshold,
+            badBits,
+            measureRadii=False,
+            meshSize=config.backgroundMeshSize,
         )
     sci = scienceSources
     counts: dict[str, int] = {"nDetectedScience": len(sci)}
