@@ -247,6 +247,22 @@ def test_write_fits_without_a_matched_image(tmp_path: Path) -> None:
     np.testing.assert_array_equal(readMaskedImage(tmp_path / "diff.fits").image, result.image)
 
 
+def test_template_coverage_counts_pixels_without_no_data_in_either_image() -> None:
+    sim = simulatePair((300, 260), nStars=80, seed=10)
+    noData = pm.Mask.getPlaneBitMask("NO_DATA")
+    template, science = sim.template.clone(), sim.science.clone()
+    template.mask[:70, :] |= noData  # 70 rows (more than one 64-row band)
+    science.mask[:, :9] |= noData  # 9 columns, overlapping the template's rows
+    config = ImagePsfMatchConfig()
+    config.doDecorrelation = config.doDetectDiaSources = False
+    result = subtract(science, template, config=config, mode="convolveTemplate")
+    covered = (300 - 70) * (260 - 9)
+    assert result.metadata["templateCoveragePercent"] == pytest.approx(
+        100.0 * covered / (300 * 260),
+        rel=1e-12,  # a ratio of exact counts
+    )
+
+
 def test_shared_data_low_order_is_clean(caplog: pytest.LogCaptureFixture) -> None:
     template = readMaskedImage(DATA / "templateMI.fits")
     science = readMaskedImage(DATA / "scienceMI.fits")
