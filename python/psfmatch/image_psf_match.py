@@ -102,6 +102,7 @@ from .image import Mask, MaskedImage
 from .psf_match import PsfMatchTask
 from .selection import (
     _R50_SUBPIX,
+    _ROW_BAND,
     KernelSourceSelectionConfig,
     _pairsWithin,
     _stampHasBits,
@@ -262,10 +263,6 @@ def _pixelChecksum(mi: MaskedImage) -> int:
     for array in planes:
         crc = zlib.crc32(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data, crc)
     return crc
-
-
-#: Rows per band of the whole-image mask checks: ~1 MB of int32 per band at 4096 columns.
-_ROW_BAND = 64
 
 
 def _readOnly(array: np.ndarray) -> np.ndarray:

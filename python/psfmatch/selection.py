@@ -130,7 +130,19 @@ class KernelSourceSelectionConfig(pexConfig.Config):
             )
 
 
-def _detectionVariance(mi: MaskedImage, background: Any, usable: np.ndarray, dtype: Any) -> Any:
+#: Rows per band of whole-image mask operations: ~1 MB of int32 per band at 4096 columns.
+_ROW_BAND = 64
+
+
+def _maskedBy(mask: np.ndarray, bits: int) -> np.ndarray:
+    """``(mask & bits) != 0``, a band of rows at a time (no image-sized int32 temporary)."""
+    out = np.empty(mask.shape, dtype=bool)
+    for y in range(0, mask.shape[0], _ROW_BAND):
+        np.not_equal(mask[y : y + _ROW_BAND] & bits, 0, out=out[y : y + _ROW_BAND])
+    return out
+
+
+def _detectionVariance(mi: MaskedImage, background: Any, masked: np.ndarray, dtype: Any) -> Any:
     """The per-pixel variance sep weighs detections by: the variance plane where it is
     positive and finite, the background's global rms² elsewhere (the plane itself, uncopied,
     when it is usable everywhere, as it is for any image a pipeline wrote)."""
@@ -141,11 +153,11 @@ def _detectionVariance(mi: MaskedImage, background: Any, usable: np.ndarray, dty
         return var if var.flags.writeable and var.flags.c_contiguous else var.copy()
     good = var > 0
     good &= var < np.inf  # also False for NaN
-    if not np.any(usable & ~good):
+    if not np.any(~masked & ~good):
         # sep takes only writable buffers (it writes nothing): a read-only plane is copied.
         return var if var.flags.writeable and var.flags.c_contiguous else var.copy()
     fill = dtype(max(float(background.globalrms), 1e-30) ** 2)
-    return np.where(good & usable, var, fill)
+    return np.where(good & ~masked, var, fill)
 
 
 def detectSources(
@@ -189,19 +201,23 @@ def detectSources(
     # sep measures in single precision whatever it is given: a float32 image stays float32
     # (half the memory traffic, ~1/3 less time at 4096², the same detections).
     dtype: Any = np.float32 if mi.image.dtype == np.float32 else np.float64
-    data = np.ascontiguousarray(mi.image, dtype=dtype)
-    masked = (mi.mask & badBits) != 0
-    masked |= ~np.isfinite(data)
+    # The one image-sized copy: sep subtracts the sky from it in place. The mask is made a
+    # band of rows at a time and non-finite pixels are looked for only if there are any, so
+    # that no other image-sized temporary is made (fresh memory is slow to touch).
+    data = np.array(mi.image, dtype=dtype, order="C")
+    masked = _maskedBy(mi.mask, badBits)
+    if not (np.isfinite(data.min()) and np.isfinite(data.max())):  # NaN propagates
+        masked |= ~np.isfinite(data)
     if masked.all():
         return np.zeros(0, dtype=[("x", float), ("y", float)])
-    usable = ~masked
-    data = np.where(masked, dtype(0.0), data)
+    if masked.any():
+        data[masked] = 0.0
     background = sep.Background(data, mask=masked, bw=int(meshSize), bh=int(meshSize))
     # data becomes data − sky, in place (the float64 sky map is not kept).
     with np.errstate(over="ignore", invalid="ignore"):  # absurd values overflow: see below
         background.subfrom(data)
     sub = data
-    var = _detectionVariance(mi, background, usable, dtype)
+    var = _detectionVariance(mi, background, masked, dtype)
     # filter_type "conv": the threshold applies to the smoothed image in units of the
     # per-pixel σ, as in SExtractor. sep's default "matched" filter also smooths the
     # variance map, which costs twice the whole extraction and changes nothing for the
