@@ -599,10 +599,14 @@ def test_constant_weighting_uses_median_or_one(rng: np.random.Generator) -> None
     template = rng.normal(10.0, 1.0, (15, 15))
     varS = rng.uniform(1.0, 5.0, (15, 15))
     cand = candidate(template, template, dfConfig(3), varS=varS, varT=0.5)
+    assert cand.getVarianceEstimate().size == 0  # nothing before a build
     cand.build(pm.makeDeltaFunctionBasisList(3, 3))
+    # Kept as a constant (not a stamp-sized image), returned as the stamp's image of it.
+    assert cand.getVarianceEstimate().shape == (15, 15)
     assert np.all(cand.getVarianceEstimate() == np.median(varS + 0.5))
     zero = candidate(template, template, dfConfig(3), varS=0.0, varT=0.0)
     zero.build(pm.makeDeltaFunctionBasisList(3, 3))
+    assert zero.getVarianceEstimate().shape == (15, 15)
     assert np.all(zero.getVarianceEstimate() == 1.0)  # median ≤ 0 → 1
 
 

@@ -105,7 +105,13 @@ void KernelCandidate::build(std::shared_ptr<const KernelList> basis, std::shared
         }
     };
     _useRegularization = hMat != nullptr;
-    _varianceEstimate = variance;
+    if (_control.constantVarianceWeighting) {
+        _varianceConstant = variance(0, 0);
+        _varianceEstimate = ImageD();
+    } else {
+        _varianceConstant = std::numeric_limits<double>::quiet_NaN();
+        _varianceEstimate = variance;
+    }
     if (_control.checkConditionNumber &&
         solution->getConditionNumber(_control.conditionNumberType) > _control.maxConditionNumber) {
         _status = BAD;
@@ -125,6 +131,13 @@ void KernelCandidate::build(std::shared_ptr<const KernelList> basis, std::shared
         _varianceEstimate = variance;
     }
     store(std::move(solution));
+}
+
+ImageD KernelCandidate::getVarianceEstimate() const {
+    if (!std::isnan(_varianceConstant)) {
+        return ImageD::Constant(_science.getHeight(), _science.getWidth(), _varianceConstant);
+    }
+    return _varianceEstimate;
 }
 
 void KernelCandidate::setLocalResiduals(std::uint64_t kernelSerial, const ResidualStatistics& stats) {

@@ -64,7 +64,7 @@ public:
     const MaskedImage& getTemplateMaskedImage() const { return _template; }
     const MaskedImage& getScienceMaskedImage() const { return _science; }
     /// The weights' variance of the latest build (after constant weighting, if on).
-    const ImageD& getVarianceEstimate() const { return _varianceEstimate; }
+    ImageD getVarianceEstimate() const;
 
     /// Fits a kernel with `basis` (and regularization H if given, a delta-function basis).
     /// The first call fills ORIG and initialises; later calls fill PCA. Sets BAD if the
@@ -116,7 +116,10 @@ private:
     int _id;
     bool _isInitialized = false;
     bool _useRegularization = false;
+    // The variance the last fit was weighted by: a constant (constantVarianceWeighting, the
+    // default) is kept as its value, not as a stamp-sized image (15 KB a candidate).
     ImageD _varianceEstimate;
+    double _varianceConstant = std::numeric_limits<double>::quiet_NaN();
     std::shared_ptr<StaticKernelSolution> _kernelSolutionOrig, _kernelSolutionPca;
     std::uint64_t _localSerial = 0;
     ResidualStatistics _localResiduals;
