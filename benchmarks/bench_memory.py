@@ -6,7 +6,8 @@ pytest process also holds pytest, the benchmark plugin, the simulation's truth a
 earlier benchmarks left, so the figure is taken in a child process that imports psfmatch,
 notes its resident set size (the interpreter with numpy, scipy, astropy and sep), loads the
 pair from ``.npy`` files (image, int32 mask and variance of each: 24 B/px of float32 inputs)
-and runs the ``core`` subtraction of `bench_end_to_end` while a thread samples
+and runs the ``core`` subtraction of `bench_end_to_end` (its config, saved by the parent and
+loaded) while a thread samples
 ``/proc/self/statm`` every 2 ms. Reported, in bytes per pixel of one image:
 
 - ``inputs + run``: the peak less the interpreter, i.e. the inputs and everything the run
@@ -34,7 +35,7 @@ import numpy as np
 import pytest
 
 import psfmatch as pm
-from bench_end_to_end import checkAgainstTruth, simulated
+from bench_end_to_end import checkAgainstTruth, makeConfig, simulated
 from benchutils import skipLargeInSmoke
 
 SIZES = [1024, 2048, 4096]
@@ -51,7 +52,7 @@ _CHILD = textwrap.dedent(
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * page
 
-    folder, keep = sys.argv[1], sys.argv[2] == "1"
+    folder = sys.argv[1]
     interpreter = rss()
     planes = {}
     for name in ("science", "template"):
@@ -61,9 +62,7 @@ _CHILD = textwrap.dedent(
         a.nbytes for mi in planes.values() for a in (mi.image, mi.mask, mi.variance)
     )
     config = pm.ImagePsfMatchConfig()
-    config.kernel.active.spatialKernelOrder = 2  # bench_end_to_end's core setting
-    config.doScaleVariance = config.doDecorrelation = config.doDetectDiaSources = False
-    config.keepMatchedImage = keep
+    config.load(os.path.join(folder, "config.py"))  # bench_end_to_end's core setting
     peak = [rss()]
     done = threading.Event()
 
@@ -108,10 +107,13 @@ def test_peak_memory_core(benchmark: Any, tmp_path: Path, n: int, keep: bool) ->
     benchmark.group = f"peak memory of the core run, {n}², fresh process (time: the process)"
     sim = simulated(n)
     _savePair(sim, tmp_path)
+    config = makeConfig("core")
+    config.keepMatchedImage = keep
+    config.save(str(tmp_path / "config.py"))
 
     def run() -> dict[str, Any]:
         out = subprocess.run(
-            [sys.executable, "-c", _CHILD, str(tmp_path), "1" if keep else "0"],
+            [sys.executable, "-c", _CHILD, str(tmp_path)],
             check=True,
             capture_output=True,
             text=True,

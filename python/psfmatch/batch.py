@@ -557,7 +557,8 @@ def _runPair(
             )
             for path in outputs:
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            if pair.matched and result.matched is not None:
+            if pair.matched:
+                assert result.matched is not None  # keepMatchedImage is set from pair.matched
                 pmio.writeMaskedImage(
                     pair.matched,
                     result.matched,

@@ -136,6 +136,12 @@ def _convolveChecked(
     return MaskedImage(image, mask, variance, xy0=maskedImage.getXY0())
 
 
+def _allFinite(array: np.ndarray) -> bool:
+    """Whether every value of a non-empty array is finite, from its min and max alone (NaN
+    propagates through both): two reductions, no image-sized boolean temporary."""
+    return bool(np.isfinite(array.min()) and np.isfinite(array.max()))
+
+
 def _checkFinite(mi: MaskedImage, name: str, badBits: int) -> None:
     """Raise InvalidInputError if a pixel of ``mi`` without any of ``badBits`` is NaN or
     infinite (with ``badBits`` 0: any pixel, masked or not)."""

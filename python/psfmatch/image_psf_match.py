@@ -89,7 +89,7 @@ from . import debug as psfmatchDebug
 from .basis import makeKernelBasisList
 from .candidate import KernelCandidate
 from .config import PsfMatchConfigAL, PsfMatchConfigDF, makeKernelControl
-from .convolution import _checkFinite, _convolveChecked, convolve
+from .convolution import _allFinite, _checkFinite, _convolveChecked, convolve
 from .decorrelate import (
     DecorrelateALKernelTask,
     _fftShape,
@@ -623,12 +623,11 @@ class ImagePsfMatchTask(PsfMatchTask):
         """The working version of one input, checked: read-only views of its own planes, or,
         when it has (masked) non-finite pixels, a copy with those zeroed. A view costs no
         memory (a 4096² pair's copies were 400 MB) and cannot be written by mistake."""
-        # min and max propagate NaN: both finite means every pixel is (two passes per plane
-        # and no temporaries for the usual, clean input); a variance whose minimum is ≥ 0 has
-        # no negative pixel.
-        extremes = [float(f(plane)) for plane in (mi.image, mi.variance) for f in (np.min, np.max)]
+        # The usual, clean input is accepted from each plane's min and max (no temporaries);
+        # a variance whose minimum is ≥ 0 has no negative pixel.
         anyNonFinite = False
-        if not (all(math.isfinite(v) for v in extremes) and extremes[2] >= 0):
+        clean = _allFinite(mi.image) and _allFinite(mi.variance) and mi.variance.min() >= 0
+        if not clean:
             nonFinite = ~np.isfinite(mi.image)
             nonFinite |= ~np.isfinite(mi.variance)
             anyNonFinite = bool(nonFinite.any())

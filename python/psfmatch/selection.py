@@ -34,6 +34,7 @@ import numpy as np
 import sep
 from astropy.table import Table
 
+from .convolution import _allFinite
 from .errors import InsufficientKernelSourcesError, InvalidInputError
 from .image import Mask, MaskedImage
 
@@ -206,7 +207,7 @@ def detectSources(
     # that no other image-sized temporary is made (fresh memory is slow to touch).
     data = np.array(mi.image, dtype=dtype, order="C")
     masked = _maskedBy(mi.mask, badBits)
-    if not (np.isfinite(data.min()) and np.isfinite(data.max())):  # NaN propagates
+    if not _allFinite(data):
         masked |= ~np.isfinite(data)
     if masked.all():
         return np.zeros(0, dtype=[("x", float), ("y", float)])
