@@ -8,6 +8,7 @@ or from numpy/scipy recomputations of the normal equations written out in this f
 
 from __future__ import annotations
 
+import gc
 import math
 
 import numpy as np
@@ -1184,7 +1185,8 @@ def test_candidate_cut_from_planes_is_the_checked_candidate(
     )
     box = pm.Box2I((xy0[0] + 30, xy0[1] + 9), (15, 15))  # touches no edge, not centred
     control = pm.makeKernelControl(dfConfig(3))
-    fast = pm.KernelCandidate._fromPlanes(30.2, 22.9, template, science, box, control, 7.5)
+    planes = pm.KernelCandidate._stampPlanes(template, science)
+    fast = pm.KernelCandidate._fromPlanes(30.2, 22.9, planes, box, control, 7.5)
     checked = pm.KernelCandidate(
         30.2, 22.9, template.subimage(box), science.subimage(box), control, rating=7.5
     )
@@ -1203,8 +1205,52 @@ def test_candidate_cut_from_planes_is_the_checked_candidate(
     # A box reaching outside the image, or planes of another dtype, are errors, not garbage.
     outside = pm.Box2I((xy0[0] + 60, xy0[1]), (15, 15))
     with pytest.raises(pm.InvalidInputError, match="stamp box is not inside the image"):
-        pm.KernelCandidate._fromPlanes(0.0, 0.0, template, science, outside, control, 1.0)
+        pm.KernelCandidate._fromPlanes(0.0, 0.0, planes, outside, control, 1.0)
     ints = pm.MaskedImage(template.image, template.mask, template.variance, xy0=xy0)
     ints.image = template.image.astype(np.int16)
     with pytest.raises(pm.InvalidInputError, match="must be float32 or float64"):
-        pm.KernelCandidate._fromPlanes(0.0, 0.0, ints, science, box, control, 1.0)
+        pm.KernelCandidate._stampPlanes(ints, science)
+    smaller = science.subimage(pm.Box2I(xy0, (50, 60)))
+    with pytest.raises(pm.InvalidInputError, match="differ in shape"):
+        pm.KernelCandidate._stampPlanes(template, smaller)
+
+
+def test_candidate_from_planes_reads_them_in_place(rng: np.random.Generator) -> None:
+    """A candidate made from planes keeps no copy of its stamps: it reads the arrays (also
+    strided ones) when asked, keeps them alive after the caller lets go, and so shows a
+    change of their pixels, as a view of its parent would (LSST's stamps are such views)."""
+    shape, xy0 = (40, 50), (3, -4)
+    # Every-other-row and Fortran-ordered planes: the stamps must follow numpy's strides.
+    big = rng.normal(100.0, 10.0, (2 * shape[0], shape[1])).astype(np.float32)
+    template = pm.MaskedImage(np.zeros(shape, np.float32), xy0=xy0)
+    # Set as attributes: MaskedImage's constructor would make them C-contiguous.
+    template.image = big[::2]
+    template.mask = np.asfortranarray(rng.integers(0, 4, shape, dtype=np.int32))
+    template.variance = np.asfortranarray(rng.uniform(1.0, 2.0, shape))
+    science = pm.MaskedImage(
+        rng.normal(100.0, 10.0, shape).astype(np.float32),
+        rng.integers(0, 4, shape, dtype=np.int32),
+        rng.uniform(1.0, 2.0, shape).astype(np.float32),
+        xy0=xy0,
+    )
+    assert not template.image.flags.c_contiguous  # else the test would not test strides
+    assert not template.mask.flags.c_contiguous
+    box = pm.Box2I((xy0[0] + 20, xy0[1] + 5), (11, 13))
+    rows, cols = slice(5, 18), slice(20, 31)
+    expected = {
+        name: [p[rows, cols].copy() for p in (mi.image, mi.mask, mi.variance)]
+        for name, mi in (("template", template), ("science", science))
+    }
+    control = pm.makeKernelControl(dfConfig(3))
+    cand = pm.KernelCandidate._fromPlanes(
+        26.0, 7.0, pm.KernelCandidate._stampPlanes(template, science), box, control, 1.0
+    )
+    scienceImage = science.image
+    del template, science, big
+    gc.collect()  # the candidate holds the arrays itself
+    for name, get in (("template", "getTemplateMaskedImage"), ("science", "getScienceMaskedImage")):
+        stamp = getattr(cand, get)()
+        for plane, want in zip(("image", "mask", "variance"), expected[name], strict=True):
+            np.testing.assert_array_equal(getattr(stamp, plane), want)
+    scienceImage[5 + 6, 20 + 5] += 1000.0
+    assert cand.getScienceMaskedImage().image[6, 5] == expected["science"][0][6, 5] + 1000.0

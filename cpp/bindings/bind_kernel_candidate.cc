@@ -1,52 +1,40 @@
 // SPDX-License-Identifier: BSD-3-Clause
+#include <array>
+#include <cstdint>
+#include <memory>
 #include <string>
 
 #include "common.h"
 #include "psfmatch/errors.h"
 #include "psfmatch/kernel_candidate.h"
+#include "psfmatch/stamp_source.h"
 
 namespace psfmatch {
 namespace bindings {
 
 namespace {
 
-/// Copies box (parent coordinates) of a 2-D plane whose pixel [0, 0] is at xy0 into `out`
-/// (converted to double), or InvalidInputError. T is the plane's dtype.
-template <typename T, typename Out>
-bool copyBox(const py::array& plane, std::pair<int, int> xy0, const Box2I& box, Out& out) {
-    if (!py::isinstance<py::array_t<T>>(plane)) return false;
-    const auto a = plane.unchecked<T, 2>();
-    const long ya = box.minY - xy0.second, xa = box.minX - xy0.first;
-    if (ya < 0 || xa < 0 || ya + box.getHeight() > a.shape(0) || xa + box.getWidth() > a.shape(1)) {
-        throw InvalidInputError("KernelCandidate: the stamp box is not inside the image");
+/// A numpy array as a PlaneRef (its dtype float32, float64 or int32), or InvalidInputError.
+PlaneRef planeOf(const py::array& a, const char* what) {
+    if (a.ndim() != 2) throw InvalidInputError(std::string("StampPlanes: the ") + what + " must be 2-D");
+    PlaneRef p;
+    if (py::isinstance<py::array_t<float>>(a)) {
+        p.type = PlaneRef::FLOAT32;
+    } else if (py::isinstance<py::array_t<double>>(a)) {
+        p.type = PlaneRef::FLOAT64;
+    } else if (py::isinstance<py::array_t<std::int32_t>>(a)) {
+        p.type = PlaneRef::INT32;
+    } else {
+        throw InvalidInputError(std::string("StampPlanes: the ") + what + " has dtype " +
+                                py::str(a.dtype()).cast<std::string>() +
+                                "; image and variance must be float32 or float64, the mask int32");
     }
-    out.resize(box.getHeight(), box.getWidth());
-    for (long y = 0; y < box.getHeight(); ++y) {
-        for (long x = 0; x < box.getWidth(); ++x) out(y, x) = a(ya + y, xa + x);
-    }
-    return true;
-}
-
-/// The stamp `box` of an image's planes (image and variance float32 or float64, mask int32).
-MaskedImage cutStamp(const py::array& image, const py::array& mask, const py::array& variance,
-                     std::pair<int, int> xy0, const Box2I& box, const char* name) {
-    for (const py::array* plane : {&image, &mask, &variance}) {
-        if (plane->ndim() != 2) {
-            throw InvalidInputError(std::string("KernelCandidate: the ") + name + " planes must be 2-D");
-        }
-    }
-    MaskedImage stamp;
-    stamp.x0 = box.minX;
-    stamp.y0 = box.minY;
-    const bool ok = (copyBox<float>(image, xy0, box, stamp.image) || copyBox<double>(image, xy0, box, stamp.image)) &&
-                    (copyBox<float>(variance, xy0, box, stamp.variance) ||
-                     copyBox<double>(variance, xy0, box, stamp.variance)) &&
-                    copyBox<std::int32_t>(mask, xy0, box, stamp.mask);
-    if (!ok) {
-        throw InvalidInputError(std::string("KernelCandidate: the ") + name +
-                                " planes must be float32 or float64 (image, variance) and int32 (mask)");
-    }
-    return stamp;
+    p.data = a.data();
+    p.ny = a.shape(0);
+    p.nx = a.shape(1);
+    p.rowStride = a.strides(0);
+    p.colStride = a.strides(1);
+    return p;
 }
 
 }  // namespace
@@ -63,25 +51,40 @@ void bindKernelCandidate(py::module_& m) {
             .value("PCA", KernelCandidate::PCA)
             .value("RECENT", KernelCandidate::RECENT)
             .export_values();
+    // Two images' planes that candidates cut their stamps from in place (see StampPlanes).
+    // The arrays are held (a reference each) until the last candidate using them is gone;
+    // that may happen on any thread, so the release takes the GIL.
+    py::class_<StampPlanes, std::shared_ptr<StampPlanes>>(m, "StampPlanes")
+            .def(py::init([](const py::array& templateImage, const py::array& templateMask,
+                             const py::array& templateVariance, const py::array& scienceImage,
+                             const py::array& scienceMask, const py::array& scienceVariance,
+                             std::pair<int, int> xy0) {
+                     const std::array<PlaneRef, 3> t = {planeOf(templateImage, "template image"),
+                                                        planeOf(templateMask, "template mask"),
+                                                        planeOf(templateVariance, "template variance")};
+                     const std::array<PlaneRef, 3> s = {planeOf(scienceImage, "science image"),
+                                                        planeOf(scienceMask, "science mask"),
+                                                        planeOf(scienceVariance, "science variance")};
+                     auto* held = new py::tuple(py::make_tuple(templateImage, templateMask, templateVariance,
+                                                               scienceImage, scienceMask, scienceVariance));
+                     std::shared_ptr<const void> owner(held, [](py::tuple* h) {
+                         py::gil_scoped_acquire gil;
+                         delete h;
+                     });
+                     return std::make_shared<StampPlanes>(t, s, xy0.first, xy0.second, std::move(owner));
+                 }),
+                 py::arg("templateImage"), py::arg("templateMask"), py::arg("templateVariance"),
+                 py::arg("scienceImage"), py::arg("scienceMask"), py::arg("scienceVariance"), py::arg("xy0"))
+            .def("getBBox", &StampPlanes::getBBox);
     cls.def(py::init<double, double, MaskedImage, MaskedImage, const KernelControl&, double>(), py::arg("xCenter"),
             py::arg("yCenter"), py::arg("templateMaskedImage"), py::arg("scienceMaskedImage"), py::arg("control"),
             py::arg("rating") = std::numeric_limits<double>::quiet_NaN())
-            // The stamps as a box of two images' planes (parent coordinates, both images'
-            // pixel [0, 0] at xy0), cut and converted here: for a caller that has checked
-            // the images (ImagePsfMatchTask), without a Python object per stamp.
-            .def(py::init([](double x, double y, const py::array& templateImage, const py::array& templateMask,
-                             const py::array& templateVariance, const py::array& scienceImage,
-                             const py::array& scienceMask, const py::array& scienceVariance,
-                             std::pair<int, int> xy0, const Box2I& box, const KernelControl& control,
-                             double rating) {
-                     return std::make_shared<KernelCandidate>(
-                             x, y, cutStamp(templateImage, templateMask, templateVariance, xy0, box, "template"),
-                             cutStamp(scienceImage, scienceMask, scienceVariance, xy0, box, "science"), control,
-                             rating);
+            // The stamps as a box of shared planes (parent coordinates), cut when needed.
+            .def(py::init([](double x, double y, std::shared_ptr<StampPlanes> planes, const Box2I& box,
+                             const KernelControl& control, double rating) {
+                     return std::make_shared<KernelCandidate>(x, y, std::move(planes), box, control, rating);
                  }),
-                 py::arg("xCenter"), py::arg("yCenter"), py::arg("templateImage"), py::arg("templateMask"),
-                 py::arg("templateVariance"), py::arg("scienceImage"), py::arg("scienceMask"),
-                 py::arg("scienceVariance"), py::arg("xy0"), py::arg("box"), py::arg("control"),
+                 py::arg("xCenter"), py::arg("yCenter"), py::arg("planes"), py::arg("box"), py::arg("control"),
                  py::arg("rating") = std::numeric_limits<double>::quiet_NaN())
             .def("getXCenter", &KernelCandidate::getXCenter)
             .def("getYCenter", &KernelCandidate::getYCenter)
@@ -96,6 +99,7 @@ void bindKernelCandidate(py::module_& m) {
             .def("getUsedRegularization", &KernelCandidate::getUsedRegularization)
             .def("getTemplateMaskedImage", &KernelCandidate::getTemplateMaskedImage)
             .def("getScienceMaskedImage", &KernelCandidate::getScienceMaskedImage)
+            .def("getStampBBox", &KernelCandidate::getStampBBox)
             .def("getVarianceEstimate", &KernelCandidate::getVarianceEstimate)
             .def("build",
                  static_cast<void (KernelCandidate::*)(const KernelList&, const std::optional<Eigen::MatrixXd>&)>(

@@ -41,32 +41,47 @@ KernelCandidate::KernelCandidate(double xCenter, double yCenter, MaskedImage tem
                                  MaskedImage scienceStamp, const KernelControl& control, double rating)
         : _xCenter(xCenter),
           _yCenter(yCenter),
-          _template(std::move(templateStamp)),
-          _science(std::move(scienceStamp)),
+          _stamps(std::make_shared<const OwnedStamps>(std::move(templateStamp), std::move(scienceStamp))),
+          _box(_stamps->getBBox()),
           _control(control),
           _rating(rating),
           _id(nextCandidateId++) {
-    _template.checkConsistent("KernelCandidate template stamp");
-    _science.checkConsistent("KernelCandidate science stamp");
-    if (_template.getWidth() != _science.getWidth() || _template.getHeight() != _science.getHeight()) {
-        throw InvalidInputError("KernelCandidate: template stamp is " + std::to_string(_template.getWidth()) + "x" +
-                                std::to_string(_template.getHeight()) + " but science stamp is " +
-                                std::to_string(_science.getWidth()) + "x" + std::to_string(_science.getHeight()));
+    rateIfUnrated();
+}
+
+KernelCandidate::KernelCandidate(double xCenter, double yCenter, std::shared_ptr<const StampSource> stamps,
+                                 const Box2I& box, const KernelControl& control, double rating)
+        : _xCenter(xCenter),
+          _yCenter(yCenter),
+          _stamps(std::move(stamps)),
+          _box(box),
+          _control(control),
+          _rating(rating),
+          _id(nextCandidateId++) {
+    if (!_stamps) throw InvalidInputError("KernelCandidate: null stamp source");
+    const Box2I b = _stamps->getBBox();
+    if (box.isEmpty() || !b.contains(box.minX, box.minY) || !b.contains(box.maxX, box.maxY)) {
+        throw InvalidInputError("KernelCandidate: the stamp box is not inside the image");
     }
-    if (std::isnan(_rating)) {
-        try {
-            ImageStatistics stats(_control);
-            stats.apply(_science, _control.candidateCoreRadius);
-            _rating = stats.getMean();
-        } catch (const PsfMatchError&) {
-            _rating = std::numeric_limits<double>::quiet_NaN();
-        }
-        if (!std::isfinite(_rating)) _status = BAD;
+    rateIfUnrated();
+}
+
+void KernelCandidate::rateIfUnrated() {
+    if (!std::isnan(_rating)) return;
+    try {
+        ImageStatistics stats(_control);
+        stats.apply(getScienceMaskedImage(), _control.candidateCoreRadius);
+        _rating = stats.getMean();
+    } catch (const PsfMatchError&) {
+        _rating = std::numeric_limits<double>::quiet_NaN();
     }
+    if (!std::isfinite(_rating)) _status = BAD;
 }
 
 std::shared_ptr<StaticKernelSolution> KernelCandidate::solveOnce(const std::shared_ptr<const KernelList>& basis,
                                                                  const std::shared_ptr<const Eigen::MatrixXd>& hMat,
+                                                                 const ImageD& templateImage,
+                                                                 const ImageD& scienceImage,
                                                                  const ImageD& variance) const {
     std::shared_ptr<StaticKernelSolution> solution;
     if (hMat) {
@@ -74,7 +89,7 @@ std::shared_ptr<StaticKernelSolution> KernelCandidate::solveOnce(const std::shar
     } else {
         solution = std::make_shared<StaticKernelSolution>(basis, _control.fitForBackground);
     }
-    solution->build(_template.image, _science.image, variance);
+    solution->build(templateImage, scienceImage, variance);
     return solution;
 }
 
@@ -88,14 +103,15 @@ void KernelCandidate::build(std::shared_ptr<const KernelList> basis, std::shared
     // The SPATIAL ones depend on the stamps and the model only, not on this fit.
     _localSerial = 0;
     _localResiduals = ResidualStatistics();
-    ImageD variance = _science.variance + _template.variance;
+    const MaskedImage templ = getTemplateMaskedImage(), science = getScienceMaskedImage();
+    ImageD variance = science.variance + templ.variance;
     if (_control.constantVarianceWeighting) {
         const double med = median(variance);
         variance.setConstant(med > 0.0 ? med : 1.0);
     }
     checkVariance(variance);
 
-    std::shared_ptr<StaticKernelSolution> solution = solveOnce(basis, hMat, variance);
+    std::shared_ptr<StaticKernelSolution> solution = solveOnce(basis, hMat, templ.image, science.image, variance);
     auto store = [&](std::shared_ptr<StaticKernelSolution> s) {
         if (!_isInitialized) {
             _kernelSolutionOrig = std::move(s);
@@ -124,9 +140,9 @@ void KernelCandidate::build(std::shared_ptr<const KernelList> basis, std::shared
         ConvolutionControl cc;
         cc.noDataBit = _control.noDataBit;
         cc.nThreads = 1;
-        variance = convolveMaskedImage(_template, solution->getKernel(), cc).variance + _science.variance;
+        variance = convolveMaskedImage(templ, solution->getKernel(), cc).variance + science.variance;
         checkVariance(variance);
-        solution = solveOnce(basis, hMat, variance);
+        solution = solveOnce(basis, hMat, templ.image, science.image, variance);
         solution->solve();
         _varianceEstimate = variance;
     }
@@ -135,7 +151,7 @@ void KernelCandidate::build(std::shared_ptr<const KernelList> basis, std::shared
 
 ImageD KernelCandidate::getVarianceEstimate() const {
     if (!std::isnan(_varianceConstant)) {
-        return ImageD::Constant(_science.getHeight(), _science.getWidth(), _varianceConstant);
+        return ImageD::Constant(_box.getHeight(), _box.getWidth(), _varianceConstant);
     }
     return _varianceEstimate;
 }
@@ -185,7 +201,7 @@ MaskedImage KernelCandidate::getDifferenceImage(CandidateSwitch which) const {
 }
 
 MaskedImage KernelCandidate::getDifferenceImage(const FixedKernel& kernel, double background) const {
-    const long ny = _template.getHeight(), nx = _template.getWidth();
+    const long ny = _box.getHeight(), nx = _box.getWidth();
     if (nx < kernel.getWidth() || ny < kernel.getHeight()) {
         throw InvalidInputError("getDifferenceImage: stamp of " + std::to_string(nx) + "x" + std::to_string(ny) +
                                 " pixels is smaller than the " + std::to_string(kernel.getWidth()) + "x" +
@@ -195,25 +211,26 @@ MaskedImage KernelCandidate::getDifferenceImage(const FixedKernel& kernel, doubl
     // outside the box NaN, +inf and NO_DATA (convolveMaskedImage's border); then the science
     // stamp minus, variance plus, mask or-ed.
     const Box2I g = goodBox(nx, ny, kernel.getWidth(), kernel.getHeight());
-    MaskedImage diff(ny, nx, _template.x0, _template.y0);
+    const MaskedImage templ = getTemplateMaskedImage(), science = getScienceMaskedImage();
+    MaskedImage diff(ny, nx, templ.x0, templ.y0);
     diff.image.setConstant(std::numeric_limits<double>::quiet_NaN());
     diff.variance.setConstant(std::numeric_limits<double>::infinity());
     const ImageD& k = kernel.getImage();
-    convolveStampPlane(_template.image, k, diff.image);
-    convolveStampPlane(_template.variance, k.square(), diff.variance);
-    if ((_template.mask != 0).any()) {
-        convolveMaskPlane(viewOf(_template.mask), viewOf(diff.mask), kernel, 1);
+    convolveStampPlane(templ.image, k, diff.image);
+    convolveStampPlane(templ.variance, k.square(), diff.variance);
+    if ((templ.mask != 0).any()) {
+        convolveMaskPlane(viewOf(templ.mask), viewOf(diff.mask), kernel, 1);
     }
     for (long y = 0; y < ny; ++y) {
         for (long x = 0; x < nx; ++x) {
             if (y < g.minY || y > g.maxY || x < g.minX || x > g.maxX) {
-                diff.mask(y, x) = _template.mask(y, x) | _control.noDataBit;
+                diff.mask(y, x) = templ.mask(y, x) | _control.noDataBit;
             }
         }
     }
-    diff.image = _science.image - diff.image - background;
-    diff.variance += _science.variance;
-    diff.mask = diff.mask.binaryExpr(_science.mask, [](std::int32_t a, std::int32_t b) { return a | b; });
+    diff.image = science.image - diff.image - background;
+    diff.variance += science.variance;
+    diff.mask = diff.mask.binaryExpr(science.mask, [](std::int32_t a, std::int32_t b) { return a | b; });
     return diff;
 }
 

@@ -792,16 +792,16 @@ class ImagePsfMatchTask(PsfMatchTask):
         ratings = sources["snr"] if "snr" in sources.colnames else [None] * len(sources)
         control = makeKernelControl(kConfig)  # one for all candidates (each keeps a copy)
         # The working images are checked (one grid, every pixel finite) and every source's
-        # stamp lies inside them (the selection's edge cut, or _userSources'): the stamps go
-        # to the core as slices of the planes.
+        # stamp lies inside them (the selection's edge cut, or _userSources'): the candidates
+        # read their stamps from the planes (views, as LSST's), none keeps a copy.
+        planes = KernelCandidate._stampPlanes(targetMaskedImage, referenceMaskedImage)
         for x, y, rating in zip(sources["x"], sources["y"], ratings, strict=True):
             ix, iy = int(math.floor(x + 0.5)), int(math.floor(y + 0.5))
             box = _core.Box2I((ix - half, iy - half), (2 * half + 1, 2 * half + 1))
             cand = KernelCandidate._fromPlanes(
                 float(x),
                 float(y),
-                targetMaskedImage,
-                referenceMaskedImage,
+                planes,
                 box,
                 control,
                 math.nan if rating is None else float(rating),

@@ -14,6 +14,7 @@
 #include "psfmatch/kernel.h"
 #include "psfmatch/kernel_solution.h"
 #include "psfmatch/spatial_function.h"
+#include "psfmatch/stamp_source.h"
 
 namespace psfmatch {
 
@@ -47,6 +48,11 @@ public:
     /// if that fails the candidate starts BAD. Throws InvalidInputError for mismatched stamps.
     KernelCandidate(double xCenter, double yCenter, MaskedImage templateStamp, MaskedImage scienceStamp,
                     const KernelControl& control, double rating = std::numeric_limits<double>::quiet_NaN());
+    /// A candidate whose stamps are `box` (parent coordinates) of a source shared with other
+    /// candidates, cut when needed (no copy is kept). Throws InvalidInputError for a null
+    /// source or a box outside it.
+    KernelCandidate(double xCenter, double yCenter, std::shared_ptr<const StampSource> stamps, const Box2I& box,
+                    const KernelControl& control, double rating = std::numeric_limits<double>::quiet_NaN());
 
     double getXCenter() const { return _xCenter; }
     double getYCenter() const { return _yCenter; }
@@ -61,8 +67,11 @@ public:
     bool getUsedRegularization() const { return _useRegularization; }
     bool getFitForBackground() const { return _control.fitForBackground; }
     const KernelControl& getControl() const { return _control; }
-    const MaskedImage& getTemplateMaskedImage() const { return _template; }
-    const MaskedImage& getScienceMaskedImage() const { return _science; }
+    /// The template and science stamps (copies, in double; cut from the source each call).
+    MaskedImage getTemplateMaskedImage() const { return _stamps->cut(false, _box); }
+    MaskedImage getScienceMaskedImage() const { return _stamps->cut(true, _box); }
+    /// The stamps' box in parent coordinates.
+    const Box2I& getStampBBox() const { return _box; }
     /// The weights' variance of the latest build (after constant weighting, if on).
     ImageD getVarianceEstimate() const;
 
@@ -106,9 +115,14 @@ public:
 private:
     std::shared_ptr<StaticKernelSolution> solveOnce(const std::shared_ptr<const KernelList>& basis,
                                                     const std::shared_ptr<const Eigen::MatrixXd>& hMat,
+                                                    const ImageD& templateImage, const ImageD& scienceImage,
                                                     const ImageD& variance) const;
+    /// Rates the candidate by its science stamp if the rating is NaN (both constructors).
+    void rateIfUnrated();
     double _xCenter, _yCenter;
-    MaskedImage _template, _science;
+    // The stamps are the box of a source, which may be shared by every candidate of a cell set.
+    std::shared_ptr<const StampSource> _stamps;
+    Box2I _box;
     KernelControl _control;
     double _rating;
     Status _status = UNKNOWN;
