@@ -598,3 +598,29 @@ def test_clipped_mean_variance_of_a_large_plane_from_a_sample() -> None:
     # A third of 1.1e6 values of σ 3 (plus the gradient's spread, ~7): the sample's mean
     # differs from the whole's by ~7/√3.7e5 ≈ 0.01, 2e-4 of 60; 1e-3 allowed.
     assert task._clippedMeanVariance(mi) == pytest.approx(full, rel=1e-3)
+
+
+@pytest.mark.parametrize("image", [(1, 1), (20, 31), (1024, 1024), (2048, 2000), (4096, 4096)])
+def test_fft_grid_is_the_smallest_even_5_smooth_size_without_wraparound(
+    image: tuple[int, int],
+) -> None:
+    """The decorrelation's FFT grid holds the image and a kernel's reach without wrapping
+    around (≥ the sum of the two largest sizes − 1), is even (`_sumOfSquares` counts the
+    Nyquist column once) and has no prime factor above 5 (pocketfft is several times slower
+    on 4138 = 2 · 2069, the bare sum at 4096²); and it is the smallest such size, found here
+    by brute force."""
+    from psfmatch.decorrelate import _fftShape
+
+    def smooth(n: int) -> bool:
+        for p in (2, 3, 5):
+            while n % p == 0:
+                n //= p
+        return n == 1
+
+    kernel, psf = (43, 43), (21, 25)
+    grid = _fftShape(kernel, image, psf)
+    for axis in (0, 1):
+        sizes = sorted((kernel[axis], image[axis], psf[axis]))
+        need = sizes[-1] + sizes[-2] - 1
+        expected = next(n for n in range(need, 4 * need + 8) if n % 2 == 0 and smooth(n))
+        assert grid[axis] == expected

@@ -53,6 +53,13 @@ class KernelCandidate(_core.KernelCandidate):
     -----
     Solution selectors are ``KernelCandidate.ORIG``, ``PCA`` and ``RECENT``; status values are
     ``KernelCandidate.BAD``, ``GOOD`` and ``UNKNOWN``.
+
+    This constructor keeps a copy of the stamps (in double precision). The candidates of
+    `ImagePsfMatchTask`'s cell set keep none: they read their stamps from the task's working
+    images when a fit or a residual needs them, as LSST's stamps are views of their parent
+    images; those working images are the inputs' own planes (read-only views) unless the task
+    had to copy them (masked non-finite pixels, rescaled variance). Either way
+    ``getTemplateMaskedImage`` and ``getScienceMaskedImage`` return a new copy on each call.
     """
 
     def __init__(
