@@ -548,7 +548,7 @@ def test_variable_stars_are_associated_with_the_template():
     assert header["psfmatch.NFalsePositivesRefAssociated"] >= len(variables)
 
 
-@pytest.mark.parametrize("shape", [(12, 16), (9, 10), (8, 7)])
+@pytest.mark.parametrize("shape", [(12, 16), (9, 10), (8, 7), (530, 12)])
 def test_sum_of_squares_by_parseval(shape: tuple[int, int]) -> None:
     """The variance weights Σ c² come from the filters' half spectra by Parseval: equal to
     the sum over the real-space array an inverse FFT would give (to rounding)."""
@@ -557,7 +557,11 @@ def test_sum_of_squares_by_parseval(shape: tuple[int, int]) -> None:
     c = np.random.default_rng(9).normal(size=shape)
     spectrum = np.fft.rfft2(c)
     # Both sides sum ~100 squares of O(1) values; rounding of the FFTs is ~1e-15 relative.
-    assert _sumOfSquares(spectrum, shape) == pytest.approx(float(np.sum(c * c)), rel=1e-12)
+    power = spectrum.real**2 + spectrum.imag**2
+    assert _sumOfSquares(shape, power) == pytest.approx(float(np.sum(c * c)), rel=1e-12)
+    # The power given as factors (|K̂|²·corr² in the task) is their product.
+    half = np.sqrt(power)
+    assert _sumOfSquares(shape, half, half) == pytest.approx(float(np.sum(c * c)), rel=1e-12)
 
 
 @pytest.mark.parametrize("small", [(5, 5), (4, 6), (1, 3), (7, 2)])
@@ -624,3 +628,21 @@ def test_fft_grid_is_the_smallest_even_5_smooth_size_without_wraparound(
         need = sizes[-1] + sizes[-2] - 1
         expected = next(n for n in range(need, 4 * need + 8) if n % 2 == 0 and smooth(n))
         assert grid[axis] == expected
+
+
+@pytest.mark.parametrize("grid", [(64, 48), (45, 30), (30, 45)])
+@pytest.mark.parametrize("small", [(7, 5), (1, 3), (21, 21)])
+def test_spectrum_of_a_small_array_is_its_padded_rfft2(
+    grid: tuple[int, int], small: tuple[int, int]
+) -> None:
+    """`_spectrumOfSmall` (the kernel's and PSF's spectra, transformed row by row) is the
+    rfft2 of the array zero-padded to the grid with its centre at index 0, written out here
+    with numpy: np.roll of the padded array, np.fft.rfft2."""
+    from psfmatch.decorrelate import _spectrumOfSmall
+
+    a = np.random.default_rng(4).normal(size=small)
+    padded = np.zeros(grid)
+    padded[: small[0], : small[1]] = a
+    expected = np.fft.rfft2(np.roll(padded, (-(small[0] // 2), -(small[1] // 2)), axis=(0, 1)))
+    # Two FFTs of ≤ 64 points on O(1) values: rounding ~1e-15 of the spectrum's scale.
+    np.testing.assert_allclose(_spectrumOfSmall(a, grid), expected, rtol=0, atol=1e-12)
