@@ -411,6 +411,56 @@ def test_detection_counts_noise_excursions_as_gaussian_noise_predicts(rng: np.ra
     assert (np.abs(table["snr"]) >= u).all()
 
 
+@pytest.mark.parametrize("isScore", [False, True])
+def test_detection_measures_psf_fit_flux_as_written_out(
+    rng: np.random.Generator, isScore: bool
+) -> None:
+    """At every detected peak the table holds the PSF-fit flux, its error and the S/N of the
+    docstring's formulas, recomputed here by direct sums (scipy.signal.correlate) over the
+    usable pixels: finite, positive variance, no bad bit. The image is 203 × 331, not a
+    multiple of the detector's row bands, with a masked block, a NaN pixel and a zero
+    variance, and sources of both signs."""
+    from scipy.signal import correlate
+
+    ny, nx = 203, 331
+    psf = gaussian(1.8, 7)
+    image = rng.normal(0.0, 3.0, (ny, nx))
+    for _ in range(25):
+        y, x = int(rng.integers(10, ny - 10)), int(rng.integers(10, nx - 10))
+        image[y - 7 : y + 8, x - 7 : x + 8] += rng.choice([-1.0, 1.0]) * rng.uniform(50, 400) * psf
+    variance = 9.0 * rng.uniform(0.8, 1.2, (ny, nx))
+    mask = np.zeros((ny, nx), dtype=np.int32)
+    mask[100:110, 200:260] = 4
+    variance[150, 30] = 0.0
+    image[60, 250] = np.nan
+    d = pm.MaskedImage(image.astype(np.float32), mask, variance.astype(np.float32), xy0=(5, -3))
+    table = _detectDifferenceSources(d, psf, 5.0, 4, isScore=isScore)
+    assert table["isNegative"].any() and (~table["isNegative"]).any()
+
+    img, var = d.image.astype(np.float64), d.variance.astype(np.float64)
+    usable = np.isfinite(img) & (var > 0) & ((mask & 4) == 0)
+    weight = np.where(usable, 1.0 / np.where(usable, var, 1.0), 0.0)
+    data = np.where(usable, img, 0.0)
+    iy = np.asarray(table["yPeak"]) + 3
+    ix = np.asarray(table["xPeak"]) - 5
+    assert usable[iy, ix].all()
+    if isScore:
+        flux = data / psf.max()
+        fluxErr = np.sqrt(var) / psf.max()
+    else:
+        numerator = correlate(data * weight, psf, mode="same", method="direct")
+        denominator = correlate(weight, psf * psf, mode="same", method="direct")
+        flux = numerator / denominator
+        fluxErr = 1.0 / np.sqrt(denominator)
+    # FFT correlations against direct sums of ~225 terms: rounding ~1e-15 of the largest
+    # term; 1e-9 relative leaves room and would still catch a pixel or band misplaced.
+    np.testing.assert_allclose(table["flux"], flux[iy, ix], rtol=1e-9)
+    np.testing.assert_allclose(table["fluxErr"], fluxErr[iy, ix], rtol=1e-9)
+    np.testing.assert_allclose(table["snr"], flux[iy, ix] / fluxErr[iy, ix], rtol=1e-9)
+    assert (np.abs(table["snr"]) >= 5.0).all()
+    assert (table["isNegative"] == (table["snr"] < 0)).all()
+
+
 @pytest.fixture(scope="module")
 def transientPair() -> dict[str, Any]:
     sim = simulatePair((1024, 1024), nStars=400, seed=31, nTransients=12, nVariables=0)
