@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: BSD-3-Clause
+#include <string>
+
 #include "common.h"
 #include "psfmatch/convolve.h"
+#include "psfmatch/simd.h"
 
 namespace psfmatch {
 namespace bindings {
@@ -50,6 +53,10 @@ CArray<T> convolvePlaneArray(const CArray<T>& image, const FixedKernel& kernel, 
 }  // namespace
 
 void bindConvolve(py::module_& m) {
+    m.def(
+            "simdLevel", [] { return std::string(simdLevelName(simdLevel())); },
+            "The instruction set the convolution kernels run with: \"avx512\", \"avx2\" or \"baseline\" "
+            "(the CPU's, capped by the environment variable PSFMATCH_SIMD, read once).");
     py::enum_<ConvolutionMethod>(m, "ConvolutionMethod")
             .value("AUTO", ConvolutionMethod::AUTO)
             .value("DIRECT", ConvolutionMethod::DIRECT)

@@ -12,6 +12,7 @@
 #include "psfmatch/convolve_rows.h"
 #include "psfmatch/errors.h"
 #include "psfmatch/parallel.h"
+#include "psfmatch/simd.h"
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define PSFMATCH_X86_DISPATCH 1
@@ -197,13 +198,13 @@ PSFMATCH_ROW_KERNELS(avx512, __attribute__((target("avx512f,avx512vl,avx512bw,av
 
 RowKernels selectRowKernels() {
 #ifdef PSFMATCH_X86_DISPATCH
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma")) {
-        return {avx512Vf, avx512Vd, avx512Hf, avx512Hd, "avx512"};
-    }
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        return {avx2Vf, avx2Vd, avx2Hf, avx2Hd, "avx2"};
+    switch (simdLevel()) {
+        case SimdLevel::AVX512:
+            return {avx512Vf, avx512Vd, avx512Hf, avx512Hd, "avx512"};
+        case SimdLevel::AVX2:
+            return {avx2Vf, avx2Vd, avx2Hf, avx2Hd, "avx2"};
+        case SimdLevel::BASELINE:
+            break;
     }
 #endif
     return {baselineVf, baselineVd, baselineHf, baselineHd, "baseline"};

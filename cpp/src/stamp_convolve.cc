@@ -7,6 +7,7 @@
 
 #include "psfmatch/convolve.h"
 #include "psfmatch/errors.h"
+#include "psfmatch/simd.h"
 
 namespace psfmatch {
 
@@ -101,13 +102,7 @@ __attribute__((target("avx2"))) void tapRowsAvx2(const double* in, long inStride
     tapRowsImpl(in, inStride, out, outStride, nRows, width, taps, nTaps);
 }
 
-bool haveAvx2() {
-    static const bool have = [] {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") != 0;
-    }();
-    return have;
-}
+bool haveAvx2() { return simdLevel() >= SimdLevel::AVX2; }
 #endif
 
 void tapRows(const double* in, long inStride, double* out, long outStride, long nRows, long width,
