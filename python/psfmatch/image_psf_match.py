@@ -457,12 +457,14 @@ def _correlateGrid(
 
 
 def _usableDifferencePixels(
-    image: np.ndarray, var: np.ndarray, mask: np.ndarray, badBits: int
+    difference: MaskedImage, rows: slice, badBits: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For rows of D (float64 image and variance): the usable pixels (finite, positive
-    variance, none of ``badBits``), the weights 1/σ² there (else 0) and D there (else 0)."""
+    """For ``rows`` of D: the usable pixels (finite, positive variance, none of
+    ``badBits``), the weights 1/σ² there (else 0) and D there (else 0), in float64."""
+    image = np.asarray(difference.image[rows], dtype=np.float64)
+    var = np.asarray(difference.variance[rows], dtype=np.float64)
     usable = np.isfinite(image) & np.isfinite(var) & (var > 0)
-    usable &= (mask & badBits) == 0
+    usable &= (difference.mask[rows] & badBits) == 0
     weight = np.where(usable, 1.0 / np.where(usable, var, 1.0), 0.0)
     data = np.where(usable, image, 0.0)
     return usable, weight, data
@@ -516,12 +518,7 @@ def _detectDifferenceSources(
         if isScore:
             peak = float(psf.max())
             for band in bands:
-                u, weight, data = _usableDifferencePixels(
-                    np.asarray(difference.image[band], dtype=np.float64),
-                    np.asarray(difference.variance[band], dtype=np.float64),
-                    difference.mask[band],
-                    badBits,
-                )
+                u, weight, data = _usableDifferencePixels(difference, band, badBits)
                 usable[band] = u
                 snr[band] = np.where(u, data * np.sqrt(weight), 0.0)
 
@@ -538,12 +535,7 @@ def _detectDifferenceSources(
             numGrid = np.zeros(grid)
             denGrid = np.zeros(grid)
             for band in bands:
-                u, weight, data = _usableDifferencePixels(
-                    np.asarray(difference.image[band], dtype=np.float64),
-                    np.asarray(difference.variance[band], dtype=np.float64),
-                    difference.mask[band],
-                    badBits,
-                )
+                u, weight, data = _usableDifferencePixels(difference, band, badBits)
                 usable[band] = u
                 numGrid[band, :nx] = data * weight
                 denGrid[band, :nx] = weight
