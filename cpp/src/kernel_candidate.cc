@@ -66,11 +66,18 @@ KernelCandidate::KernelCandidate(double xCenter, double yCenter, std::shared_ptr
     rateIfUnrated();
 }
 
+const MaskedImage& KernelCandidate::stamp(bool science, MaskedImage& buffer) const {
+    if (const MaskedImage* own = _stamps->find(science, _box)) return *own;
+    buffer = _stamps->cut(science, _box);
+    return buffer;
+}
+
 void KernelCandidate::rateIfUnrated() {
     if (!std::isnan(_rating)) return;
     try {
         ImageStatistics stats(_control);
-        stats.apply(getScienceMaskedImage(), _control.candidateCoreRadius);
+        MaskedImage buffer;
+        stats.apply(stamp(true, buffer), _control.candidateCoreRadius);
         _rating = stats.getMean();
     } catch (const PsfMatchError&) {
         _rating = std::numeric_limits<double>::quiet_NaN();
@@ -103,7 +110,9 @@ void KernelCandidate::build(std::shared_ptr<const KernelList> basis, std::shared
     // The SPATIAL ones depend on the stamps and the model only, not on this fit.
     _localSerial = 0;
     _localResiduals = ResidualStatistics();
-    const MaskedImage templ = getTemplateMaskedImage(), science = getScienceMaskedImage();
+    MaskedImage templateBuffer, scienceBuffer;
+    const MaskedImage& templ = stamp(false, templateBuffer);
+    const MaskedImage& science = stamp(true, scienceBuffer);
     ImageD variance = science.variance + templ.variance;
     if (_control.constantVarianceWeighting) {
         const double med = median(variance);
@@ -211,7 +220,9 @@ MaskedImage KernelCandidate::getDifferenceImage(const FixedKernel& kernel, doubl
     // outside the box NaN, +inf and NO_DATA (convolveMaskedImage's border); then the science
     // stamp minus, variance plus, mask or-ed.
     const Box2I g = goodBox(nx, ny, kernel.getWidth(), kernel.getHeight());
-    const MaskedImage templ = getTemplateMaskedImage(), science = getScienceMaskedImage();
+    MaskedImage templateBuffer, scienceBuffer;
+    const MaskedImage& templ = stamp(false, templateBuffer);
+    const MaskedImage& science = stamp(true, scienceBuffer);
     MaskedImage diff(ny, nx, templ.x0, templ.y0);
     diff.image.setConstant(std::numeric_limits<double>::quiet_NaN());
     diff.variance.setConstant(std::numeric_limits<double>::infinity());

@@ -62,9 +62,14 @@ OwnedStamps::OwnedStamps(MaskedImage templateStamp, MaskedImage scienceStamp)
     }
 }
 
-MaskedImage OwnedStamps::cut(bool science, const Box2I& box) const {
+const MaskedImage* OwnedStamps::find(bool science, const Box2I& box) const {
     const MaskedImage& from = science ? _science : _template;
-    if (box == from.getBBox()) return from;
+    return box == from.getBBox() ? &from : nullptr;
+}
+
+MaskedImage OwnedStamps::cut(bool science, const Box2I& box) const {
+    if (const MaskedImage* own = find(science, box)) return *own;
+    const MaskedImage& from = science ? _science : _template;
     checkInside(box, from.getBBox());
     const long ya = box.minY - from.y0, xa = box.minX - from.x0, ny = box.getHeight(), nx = box.getWidth();
     MaskedImage out;

@@ -119,6 +119,8 @@ private:
                                                     const ImageD& variance) const;
     /// Rates the candidate by its science stamp if the rating is NaN (both constructors).
     void rateIfUnrated();
+    /// A stamp for one computation: the source's own if it keeps it, else cut into `buffer`.
+    const MaskedImage& stamp(bool science, MaskedImage& buffer) const;
     double _xCenter, _yCenter;
     // The stamps are the box of a source, which may be shared by every candidate of a cell set.
     std::shared_ptr<const StampSource> _stamps;

@@ -21,6 +21,9 @@ public:
     virtual MaskedImage cut(bool science, const Box2I& box) const = 0;
     /// The box both images cover, in parent coordinates.
     virtual Box2I getBBox() const = 0;
+    /// The source's own double stamp equal to cut(science, box), if it keeps one (then no
+    /// copy is needed), else null.
+    virtual const MaskedImage* find(bool /*science*/, const Box2I& /*box*/) const { return nullptr; }
 };
 
 /// Stamps owned by the source: one template and one science MaskedImage of one shape and
@@ -31,6 +34,7 @@ public:
     OwnedStamps(MaskedImage templateStamp, MaskedImage scienceStamp);
     MaskedImage cut(bool science, const Box2I& box) const override;
     Box2I getBBox() const override { return _template.getBBox(); }
+    const MaskedImage* find(bool science, const Box2I& box) const override;
 
 private:
     MaskedImage _template, _science;
