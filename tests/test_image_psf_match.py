@@ -662,3 +662,58 @@ def test_working_inputs_are_read_only_views_unless_pixels_need_zeroing() -> None
     task._scaleVariance(work, "Science", 2.0)
     np.testing.assert_array_equal(science.variance, before)
     np.testing.assert_array_equal(work.variance, 2.0 * before)  # exact: ×2 in float32
+
+
+@pytest.mark.parametrize("basis", ["alard-lupton", "delta-function"])
+def test_calculate_kernel_uncertainty_reports_each_fits_errors(basis: str) -> None:
+    """With ``calculateKernelUncertainty`` the kernel sources carry the 1-σ uncertainty of
+    their own fit's kernel sum and background, recomputed here from each solution's normal
+    matrix with numpy (inverse, basis sums s: sqrt(sᵀ M⁻¹ s); the background is the last
+    coefficient). Without it the columns are absent. (That M⁻¹ is the scatter of repeated
+    fits is tested in test_candidate.py.)"""
+    sim = simulatePair((320, 320), nStars=80, seed=17, nTransients=0)
+    config = ImagePsfMatchConfig()
+    config.kernel.name = "DF" if basis == "delta-function" else "AL"
+    config.kernel.active.spatialKernelOrder = 1
+    config.doDecorrelation = config.doDetectDiaSources = False
+    plain = ImagePsfMatchTask(config=config).subtractMaskedImages(sim.template, sim.science)
+    assert "kernelSumErr" not in plain.kernelSources.colnames
+
+    config.kernel.active.calculateKernelUncertainty = True
+    result = ImagePsfMatchTask(config=config).subtractMaskedImages(sim.template, sim.science)
+    table = result.kernelSources
+    assert {"kernelSumErr", "backgroundErr"} <= set(table.colnames)
+    # The flag only reports: the fit itself is the same.
+    np.testing.assert_array_equal(table["kernelSum"], plain.kernelSources["kernelSum"])
+    byPosition = {
+        (c.getXCenter(), c.getYCenter()): c
+        for c in result.kernelCellSet.getAllCandidates(ignoreBad=False)
+    }
+    checked = 0
+    for row in table:
+        if not np.isfinite(row["kernelSum"]):
+            assert np.isnan(row["kernelSumErr"])
+            continue
+        candidate = byPosition[(float(row["x"]), float(row["y"]))]
+        solution = candidate.getKernelSolution(pm.KernelCandidate.ORIG)
+        m = np.asarray(solution.getM())
+        if hasattr(solution, "getLambda"):  # regularized: (M + λH)⁻¹ M (M + λH)⁻¹
+            inverse = np.linalg.inv(m + solution.getLambda() * np.asarray(solution.getH()))
+            cov = inverse @ m @ inverse
+            cond = np.linalg.cond(m + solution.getLambda() * np.asarray(solution.getH()))
+        else:
+            cov = np.linalg.inv(m)
+            cond = np.linalg.cond(m)
+        sums = np.array([k.getImage().sum() for k in solution.getBasisList()])
+        nb = len(sums)
+        # Two inverses agree to ~cond·eps of the covariance's largest entries; the quadratic
+        # form and square root keep that relative size.
+        tol = 10 * cond * 2.2e-16
+        expected = np.sqrt(sums @ cov[:nb, :nb] @ sums)
+        assert row["kernelSumErr"] == pytest.approx(expected, rel=tol, abs=tol * np.abs(cov).max())
+        assert row["backgroundErr"] == pytest.approx(
+            np.sqrt(cov[nb, nb]), rel=tol, abs=tol * np.abs(cov).max()
+        )
+        assert row["kernelSumErr"] > 0
+        checked += 1
+    assert checked >= 10

@@ -66,7 +66,9 @@ class SubtractionResult:
     background : `SpatialBackground`
         The differential background b(x, y).
     candidates : `astropy.table.Table`
-        The kernel sources with their ``status``, ``kernelSum`` and ``chi2``.
+        The kernel sources with their ``status``, ``kernelSum`` and ``chi2``; with
+        ``calculateKernelUncertainty`` also the 1-σ ``kernelSumErr`` and (background fitted)
+        ``backgroundErr`` of each source's own fit.
     metadata : `TaskMetadata`
         The task's metadata (``spatialKernelSum``, ``spatialConditionNum``, ...).
     convolved : `str`

@@ -306,8 +306,11 @@ class PsfMatchConfig(pexConfig.Config):
     )
     calculateKernelUncertainty: pexConfig.Field[bool] = pexConfig.Field(
         dtype=bool,
-        doc="Compute each candidate's coefficient covariance (from the inverse normal matrix) "
-        "and a per-pixel uncertainty image of its kernel. Regularization biases these.",
+        doc="Report each kernel source's 1-sigma kernel-sum and background uncertainties "
+        "(kernelSumErr, backgroundErr in the candidates table), from the covariance of its "
+        "fit's coefficients (the inverse normal matrix). Every solution's getCovariance() and "
+        "getKernelUncertaintyImage() give the covariance and a per-pixel uncertainty image of "
+        "its kernel either way. Regularization biases these.",
         default=False,
     )
     useBicForKernelBasis: pexConfig.Field[bool] = pexConfig.Field(

@@ -1204,7 +1204,42 @@ class ImagePsfMatchTask(PsfMatchTask):
         table["status"] = status
         table["kernelSum"] = kSum
         table["chi2"] = chi2
+        if self.kConfig.calculateKernelUncertainty:
+            kSumErr, backgroundErr = self._candidateUncertainties(table, byPosition)
+            table["kernelSumErr"] = kSumErr
+            if self.kConfig.fitForBackground:
+                table["backgroundErr"] = backgroundErr
         return table
+
+    @staticmethod
+    def _candidateUncertainties(
+        table: Table, byPosition: dict[tuple[float, float], Any]
+    ) -> tuple[list[float], list[float]]:
+        """1-σ uncertainties of each candidate's kernel sum and background (ORIG fit) from the
+        covariance of its coefficients, the inverse of its normal matrix: with basis sums
+        s_k, Var(ΣK) = sᵀ Cov s; the background is the last coefficient. NaN where a
+        candidate has no fit. Exact for inverse-variance weights (the covariance's own
+        caveat: constantVarianceWeighting assumes a uniform noise field)."""
+        kSumErr: list[float] = []
+        backgroundErr: list[float] = []
+        sums: np.ndarray | None = None  # one basis for every candidate of a cell set
+        for x, y in zip(table["x"], table["y"], strict=True):
+            cand = byPosition.get((float(x), float(y)))
+            try:
+                if cand is None:
+                    raise LookupError("no candidate at this source")
+                solution = cand.getKernelSolution(_core.KernelCandidate.ORIG)
+                cov = np.asarray(solution.getCovariance())
+            except Exception:  # no candidate, or an uninitialised or failed one: no fit
+                kSumErr.append(math.nan)
+                backgroundErr.append(math.nan)
+                continue
+            if sums is None:
+                sums = np.array([k.getImage().sum() for k in solution.getBasisList()])
+            nb = len(sums)
+            kSumErr.append(float(np.sqrt(max(sums @ cov[:nb, :nb] @ sums, 0.0))))
+            backgroundErr.append(float(np.sqrt(cov[nb, nb])) if cov.shape[0] > nb else math.nan)
+        return kSumErr, backgroundErr
 
     def _convolve(self, fit: Struct) -> MaskedImage:
         # The target is a working image: every pixel finite (_prepareOne, _medianFilled).
@@ -1256,7 +1291,9 @@ class ImagePsfMatchTask(PsfMatchTask):
             ``matchedImage`` (the convolved image; border pixels copied with ``EDGE``),
             ``psfMatchingKernel`` (`LinearCombinationKernel`), ``backgroundModel``
             (`SpatialBackground`, b(x, y)), ``kernelCellSet``, ``kernelSources`` (an
-            `astropy.table.Table` with each source's ``status``, ``kernelSum`` and ``chi2``),
+            `astropy.table.Table` with each source's ``status``, ``kernelSum`` and ``chi2``;
+            with ``calculateKernelUncertainty`` also ``kernelSumErr`` and, if the background
+            is fitted, ``backgroundErr``),
             ``convolvedImage`` ("Template", "Science" or "Preconvolution") and, in score mode,
             ``matchedScience`` (the science image convolved with its PSF) and
             ``preConvKernel``.
