@@ -1191,6 +1191,7 @@ def test_candidate_cut_from_planes_is_the_checked_candidate(
         30.2, 22.9, template.subimage(box), science.subimage(box), control, rating=7.5
     )
     assert isinstance(fast, pm.KernelCandidate)
+    assert fast.getStampBBox() == checked.getStampBBox() == box
     for get in ("getTemplateMaskedImage", "getScienceMaskedImage"):
         a, b = getattr(fast, get)(), getattr(checked, get)()
         assert a.getXY0() == b.getXY0() == (box.getMinX(), box.getMinY())

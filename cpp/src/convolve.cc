@@ -167,7 +167,6 @@ struct RowKernels {
     void (*hf)(const float*, const long*, const float*, int, const float*, long, const float*, int, long, float*);
     void (*hd)(const double*, const long*, const double*, int, const double*, long, const double*, int, long,
                double*);
-    const char* isa;
 };
 
 // One set of row kernels per instruction set: VB is its vector width in bytes, K the vectors per
@@ -200,14 +199,14 @@ RowKernels selectRowKernels() {
 #ifdef PSFMATCH_X86_DISPATCH
     switch (simdLevel()) {
         case SimdLevel::AVX512:
-            return {avx512Vf, avx512Vd, avx512Hf, avx512Hd, "avx512"};
+            return {avx512Vf, avx512Vd, avx512Hf, avx512Hd};
         case SimdLevel::AVX2:
-            return {avx2Vf, avx2Vd, avx2Hf, avx2Hd, "avx2"};
+            return {avx2Vf, avx2Vd, avx2Hf, avx2Hd};
         case SimdLevel::BASELINE:
             break;
     }
 #endif
-    return {baselineVf, baselineVd, baselineHf, baselineHd, "baseline"};
+    return {baselineVf, baselineVd, baselineHf, baselineHd};
 }
 
 const RowKernels& rowKernels() {
@@ -231,7 +230,6 @@ void horizontalAccumulate(const double* src, const Taps<double>& taps, const dou
                           const double* gamma, int np, long n, double* acc) {
     rowKernels().hd(src, taps.offset.data(), taps.weight.data(), taps.size(), poly, polyStride, gamma, np, n, acc);
 }
-const char* rowKernelIsa() { return rowKernels().isa; }
 
 }  // namespace detail
 

@@ -59,10 +59,7 @@ KernelCandidate::KernelCandidate(double xCenter, double yCenter, std::shared_ptr
           _rating(rating),
           _id(nextCandidateId++) {
     if (!_stamps) throw InvalidInputError("KernelCandidate: null stamp source");
-    const Box2I b = _stamps->getBBox();
-    if (box.isEmpty() || !b.contains(box.minX, box.minY) || !b.contains(box.maxX, box.maxY)) {
-        throw InvalidInputError("KernelCandidate: the stamp box is not inside the image");
-    }
+    _stamps->checkInside(box);
     rateIfUnrated();
 }
 

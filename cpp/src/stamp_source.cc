@@ -15,13 +15,6 @@ std::string boxText(const Box2I& b) {
            std::to_string(b.maxY) + "]";
 }
 
-void checkInside(const Box2I& box, const Box2I& bbox) {
-    if (box.isEmpty() || !bbox.contains(box.minX, box.minY) || !bbox.contains(box.maxX, box.maxY)) {
-        throw InvalidInputError("KernelCandidate: the stamp box " + boxText(box) + " is not inside the image " +
-                                boxText(bbox));
-    }
-}
-
 /// Copies the (ny, nx) block at (ya, xa) of a plane of pixel type T into `out`.
 template <typename T, typename Out>
 void copyBlock(const PlaneRef& p, long ya, long xa, Out& out) {
@@ -51,6 +44,14 @@ void copyFloatBlock(const PlaneRef& p, long ya, long xa, ImageD& out) {
 
 }  // namespace
 
+void StampSource::checkInside(const Box2I& box) const {
+    const Box2I bbox = getBBox();
+    if (box.isEmpty() || !bbox.contains(box.minX, box.minY) || !bbox.contains(box.maxX, box.maxY)) {
+        throw InvalidInputError("KernelCandidate: the stamp box is not inside the image: box " + boxText(box) +
+                                ", image " + boxText(bbox));
+    }
+}
+
 OwnedStamps::OwnedStamps(MaskedImage templateStamp, MaskedImage scienceStamp)
         : _template(std::move(templateStamp)), _science(std::move(scienceStamp)) {
     _template.checkConsistent("KernelCandidate template stamp");
@@ -70,7 +71,7 @@ const MaskedImage* OwnedStamps::find(bool science, const Box2I& box) const {
 MaskedImage OwnedStamps::cut(bool science, const Box2I& box) const {
     if (const MaskedImage* own = find(science, box)) return *own;
     const MaskedImage& from = science ? _science : _template;
-    checkInside(box, from.getBBox());
+    checkInside(box);
     const long ya = box.minY - from.y0, xa = box.minX - from.x0, ny = box.getHeight(), nx = box.getWidth();
     MaskedImage out;
     out.image = from.image.block(ya, xa, ny, nx);
@@ -107,7 +108,7 @@ Box2I StampPlanes::getBBox() const {
 }
 
 MaskedImage StampPlanes::cut(bool science, const Box2I& box) const {
-    checkInside(box, getBBox());
+    checkInside(box);
     const std::array<PlaneRef, 3>& planes = science ? _science : _template;
     const long ya = box.minY - _y0, xa = box.minX - _x0;
     MaskedImage out;

@@ -70,7 +70,7 @@ from scipy import fft as scipyFft
 
 from . import _core
 from .errors import InvalidInputError
-from .image import Mask, MaskedImage
+from .image import Mask, MaskedImage, _rowBands
 from .task import Struct, Task
 
 # |P̂|² is floored here in score mode so the ratio |K̂|²/|P̂|² stays finite (the reference's
@@ -110,9 +110,6 @@ class DecorrelateALKernelConfig(pexConfig.Config):
 #: The most variance-plane pixels the clipped mean variance looks at (see
 #: `DecorrelateALKernelTask._clippedMeanVariance`).
 _CLIP_SAMPLE = 1 << 20
-# Rows of a band in the loops that avoid image-sized temporaries (a fresh 4096² float64
-# array costs ~0.3 s of page faults on the project's VM).
-_ROW_BAND = 256
 
 
 def _fftWorkers(nThreads: int) -> int:
@@ -218,11 +215,19 @@ def _filterImage(
         bad |= flagged
     if bad.any():
         data[bad] = float(data[~bad].mean()) if (~bad).any() else 0.0
+    del data
+    return _filterGrid(grid, transfer, (ny, nx), nThreads), bad
+
+
+def _filterGrid(
+    grid: np.ndarray, transfer: np.ndarray, shape: tuple[int, int], nThreads: int = 0
+) -> np.ndarray:
+    """The first ``shape`` pixels of irfft2(rfft2(grid) · transfer): ``grid`` holds an image
+    zero-padded at its origin (it is overwritten), ``transfer`` a filter centred at index 0
+    on the rfft2 half grid; the result is a view of the inverse transform's grid."""
     spectrum = scipyFft.rfft2(grid, workers=_fftWorkers(nThreads), overwrite_x=True)
-    del grid, data
     spectrum *= transfer
-    out = _irfft2(spectrum, fftShape, nThreads)[:ny, :nx]
-    return out, bad
+    return _irfft2(spectrum, grid.shape, nThreads)[: shape[0], : shape[1]]
 
 
 def _sumOfSquares(fftShape: tuple[int, int], *factors: np.ndarray) -> float:
@@ -233,10 +238,10 @@ def _sumOfSquares(fftShape: tuple[int, int], *factors: np.ndarray) -> float:
     no half-grid temporaries."""
     ny, nx = fftShape
     total = 0.0
-    for y in range(0, factors[0].shape[0], _ROW_BAND):
-        power = np.array(factors[0][y : y + _ROW_BAND], dtype=np.float64)
+    for band in _rowBands(factors[0].shape[0]):
+        power = np.array(factors[0][band], dtype=np.float64)
         for f in factors[1:]:
-            power *= f[y : y + _ROW_BAND]
+            power *= f[band]
         if nx % 2:
             total += power[:, 0].sum() + 2.0 * power[:, 1:].sum()
         else:
@@ -291,8 +296,7 @@ def _weightedVariance(
     not finite, ``previous`` where that is not finite; in ``previous``'s dtype. A band of rows
     at a time: no image-sized float64 temporaries."""
     out = np.empty(previous.shape, dtype=previous.dtype)
-    for y in range(0, out.shape[0], _ROW_BAND):
-        rows = slice(y, y + _ROW_BAND)
+    for rows in _rowBands(out.shape[0]):
         band = np.multiply(varUnconv[rows], wUnconv, dtype=np.float64)
         band += np.multiply(varConv[rows], wConv, dtype=np.float64)
         band[~(np.isfinite(varUnconv[rows]) & np.isfinite(varConv[rows]))] = np.inf

@@ -83,7 +83,6 @@ import numpy as np
 import sep
 from astropy.table import Table
 from lsst.utils.timer import timeMethod
-from scipy import fft as scipyFft
 
 from . import _core
 from . import debug as psfmatchDebug
@@ -94,17 +93,16 @@ from .convolution import _allFinite, _checkFinite, _convolveChecked, convolve
 from .decorrelate import (
     DecorrelateALKernelTask,
     _fftShape,
-    _fftWorkers,
+    _filterGrid,
     _irfft2,
     _rfft2,
     _spectrumOfSmall,
 )
-from .errors import InsufficientKernelSourcesError, InvalidInputError
-from .image import Mask, MaskedImage
+from .errors import InsufficientKernelSourcesError, InvalidInputError, PsfMatchError
+from .image import Mask, MaskedImage, _rowBands
 from .psf_match import PsfMatchTask
 from .selection import (
     _R50_SUBPIX,
-    _ROW_BAND,
     KernelSourceSelectionConfig,
     _pairsWithin,
     _stampHasBits,
@@ -302,8 +300,7 @@ def _varianceScaleFactor(mi: MaskedImage, badBits: int) -> float:
     var = np.asarray(mi.variance, dtype=dtype)
     # Per-pixel work a band of rows at a time: each image-sized temporary costs ~0.1 s of
     # fresh memory at 4096² on the project's VM (this function made a dozen).
-    ny = data.shape[0]
-    bands = [slice(y, min(y + _ROW_BAND, ny)) for y in range(0, ny, _ROW_BAND)]
+    bands = _rowBands(data.shape[0])
     usable = np.empty(data.shape, dtype=bool)
     for band in bands:
         u = (mi.mask[band] & badBits) == 0
@@ -445,15 +442,17 @@ def _convolveSmall(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
-def _correlateGrid(
-    grid: np.ndarray, kernel: np.ndarray, shape: tuple[int, int], nThreads: int = 0
-) -> np.ndarray:
-    """``out(x) = Σ_j kernel(j) · image(x + j − c)`` by FFT, zero outside the image, where
-    ``grid`` is the ``shape`` image zero-padded to an `_fftShape` grid at its origin (it is
-    overwritten); the result is a view of the inverse transform's grid."""
-    spectrum = scipyFft.rfft2(grid, workers=_fftWorkers(nThreads), overwrite_x=True)
-    spectrum *= np.conj(_spectrumOfSmall(kernel, grid.shape, nThreads))
-    return _irfft2(spectrum, grid.shape, nThreads)[: shape[0], : shape[1]]
+def _solvedOrig(cand: Any) -> Any:
+    """A candidate's first (ORIG) kernel solution if it was solved, else None (no candidate,
+    never built, or left unsolved by the condition-number check)."""
+    if cand is None or not cand.isInitialized():
+        return None
+    solution = cand.getKernelSolution(_core.KernelCandidate.ORIG)
+    try:
+        solution.getKsum()
+    except PsfMatchError:  # built but not solved
+        return None
+    return solution
 
 
 def _usableDifferencePixels(
@@ -513,7 +512,7 @@ def _detectDifferenceSources(
     ny, nx = difference.image.shape
     usable = np.empty((ny, nx), dtype=bool)
     snr = np.empty((ny, nx), dtype=np.float64)
-    bands = [slice(y, min(y + _ROW_BAND, ny)) for y in range(0, ny, _ROW_BAND)]
+    bands = _rowBands(ny)
     with np.errstate(divide="ignore", invalid="ignore"):
         if isScore:
             peak = float(psf.max())
@@ -539,9 +538,14 @@ def _detectDifferenceSources(
                 usable[band] = u
                 numGrid[band, :nx] = data * weight
                 denGrid[band, :nx] = weight
-            numerator = _correlateGrid(numGrid, psf, (ny, nx), nThreads)
+            # Correlation: the kernels' conjugate spectra (numGrid, denGrid are overwritten).
+            numerator = _filterGrid(
+                numGrid, np.conj(_spectrumOfSmall(psf, grid, nThreads)), (ny, nx), nThreads
+            )
             del numGrid
-            denominator = _correlateGrid(denGrid, psf * psf, (ny, nx), nThreads)
+            denominator = _filterGrid(
+                denGrid, np.conj(_spectrumOfSmall(psf * psf, grid, nThreads)), (ny, nx), nThreads
+            )
             del denGrid
             floor = 1e-12 * float(denominator.max(initial=0.0))
             for band in bands:
@@ -643,8 +647,8 @@ class ImagePsfMatchTask(PsfMatchTask):
         badBits, noData = self._badBits(), Mask.getPlaneBitMask("NO_DATA")
         anyUsable, uncovered = False, 0
         ny = int(copies[0].getDimensions()[1])
-        for y in range(0, ny, _ROW_BAND):
-            either = copies[0].mask[y : y + _ROW_BAND] | copies[1].mask[y : y + _ROW_BAND]
+        for band in _rowBands(ny):
+            either = copies[0].mask[band] | copies[1].mask[band]
             uncovered += int(np.count_nonzero(either & noData))
             anyUsable = anyUsable or bool(np.any((either & badBits) == 0))
         if not anyUsable:
@@ -1180,66 +1184,49 @@ class ImagePsfMatchTask(PsfMatchTask):
         return kept
 
     def _candidateTable(self, fit: Struct) -> Table:
-        """The kernel sources with the fit's verdict on each."""
+        """The kernel sources with the fit's verdict on each: status, the kernel sum of its
+        own (ORIG) fit and χ²; with ``calculateKernelUncertainty`` the 1-σ uncertainties of
+        that kernel sum and background from the covariance of the fit's coefficients (the
+        inverse normal matrix; with basis sums s, Var(ΣK) = sᵀ Cov s, the background the last
+        coefficient). Exact for inverse-variance weights (the covariance's own caveat:
+        constantVarianceWeighting assumes a uniform noise field). NaN where there is no fit."""
         table = fit.sources.copy()
         byPosition = {
             (c.getXCenter(), c.getYCenter()): c
             for c in fit.kernelCellSet.getAllCandidates(ignoreBad=False)
         }
-        status, kSum, chi2 = [], [], []
-        for x, y in zip(table["x"], table["y"], strict=True):
-            cand = byPosition.get((float(x), float(y)))
-            if cand is None:
-                status.append("UNKNOWN")
-                kSum.append(math.nan)
-                chi2.append(math.nan)
-                continue
-            status.append(_STATUS_NAMES[cand.getStatus()])
-            try:
-                kSum.append(float(cand.getKsum(_core.KernelCandidate.ORIG)))
-            except Exception:  # an uninitialised or failed candidate has no kernel sum
-                kSum.append(math.nan)
-            chi2v = cand.getChi2()
-            chi2.append(chi2v if chi2v < 1e300 else math.nan)
-        table["status"] = status
-        table["kernelSum"] = kSum
-        table["chi2"] = chi2
-        if self.kConfig.calculateKernelUncertainty:
-            kSumErr, backgroundErr = self._candidateUncertainties(table, byPosition)
-            table["kernelSumErr"] = kSumErr
-            if self.kConfig.fitForBackground:
-                table["backgroundErr"] = backgroundErr
-        return table
-
-    @staticmethod
-    def _candidateUncertainties(
-        table: Table, byPosition: dict[tuple[float, float], Any]
-    ) -> tuple[list[float], list[float]]:
-        """1-σ uncertainties of each candidate's kernel sum and background (ORIG fit) from the
-        covariance of its coefficients, the inverse of its normal matrix: with basis sums
-        s_k, Var(ΣK) = sᵀ Cov s; the background is the last coefficient. NaN where a
-        candidate has no fit. Exact for inverse-variance weights (the covariance's own
-        caveat: constantVarianceWeighting assumes a uniform noise field)."""
-        kSumErr: list[float] = []
-        backgroundErr: list[float] = []
+        withErrors = self.kConfig.calculateKernelUncertainty
+        columns: dict[str, list[Any]] = {
+            name: [] for name in ("status", "kernelSum", "chi2", "kernelSumErr", "backgroundErr")
+        }
         sums: np.ndarray | None = None  # one basis for every candidate of a cell set
         for x, y in zip(table["x"], table["y"], strict=True):
             cand = byPosition.get((float(x), float(y)))
-            try:
-                if cand is None:
-                    raise LookupError("no candidate at this source")
-                solution = cand.getKernelSolution(_core.KernelCandidate.ORIG)
-                cov = np.asarray(solution.getCovariance())
-            except Exception:  # no candidate, or an uninitialised or failed one: no fit
-                kSumErr.append(math.nan)
-                backgroundErr.append(math.nan)
+            solution = _solvedOrig(cand)
+            chi2 = math.nan if cand is None else cand.getChi2()
+            columns["status"].append("UNKNOWN" if cand is None else _STATUS_NAMES[cand.getStatus()])
+            columns["kernelSum"].append(math.nan if solution is None else solution.getKsum())
+            columns["chi2"].append(chi2 if chi2 < 1e300 else math.nan)
+            if not withErrors:
                 continue
-            if sums is None:
-                sums = np.array([k.getImage().sum() for k in solution.getBasisList()])
-            nb = len(sums)
-            kSumErr.append(float(np.sqrt(max(sums @ cov[:nb, :nb] @ sums, 0.0))))
-            backgroundErr.append(float(np.sqrt(cov[nb, nb])) if cov.shape[0] > nb else math.nan)
-        return kSumErr, backgroundErr
+            kSumErr = backgroundErr = math.nan
+            if solution is not None:
+                cov = np.asarray(solution.getCovariance())
+                if sums is None:
+                    sums = np.array([k.getImage().sum() for k in solution.getBasisList()])
+                nb = len(sums)
+                kSumErr = float(np.sqrt(max(sums @ cov[:nb, :nb] @ sums, 0.0)))
+                if cov.shape[0] > nb:
+                    backgroundErr = float(np.sqrt(cov[nb, nb]))
+            columns["kernelSumErr"].append(kSumErr)
+            columns["backgroundErr"].append(backgroundErr)
+        for name in ("status", "kernelSum", "chi2"):
+            table[name] = columns[name]
+        if withErrors:
+            table["kernelSumErr"] = columns["kernelSumErr"]
+            if self.kConfig.fitForBackground:
+                table["backgroundErr"] = columns["backgroundErr"]
+        return table
 
     def _convolve(self, fit: Struct) -> MaskedImage:
         # The target is a working image: every pixel finite (_prepareOne, _medianFilled).

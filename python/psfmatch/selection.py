@@ -36,7 +36,7 @@ from astropy.table import Table
 
 from .convolution import _allFinite
 from .errors import InsufficientKernelSourcesError, InvalidInputError
-from .image import Mask, MaskedImage
+from .image import Mask, MaskedImage, _rowBands
 
 _log = logging.getLogger("psfmatch.selection")
 
@@ -131,15 +131,11 @@ class KernelSourceSelectionConfig(pexConfig.Config):
             )
 
 
-#: Rows per band of whole-image mask operations: ~1 MB of int32 per band at 4096 columns.
-_ROW_BAND = 64
-
-
 def _maskedBy(mask: np.ndarray, bits: int) -> np.ndarray:
     """``(mask & bits) != 0``, a band of rows at a time (no image-sized int32 temporary)."""
     out = np.empty(mask.shape, dtype=bool)
-    for y in range(0, mask.shape[0], _ROW_BAND):
-        np.not_equal(mask[y : y + _ROW_BAND] & bits, 0, out=out[y : y + _ROW_BAND])
+    for band in _rowBands(mask.shape[0]):
+        np.not_equal(mask[band] & bits, 0, out=out[band])
     return out
 
 

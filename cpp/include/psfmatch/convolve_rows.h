@@ -37,8 +37,6 @@ void horizontalAccumulate(const float* src, const Taps<float>& taps, const float
 void horizontalAccumulate(const double* src, const Taps<double>& taps, const double* poly, long polyStride,
                           const double* gamma, int np, long n, double* acc);
 
-/// The instruction set the row kernels run with: "avx512", "avx2" or "baseline".
-const char* rowKernelIsa();
 
 }  // namespace detail
 }  // namespace psfmatch

@@ -21,6 +21,8 @@ public:
     virtual MaskedImage cut(bool science, const Box2I& box) const = 0;
     /// The box both images cover, in parent coordinates.
     virtual Box2I getBBox() const = 0;
+    /// Throws InvalidInputError unless `box` is non-empty and inside getBBox().
+    void checkInside(const Box2I& box) const;
     /// The source's own double stamp equal to cut(science, box), if it keeps one (then no
     /// copy is needed), else null.
     virtual const MaskedImage* find(bool /*science*/, const Box2I& /*box*/) const { return nullptr; }
