@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from scipy.special import erf
 
 from .errors import InvalidInputError
 from .image import Mask, MaskedImage
@@ -48,15 +49,7 @@ _CHUNK_ROTATED = 128
 
 
 def _erf(values: np.ndarray) -> np.ndarray:
-    """The error function, elementwise, to double precision.
-
-    scipy is only a test dependency, so it is used when present and `math.erf` otherwise;
-    both are accurate to a few units in the last place, so the images agree to rounding.
-    """
-    try:
-        from scipy.special import erf
-    except ImportError:  # pragma: no cover - scipy is present wherever the tests run
-        return np.vectorize(math.erf, otypes=[np.float64])(values)
+    """The error function, elementwise, to double precision (`scipy.special.erf`)."""
     return np.asarray(erf(values), dtype=np.float64)
 
 
