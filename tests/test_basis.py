@@ -21,9 +21,7 @@ FLT_EPSILON = float(np.finfo(np.float32).eps)
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(20260511)
+RNG_SEED = 20260511  # the rng fixture's seed (conftest.py)
 
 
 # --------------------------------------------------------------------------------------------

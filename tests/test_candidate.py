@@ -16,6 +16,7 @@ import pytest
 import scipy.signal
 
 import psfmatch as pm
+from helpers import alConfig
 from psfmatch import _core
 
 ORIG, PCA, RECENT = pm.KernelCandidate.ORIG, pm.KernelCandidate.PCA, pm.KernelCandidate.RECENT
@@ -27,9 +28,7 @@ DEFAULT_AL_SIGMAS = [0.7, 1.5, 3.0]
 DEFAULT_AL_DEGREES = [4, 2, 2]
 
 
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(271828)
+RNG_SEED = 271828  # the rng fixture's seed (conftest.py)
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,13 +115,6 @@ def goodBoxValues(image: np.ndarray, kernelShape: tuple[int, int]) -> np.ndarray
 def dfConfig(kernelSize: int = 5, **fields: object) -> pm.PsfMatchConfigDF:
     config = pm.PsfMatchConfigDF()
     config.kernelSize = kernelSize
-    for name, value in fields.items():
-        setattr(config, name, value)
-    return config
-
-
-def alConfig(**fields: object) -> pm.PsfMatchConfigAL:
-    config = pm.PsfMatchConfigAL()
     for name, value in fields.items():
         setattr(config, name, value)
     return config

@@ -15,10 +15,10 @@ import pytest
 from astropy.io import fits
 
 import psfmatch
+from helpers import simulatedFitsPair
 from psfmatch import io as pmio
 from psfmatch.cli import main
 from psfmatch.image import Mask
-from psfmatch.simulate import simulatePair
 
 SHAPE = (320, 320)
 
@@ -31,17 +31,9 @@ def _digest(path: Path) -> str:
 def pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A small simulated pair as LSST-layout FITS files, with the digests of their bytes."""
     directory = tmp_path_factory.mktemp("pair")
-    sim = simulatePair(SHAPE, nStars=100, seed=7, nTransients=3, transientFlux=2e4)
-    science, template = directory / "science.fits", directory / "template.fits"
-    pmio.writeMaskedImage(science, sim.science)
-    pmio.writeMaskedImage(template, sim.template)
-    return {
-        "dir": directory,
-        "sim": sim,
-        "science": science,
-        "template": template,
-        "digests": {p: _digest(p) for p in (science, template)},
-    }
+    pair = simulatedFitsPair(directory, SHAPE, nStars=100, seed=7, nTransients=3, transientFlux=2e4)
+    pair["digests"] = {p: _digest(p) for p in (pair["science"], pair["template"])}
+    return pair
 
 
 @pytest.fixture(autouse=True)

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from helpers import simulatedFitsPair
 from psfmatch import io as pmio
 from psfmatch.cli import main
 from psfmatch.image import Mask
-from psfmatch.simulate import simulatePair
 
 SHAPE = (320, 320)
 
@@ -26,11 +26,9 @@ SHAPE = (320, 320)
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     directory = tmp_path_factory.mktemp("pair")
-    sim = simulatePair(SHAPE, nStars=100, seed=17, nTransients=2, transientFlux=2e4)
-    science, template = directory / "science.fits", directory / "template.fits"
-    pmio.writeMaskedImage(science, sim.science)
-    pmio.writeMaskedImage(template, sim.template)
-    return {"sim": sim, "science": science, "template": template}
+    return simulatedFitsPair(
+        directory, SHAPE, nStars=100, seed=17, nTransients=2, transientFlux=2e4
+    )
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: Any) -> tuple[int, str, str]:

@@ -13,9 +13,7 @@ NO_DATA = pm.Mask.getPlaneBitMask("NO_DATA")
 EDGE = pm.Mask.getPlaneBitMask("EDGE")
 
 
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(31415)
+RNG_SEED = 31415  # the rng fixture's seed (conftest.py)
 
 
 def goodSlices(shape: tuple[int, int], kernel: np.ndarray) -> tuple[slice, slice]:

@@ -30,9 +30,7 @@ from psfmatch.simulate import simulatePair
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(20240611)
+RNG_SEED = 20240611  # the rng fixture's seed (conftest.py)
 
 
 def gaussian(sigma: float, half: int, scale: float = 1.0) -> np.ndarray:

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 import psfmatch as pm
+from helpers import configWith, simulatedFitsPair
 from psfmatch import io as pmio
 from psfmatch.cli import main
 from psfmatch.errors import (
@@ -58,10 +59,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Pair:
     """A 128² pair with ~10 usable stars (enough for the default fit, see test_ok_baseline)
     and FITS files of it: good, garbage and truncated."""
     directory = tmp_path_factory.mktemp("errors")
-    sim = simulatePair(SHAPE, nStars=20, seed=3, nTransients=0)
-    scienceFits, templateFits = directory / "science.fits", directory / "template.fits"
-    pmio.writeMaskedImage(scienceFits, sim.science)
-    pmio.writeMaskedImage(templateFits, sim.template)
+    files = simulatedFitsPair(directory, SHAPE, nStars=20, seed=3, nTransients=0)
+    sim, scienceFits, templateFits = files["sim"], files["science"], files["template"]
     corrupt = directory / "corrupt.fits"
     corrupt.write_bytes(b"SIMPLE  =                    T" + b"\0" * 100)
     truncated = directory / "truncated.fits"
@@ -102,14 +101,7 @@ def _with(a: np.ndarray, y: int, x: int, value: float) -> np.ndarray:
 
 
 def _config(**fields: Any) -> pm.ImagePsfMatchConfig:
-    config = pm.ImagePsfMatchConfig()
-    for key, value in fields.items():
-        target: Any = config
-        *path, last = key.split(".")
-        for part in path:
-            target = config.kernel.active if part == "active" else getattr(target, part)
-        setattr(target, last, value)
-    return config
+    return configWith(pm.ImagePsfMatchConfig(), **fields)
 
 
 def _stamps(p: Pair, size: int = 21) -> tuple[pm.MaskedImage, pm.MaskedImage]:

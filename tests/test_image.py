@@ -11,10 +11,7 @@ import pytest
 
 import psfmatch as pm
 
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(8675309)
+RNG_SEED = 8675309  # the rng fixture's seed (conftest.py)
 
 
 @pytest.mark.parametrize(

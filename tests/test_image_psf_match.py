@@ -23,8 +23,6 @@ from psfmatch.image_psf_match import ImagePsfMatchConfig, ImagePsfMatchTask
 from psfmatch.io import readMaskedImage
 from psfmatch.simulate import simulatePair
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 # Science PSF narrower than the template's, for the convolveScience mode.
 SWAPPED = {"templateSigma": 2.6, "scienceSigma": (1.5, 1.9)}
 
@@ -263,9 +261,9 @@ def test_template_coverage_counts_pixels_without_no_data_in_either_image() -> No
     )
 
 
-def test_shared_data_low_order_is_clean(caplog: pytest.LogCaptureFixture) -> None:
-    template = readMaskedImage(DATA / "templateMI.fits")
-    science = readMaskedImage(DATA / "scienceMI.fits")
+def test_shared_data_low_order_is_clean(caplog: pytest.LogCaptureFixture, sharedData: Path) -> None:
+    template = readMaskedImage(sharedData / "templateMI.fits")
+    science = readMaskedImage(sharedData / "scienceMI.fits")
     # The two files' origins differ; the pair is on one grid (the reference's own test resets
     # both origins to 0).
     with pytest.raises(pm.InvalidInputError, match="origin"):
@@ -289,10 +287,10 @@ def test_shared_data_low_order_is_clean(caplog: pytest.LogCaptureFixture) -> Non
     [(2, "poorly", "poorly constrained"), (3, "under", "underconstrained")],
 )
 def test_shared_data_high_order_warns(
-    caplog: pytest.LogCaptureFixture, order: int, verdict: str, message: str
+    caplog: pytest.LogCaptureFixture, sharedData: Path, order: int, verdict: str, message: str
 ) -> None:
-    template = readMaskedImage(DATA / "templateMI.fits")
-    science = readMaskedImage(DATA / "scienceMI.fits")
+    template = readMaskedImage(sharedData / "templateMI.fits")
+    science = readMaskedImage(sharedData / "scienceMI.fits")
     with caplog.at_level(logging.WARNING, logger="psfmatch"):
         result = subtract(science, template, ignoreOrigins=True, spatialKernelOrder=order)
     assert result.metadata["spatialKernelConstraint"] == verdict

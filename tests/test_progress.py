@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import psfmatch
+from helpers import simulatedFitsPair
 from psfmatch import ImagePsfMatchConfig, ImagePsfMatchTask, progress
 from psfmatch.cli import main
 from psfmatch.psf_match import _visitWithProgress
@@ -157,11 +158,8 @@ def test_solve_draws_a_bar_when_asked(fit: Any, capsys: pytest.CaptureFixture[st
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     directory = tmp_path_factory.mktemp("pair")
-    sim = simulatePair((192, 192), nStars=50, seed=1)
-    science, template = directory / "s.fits", directory / "t.fits"
-    psfmatch.io.writeMaskedImage(science, sim.science)
-    psfmatch.io.writeMaskedImage(template, sim.template)
-    return {"dir": directory, "science": str(science), "template": str(template)}
+    files = simulatedFitsPair(directory, (192, 192), names=("s", "t"), nStars=50, seed=1)
+    return {"dir": directory, "science": str(files["science"]), "template": str(files["template"])}
 
 
 def _subtract(files: dict[str, Any], name: str, *extra: str) -> int:

@@ -18,6 +18,7 @@ from scipy.special import erf
 
 import psfmatch as pm
 import psfmatch.debug
+from helpers import configWith
 from psfmatch import _core
 from psfmatch.config import makeKernelControl
 from psfmatch.psf_match import PsfMatchTask
@@ -125,13 +126,9 @@ class CellSetTask(PsfMatchTask):
 
 
 def alConfig(**overrides: Any) -> pm.PsfMatchConfigAL:
-    config = pm.PsfMatchConfigAL()
-    config.fitForBackground = True
-    config.sizeCellX = config.sizeCellY = 64
-    config.nStarPerCell = 2
-    for key, value in overrides.items():
-        setattr(config, key, value)
-    return config
+    """Background fitted, 64-px cells of two stars each, with ``overrides``."""
+    base = {"fitForBackground": True, "sizeCellX": 64, "sizeCellY": 64, "nStarPerCell": 2}
+    return configWith(pm.PsfMatchConfigAL(), **(base | overrides))
 
 
 class DFTask(CellSetTask):
@@ -143,15 +140,9 @@ class DFTask(CellSetTask):
 def dfConfig(**overrides: Any) -> pm.PsfMatchConfigDF:
     """A 15×15 delta-function basis of spatial order 1, background fitted, 64-px cells of
     two stars each, with ``overrides``."""
-    config = pm.PsfMatchConfigDF()
-    config.kernelSize = 15
-    config.fitForBackground = True
-    config.sizeCellX = config.sizeCellY = 64
-    config.nStarPerCell = 2
-    config.spatialKernelOrder = 1
-    for key, value in overrides.items():
-        setattr(config, key, value)
-    return config
+    base = {"kernelSize": 15, "fitForBackground": True, "sizeCellX": 64, "sizeCellY": 64}
+    base |= {"nStarPerCell": 2, "spatialKernelOrder": 1}
+    return configWith(pm.PsfMatchConfigDF(), **(base | overrides))
 
 
 def alBasis(config: pm.PsfMatchConfigAL) -> list[Any]:
@@ -160,9 +151,7 @@ def alBasis(config: pm.PsfMatchConfigAL) -> list[Any]:
     )
 
 
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(20261125)
+RNG_SEED = 20261125  # the rng fixture's seed (conftest.py)
 
 
 def test_solve_recovers_kernel_sum_and_background(rng: np.random.Generator) -> None:

@@ -25,6 +25,7 @@ import scipy.signal
 from numpy.lib.stride_tricks import sliding_window_view
 
 import psfmatch as pm
+from helpers import alConfig
 
 ORIG, PCA, RECENT = pm.KernelCandidate.ORIG, pm.KernelCandidate.PCA, pm.KernelCandidate.RECENT
 BAD, GOOD, UNKNOWN = pm.KernelCandidate.BAD, pm.KernelCandidate.GOOD, pm.KernelCandidate.UNKNOWN
@@ -35,21 +36,12 @@ EDGE = pm.Mask.getPlaneBitMask("EDGE")
 DEFAULT_AL = dict(halfWidth=10, nGauss=3, sigGauss=[0.7, 1.5, 3.0], degGauss=[4, 2, 2])
 
 
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(16180339)
+RNG_SEED = 16180339  # the rng fixture's seed (conftest.py)
 
 
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-
-
-def alConfig(**fields: object) -> pm.PsfMatchConfigAL:
-    config = pm.PsfMatchConfigAL()
-    for name, value in fields.items():
-        setattr(config, name, value)
-    return config
 
 
 def flatCandidate(x: float, y: float, rating: float) -> pm.KernelCandidate:

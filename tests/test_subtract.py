@@ -30,9 +30,7 @@ INNER = pm.Box2I((XY0[0] + 5, XY0[1] + 4), (SHAPE[1] - 10, SHAPE[0] - 8))
 CHEBYSHEV1 = pm.SpatialModelType.CHEBYSHEV1
 
 
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(20261126)
+RNG_SEED = 20261126  # the rng fixture's seed (conftest.py)
 
 
 def randomMaskedImage(rng: np.random.Generator, dtype: Any, border: int = 0) -> pm.MaskedImage:
