@@ -25,6 +25,8 @@ HIERARCHY = [
     ("OutputExistsError", "PsfMatchIOError", FileExistsError),
     ("PsfComputeShapeError", "PsfMatchError", RuntimeError),
     ("MissingDependencyError", "PsfMatchError", ImportError),
+    ("TemplateCoverageError", "InvalidInputError", ValueError),
+    ("OriginMismatchError", "InvalidInputError", ValueError),
 ]
 
 
@@ -60,6 +62,10 @@ def test_errors_with_extra_data_keep_it() -> None:
     shapeErr = pickle.loads(pickle.dumps(pm.PsfComputeShapeError("no PSF", (1.0, 2.5))))
     assert shapeErr.position == (1.0, 2.5)
     assert "at x, y = 1.00, 2.50" in str(shapeErr)
+    coverage = pickle.loads(pickle.dumps(pm.TemplateCoverageError("covers 5%", 0.05)))
+    assert coverage.coveredFraction == 0.05 and str(coverage) == "covers 5%"
+    origins = pickle.loads(pickle.dumps(pm.OriginMismatchError("disagree", (15, 15), (0.0, 0.5))))
+    assert (origins.originOffset, origins.starOffset) == ((15, 15), (0.0, 0.5))
 
 
 def test_core_raises_the_python_classes() -> None:

@@ -307,9 +307,10 @@ def small() -> Any:
     return simulatePair((256, 256), nStars=60, seed=6, nTransients=0)
 
 
-def test_shape_mismatch(small: Any) -> None:
-    cut = pm.MaskedImage(small.template.image[:200], xy0=(0, 0))
-    with pytest.raises(pm.InvalidInputError, match="differ in shape"):
+def test_shape_mismatch_beyond_the_required_coverage(small: Any) -> None:
+    # 20 of the science image's 256 rows (7.8 %): less than requiredTemplateFraction (0.1).
+    cut = pm.MaskedImage(small.template.image[:20], xy0=(0, 0))
+    with pytest.raises(pm.TemplateCoverageError, match=r"covers 7\.81%"):
         ImagePsfMatchTask().subtractMaskedImages(cut, small.science)
 
 

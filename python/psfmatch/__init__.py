@@ -49,11 +49,13 @@ from .errors import (
     InvalidInputError,
     MissingDependencyError,
     NoKernelCandidatesError,
+    OriginMismatchError,
     OutputExistsError,
     PsfComputeShapeError,
     PsfMatchError,
     PsfMatchIOError,
     SingularMatrixError,
+    TemplateCoverageError,
 )
 from .image import Mask, MaskedImage
 from .image_psf_match import ImagePsfMatchConfig, ImagePsfMatchTask, TemplateAnalysis
@@ -114,6 +116,7 @@ __all__ = [
     "ModelPsfMatchConfig",
     "ModelPsfMatchTask",
     "NoKernelCandidatesError",
+    "OriginMismatchError",
     "OutputExistsError",
     "Psf",
     "PsfComputeShapeError",
@@ -143,6 +146,7 @@ __all__ = [
     "Task",
     "TaskMetadata",
     "TemplateAnalysis",
+    "TemplateCoverageError",
     "VaryingPsf",
     "analyzeTemplate",
     "batch",

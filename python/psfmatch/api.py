@@ -373,7 +373,9 @@ def subtract(
     Parameters
     ----------
     science, template : path, array, `~astropy.nddata.NDData`, or `MaskedImage`
-        The two images, on one pixel grid. Never modified.
+        The two images, on one parent pixel grid: each at its origin ``xy0`` (from the FITS
+        header; (0, 0) for arrays). The template may be larger than the science image or
+        offset by whole pixels; it is cut to the science image's box. Never modified.
     mode : {"auto", "convolveTemplate", "convolveScience", "preconvolve"}, optional
         Which image to convolve; "auto" convolves the one with the narrower PSF;
         "preconvolve" returns the score image (the science image convolved with its PSF,
@@ -390,7 +392,8 @@ def subtract(
         Override the spatial orders of the kernel and the background.
     ignoreOrigins : `bool`, optional
         Give the template the science image's origin (``xy0``) when they differ: for images
-        already on one grid whose headers disagree.
+        already on one grid whose headers disagree (`OriginMismatchError` says when the stars
+        show this).
     sciencePsf, templatePsf : 2-D array or PSF object, optional
         Each image's PSF (an odd-sized image, or an object with ``computeKernelImage(x, y)``),
         instead of a Gaussian of the FWHM: the preconvolution kernel of "preconvolve" and the
@@ -406,6 +409,10 @@ def subtract(
 
     Raises
     ------
+    TemplateCoverageError
+        The template covers less than ``config.requiredTemplateFraction`` of the science image.
+    OriginMismatchError
+        The origins place the template where its stars do not lie.
     InvalidInputError
         Unreadable or mismatched inputs, NaNs outside the mask of a `MaskedImage`, a
         variance that is negative, or zero where the unconvolved image is not masked, an image

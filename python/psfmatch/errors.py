@@ -21,6 +21,10 @@ Which to raise when:
   `PsfMatchIOError` and a `FileExistsError`.
 - `MissingDependencyError` — an optional dependency a feature needs is not installed; the
   message names the ``pip install`` that brings it. Also an `ImportError`.
+- `TemplateCoverageError` — the template covers less of the science image than
+  ``requiredTemplateFraction``; it carries the covered fraction. An `InvalidInputError`.
+- `OriginMismatchError` — the images' origins (``xy0``) place the template where its stars do
+  not lie; it carries both offsets. An `InvalidInputError`.
 - `PsfComputeShapeError` — a PSF model cannot give a size or shape at a position (it carries
   the position); raised by the PSF models and `ModelPsfMatchTask`.
 - `PsfMatchError` — anything else that stops the work. A `RuntimeError`.
@@ -31,17 +35,21 @@ The compiled core raises these same classes.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "InputFileNotFoundError",
     "InsufficientKernelSourcesError",
     "InvalidInputError",
     "MissingDependencyError",
     "NoKernelCandidatesError",
+    "OriginMismatchError",
     "OutputExistsError",
     "PsfComputeShapeError",
     "PsfMatchError",
     "PsfMatchIOError",
     "SingularMatrixError",
+    "TemplateCoverageError",
 ]
 
 
@@ -137,6 +145,53 @@ class InsufficientKernelSourcesError(NoKernelCandidatesError):
         if detail:
             message += f": {detail}"
         super().__init__(message)
+
+
+class TemplateCoverageError(InvalidInputError):
+    """The template covers too little of the science image (``requiredTemplateFraction``).
+
+    Parameters
+    ----------
+    message : `str`
+        What was found.
+    coveredFraction : `float`
+        The fraction of the science image's pixels that the template covers with data, also
+        the ``coveredFraction`` attribute.
+    """
+
+    def __init__(self, message: str, coveredFraction: float = float("nan")) -> None:
+        super().__init__(message)
+        self.coveredFraction = coveredFraction
+
+    def __reduce__(self) -> tuple[type, tuple[str, float]]:
+        return type(self), (str(self), self.coveredFraction)
+
+
+class OriginMismatchError(InvalidInputError):
+    """The images' origins put the template where its stars are not.
+
+    Parameters
+    ----------
+    message : `str`
+        Both offsets and what to do.
+    originOffset : (`int`, `int`)
+        The science pixel on which the origins put the template's pixel (0, 0).
+    starOffset : (`float`, `float`)
+        The science pixel on which the matched stars put it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        originOffset: tuple[int, int] | None = None,
+        starOffset: tuple[float, float] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.originOffset = originOffset
+        self.starOffset = starOffset
+
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
+        return type(self), (str(self), self.originOffset, self.starOffset)
 
 
 class PsfComputeShapeError(PsfMatchError):

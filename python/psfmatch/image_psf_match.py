@@ -86,6 +86,7 @@ from lsst.utils.timer import timeMethod
 
 from . import _core
 from . import debug as psfmatchDebug
+from ._placement import Placement, cropView, placeTemplate, starOffset, votesFor
 from .basis import makeKernelBasisList
 from .candidate import KernelCandidate
 from .config import PsfMatchConfigAL, PsfMatchConfigDF, makeKernelControl
@@ -98,7 +99,13 @@ from .decorrelate import (
     _rfft2,
     _spectrumOfSmall,
 )
-from .errors import InsufficientKernelSourcesError, InvalidInputError, PsfMatchError
+from .errors import (
+    InsufficientKernelSourcesError,
+    InvalidInputError,
+    OriginMismatchError,
+    PsfMatchError,
+    TemplateCoverageError,
+)
 from .image import Mask, MaskedImage, _rowBands
 from .psf_match import PsfMatchTask
 from .selection import (
@@ -140,6 +147,15 @@ class ImagePsfMatchConfig(pexConfig.Config):
             "that: the score image (ALGORITHM.md §7.4).",
         },
         doc="Which image is convolved.",
+    )
+    requiredTemplateFraction: pexConfig.Field[float] = pexConfig.RangeField(
+        dtype=float,
+        default=0.1,
+        min=0.0,
+        max=1.0,
+        doc="The least fraction of the science image's pixels that the template must cover "
+        "with data (inside its box, without NO_DATA) for a subtraction to be tried; less "
+        "raises TemplateCoverageError. The reference's field of the same name and meaning.",
     )
     doScaleVariance: pexConfig.Field[bool] = pexConfig.Field(
         dtype=bool,
@@ -263,6 +279,14 @@ def _pixelChecksum(mi: MaskedImage) -> int:
     for array in planes:
         crc = zlib.crc32(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data, crc)
     return crc
+
+
+def _contiguous(mi: MaskedImage) -> MaskedImage:
+    """``mi`` with C-contiguous planes (copies of those that are not)."""
+    image, mask, variance = (np.ascontiguousarray(p) for p in (mi.image, mi.mask, mi.variance))
+    if image is mi.image and mask is mi.mask and variance is mi.variance:
+        return mi
+    return MaskedImage(image, mask, variance, xy0=mi.getXY0())
 
 
 def _readOnly(array: np.ndarray) -> np.ndarray:
@@ -620,44 +644,104 @@ class ImagePsfMatchTask(PsfMatchTask):
 
     def _prepareInputs(
         self, templateMaskedImage: Any, scienceMaskedImage: Any
-    ) -> tuple[MaskedImage, MaskedImage]:
-        """Check the inputs and return working copies (masked non-finite pixels zeroed)."""
+    ) -> tuple[MaskedImage, MaskedImage, Placement | None]:
+        """Check the inputs and return working copies (masked non-finite pixels zeroed): the
+        whole template, the science image and, when the template's box is not the science
+        image's, the template placed on the science box (`_placeTemplate`)."""
         for name, mi in (
             ("templateMaskedImage", templateMaskedImage),
             ("scienceMaskedImage", scienceMaskedImage),
         ):
             if not isinstance(mi, MaskedImage):
                 raise InvalidInputError(f"{name}: expected a MaskedImage, got {type(mi).__name__}")
-        if templateMaskedImage.image.shape != scienceMaskedImage.image.shape:
-            raise InvalidInputError(
-                f"template and science differ in shape: {templateMaskedImage.image.shape} vs "
-                f"{scienceMaskedImage.image.shape}; resample them onto one pixel grid first"
-            )
-        if templateMaskedImage.getXY0() != scienceMaskedImage.getXY0():
-            raise InvalidInputError(
-                f"template and science differ in origin xy0: {templateMaskedImage.getXY0()} vs "
-                f"{scienceMaskedImage.getXY0()}"
-            )
-        copies = [
-            self._prepareOne(templateMaskedImage, "templateMaskedImage"),
-            self._prepareOne(scienceMaskedImage, "scienceMaskedImage"),
-        ]
+        template = self._prepareOne(templateMaskedImage, "templateMaskedImage")
+        science = self._prepareOne(scienceMaskedImage, "scienceMaskedImage")
+        placement = None
+        onScience = template
+        if template.getBBox() != science.getBBox():
+            placement = self._placeTemplate(template, science)
+            onScience = cropView(placement.wide, science.getBBox())
         # The bits of a pixel in either image, a band of rows at a time: no image-sized
         # temporaries (three of them took 0.15 s of fresh memory at 4096² on a VM).
         badBits, noData = self._badBits(), Mask.getPlaneBitMask("NO_DATA")
-        anyUsable, uncovered = False, 0
-        ny = int(copies[0].getDimensions()[1])
+        anyUsable, uncovered, templateNoData = False, 0, 0
+        ny = int(science.getDimensions()[1])
         for band in _rowBands(ny):
-            either = copies[0].mask[band] | copies[1].mask[band]
+            either = onScience.mask[band] | science.mask[band]
             uncovered += int(np.count_nonzero(either & noData))
+            templateNoData += int(np.count_nonzero(onScience.mask[band] & noData))
             anyUsable = anyUsable or bool(np.any((either & badBits) == 0))
         if not anyUsable:
             raise InvalidInputError(
                 "every pixel is masked in the template or the science image (mask planes "
                 f"{sorted(set(self.kConfig.badMaskPlanes))}); nothing to match"
             )
-        self.metadata["templateCoveragePercent"] = 100.0 * (1.0 - uncovered / copies[0].mask.size)
-        return copies[0], copies[1]
+        nPixels = science.mask.size
+        coverage = 1.0 - templateNoData / nPixels
+        self.metadata["templateCoveragePercent"] = 100.0 * (1.0 - uncovered / nPixels)
+        self.metadata["templateCoveredFraction"] = coverage
+        required = float(self.config.requiredTemplateFraction)
+        if coverage < required:
+            raise TemplateCoverageError(
+                f"the template covers {100 * coverage:.3g}% of the science image (box "
+                f"{science.getBBox()}) with data, less than requiredTemplateFraction = "
+                f"{required:g} ({100 * required:g}%); the template's box is "
+                f"{templateMaskedImage.getBBox()}",
+                coverage,
+            )
+        return template, science, placement
+
+    def _placeTemplate(self, template: MaskedImage, science: MaskedImage) -> Placement:
+        """The template on the science box by their origins, after checking that the stars
+        agree with the origins (`OriginMismatchError` if they clearly do not)."""
+        kConfig = self.kConfig
+        margin = max(int(kConfig.kernelSize), int(getattr(kConfig, "kernelSizeMax", 0))) // 2
+        (tx, ty), (sx, sy) = template.getXY0(), science.getXY0()
+        originOffset = (tx - sx, ty - sy)
+        self._checkOriginsAgainstStars(template, science, originOffset)
+        placement = placeTemplate(template, science.getBBox(), margin)
+        self.log.info(
+            "Template box %s placed on the science box %s by their origins: its pixel (0, 0) "
+            "on science pixel %s; %.1f%% of the science image covered",
+            template.getBBox(),
+            science.getBBox(),
+            originOffset,
+            100.0 * placement.coveredFraction,
+        )
+        self.metadata["templatePlacedByOrigin"] = True
+        return placement
+
+    def _checkOriginsAgainstStars(
+        self, template: MaskedImage, science: MaskedImage, originOffset: tuple[int, int]
+    ) -> None:
+        """Raise `OriginMismatchError` when the brightest stars of the two images match at a
+        shift other than the one their origins give (``originOffset``: the science pixel of
+        the template's pixel (0, 0)). Silent when the stars cannot tell (too few, or no
+        shift that a third of them agree on)."""
+        badBits = self._badBits()
+        threshold = max(10.0, float(self.config.selection.detectionThreshold))
+        sStars = detectSources(science, threshold, badBits, measureRadii=False)
+        tStars = detectSources(template, threshold, badBits, measureRadii=False)
+        found = starOffset(sStars, tStars)
+        if found is None:
+            self.log.debug("Origins not checked against the stars: too few stars match")
+            return
+        dx, dy = originOffset
+        agree = abs(found.dx - dx) <= 1.0 and abs(found.dy - dy) <= 1.0
+        if agree or votesFor(sStars, tStars, dx, dy) >= found.nMatched // 2:
+            return
+        (tx, ty), (sx, sy) = template.getXY0(), science.getXY0()
+        raise OriginMismatchError(
+            f"the images' origins and their stars disagree: by the origins (template xy0 "
+            f"({tx}, {ty}), science xy0 ({sx}, {sy})) the template's pixel (0, 0) lies on "
+            f"the science image's pixel ({dx}, {dy}), but {found.nMatched} of their brightest "
+            f"stars match with it on pixel ({found.dx:.1f}, {found.dy:.1f}). If the two "
+            "images are already on one pixel grid, ignore the origins (subtract(..., "
+            "ignoreOrigins=True); command line --ignore-origins); otherwise correct the "
+            "origins in the headers (CRVAL1A/CRVAL2A or LTV1/LTV2)",
+            (int(dx), int(dy)),
+            (found.dx, found.dy),
+        )
 
     def _checkStampFits(self, mi: MaskedImage, kernelSize: int, what: str) -> None:
         """Raise `InvalidInputError` unless a candidate stamp (2·kernelSize+1 pixels wide, so
@@ -987,7 +1071,9 @@ class ImagePsfMatchTask(PsfMatchTask):
         """Everything up to and including the kernel fit; returns the pieces as a Struct."""
         analysis: TemplateAnalysis | None = None
         with self.timer("prepare"):
-            template, science = self._prepareInputs(templateMaskedImage, scienceMaskedImage)
+            fullTemplate, science, placement = self._prepareInputs(
+                templateMaskedImage, scienceMaskedImage
+            )
             kConfig = self.kConfig
             scaled = kConfig.kernelBasisSet == "alard-lupton" and kConfig.scaleByFwhm
             self._checkStampFits(
@@ -997,11 +1083,21 @@ class ImagePsfMatchTask(PsfMatchTask):
             )
             if templateAnalysis is not None:
                 analysis = self._checkTemplateAnalysis(templateAnalysis, templateMaskedImage)
+            # Placed on the science box, the template's variance factor is still measured on
+            # the whole template, as analyzeTemplate does (the same answer with or without).
+            scaledTemplate = fullTemplate if placement is None else placement.wide
             if self.config.doScaleVariance:
-                self._scaleVariance(
-                    template, "Template", None if analysis is None else analysis.varianceScaleFactor
-                )
+                factor = None if analysis is None else analysis.varianceScaleFactor
+                if factor is None and placement is not None:
+                    factor = _varianceScaleFactor(fullTemplate, self._badBits())
+                self._scaleVariance(scaledTemplate, "Template", factor)
                 self._scaleVariance(science, "Science")
+            templateWide: MaskedImage | None = None
+            if placement is None:
+                template = fullTemplate
+            else:
+                templateWide = scaledTemplate
+                template = _contiguous(cropView(templateWide, science.getBBox()))
 
         selection = self.config.selection
         sSources: np.ndarray | None
@@ -1084,7 +1180,9 @@ class ImagePsfMatchTask(PsfMatchTask):
                 (bbox.getWidth() - 2 * hx, bbox.getHeight() - 2 * hy),
             )
         if mode == "convolveScience":
-            self._checkPositiveVariance(template, "templateMaskedImage", templateMaskedImage)
+            # A placed template is new planes on the science box: it is its own original.
+            original = templateMaskedImage if placement is None else template
+            self._checkPositiveVariance(template, "templateMaskedImage", original)
         else:
             self._checkPositiveVariance(science, "scienceMaskedImage", scienceMaskedImage)
         self.metadata["convolvedExposure"] = _CONVOLVED_NAMES[mode]
@@ -1156,6 +1254,15 @@ class ImagePsfMatchTask(PsfMatchTask):
             preConvKernel=preConvKernel,
             innerBox=innerBox,
             templateDiaDetections=None if analysis is None else analysis.diaDetections,
+            # With a placed template: the whole template (for its detections) and the factor
+            # its variance was scaled by, the template on the wide box (what is convolved) and
+            # the science pixels it does not reach.
+            templateFull=None if placement is None else fullTemplate,
+            templateVarianceFactor=self.metadata.get("scaleTemplateVarianceFactor")
+            if self.metadata.get("scaleTemplateVarianceApplied")
+            else None,
+            templateWide=templateWide,
+            uncovered=None if placement is None else placement.uncovered,
         )
 
     def _sourcesInside(self, sources: Table, box: Any, kernelSize: int) -> Table:
@@ -1230,9 +1337,28 @@ class ImagePsfMatchTask(PsfMatchTask):
 
     def _convolve(self, fit: Struct) -> MaskedImage:
         # The target is a working image: every pixel finite (_prepareOne, _medianFilled).
-        return _convolveChecked(
-            fit.target, fit.psfMatchingKernel, doCopyEdge=True, nThreads=self.kConfig.nThreads
+        target = fit.target
+        wide = fit.mode == "convolveTemplate" and fit.templateWide is not None
+        if wide:
+            # The template's pixels beyond the science box feed the convolution at its edges.
+            target = fit.templateWide
+        convolved = _convolveChecked(
+            target, fit.psfMatchingKernel, doCopyEdge=True, nThreads=self.kConfig.nThreads
         )
+        return _contiguous(cropView(convolved, fit.science.getBBox())) if wide else convolved
+
+    def _blankUncovered(self, fit: Struct, difference: MaskedImage) -> None:
+        """NaN, +inf variance and NO_DATA in ``difference`` wherever the placed template has
+        no pixel within the kernel's reach (at the pixel itself if it was not convolved)."""
+        if fit.uncovered is None:
+            return
+        blank = fit.uncovered
+        if fit.mode != "convolveScience":
+            half = int(fit.psfMatchingKernel.getDimensions()[0]) // 2
+            blank = _dilate(blank, half)
+        difference.image[blank] = np.nan
+        difference.variance[blank] = np.inf
+        difference.mask[blank] |= Mask.getPlaneBitMask("NO_DATA")
 
     # -- public API -----------------------------------------------------------------------
 
@@ -1254,7 +1380,11 @@ class ImagePsfMatchTask(PsfMatchTask):
         Parameters
         ----------
         templateMaskedImage, scienceMaskedImage : `MaskedImage`
-            The two images on one pixel grid (same shape and ``xy0``); never modified.
+            The two images on one parent pixel grid, each at its ``xy0``; never modified. A
+            template larger than the science image, or offset from it by whole pixels, is cut
+            to the science image's box (`psfmatch._placement`); less than
+            ``requiredTemplateFraction`` of coverage raises `TemplateCoverageError`, origins
+            that the stars contradict `OriginMismatchError`.
         candidateList : table or sequence of (x, y), optional
             Kernel source positions in parent coordinates (a table with ``x`` and ``y``
             columns, or pairs); those whose stamps leave the image or carry a bad mask bit
@@ -1365,6 +1495,7 @@ class ImagePsfMatchTask(PsfMatchTask):
             convolved = self._convolve(fit)
         with self.timer("subtract"):
             raw = self._subtract(fit, convolved, inPlace=not self.config.keepMatchedImage)
+            self._blankUncovered(fit, raw)
         # Without keepMatchedImage the convolved image's planes hold the difference now.
         matched = convolved if self.config.keepMatchedImage else None
         # The PSF of the raw difference: that of the unconvolved image (times the
@@ -1490,6 +1621,25 @@ class ImagePsfMatchTask(PsfMatchTask):
 
     # -- difference-image sources -----------------------------------------------------------
 
+    def _templateDetections(self, fit: Struct) -> tuple[np.ndarray, tuple[int, int]]:
+        """The template's detections (`analyzeTemplate`'s, or made now) and the origin of the
+        image they were made on: the whole template when it was placed on the science box."""
+        template = fit.template if fit.templateFull is None else fit.templateFull
+        if fit.templateDiaDetections is not None:
+            return fit.templateDiaDetections, template.getXY0()
+        if fit.templateFull is not None and fit.templateVarianceFactor is not None:
+            factor = fit.templateVarianceFactor
+            template = MaskedImage(
+                template.image,
+                template.mask,
+                template.variance * template.variance.dtype.type(factor),
+                xy0=template.getXY0(),
+            )
+        detections = detectSources(
+            template, self.config.diaSourceThreshold, self._badBits(), measureRadii=False
+        )
+        return detections, template.getXY0()
+
     def _detectDiaSources(self, fit: Struct, difference: MaskedImage, psf: np.ndarray) -> Table:
         """Detect positive and negative sources in D (`_detectDifferenceSources`), associate
         them with the template's detections and the kernel sources, and record the
@@ -1504,16 +1654,11 @@ class ImagePsfMatchTask(PsfMatchTask):
             isScore=fit.mode == "preconvolve",
             nThreads=int(self.kConfig.nThreads),
         )
-        x0, y0 = difference.getXY0()
 
         # Association: the template's detections stand for the known sky; the kernel sources
         # are the science image's sources used for PSF matching (the reference's
         # selectSources).
-        templateDetections = fit.templateDiaDetections
-        if templateDetections is None:
-            templateDetections = detectSources(
-                fit.template, config.diaSourceThreshold, self._badBits(), measureRadii=False
-            )
+        templateDetections, (tx0, ty0) = self._templateDetections(fit)
         fwhm = _psfFwhm(psf)
         radius = config.diaSourceMatchRadius * (fwhm if math.isfinite(fwhm) else 1.0)
         refAssociated = np.zeros(len(table), dtype=bool)
@@ -1522,8 +1667,8 @@ class ImagePsfMatchTask(PsfMatchTask):
             i, _, _ = _pairsWithin(
                 np.asarray(table["x"]),
                 np.asarray(table["y"]),
-                np.asarray(templateDetections["x"], dtype=float) + x0,
-                np.asarray(templateDetections["y"], dtype=float) + y0,
+                np.asarray(templateDetections["x"], dtype=float) + tx0,
+                np.asarray(templateDetections["y"], dtype=float) + ty0,
                 radius,
             )
             refAssociated[i] = True
