@@ -272,6 +272,64 @@ def test_difference_figure(run: Any, tmp_path: Path) -> None:
     assert len(_imageAxes(fig)[0].get_images()) == 1
 
 
+def _overlaps(a: Any, b: Any) -> bool:
+    """Whether two display-space bounding boxes share any area."""
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+@needsMatplotlib
+@pytest.mark.parametrize("scale", [1.0, 1e3], ids=["adu", "thousandfold"])
+def test_difference_figure_labels_do_not_overlap(run: Any, scale: float) -> None:
+    # Scaled by 1000 (as a frame in electrons with a large sky might be), the tick labels
+    # become five digits wide; the figure must stay legible at both scales.
+    result = run
+    if scale != 1.0:
+        d = run.difference
+        result = psfmatch.api.SubtractionResult(
+            difference=psfmatch.MaskedImage(d.image * scale, d.mask, d.variance * scale**2),
+            matched=None,
+            kernel=run.kernel,
+            background=run.background,
+            candidates=run.candidates,
+            metadata=run.metadata,
+            convolved=run.convolved,
+            config=run.config,
+            kernelCellSet=run.kernelCellSet,
+        )
+    fig = pmplot.plotDifference(result)
+    fig.canvas.draw()
+    axImage = _imageAxes(fig)[0]
+    (colorbar,) = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    low, high = axImage.get_images()[0].norm.vmin, axImage.get_images()[0].norm.vmax
+    # Every tick the colour bar draws is a value it shows: astropy's ImageNormalize made
+    # matplotlib draw the ticks beyond the limits clipped onto the ends, over the end ticks.
+    bar = colorbar.get_window_extent()
+    locations = colorbar.yaxis.get_majorticklocs()
+    drawn = []
+    for tick in colorbar.yaxis.get_major_ticks(len(locations)):
+        y = colorbar.transData.transform((0.5, tick.get_loc()))[1]
+        # Half a pixel: a tick exactly at a limit is drawn on the bar's edge.
+        if bar.y0 - 0.5 <= y <= bar.y1 + 0.5:
+            drawn.append(tick)
+    assert len(drawn) >= 3
+    assert all(low <= tick.get_loc() <= high for tick in drawn), [t.get_loc() for t in drawn]
+    labels = [label for t in drawn for label in (t.label1, t.label2) if label.get_visible()]
+    assert len(labels) == len(drawn)
+    boxes = [label.get_window_extent() for label in labels]
+    assert all(box.width > 0 and box.height > 0 for box in boxes)
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert not _overlaps(a, b), [label.get_text() for label in labels]
+    # The legend (mask planes, candidates) lies outside the image it explains.
+    legend = axImage.get_legend()
+    assert legend is not None
+    assert not _overlaps(legend.get_window_extent(), axImage.get_window_extent())
+    # ... and inside the figure, not cut off by its edge.
+    figureBox = fig.bbox
+    box = legend.get_window_extent()
+    assert box.x0 >= figureBox.x0 and box.y0 >= figureBox.y0
+
+
 @needsMatplotlib
 def test_large_difference_is_binned(run: Any) -> None:
     fig = pmplot.plotDifference(run, maxPixels=100)

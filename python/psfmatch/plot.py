@@ -210,11 +210,16 @@ def _starNorm(image: np.ndarray) -> Any:
 
 
 def _differenceNorm(image: np.ndarray) -> Any:
-    """Linear zscale limits, as a difference image is looked at."""
-    from astropy.visualization import ImageNormalize, LinearStretch
+    """Linear zscale limits, as a difference image is looked at.
+
+    A plain `matplotlib.colors.Normalize`, not astropy's ``ImageNormalize``: a colour bar
+    gives any other norm a "function" scale whose clipping draws the ticks beyond the limits
+    (the next round numbers) on top of the end ticks, where their labels overlap.
+    """
+    from matplotlib.colors import Normalize
 
     low, high = _zscaleLimits(image)
-    return ImageNormalize(vmin=low, vmax=high, stretch=LinearStretch(), clip=True)
+    return Normalize(vmin=low, vmax=high, clip=True)
 
 
 def _symmetric(values: list[np.ndarray] | np.ndarray) -> float:
@@ -842,7 +847,7 @@ def plotDifference(
     fig = _newFigure(fig, (13.0, 6.0))
     fig.set_size_inches(13.0, 6.0)
     axImage, axHist = fig.subplots(1, 2, width_ratios=[1.6, 1.0])
-    _margins(fig, top=0.45, bottom=0.6)
+    _margins(fig, top=0.45, bottom=1.0)
     fig.subplots_adjust(left=0.06, wspace=0.15)
     im = axImage.imshow(
         shown,
@@ -892,7 +897,15 @@ def plotDifference(
                 Patch(facecolor="none", edgecolor=_BAD_COLOUR, label="kernel candidate, rejected")
             )
     if handles:
-        axImage.legend(handles=handles, fontsize=7, loc="upper right", framealpha=0.7)
+        # Below the axes, under the x label: inside, it hid a corner of the image.
+        axImage.legend(
+            handles=handles,
+            fontsize=7,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.1),
+            ncol=min(len(handles), 4),
+            frameon=False,
+        )
     axImage.set_xlabel("x (pixels)")
     axImage.set_ylabel("y (pixels)")
     axImage.set_title(
