@@ -15,6 +15,7 @@ import pytest
 from astropy.io import fits
 
 import psfmatch
+from psfmatch import cli
 from psfmatch import io as pmio
 from psfmatch.cli import main
 from psfmatch.image import Mask
@@ -538,6 +539,24 @@ def test_demo(tmp_path: Path, capsys: Any) -> None:
     assert status == 1
     assert "exists" in stderr and "--overwrite" in stderr
     assert {p: _digest(p) for p in outDir.iterdir()} == digests
+
+
+def test_demo_default_output_is_ignored_by_git() -> None:
+    # `psfmatch demo` run from the checkout writes ~40 MB into ./psfmatch-demo by default;
+    # none of it may show up as untracked files.
+    root = Path(__file__).resolve().parents[1]
+    git = shutil.which("git")
+    if git is None or not (root / ".git").exists():
+        pytest.skip("needs git and a git checkout")
+    default = cli._buildParser().parse_args(["demo"]).output_dir
+    for name in ("difference.fits", "transients.ecsv", "plots/report.html"):
+        done = subprocess.run(
+            [git, "-C", str(root), "check-ignore", "-q", f"{default}/{name}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, f"{default}/{name} is not ignored: {done.stderr}"
 
 
 def test_entry_point_on_path() -> None:
