@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -764,12 +765,12 @@ def _shortHeader(tmp_path: Path) -> Path:
     return path
 
 
-def _badChecksum(tmp_path: Path) -> Path:
-    path = tmp_path / "checksum.fits"
-    io.writeMaskedImage(path, MaskedImage(np.ones((20, 20), np.float32)))
-    raw = bytearray(path.read_bytes())
-    raw[2880 * 3 - 10] ^= 0xFF  # a byte of the IMAGE data
-    path.write_bytes(bytes(raw))
+def _staleCutout(path: Path, data: np.ndarray, original: Path) -> Path:
+    """A cut-out as common tools make it: ``data`` under a copy of ``original``'s primary
+    header, its CHECKSUM and DATASUM cards included (they describe the original's data)."""
+    header = fits.getheader(original, 0)
+    assert "CHECKSUM" in header and "DATASUM" in header
+    fits.PrimaryHDU(data, header=header).writeto(path)  # no checksum=True: the cards are kept
     return path
 
 
@@ -780,11 +781,10 @@ def _badChecksum(tmp_path: Path) -> Path:
         (lambda d: d / "text.fits", r"cannot read .*text\.fits.* as FITS"),
         (_truncated, r"truncated\.fits.* is a damaged FITS file.*truncated"),
         (_shortHeader, r"shortheader\.fits.* is a damaged FITS file"),
-        (_badChecksum, r"checksum\.fits.* is a damaged FITS file.*[Cc]hecksum"),
         (lambda d: _plainFile(d / "nodata.fits", {}, np.zeros(0)), r"nodata\.fits.*no 2-D image"),
         (lambda d: d, r"is a directory"),
     ],
-    ids=["empty", "text", "truncated", "short-header", "checksum", "no-image", "directory"],
+    ids=["empty", "text", "truncated", "short-header", "no-image", "directory"],
 )
 def test_unreadable_files(tmp_path, make, match):
     (tmp_path / "empty.fits").write_bytes(b"")
@@ -792,6 +792,78 @@ def test_unreadable_files(tmp_path, make, match):
     path = make(tmp_path)
     with pytest.raises(InvalidInputError, match=match):
         io.readMaskedImage(path)
+
+
+def test_stale_checksums_warn_once_per_hdu(tmp_path, rng, caplog):
+    original = tmp_path / "original.fits"
+    fits.PrimaryHDU(rng.normal(size=(40, 40)).astype(np.float32)).writeto(original, checksum=True)
+    data = rng.normal(100.0, 5.0, (30, 30)).astype(np.float32)
+    cutout = _staleCutout(tmp_path / "cutout.fits", data, original)
+    # astropy itself says the cards do not match (so the test exercises the mismatch).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with fits.open(cutout, checksum=True) as hdul:
+            hdul[0].data  # noqa: B018
+    assert {str(w.message).split()[0] for w in caught} == {"Checksum", "Datasum"}
+
+    info: dict = {}
+    with caplog.at_level(logging.WARNING, logger="psfmatch.io"):
+        mi = io.readImage(cutout, info=info)
+    np.testing.assert_array_equal(mi.image, data)  # the data are used as they are
+    records = [r for r in caplog.records if r.levelno == logging.WARNING]
+    # One warning for the HDU, though both of its cards fail; it names the file and the HDU.
+    assert len(records) == 1, [r.getMessage() for r in records]
+    message = records[0].getMessage()
+    assert str(cutout) in message and "HDU 'PRIMARY'" in message
+    assert "CHECKSUM and DATASUM cards do not match the data" in message
+    assert info["warnings"] == [message]
+
+
+def test_checksum_mismatch_of_an_extension_names_it(tmp_path, caplog):
+    # A psfmatch file whose IMAGE data changed by one byte after it was written: the data
+    # read (with the change), the failed checksum is reported for that HDU alone.
+    path = tmp_path / "changed.fits"
+    image = np.ones((20, 20), np.float32)
+    io.writeMaskedImage(path, MaskedImage(image))
+    with fits.open(path) as hdul:
+        offset = hdul.fileinfo(hdul.index_of("IMAGE"))["datLoc"]
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 0x80  # the sign bit of pixel [0, 0] (big-endian float32)
+    path.write_bytes(bytes(raw))
+    info: dict = {}
+    with caplog.at_level(logging.WARNING, logger="psfmatch.io"):
+        mi = io.readMaskedImage(path, info=info)
+    assert mi.image[0, 0] == -1.0 and (mi.image.ravel()[1:] == 1.0).all()
+    (message,) = info["warnings"]
+    assert "HDU 'IMAGE'" in message and "HDU 'MASK'" not in message
+    assert caplog.text.count("do not match the data") == 1
+
+
+def test_cutouts_with_stale_checksums_are_subtracted_by_path(tmp_path, caplog):
+    import psfmatch
+    from psfmatch.simulate import simulatePair
+
+    sim = simulatePair((256, 256), nStars=80, seed=2)
+    original = tmp_path / "frame.fits"
+    fits.PrimaryHDU(np.zeros((300, 300), np.float32)).writeto(original, checksum=True)
+    science = _staleCutout(tmp_path / "science.fits", sim.science.image, original)
+    template = _staleCutout(tmp_path / "template.fits", sim.template.image, original)
+    with caplog.at_level(logging.WARNING, logger="psfmatch"):
+        result = psfmatch.subtract(science, template)
+    assert np.isfinite(result.kernelSum)
+    warned = [r.getMessage() for r in caplog.records if "do not match the data" in r.getMessage()]
+    assert len(warned) == 2
+    assert str(science) in warned[0] and str(template) in warned[1]
+
+
+def test_a_truncated_file_with_checksums_is_still_refused(tmp_path):
+    path = tmp_path / "whole.fits"
+    io.writeMaskedImage(path, MaskedImage(np.ones((64, 64), np.float32)))
+    raw = path.read_bytes()
+    truncated = tmp_path / "cut.fits"
+    truncated.write_bytes(raw[: len(raw) - 2880])  # the VARIANCE data lose their last block
+    with pytest.raises(InvalidInputError, match=r"cut\.fits.* is a damaged FITS file"):
+        io.readMaskedImage(truncated)
 
 
 def test_readImage_argument_errors(rng):

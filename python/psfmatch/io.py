@@ -36,8 +36,10 @@ The reading functions log what they decided to the logger ``"psfmatch.io"`` and,
 ``info`` dict, fill it with the same facts (layout, origin source, mask-plane remapping,
 whether the variance was estimated, and any warning astropy raised while reading). They never
 issue Python warnings: warnings that astropy raises while reading are captured, logged and
-reported in ``info["warnings"]``, and those that mean the file is damaged (truncated, failed
-checksum) become an `~psfmatch.errors.InvalidInputError`.
+reported in ``info["warnings"]``, and those that mean the file is damaged (truncated,
+corrupt) become an `~psfmatch.errors.InvalidInputError`. A ``CHECKSUM`` or ``DATASUM`` card
+that does not match data that read cleanly is such a warning, not an error: cut-outs made by
+common tools copy the original frame's cards.
 """
 
 from __future__ import annotations
@@ -132,8 +134,17 @@ _STRUCTURAL_KEYS = frozenset(
 
 _COMMENTARY_KEYS = frozenset({"COMMENT", "HISTORY", ""})
 
-_DAMAGE_PATTERN = re.compile(r"truncat|corrupt|checksum|datasum|not a multiple of 2880", re.I)
+_DAMAGE_PATTERN = re.compile(r"truncat|corrupt|not a multiple of 2880", re.I)
 """Warnings astropy raises for a damaged file; reading such a file is an error."""
+
+_CHECKSUM_PATTERN = re.compile(
+    r"(?P<card>Checksum|Datasum) verification failed for HDU (?P<hdu>.+?)\.?\s*$", re.I | re.S
+)
+"""astropy's warning that an HDU's ``CHECKSUM`` or ``DATASUM`` card does not match it.
+
+Not an error: cut-outs made by common tools copy the original frame's cards, which then no
+longer match. Data that are damaged beyond that fail to read, or raise a `_DAMAGE_PATTERN`
+warning."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,12 +201,45 @@ def _warningMessages(caught: Iterable[warnings.WarningMessage]) -> list[str]:
     return [f"{w.category.__name__}: {w.message}" for w in caught]
 
 
+def _hduLabel(text: str) -> str:
+    """astropy's ``('NAME', EXTVER)`` of an HDU as ``'NAME'`` (with the EXTVER if not 1)."""
+    match = re.fullmatch(r"\('(?P<name>.*)', (?P<ver>\d+)\)", text)
+    if match is None:
+        return text
+    name = repr(match["name"]) if match["name"] else "(no EXTNAME)"
+    return name if match["ver"] == "1" else f"{name} (EXTVER {match['ver']})"
+
+
+def _checksumWarnings(path: Path, messages: list[str]) -> tuple[list[str], list[str]]:
+    """Split astropy's warnings into one message per HDU whose checksums fail, and the rest."""
+    failed: dict[str, list[str]] = {}
+    others = []
+    for message in messages:
+        match = _CHECKSUM_PATTERN.search(message)
+        if match is None:
+            others.append(message)
+            continue
+        cards = failed.setdefault(match["hdu"].strip(), [])
+        card = match["card"].upper()
+        if card not in cards:
+            cards.append(card)
+    notes = []
+    for hdu, cards in failed.items():
+        which = " and ".join(cards) + (" cards do" if len(cards) > 1 else " card does")
+        notes.append(
+            f"{str(path)!r} HDU {_hduLabel(hdu)}: the {which} not match the data, which read "
+            "cleanly and are used (a cut-out often keeps the original frame's checksums)"
+        )
+    return notes, others
+
+
 def _withFits(path: Path, work: Callable[[fits.HDUList], _T], info: dict[str, Any] | None) -> _T:
     """Open ``path`` read-only, run ``work`` on it and turn every failure into a psfmatch error.
 
     Warnings raised by astropy while the file is open are captured: those that say the file is
-    damaged make the read fail with `InvalidInputError`; the others are logged and reported in
-    ``info["warnings"]``.
+    damaged (truncated, corrupt) make the read fail with `InvalidInputError`; the others are
+    logged and reported in ``info["warnings"]``, among them a ``CHECKSUM``/``DATASUM`` card that
+    does not match data that read cleanly (once per HDU).
     """
     _checkInputFile(path)
     # LSST files carry non-standard keywords and third-party files anything at all: astropy
@@ -210,14 +254,15 @@ def _withFits(path: Path, work: Callable[[fits.HDUList], _T], info: dict[str, An
         try:
             # memmap=False: the arrays are read into memory and the file closed on return, so
             # nothing returned refers to the file. checksum=True verifies CHECKSUM/DATASUM
-            # cards when the file has them (psfmatch writes them).
+            # cards when the file has them (psfmatch writes them); a mismatch is reported,
+            # not refused (see _CHECKSUM_PATTERN).
             with fits.open(
                 path, mode="readonly", memmap=False, lazy_load_hdus=False, checksum=True
             ) as hdul:
                 result = work(hdul)
         except Exception as err:  # astropy raises OSError, ValueError, TypeError, ...
             failure = err
-    messages = _warningMessages(caught)
+    checksumNotes, messages = _checksumWarnings(path, _warningMessages(caught))
     damage = [m for m in messages if _DAMAGE_PATTERN.search(m)]
     if damage:
         # Reported first: it explains whatever else went wrong.
@@ -234,10 +279,12 @@ def _withFits(path: Path, work: Callable[[fits.HDUList], _T], info: dict[str, An
         raise InvalidInputError(
             f"cannot read {str(path)!r} as FITS: {type(failure).__name__}: {failure}"
         ) from failure
+    for note in checksumNotes:
+        _log.warning("%s", note)
     for message in dict.fromkeys(messages):
         _log.warning("reading %s: %s", path, message)
-    if info is not None and messages:
-        info.setdefault("warnings", []).extend(messages)
+    if info is not None and (checksumNotes or messages):
+        info.setdefault("warnings", []).extend(checksumNotes + messages)
     assert result is not _NOT_READ
     return typing.cast(_T, result)
 
@@ -559,7 +606,7 @@ def readMaskedImage(
     InputFileNotFoundError
         If ``path`` does not exist.
     InvalidInputError
-        If the file is not FITS, is damaged (truncated, failed checksum), holds no 2-D image,
+        If the file is not FITS, is damaged (truncated, unreadable data), holds no 2-D image,
         has planes of different shapes, a mask that is not integer, or an ``MP_`` keyword or
         origin that makes no sense; or ``hdu`` names no image HDU.
     PsfMatchIOError
