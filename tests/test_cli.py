@@ -383,6 +383,35 @@ def test_gain_for_images_without_variance(
     np.testing.assert_allclose(gain.variance[peak], sim.science.variance[peak], rtol=0.2)
 
 
+def test_hotpants_gain_and_read_noise_line_runs(
+    pair: dict[str, Any], tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The most common HOTPANTS invocation gives both gain and read noise for both images.
+    sim = pair["sim"]
+    science, template = tmp_path / "s.fits", tmp_path / "t.fits"
+    fits.writeto(science, sim.science.image)  # plain images: the variance is estimated
+    fits.writeto(template, sim.template.image)
+    calls: list[dict[str, Any]] = []
+    original = pmio.readImage
+
+    def recording(source: Any, **kwargs: Any) -> Any:
+        calls.append({"source": str(source), **kwargs})
+        return original(source, **kwargs)
+
+    monkeypatch.setattr(pmio, "readImage", recording)
+    out = tmp_path / "d.fits"
+    status, _, stderr = _run(
+        capsys,
+        *["subtract", "-inim", science, "-tmplim", template, "-outim", out, "-ko", "1"],
+        *["-tg", "4", "-tr", "10", "-ig", "1", "-ir", "5", "-q"],
+    )
+    assert status == 0, stderr
+    assert out.is_file()
+    # (subtract reads the MaskedImages the command line made once more, without a gain.)
+    noise = {c["source"]: (c["gain"], c["readNoise"]) for c in calls if "gain" in c}
+    assert noise == {str(science): (1.0, 5.0), str(template): (4.0, 10.0)}
+
+
 def test_candidates_file(pair: dict[str, Any], tmp_path: Path, capsys: Any) -> None:
     stars = pair["sim"].stars
     bright = stars[(stars["flux"] > 5e3) & (stars["nearestDistance"] > 20)]
@@ -471,6 +500,22 @@ def test_output_may_not_be_an_input(pair: dict[str, Any], capsys: Any) -> None:
             "HOTPANTS option -nsx",
         ),
         (["subtract", "-inim", "s", "-tmplim", "t", "-outim", "d", "-c", "x"], "invalid choice"),
+        (
+            ["subtract", "-inim", "s", "-tmplim", "t", "-outim", "d", "-ir", "5"],
+            "--science-read-noise/-ir needs the science gain (--science-gain/-ig)",
+        ),
+        (
+            ["subtract", "-inim", "s", "-tmplim", "t", "-outim", "d", "-tg", "4", "-tr", "-1"],
+            "--template-read-noise/-tr: expected a number of electrons >= 0, got -1",
+        ),
+        (
+            ["subtract", "-inim", "s", "-tmplim", "t", "-outim", "d", "-tg", "4", "-tr", "nan"],
+            "--template-read-noise/-tr: expected a number of electrons >= 0, got nan",
+        ),
+        (
+            ["subtract", "-inim", "s", "-tmplim", "t", "-outim", "d", "-ig", "0"],
+            "--science-gain/-ig: expected a positive number of e-/ADU, got 0",
+        ),
         (["subtract", "-inim", "s", "-tmplim", "t", "-outim", "d", "-ko", "one"], "invalid int"),
         (["frobnicate"], "invalid choice"),
         ([], "the following arguments are required"),

@@ -725,6 +725,75 @@ def test_estimated_variance_with_gain_adds_the_poisson_term(rng):
     assert info["gain"] == gain
 
 
+def test_read_noise_gives_the_hotpants_noise_model(rng, caplog):
+    # A raw frame in ADU: sky and a bright patch, Poisson electrons plus Gaussian read noise.
+    gain, readNoise, sky, patch, shape = 4.0, 10.0, 200.0, 5000.0, (256, 256)
+    level = np.full(shape, sky)
+    level[:64, :128] = patch
+    electrons = rng.poisson(level * gain) + rng.normal(0.0, readNoise, shape)
+    image = electrons / gain
+    info: dict = {}
+    with caplog.at_level(logging.WARNING, logger="psfmatch.io"):
+        mi = io.readImage(image, gain=gain, readNoise=readNoise, info=info)
+    assert info["varianceModel"] == "gainReadNoise" and info["readNoise"] == readNoise
+    assert caplog.records == []  # the model describes this image: no mismatch warning
+    # HOTPANTS (makeNoiseImage4): noise² = |data| / gain + (readnoise / gain)², per pixel.
+    # Exact up to float64 rounding.
+    np.testing.assert_allclose(
+        mi.variance, np.abs(image) / gain + (readNoise / gain) ** 2, rtol=1e-12
+    )
+    # Against the truth, level / gain + (readNoise / gain)²: in each region the mean estimate
+    # differs from it only by the mean of the noise over gain, whose standard error is
+    # 0.008 ADU² on the sky's 57344 pixels and 0.14 ADU² on the patch's 8192 (1.4e-4 of
+    # either); 1e-3 is seven of them. Leaving out the read noise would be 11 % off on the sky.
+    for region, value in ((level == sky, sky), (level == patch, patch)):
+        truth = value / gain + (readNoise / gain) ** 2
+        np.testing.assert_allclose(mi.variance[region].mean(), truth, rtol=1e-3)
+        # ... and that truth is the pixels' own scatter: the sample variance of N pixels has a
+        # relative standard error sqrt(2/N), 1.6 % on the patch; 8 % is five of them.
+        np.testing.assert_allclose(image[region].var(), truth, rtol=0.08)
+
+
+@pytest.mark.parametrize(
+    ("skySubtracted", "gainGiven", "cause"),
+    [
+        (True, 4.0, "is the image sky-subtracted"),
+        (False, 0.4, "is the gain too small or the read noise too large?"),
+    ],
+    ids=["sky-subtracted", "gain-too-small"],
+)
+def test_read_noise_model_that_misses_the_sky_scatter_warns(
+    rng, caplog, skySubtracted, gainGiven, cause
+):
+    # HOTPANTS' model needs the sky in the pixel values and the right gain; otherwise its
+    # variance at the sky differs from the sky's scatter by a large factor (about 9 without
+    # the sky, 20 with a tenth of the gain; the warning needs 2), and the estimate says so.
+    gain, readNoise = 4.0, 10.0
+    image = (rng.poisson(800.0, (128, 128)) + rng.normal(0.0, readNoise, (128, 128))) / gain
+    if skySubtracted:
+        image -= np.median(image)
+    with caplog.at_level(logging.WARNING, logger="psfmatch.io"):
+        io.readImage(image, gain=gainGiven, readNoise=readNoise)
+    (record,) = caplog.records
+    assert cause in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"gain": 2.0, "readNoise": -1.0}, r"readNoise: expected a finite number of electrons"),
+        ({"gain": 2.0, "readNoise": math.nan}, r"readNoise: expected a finite number"),
+        ({"gain": 2.0, "readNoise": True}, r"readNoise: expected a number of electrons"),
+        ({"gain": 2.0, "readNoise": "5"}, r"readNoise: expected a number of electrons"),
+        ({"readNoise": 5.0}, r"readNoise=5 e- needs gain= \(e-/ADU\)"),
+    ],
+    ids=["negative", "nan", "bool", "string", "no-gain"],
+)
+def test_read_noise_errors(rng, kwargs, match):
+    with pytest.raises(InvalidInputError, match=match):
+        io.readImage(rng.normal(size=(32, 32)), **kwargs)
+
+
 def test_variance_estimate_failures():
     with pytest.raises(InvalidInputError, match="robust scatter of the image's sky is 0"):
         io.readImage(np.ones((20, 20)))

@@ -58,7 +58,7 @@ _CONVOLVE = {"t": "convolveTemplate", "i": "convolveScience"}
 #: HOTPANTS (v5.1.11) options that ``psfmatch subtract`` does not take. Some of them would
 #: otherwise parse as a supported short option with an attached value (``-nsx`` as ``-n sx``).
 _HOTPANTS_UNSUPPORTED = frozenset(
-    "-tuk -tr -tp -tni -tmi -iuk -ir -ip -ini -imi -ki -kcs -ft -sft -nft -mins -mous "
+    "-tuk -tp -tni -tmi -iuk -ip -ini -imi -ki -kcs -ft -sft -nft -mins -mous "
     "-omi -gd -nrx -nry -rf -rkw -nsx -nsy -ssf -cmp -afssc -nss -rss -savexy -fom -sconv -ssig "
     "-ks -kfm -okn -fi -fin -convvar -oni -ond -nim -ndm -cim -allm -nc -hki -oki -sht -obs "
     "-obz -nsht -nbs -nbz -pca".split()
@@ -489,6 +489,29 @@ def _applyThresholds(mi: Any, lower: float | None, upper: float | None, which: s
     return MaskedImage(mi.image, mask, mi.variance, xy0=mi.getXY0())
 
 
+def _checkNoiseModel(args: argparse.Namespace) -> None:
+    """Usage errors for a gain or read noise that cannot be used, named by their options."""
+    for which, short in (("science", "i"), ("template", "t")):
+        gain = getattr(args, f"{which}_gain")
+        readNoise = getattr(args, f"{which}_read_noise")
+        if gain is not None and not (math.isfinite(gain) and gain > 0):
+            raise _UsageError(
+                f"--{which}-gain/-{short}g: expected a positive number of e-/ADU, got {gain:g}"
+            )
+        if readNoise is None:
+            continue
+        if not (math.isfinite(readNoise) and readNoise >= 0):
+            raise _UsageError(
+                f"--{which}-read-noise/-{short}r: expected a number of electrons >= 0, got "
+                f"{readNoise:g}"
+            )
+        if gain is None:
+            raise _UsageError(
+                f"--{which}-read-noise/-{short}r needs the {which} gain (--{which}-gain/"
+                f"-{short}g) to turn electrons into the image's units"
+            )
+
+
 def _samePath(a: str, b: str) -> bool:
     if os.path.exists(a) and os.path.exists(b):
         return os.path.samefile(a, b)
@@ -639,6 +662,7 @@ def _subtract(args: argparse.Namespace) -> int:
     from . import io as pmio
     from .api import subtract
 
+    _checkNoiseModel(args)
     config = _buildConfig(args)
     # The convolved image is kept only to be written: without --matched the difference takes
     # its planes (a third less memory beside the inputs).
@@ -668,12 +692,14 @@ def _subtract(args: argparse.Namespace) -> int:
         variance=_plane(args.science_variance),
         mask=_plane(args.science_mask),
         gain=args.science_gain,
+        readNoise=args.science_read_noise,
     )
     template = pmio.readImage(
         args.template,
         variance=_plane(args.template_variance),
         mask=_plane(args.template_mask),
         gain=args.template_gain,
+        readNoise=args.template_read_noise,
     )
     science = _applyThresholds(science, args.science_lower, args.science_upper, "science")
     template = _applyThresholds(template, args.template_lower, args.template_upper, "template")
@@ -1056,7 +1082,7 @@ def _buildParser() -> _Parser:
             "difference image D = S - (K * T + b) in science units, with its mask and variance,\n"
             "the kernel and the kernel sources (LSST MaskedImage FITS layout).\n\n"
             "HOTPANTS aliases: -inim -tmplim -outim -oci -r -ko -bgo -ng -c -n -tu -iu -tl -il\n"
-            "-tg -ig.\n"
+            "-tg -ig -tr -ir.\n"
             "Configuration order: --config-file, then --set, then the dedicated options."
         ),
         epilog=(
@@ -1099,6 +1125,22 @@ def _buildParser() -> _Parser:
     )
     io.add_argument(
         "--template-gain", "-tg", type=float, metavar="E/ADU", help="template gain (HOTPANTS -tg)"
+    )
+    io.add_argument(
+        "--science-read-noise",
+        "-ir",
+        type=float,
+        metavar="E",
+        help="science read noise in electrons, with --science-gain: an estimated variance is "
+        "then HOTPANTS' model |image|/gain + (readnoise/gain)^2 from the pixel values (the sky "
+        "must not have been subtracted) instead of the sky's measured scatter (HOTPANTS -ir)",
+    )
+    io.add_argument(
+        "--template-read-noise",
+        "-tr",
+        type=float,
+        metavar="E",
+        help="template read noise in electrons, with --template-gain (HOTPANTS -tr)",
     )
     io.add_argument(
         "--science-upper",
@@ -1384,7 +1426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise _UsageError(
                     f"the HOTPANTS option {token} is not supported; psfmatch subtract takes "
                     "-inim -tmplim -outim -oci -r -ko -bgo -ng -c -n -tu -iu -tl -il -tg -ig "
-                    "(see 'psfmatch subtract --help')"
+                    "-tr -ir (see 'psfmatch subtract --help')"
                 )
         args = parser.parse_args(argv)
         args.argv = argv

@@ -818,17 +818,13 @@ def _floatPlane(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
     return a.astype(np.float64)
 
 
-def _estimateVariance(
-    image: np.ndarray, mask: np.ndarray, gain: float | None, info: dict[str, Any]
-) -> np.ndarray:
-    """Sky variance from the clipped MAD of unmasked pixels, plus a Poisson term with a gain."""
-    good = np.isfinite(image) & (mask == 0)
-    nGood = int(good.sum())
-    if nGood < _MIN_SKY_PIXELS:
-        raise InvalidInputError(
-            f"cannot estimate a variance: only {nGood} unmasked finite pixels (at least "
-            f"{_MIN_SKY_PIXELS} needed); pass variance= or sigma="
-        )
+_MODEL_SKY_MISMATCH = 2.0
+"""Factor by which the gain and read-noise variance at the sky may differ from the sky's
+measured scatter before a warning says the model does not describe the image."""
+
+
+def _skyStatistics(image: np.ndarray, good: np.ndarray) -> tuple[float, float]:
+    """Clipped median and MAD-based standard deviation of the ``good`` pixels."""
     _, sky, skySigma = sigma_clipped_stats(
         image[good],
         sigma=_SKY_CLIP_SIGMA,
@@ -836,7 +832,76 @@ def _estimateVariance(
         cenfunc="median",
         stdfunc="mad_std",
     )
-    sky, skySigma = float(sky), float(skySigma)
+    return float(sky), float(skySigma)
+
+
+def _noiseModelVariance(
+    image: np.ndarray, mask: np.ndarray, gain: float, readNoise: float, info: dict[str, Any]
+) -> np.ndarray:
+    """HOTPANTS' variance from a gain and a read noise: ``|image| / gain + (readNoise / gain)²``."""
+    finite = np.isfinite(image)
+    variance = np.abs(np.where(finite, image.astype(np.float64), 0.0)) / gain
+    variance += (readNoise / gain) ** 2
+    info.update(varianceEstimated=True, varianceModel="gainReadNoise", gain=gain)
+    info["readNoise"] = readNoise
+    _log.info(
+        "no variance given: |image|/gain + (readNoise/gain)^2 with gain %g e-/ADU and read "
+        "noise %g e- (HOTPANTS' noise model)",
+        gain,
+        readNoise,
+    )
+    # A cross-check, not part of the model: the model's variance at the sky level against the
+    # sky's measured scatter. A sky-subtracted image (the model needs the sky in the pixel
+    # values) or a wrong gain shows up as a large factor between them.
+    good = finite & (mask == 0)
+    if int(good.sum()) >= _MIN_SKY_PIXELS:
+        sky, skySigma = _skyStatistics(image, good)
+        expected = abs(sky) / gain + (readNoise / gain) ** 2
+        measured = skySigma**2
+        info.update(skyLevel=sky, skySigma=skySigma, skyPixels=int(good.sum()))
+        if measured > 0 and not (
+            1.0 / _MODEL_SKY_MISMATCH <= expected / measured <= _MODEL_SKY_MISMATCH
+        ):
+            cause = (
+                "is the image sky-subtracted (the model needs the sky in the pixel values), or "
+                "the gain too large?"
+                if measured > expected
+                else "is the gain too small or the read noise too large?"
+            )
+            _log.warning(
+                "the variance from gain %g e-/ADU and read noise %g e- is %.4g at the sky level "
+                "%.4g, but the sky's pixels scatter with a variance of %.4g (%.2g times "
+                "that): %s Give the variance instead, or no read noise to use the sky's scatter",
+                gain,
+                readNoise,
+                expected,
+                sky,
+                measured,
+                measured / expected,
+                cause,
+            )
+    return variance
+
+
+def _estimateVariance(
+    image: np.ndarray,
+    mask: np.ndarray,
+    gain: float | None,
+    readNoise: float | None,
+    info: dict[str, Any],
+) -> np.ndarray:
+    """Sky variance from the clipped MAD of unmasked pixels, plus a Poisson term with a gain;
+    with a read noise too, HOTPANTS' model (`_noiseModelVariance`)."""
+    if gain is not None and readNoise is not None:
+        return _noiseModelVariance(image, mask, gain, readNoise, info)
+    good = np.isfinite(image) & (mask == 0)
+    nGood = int(good.sum())
+    if nGood < _MIN_SKY_PIXELS:
+        raise InvalidInputError(
+            f"cannot estimate a variance: only {nGood} unmasked finite pixels (at least "
+            f"{_MIN_SKY_PIXELS} needed); pass variance= or sigma="
+        )
+    sky, skySigma = _skyStatistics(image, good)
     if not skySigma > 0:
         raise InvalidInputError(
             "cannot estimate a variance: the robust scatter of the image's sky is 0 (a "
@@ -849,6 +914,7 @@ def _estimateVariance(
         variance += np.maximum(signal, 0.0) / gain
     info.update(
         varianceEstimated=True,
+        varianceModel="sky",
         skyLevel=sky,
         skySigma=skySigma,
         skyPixels=nGood,
@@ -871,6 +937,7 @@ def readImage(
     sigma: Any = None,
     mask: Any = None,
     gain: float | None = None,
+    readNoise: float | None = None,
     hdu: int | str | tuple[str, int] | None = None,
     info: dict[str, Any] | None = None,
 ) -> MaskedImage:
@@ -901,12 +968,17 @@ def readImage(
     gain : `float`, optional
         Electrons per pixel-value unit (e⁻/ADU). Used only when the variance is estimated, to
         add the source Poisson term.
+    readNoise : `float`, optional
+        Read noise in electrons (HOTPANTS ``-ir``/``-tr``), with ``gain``. Used only when the
+        variance is estimated: the two then give HOTPANTS' noise model instead of the sky
+        estimate (see Notes).
     hdu : `int`, `str` or (`str`, `int`), optional
         For a FITS path: read only this HDU, as a plain image (see `readMaskedImage`).
     info : `dict`, optional
         Filled with what was decided: ``"source"`` (the kind of input), ``"varianceSource"``
         (``"input"``, ``"variance"``, ``"sigma"`` or ``"estimated"``), ``"varianceEstimated"``,
-        and, when estimated, ``"skyLevel"``, ``"skySigma"``, ``"skyPixels"``, ``"gain"``;
+        and, when estimated, ``"varianceModel"`` (``"sky"`` or ``"gainReadNoise"``),
+        ``"skyLevel"``, ``"skySigma"``, ``"skyPixels"``, ``"gain"`` (and ``"readNoise"``);
         ``"nNonFinite"``, the number of pixels flagged ``NO_DATA`` for a non-finite image or
         variance; plus what `readMaskedImage` reports for a path.
 
@@ -921,7 +993,8 @@ def readImage(
     InvalidInputError
         If ``source`` is of an unsupported type or not 2-D, an argument's shape differs from
         the image's, both ``variance`` and ``sigma`` are given, a variance or sigma is
-        negative, ``gain`` is not a positive number, ``hdu`` is given for an input that is not
+        negative, ``gain`` is not a positive number, ``readNoise`` is negative, not finite or
+        given without ``gain``, ``hdu`` is given for an input that is not
         a path, a mask is neither boolean nor integer, or the variance must be estimated and
         cannot be (fewer than 25 usable pixels, or no scatter at all); and for the FITS errors
         of `readMaskedImage`.
@@ -942,6 +1015,17 @@ def readImage(
     ``0.4 σ_sky / gain`` at sky level. The estimate is logged at INFO on ``"psfmatch.io"`` and
     reported in ``info``; pass ``variance=`` or ``sigma=`` to use a known noise model.
 
+    With ``gain`` and ``readNoise`` the variance is HOTPANTS' noise model instead, in the
+    image's units squared::
+
+        variance = |image| / gain + (readNoise / gain)²
+
+    from each pixel's own value, with no sky estimate: adding the read noise to the measured
+    sky scatter, which already holds it, would count it twice. The model assumes the sky is
+    still in the pixel values; when its variance at the measured sky level differs from the
+    sky's measured scatter by more than a factor of 2 (a sky-subtracted image, a wrong gain) a
+    warning says so.
+
     Pixels whose image or variance is NaN or infinite get the ``NO_DATA`` plane (the values
     are kept), except in a `MaskedImage` returned unchanged.
 
@@ -956,6 +1040,20 @@ def readImage(
         gain = float(gain)
         if not (math.isfinite(gain) and gain > 0):
             raise InvalidInputError(f"gain: expected a positive finite number, got {gain!r}")
+    if readNoise is not None:
+        if isinstance(readNoise, bool) or not isinstance(readNoise, int | float | np.number):
+            raise InvalidInputError(
+                f"readNoise: expected a number of electrons >= 0, got {readNoise!r}"
+            )
+        readNoise = float(readNoise)
+        if not (math.isfinite(readNoise) and readNoise >= 0):
+            raise InvalidInputError(
+                f"readNoise: expected a finite number of electrons >= 0, got {readNoise!r}"
+            )
+        if gain is None:
+            raise InvalidInputError(
+                f"readNoise={readNoise:g} e- needs gain= (e-/ADU) to turn it into the image's units"
+            )
     if hdu is not None and not _isPath(source):
         raise InvalidInputError(
             f"hdu={hdu!r} applies only to a FITS path; source is a {type(source).__name__}"
@@ -1036,7 +1134,7 @@ def readImage(
     details["nNonFinite"] = nNonFinite
 
     if varianceArray is None:
-        varianceArray = _estimateVariance(base.image, maskArray, gain, details)
+        varianceArray = _estimateVariance(base.image, maskArray, gain, readNoise, details)
     else:
         details["varianceEstimated"] = False
     details["varianceSource"] = varianceSource
