@@ -530,6 +530,19 @@ def test_usage_errors(capsys: Any, argv: list[str], message: str) -> None:
     assert stdout == ""
 
 
+def test_variance_message_names_the_image_and_its_options(tmp_path: Path, capsys: Any) -> None:
+    science, template = tmp_path / "s.fits", tmp_path / "t.fits"
+    fits.writeto(science, np.ones((64, 64), np.float32))  # constant: no sky scatter to measure
+    fits.writeto(template, np.random.default_rng(3).normal(100.0, 5.0, (64, 64)))
+    argv = ["subtract", "--science", science, "--template", template, "--output", tmp_path / "d"]
+    status, _, stderr = _run(capsys, *argv)
+    assert status == 1
+    assert stderr.startswith("psfmatch: error: science: cannot estimate a variance: ")
+    assert "give --science-variance (a FITS file or a constant)" in stderr
+    assert "the science gain and read noise (-ig and -ir, in e-/ADU and e-)" in stderr
+    assert "template" not in stderr.replace(str(template), "")
+
+
 def test_version_and_help(capsys: Any) -> None:
     status, stdout, _ = _run(capsys, "--version")
     assert status == 0

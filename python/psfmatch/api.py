@@ -311,6 +311,21 @@ def _subtractConfig(
     return config
 
 
+def _readInput(
+    which: str, source: Any, variance: Any, mask: Any, info: dict[str, Any] | None
+) -> MaskedImage:
+    """`psfmatch.io.readImage` of the ``which`` ("science" or "template") input; a variance
+    that cannot be estimated names the keywords of `subtract` that give one."""
+    try:
+        return pmio.readImage(source, variance=variance, mask=mask, info=info, name=which)
+    except pmio._VarianceEstimateError as err:
+        raise InvalidInputError(
+            f"{which}: cannot estimate a variance: {err.reason}; pass {which}Variance= (an "
+            "array, a constant or a FITS path), or a MaskedImage from "
+            "psfmatch.io.readImage(..., gain=, readNoise=)"
+        ) from err
+
+
 def analyzeTemplate(
     template: Any,
     *,
@@ -343,7 +358,7 @@ def analyzeTemplate(
     InvalidInputError
         An unreadable template or an invalid config.
     """
-    tmp = pmio.readImage(template, variance=templateVariance, mask=templateMask)
+    tmp = _readInput("template", template, templateVariance, templateMask, None)
     config = _subtractConfig(config, mode, None, None)
     return ImagePsfMatchTask(config=config).analyzeTemplate(tmp)
 
@@ -429,8 +444,8 @@ def subtract(
     """
     sciInfo: dict[str, Any] = {}
     tmpInfo: dict[str, Any] = {}
-    sci = pmio.readImage(science, variance=scienceVariance, mask=scienceMask, info=sciInfo)
-    tmp = pmio.readImage(template, variance=templateVariance, mask=templateMask, info=tmpInfo)
+    sci = _readInput("science", science, scienceVariance, scienceMask, sciInfo)
+    tmp = _readInput("template", template, templateVariance, templateMask, tmpInfo)
     if ignoreOrigins and tmp.getXY0() != sci.getXY0():
         tmp = MaskedImage(tmp.image, tmp.mask, tmp.variance, xy0=sci.getXY0())
     config = _subtractConfig(config, mode, spatialKernelOrder, spatialBgOrder)

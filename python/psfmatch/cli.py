@@ -658,8 +658,33 @@ def _writePlots(result: Any, args: argparse.Namespace, info: Mapping[str, Any]) 
     return report
 
 
-def _subtract(args: argparse.Namespace) -> int:
+def _readInput(args: argparse.Namespace, which: str, short: str) -> Any:
+    """Read the science or template image with its options; a variance that cannot be
+    estimated names the options that give one."""
     from . import io as pmio
+
+    def option(name: str) -> Any:
+        return getattr(args, f"{which}_{name}")
+
+    try:
+        image = pmio.readImage(
+            getattr(args, which),
+            variance=_plane(option("variance")),
+            mask=_plane(option("mask")),
+            gain=option("gain"),
+            readNoise=option("read_noise"),
+            name=which,
+        )
+    except pmio._VarianceEstimateError as err:
+        raise InvalidInputError(
+            f"{which}: cannot estimate a variance: {err.reason}; give --{which}-variance (a "
+            f"FITS file or a constant), or the {which} gain and read noise (-{short}g and "
+            f"-{short}r, in e-/ADU and e-)"
+        ) from err
+    return _applyThresholds(image, option("lower"), option("upper"), which)
+
+
+def _subtract(args: argparse.Namespace) -> int:
     from .api import subtract
 
     _checkNoiseModel(args)
@@ -687,22 +712,8 @@ def _subtract(args: argparse.Namespace) -> int:
     _checkPlots(args.plots, args.overwrite)
     candidates = _readCandidates(args.candidates) if args.candidates else None
 
-    science = pmio.readImage(
-        args.science,
-        variance=_plane(args.science_variance),
-        mask=_plane(args.science_mask),
-        gain=args.science_gain,
-        readNoise=args.science_read_noise,
-    )
-    template = pmio.readImage(
-        args.template,
-        variance=_plane(args.template_variance),
-        mask=_plane(args.template_mask),
-        gain=args.template_gain,
-        readNoise=args.template_read_noise,
-    )
-    science = _applyThresholds(science, args.science_lower, args.science_upper, "science")
-    template = _applyThresholds(template, args.template_lower, args.template_upper, "template")
+    science = _readInput(args, "science", "i")
+    template = _readInput(args, "template", "t")
 
     start = time.perf_counter()
     result = subtract(

@@ -818,6 +818,22 @@ def _floatPlane(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
     return a.astype(np.float64)
 
 
+class _VarianceEstimateError(InvalidInputError):
+    """A variance had to be estimated and could not be; ``reason`` says why, so that a caller
+    can name its own options that give a variance (`psfmatch.subtract`, the command line)."""
+
+    reason: str = ""
+
+
+def _cannotEstimate(where: str, reason: str) -> _VarianceEstimateError:
+    err = _VarianceEstimateError(
+        f"{where}cannot estimate a variance: {reason}; pass variance= or sigma=, or gain= with "
+        "readNoise="
+    )
+    err.reason = reason
+    return err
+
+
 _MODEL_SKY_MISMATCH = 2.0
 """Factor by which the gain and read-noise variance at the sky may differ from the sky's
 measured scatter before a warning says the model does not describe the image."""
@@ -836,7 +852,12 @@ def _skyStatistics(image: np.ndarray, good: np.ndarray) -> tuple[float, float]:
 
 
 def _noiseModelVariance(
-    image: np.ndarray, mask: np.ndarray, gain: float, readNoise: float, info: dict[str, Any]
+    image: np.ndarray,
+    mask: np.ndarray,
+    gain: float,
+    readNoise: float,
+    info: dict[str, Any],
+    where: str,
 ) -> np.ndarray:
     """HOTPANTS' variance from a gain and a read noise: ``|image| / gain + (readNoise / gain)²``."""
     finite = np.isfinite(image)
@@ -845,8 +866,9 @@ def _noiseModelVariance(
     info.update(varianceEstimated=True, varianceModel="gainReadNoise", gain=gain)
     info["readNoise"] = readNoise
     _log.info(
-        "no variance given: |image|/gain + (readNoise/gain)^2 with gain %g e-/ADU and read "
+        "%sno variance given: |image|/gain + (readNoise/gain)^2 with gain %g e-/ADU and read "
         "noise %g e- (HOTPANTS' noise model)",
+        where,
         gain,
         readNoise,
     )
@@ -869,9 +891,10 @@ def _noiseModelVariance(
                 else "is the gain too small or the read noise too large?"
             )
             _log.warning(
-                "the variance from gain %g e-/ADU and read noise %g e- is %.4g at the sky level "
-                "%.4g, but the sky's pixels scatter with a variance of %.4g (%.2g times "
+                "%sthe variance from gain %g e-/ADU and read noise %g e- is %.4g at the sky "
+                "level %.4g, but the sky's pixels scatter with a variance of %.4g (%.2g times "
                 "that): %s Give the variance instead, or no read noise to use the sky's scatter",
+                where,
                 gain,
                 readNoise,
                 expected,
@@ -889,23 +912,24 @@ def _estimateVariance(
     gain: float | None,
     readNoise: float | None,
     info: dict[str, Any],
+    where: str = "",
 ) -> np.ndarray:
     """Sky variance from the clipped MAD of unmasked pixels, plus a Poisson term with a gain;
-    with a read noise too, HOTPANTS' model (`_noiseModelVariance`)."""
+    with a read noise too, HOTPANTS' model (`_noiseModelVariance`). ``where`` ("science: ")
+    starts the messages."""
     if gain is not None and readNoise is not None:
-        return _noiseModelVariance(image, mask, gain, readNoise, info)
+        return _noiseModelVariance(image, mask, gain, readNoise, info, where)
     good = np.isfinite(image) & (mask == 0)
     nGood = int(good.sum())
     if nGood < _MIN_SKY_PIXELS:
-        raise InvalidInputError(
-            f"cannot estimate a variance: only {nGood} unmasked finite pixels (at least "
-            f"{_MIN_SKY_PIXELS} needed); pass variance= or sigma="
+        raise _cannotEstimate(
+            where,
+            f"only {nGood} unmasked finite pixels (at least {_MIN_SKY_PIXELS} needed)",
         )
     sky, skySigma = _skyStatistics(image, good)
     if not skySigma > 0:
-        raise InvalidInputError(
-            "cannot estimate a variance: the robust scatter of the image's sky is 0 (a "
-            "noiseless or constant image?); pass variance= or sigma="
+        raise _cannotEstimate(
+            where, "the robust scatter of the image's sky is 0 (a noiseless or constant image?)"
         )
     variance = np.full(image.shape, skySigma**2, dtype=np.float64)
     if gain is not None:
@@ -921,7 +945,8 @@ def _estimateVariance(
         gain=gain,
     )
     _log.info(
-        "no variance given: estimated sky %.6g, sky sigma %.6g from %d pixels%s",
+        "%sno variance given: estimated sky %.6g, sky sigma %.6g from %d pixels%s",
+        where,
         sky,
         skySigma,
         nGood,
@@ -940,6 +965,7 @@ def readImage(
     readNoise: float | None = None,
     hdu: int | str | tuple[str, int] | None = None,
     info: dict[str, Any] | None = None,
+    name: str | None = None,
 ) -> MaskedImage:
     """Turn any supported image input into a `~psfmatch.image.MaskedImage`.
 
@@ -981,6 +1007,9 @@ def readImage(
         ``"skyLevel"``, ``"skySigma"``, ``"skyPixels"``, ``"gain"`` (and ``"readNoise"``);
         ``"nNonFinite"``, the number of pixels flagged ``NO_DATA`` for a non-finite image or
         variance; plus what `readMaskedImage` reports for a path.
+    name : `str`, optional
+        What the image is, e.g. ``"science"``: the messages about its variance estimate (and
+        the log) start with it, so that a user of two images knows which one they concern.
 
     Returns
     -------
@@ -1130,11 +1159,16 @@ def readImage(
     nNonFinite = int(nonFinite.sum())
     if nNonFinite:
         maskArray = np.where(nonFinite, maskArray | np.int32(_planeBit("NO_DATA")), maskArray)
-        _log.info("%d pixels with a non-finite image or variance flagged NO_DATA", nNonFinite)
+        _log.info(
+            "%s%d pixels with a non-finite image or variance flagged NO_DATA",
+            f"{name}: " if name else "",
+            nNonFinite,
+        )
     details["nNonFinite"] = nNonFinite
 
     if varianceArray is None:
-        varianceArray = _estimateVariance(base.image, maskArray, gain, readNoise, details)
+        where = f"{name}: " if name else ""
+        varianceArray = _estimateVariance(base.image, maskArray, gain, readNoise, details, where)
     else:
         details["varianceEstimated"] = False
     details["varianceSource"] = varianceSource
