@@ -518,6 +518,35 @@ def test_output_may_not_be_an_input(pair: dict[str, Any], capsys: Any) -> None:
         ),
         (["subtract", "-inim", "s", "-tmplim", "t", "-outim", "d", "-ko", "one"], "invalid int"),
         (["frobnicate"], "invalid choice"),
+        # A misspelt required option is named as such, not as the option it fails to give.
+        (
+            ["subtract", "--sciense", "a.fits", "--template", "b.fits", "-o", "d.fits"],
+            "unrecognized arguments: --sciense a.fits -o d.fits (see 'psfmatch subtract --help')",
+        ),
+        (
+            [
+                "subtract",
+                "--science",
+                "a",
+                "--template",
+                "b",
+                "--output",
+                "d",
+                "--kernel-ordr",
+                "3",
+            ],
+            "unrecognized arguments: --kernel-ordr 3 (see 'psfmatch subtract --help')",
+        ),
+        # No abbreviations of single-dash options either: -k is not -ko, -outi not -outim.
+        (
+            ["subtract", "-inim", "s", "-tmplim", "t", "-outim", "d", "-k", "1"],
+            "unrecognized arguments: -k 1",
+        ),
+        (
+            ["subtract", "-inim", "s", "-tmplim", "t", "-outi", "d"],
+            "unrecognized arguments: -outi d",
+        ),
+        (["--sciense"], "unrecognized arguments: --sciense (see 'psfmatch --help')"),
         ([], "the following arguments are required"),
     ],
 )
@@ -528,6 +557,13 @@ def test_usage_errors(capsys: Any, argv: list[str], message: str) -> None:
     assert message in stderr
     assert len(stderr.strip().splitlines()) == 1
     assert stdout == ""
+
+
+def test_one_letter_options_take_attached_values() -> None:
+    # What the exact-match rule for single-dash options keeps: "-r8" is -r 8, "-vv" is -v -v.
+    argv = ["subtract", "-inim", "s", "-tmplim", "t", "-outim", "d", "-r8", "-vv", "-nt"]
+    args = cli._buildParser().parse_args(argv)
+    assert (args.kernel_half_width, args.verbose, args.normalize) == (8, 2, "template")
 
 
 def test_variance_message_names_the_image_and_its_options(tmp_path: Path, capsys: Any) -> None:

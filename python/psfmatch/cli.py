@@ -90,10 +90,21 @@ class _UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """An `argparse.ArgumentParser` whose errors raise `_UsageError` instead of exiting."""
+    """An `argparse.ArgumentParser` whose errors raise `_UsageError` instead of exiting, and
+    whose ``allow_abbrev=False`` also holds for single-dash options."""
 
     def error(self, message: str) -> NoReturn:
         raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+    def _get_option_tuples(self, option_string: str) -> list[Any]:
+        # Until python/cpython#104860 was fixed, argparse matched a single-dash prefix
+        # despite allow_abbrev=False: "-o" was "ambiguous" between -outim and -oci, and
+        # "-k 1" silently meant "-ko 1". Keep only what is not an abbreviation: a one-letter
+        # option with its value attached ("-r10", "-vv").
+        found = super()._get_option_tuples(option_string)
+        if self.allow_abbrev:
+            return list(found)
+        return [match for match in found if match[1] == option_string[:2]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -1071,14 +1082,16 @@ def _commonOptions() -> _Parser:
     return common
 
 
-def _buildParser() -> _Parser:
+def _buildParser(*, requireArguments: bool = True) -> _Parser:
+    """The ``psfmatch`` parser; without ``requireArguments`` no argument is required (to find
+    the unrecognized ones of a command line that also lacks required ones)."""
     parser = _Parser(
         prog="psfmatch",
         description="Alard-Lupton PSF matching and image subtraction.",
         allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"psfmatch {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=requireArguments)
     common = _commonOptions()
     fmt = argparse.RawDescriptionHelpFormatter
 
@@ -1105,10 +1118,13 @@ def _buildParser() -> _Parser:
         ),
     )
     io = sub.add_argument_group("images")
-    io.add_argument("--science", "-inim", required=True, metavar="FITS", help="science image")
-    io.add_argument("--template", "-tmplim", required=True, metavar="FITS", help="template image")
+    required = requireArguments
+    io.add_argument("--science", "-inim", required=required, metavar="FITS", help="science image")
     io.add_argument(
-        "--output", "-outim", required=True, metavar="FITS", help="difference image to write"
+        "--template", "-tmplim", required=required, metavar="FITS", help="template image"
+    )
+    io.add_argument(
+        "--output", "-outim", required=required, metavar="FITS", help="difference image to write"
     )
     io.add_argument(
         "--matched", "-oci", metavar="FITS", help="also write the convolved (PSF-matched) image"
@@ -1415,6 +1431,27 @@ def _errorMessage(err: BaseException) -> str:
     return _firstLine(err)
 
 
+def _parseArguments(parser: _Parser, argv: list[str]) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that unrecognized arguments are reported before
+    missing required ones (argparse checks a subcommand's required options first, so a
+    misspelt ``--sciense s.fits`` got "required: --science"), with the subcommand's help."""
+    try:
+        args, extras = parser.parse_known_args(argv)
+    except _UsageError as err:
+        if not str(err).startswith("the following arguments are required"):
+            raise
+        try:
+            args, extras = _buildParser(requireArguments=False).parse_known_args(argv)
+        except _UsageError:
+            raise err from None
+        if not extras:
+            raise
+    if extras:
+        command = f"psfmatch {args.command}" if args.command else "psfmatch"
+        raise _UsageError(f"unrecognized arguments: {' '.join(extras)} (see '{command} --help')")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``psfmatch`` command line.
 
@@ -1439,7 +1476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "-inim -tmplim -outim -oci -r -ko -bgo -ng -c -n -tu -iu -tl -il -tg -ig "
                     "-tr -ir (see 'psfmatch subtract --help')"
                 )
-        args = parser.parse_args(argv)
+        args = _parseArguments(parser, argv)
         args.argv = argv
     except _UsageError as err:
         print(f"psfmatch: error: {err}", file=sys.stderr)
