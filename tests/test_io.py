@@ -923,6 +923,7 @@ def test_cutouts_with_stale_checksums_are_subtracted_by_path(tmp_path, caplog):
     warned = [r.getMessage() for r in caplog.records if "do not match the data" in r.getMessage()]
     assert len(warned) == 2
     assert str(science) in warned[0] and str(template) in warned[1]
+    assert result.warnings == warned  # kept with the result, for its report
 
 
 def test_a_truncated_file_with_checksums_is_still_refused(tmp_path):

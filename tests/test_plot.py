@@ -439,6 +439,34 @@ def test_report(run: Any, tmp_path: Path) -> None:
         pmplot.writeFigures(run, blocker)
 
 
+def _warningsBox(text: str) -> str:
+    start = text.index('<div class="warnings"')
+    return text[start : text.index("</div>", start)]
+
+
+@needsMatplotlib
+def test_report_shows_the_runs_warnings_at_the_top(sim: Any, run: Any, tmp_path: Path) -> None:
+    config = _config()
+    config.kernel.active.maxSpatialConditionNumber = 1.0  # every solution exceeds it
+    result = psfmatch.subtract(sim.science, sim.template, config=config)
+    assert any("exceeds max condition number" in m for m in result.warnings)
+    result.warnings.append("a <b> & c")  # escaped like everything else
+    report = pmplot.writeReport(result, tmp_path / "warned", info={"science": "s.fits"}, dpi=60)
+    text = report.read_text(encoding="utf-8")
+    box = _warningsBox(text)
+    # At the top: after the title, before the info table, the summary and the figures.
+    assert text.index(box) < min(text.index("<table"), text.index("<h2>Summary"))
+    assert f"Warnings ({len(result.warnings)})" in box
+    for message in result.warnings[:-1]:
+        assert html.escape(message) in box
+    assert "<li>a &lt;b&gt; &amp; c</li>" in box
+    # A clean run says so instead.
+    assert run.warnings == []
+    text = pmplot.writeReport(run, tmp_path / "clean", dpi=60).read_text(encoding="utf-8")
+    assert 'class="warnings"' not in text
+    assert "No warnings were logged during the run." in text
+
+
 # --------------------------------------------------------------------------------------------
 # the debugging switches
 
@@ -583,8 +611,43 @@ def test_cli_plots_writes_the_report(sim: Any, tmp_path: Path, capsys: Any) -> N
     # The keys the command line adds are listed too.
     assert {"differenceUnits", "matchedUnits", "spatialKernelSum"} <= set(parser.keys)
 
+    # A clean run: the report says there was nothing to warn about.
+    assert "No warnings were logged during the run." in (plots / "report.html").read_text()
+
     # Existing figures are not replaced without --overwrite (checked before any work).
     (tmp_path / "d.fits").unlink()
     assert main(argv + ["-q"]) == 1
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert not (tmp_path / "d.fits").exists()
+
+
+@needsMatplotlib
+def test_cli_report_lists_every_warning_even_when_quiet(
+    sim: Any, tmp_path: Path, capsys: Any
+) -> None:
+    from astropy.io import fits
+
+    science, template = tmp_path / "s.fits", tmp_path / "t.fits"
+    psfmatch.io.writeMaskedImage(science, sim.science)
+    psfmatch.io.writeMaskedImage(template, sim.template)
+    # A warning while the command line reads its inputs: the science IMAGE HDU's checksums
+    # fail (a byte of the padding after its data changed; the pixels are the same).
+    with fits.open(science) as hdul:
+        info = hdul.fileinfo(hdul.index_of("IMAGE"))
+        end = info["datLoc"] + info["datSpan"]
+    raw = bytearray(science.read_bytes())
+    raw[end - 1] ^= 0xFF
+    science.write_bytes(bytes(raw))
+    # ... and one in the fit.
+    plots = tmp_path / "plots"
+    argv = ["subtract", "--science", str(science), "--template", str(template)]
+    argv += ["--output", str(tmp_path / "d.fits"), "-ko", "1", "--plots", str(plots), "-qq"]
+    argv += ["--set", f"kernel.active.alardDegGauss={DEGREES}"]
+    argv += ["kernel.active.maxSpatialConditionNumber=1.0"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.out == captured.err == ""  # -qq: errors only
+    box = _warningsBox((plots / "report.html").read_text(encoding="utf-8"))
+    assert "Warnings (2)" in box
+    assert "HDU &#x27;IMAGE&#x27;: the CHECKSUM and DATASUM cards do not match" in box
+    assert "Spatial solution exceeds max condition number" in box

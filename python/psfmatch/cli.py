@@ -182,7 +182,10 @@ def _logging(
     savedProgress = progress.getEnabled()
     for lg in (root, *traceRoots):
         lg.addHandler(handler)
-    root.setLevel(level)
+    # Warnings are always made, for the run's report (SubtractionResult.warnings); -qq only
+    # keeps them off the terminal. Trace loggers log at DEBUG under their own levels.
+    root.setLevel(min(level, logging.WARNING))
+    handler.addFilter(lambda record: record.levelno >= level or record.name.startswith("TRACE"))
     if verbosity >= 3:
         trace_set_at("psfmatch", 4)
     for name, number in traces:
@@ -696,6 +699,7 @@ def _readInput(args: argparse.Namespace, which: str, short: str) -> Any:
 
 
 def _subtract(args: argparse.Namespace) -> int:
+    from ._logcapture import collectWarnings
     from .api import subtract
 
     _checkNoiseModel(args)
@@ -723,22 +727,25 @@ def _subtract(args: argparse.Namespace) -> int:
     _checkPlots(args.plots, args.overwrite)
     candidates = _readCandidates(args.candidates) if args.candidates else None
 
-    science = _readInput(args, "science", "i")
-    template = _readInput(args, "template", "t")
-
-    start = time.perf_counter()
-    result = subtract(
-        science,
-        template,
-        mode=config.mode,
-        config=config,
-        candidates=candidates,
-        scienceFwhm=args.science_fwhm,
-        templateFwhm=args.template_fwhm,
-        ignoreOrigins=args.ignore_origins,
-    )
-    elapsed = time.perf_counter() - start
-    result, differenceUnits, matchedUnits = _renormalize(result, args.normalize)
+    with collectWarnings() as warned:
+        science = _readInput(args, "science", "i")
+        template = _readInput(args, "template", "t")
+        start = time.perf_counter()
+        result = subtract(
+            science,
+            template,
+            mode=config.mode,
+            config=config,
+            candidates=candidates,
+            scienceFwhm=args.science_fwhm,
+            templateFwhm=args.template_fwhm,
+            ignoreOrigins=args.ignore_origins,
+        )
+        elapsed = time.perf_counter() - start
+        result, differenceUnits, matchedUnits = _renormalize(result, args.normalize)
+    # Reading the inputs here warns too (a stale checksum, conflicting origins), outside
+    # subtract's own collection: the report shows every warning of the run.
+    result.warnings = list(dict.fromkeys(warned))
     result.metadata["differenceUnits"] = differenceUnits
     result.metadata["matchedUnits"] = matchedUnits
     result.writeFits(args.output, matchedPath=args.matched, overwrite=args.overwrite)

@@ -1134,6 +1134,10 @@ table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
 td, th { border: 1px solid #ccc; padding: 2px 6px; text-align: left; }
 tr.GOOD td.status { color: #1a7f1a; } tr.BAD td.status { color: #c0201e; }
 td.num { text-align: right; font-family: monospace; }
+.warnings { border: 2px solid #c98a00; background: #fff4d6; padding: 0.3em 1em; margin: 1em 0; }
+.warnings h2 { margin: 0.3em 0; font-size: 1.1em; color: #7a4f00; }
+.warnings li { margin: 0.2em 0; }
+p.no-warnings { color: #1a7f1a; }
 """
 
 
@@ -1172,10 +1176,12 @@ def writeReport(
 
     Notes
     -----
-    The page holds: ``info``; a summary (kernel sum, convolved image, candidates, difference
-    statistics); each figure linked to its PNG with a caption; the candidate table (every
-    column of ``result.candidates``); and every metadata key of the run with its value (the
-    timing keys of `lsst.utils.timer.timeMethod` in a collapsed section).
+    The page holds: the warnings logged during the run (``result.warnings``, see
+    `psfmatch.subtract`) in a box at the top; ``info``; a summary (kernel sum, convolved
+    image, candidates, difference statistics); each figure linked to its PNG with a caption;
+    the candidate table (every column of ``result.candidates``); and every metadata key of the
+    run with its value (the timing keys of `lsst.utils.timer.timeMethod` in a collapsed
+    section).
     """
     _matplotlib()
     names = [f"{n}.png" for n in FIGURES] + ["report.html"]
@@ -1188,6 +1194,14 @@ def writeReport(
         f"<title>{esc(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
     ]
+    # The run's warnings come first: a degraded fit must not hide among the metadata rows.
+    warned = list(getattr(result, "warnings", None) or [])
+    if warned:
+        parts.append(f'<div class="warnings" role="alert"><h2>Warnings ({len(warned)})</h2><ul>')
+        parts.extend(f"<li>{esc(str(message))}</li>" for message in warned)
+        parts.append("</ul></div>")
+    elif hasattr(result, "warnings"):
+        parts.append('<p class="no-warnings">No warnings were logged during the run.</p>')
     if info:
         rows = [
             [f"<th>{esc(str(k))}</th>", f"<td>{esc(_formatValue(v))}</td>"] for k, v in info.items()
