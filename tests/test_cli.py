@@ -16,6 +16,7 @@ from astropy.io import fits
 
 import psfmatch
 from helpers import simulatedFitsPair
+from psfmatch import cli
 from psfmatch import io as pmio
 from psfmatch.cli import main
 from psfmatch.image import Mask
@@ -374,6 +375,35 @@ def test_gain_for_images_without_variance(
     np.testing.assert_allclose(gain.variance[peak], sim.science.variance[peak], rtol=0.2)
 
 
+def test_hotpants_gain_and_read_noise_line_runs(
+    pair: dict[str, Any], tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The most common HOTPANTS invocation gives both gain and read noise for both images.
+    sim = pair["sim"]
+    science, template = tmp_path / "s.fits", tmp_path / "t.fits"
+    fits.writeto(science, sim.science.image)  # plain images: the variance is estimated
+    fits.writeto(template, sim.template.image)
+    calls: list[dict[str, Any]] = []
+    original = pmio.readImage
+
+    def recording(source: Any, **kwargs: Any) -> Any:
+        calls.append({"source": str(source), **kwargs})
+        return original(source, **kwargs)
+
+    monkeypatch.setattr(pmio, "readImage", recording)
+    out = tmp_path / "d.fits"
+    status, _, stderr = _run(
+        capsys,
+        *["subtract", "-inim", science, "-tmplim", template, "-outim", out, "-ko", "1"],
+        *["-tg", "4", "-tr", "10", "-ig", "1", "-ir", "5", "-q"],
+    )
+    assert status == 0, stderr
+    assert out.is_file()
+    # (subtract reads the MaskedImages the command line made once more, without a gain.)
+    noise = {c["source"]: (c["gain"], c["readNoise"]) for c in calls if "gain" in c}
+    assert noise == {str(science): (1.0, 5.0), str(template): (4.0, 10.0)}
+
+
 def test_candidates_file(pair: dict[str, Any], tmp_path: Path, capsys: Any) -> None:
     stars = pair["sim"].stars
     bright = stars[(stars["flux"] > 5e3) & (stars["nearestDistance"] > 20)]
@@ -462,8 +492,53 @@ def test_output_may_not_be_an_input(pair: dict[str, Any], capsys: Any) -> None:
             "HOTPANTS option -nsx",
         ),
         (["subtract", "-inim", "s", "-tmplim", "t", "-outim", "d", "-c", "x"], "invalid choice"),
+        (
+            ["subtract", "-inim", "s", "-tmplim", "t", "-outim", "d", "-ir", "5"],
+            "--science-read-noise/-ir needs the science gain (--science-gain/-ig)",
+        ),
+        (
+            ["subtract", "-inim", "s", "-tmplim", "t", "-outim", "d", "-tg", "4", "-tr", "-1"],
+            "--template-read-noise/-tr: expected a number of electrons >= 0, got -1",
+        ),
+        (
+            ["subtract", "-inim", "s", "-tmplim", "t", "-outim", "d", "-tg", "4", "-tr", "nan"],
+            "--template-read-noise/-tr: expected a number of electrons >= 0, got nan",
+        ),
+        (
+            ["subtract", "-inim", "s", "-tmplim", "t", "-outim", "d", "-ig", "0"],
+            "--science-gain/-ig: expected a positive number of e-/ADU, got 0",
+        ),
         (["subtract", "-inim", "s", "-tmplim", "t", "-outim", "d", "-ko", "one"], "invalid int"),
         (["frobnicate"], "invalid choice"),
+        # A misspelt required option is named as such, not as the option it fails to give.
+        (
+            ["subtract", "--sciense", "a.fits", "--template", "b.fits", "-o", "d.fits"],
+            "unrecognized arguments: --sciense a.fits -o d.fits (see 'psfmatch subtract --help')",
+        ),
+        (
+            [
+                "subtract",
+                "--science",
+                "a",
+                "--template",
+                "b",
+                "--output",
+                "d",
+                "--kernel-ordr",
+                "3",
+            ],
+            "unrecognized arguments: --kernel-ordr 3 (see 'psfmatch subtract --help')",
+        ),
+        # No abbreviations of single-dash options either: -k is not -ko, -outi not -outim.
+        (
+            ["subtract", "-inim", "s", "-tmplim", "t", "-outim", "d", "-k", "1"],
+            "unrecognized arguments: -k 1",
+        ),
+        (
+            ["subtract", "-inim", "s", "-tmplim", "t", "-outi", "d"],
+            "unrecognized arguments: -outi d",
+        ),
+        (["--sciense"], "unrecognized arguments: --sciense (see 'psfmatch --help')"),
         ([], "the following arguments are required"),
     ],
 )
@@ -474,6 +549,26 @@ def test_usage_errors(capsys: Any, argv: list[str], message: str) -> None:
     assert message in stderr
     assert len(stderr.strip().splitlines()) == 1
     assert stdout == ""
+
+
+def test_one_letter_options_take_attached_values() -> None:
+    # What the exact-match rule for single-dash options keeps: "-r8" is -r 8, "-vv" is -v -v.
+    argv = ["subtract", "-inim", "s", "-tmplim", "t", "-outim", "d", "-r8", "-vv", "-nt"]
+    args = cli._buildParser().parse_args(argv)
+    assert (args.kernel_half_width, args.verbose, args.normalize) == (8, 2, "template")
+
+
+def test_variance_message_names_the_image_and_its_options(tmp_path: Path, capsys: Any) -> None:
+    science, template = tmp_path / "s.fits", tmp_path / "t.fits"
+    fits.writeto(science, np.ones((64, 64), np.float32))  # constant: no sky scatter to measure
+    fits.writeto(template, np.random.default_rng(3).normal(100.0, 5.0, (64, 64)))
+    argv = ["subtract", "--science", science, "--template", template, "--output", tmp_path / "d"]
+    status, _, stderr = _run(capsys, *argv)
+    assert status == 1
+    assert stderr.startswith("psfmatch: error: science: cannot estimate a variance: ")
+    assert "give --science-variance (a FITS file or a constant)" in stderr
+    assert "the science gain and read noise (-ig and -ir, in e-/ADU and e-)" in stderr
+    assert "template" not in stderr.replace(str(template), "")
 
 
 def test_version_and_help(capsys: Any) -> None:
@@ -530,6 +625,24 @@ def test_demo(tmp_path: Path, capsys: Any) -> None:
     assert status == 1
     assert "exists" in stderr and "--overwrite" in stderr
     assert {p: _digest(p) for p in outDir.iterdir()} == digests
+
+
+def test_demo_default_output_is_ignored_by_git() -> None:
+    # `psfmatch demo` run from the checkout writes ~40 MB into ./psfmatch-demo by default;
+    # none of it may show up as untracked files.
+    root = Path(__file__).resolve().parents[1]
+    git = shutil.which("git")
+    if git is None or not (root / ".git").exists():
+        pytest.skip("needs git and a git checkout")
+    default = cli._buildParser().parse_args(["demo"]).output_dir
+    for name in ("difference.fits", "transients.ecsv", "plots/report.html"):
+        done = subprocess.run(
+            [git, "-C", str(root), "check-ignore", "-q", f"{default}/{name}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, f"{default}/{name} is not ignored: {done.stderr}"
 
 
 def test_entry_point_on_path() -> None:

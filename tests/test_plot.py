@@ -272,6 +272,64 @@ def test_difference_figure(run: Any, tmp_path: Path) -> None:
     assert len(_imageAxes(fig)[0].get_images()) == 1
 
 
+def _overlaps(a: Any, b: Any) -> bool:
+    """Whether two display-space bounding boxes share any area."""
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+@needsMatplotlib
+@pytest.mark.parametrize("scale", [1.0, 1e3], ids=["adu", "thousandfold"])
+def test_difference_figure_labels_do_not_overlap(run: Any, scale: float) -> None:
+    # Scaled by 1000 (as a frame in electrons with a large sky might be), the tick labels
+    # become five digits wide; the figure must stay legible at both scales.
+    result = run
+    if scale != 1.0:
+        d = run.difference
+        result = psfmatch.api.SubtractionResult(
+            difference=psfmatch.MaskedImage(d.image * scale, d.mask, d.variance * scale**2),
+            matched=None,
+            kernel=run.kernel,
+            background=run.background,
+            candidates=run.candidates,
+            metadata=run.metadata,
+            convolved=run.convolved,
+            config=run.config,
+            kernelCellSet=run.kernelCellSet,
+        )
+    fig = pmplot.plotDifference(result)
+    fig.canvas.draw()
+    axImage = _imageAxes(fig)[0]
+    (colorbar,) = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    low, high = axImage.get_images()[0].norm.vmin, axImage.get_images()[0].norm.vmax
+    # Every tick the colour bar draws is a value it shows: astropy's ImageNormalize made
+    # matplotlib draw the ticks beyond the limits clipped onto the ends, over the end ticks.
+    bar = colorbar.get_window_extent()
+    locations = colorbar.yaxis.get_majorticklocs()
+    drawn = []
+    for tick in colorbar.yaxis.get_major_ticks(len(locations)):
+        y = colorbar.transData.transform((0.5, tick.get_loc()))[1]
+        # Half a pixel: a tick exactly at a limit is drawn on the bar's edge.
+        if bar.y0 - 0.5 <= y <= bar.y1 + 0.5:
+            drawn.append(tick)
+    assert len(drawn) >= 3
+    assert all(low <= tick.get_loc() <= high for tick in drawn), [t.get_loc() for t in drawn]
+    labels = [label for t in drawn for label in (t.label1, t.label2) if label.get_visible()]
+    assert len(labels) == len(drawn)
+    boxes = [label.get_window_extent() for label in labels]
+    assert all(box.width > 0 and box.height > 0 for box in boxes)
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert not _overlaps(a, b), [label.get_text() for label in labels]
+    # The legend (mask planes, candidates) lies outside the image it explains.
+    legend = axImage.get_legend()
+    assert legend is not None
+    assert not _overlaps(legend.get_window_extent(), axImage.get_window_extent())
+    # ... and inside the figure, not cut off by its edge.
+    figureBox = fig.bbox
+    box = legend.get_window_extent()
+    assert box.x0 >= figureBox.x0 and box.y0 >= figureBox.y0
+
+
 @needsMatplotlib
 def test_large_difference_is_binned(run: Any) -> None:
     fig = pmplot.plotDifference(run, maxPixels=100)
@@ -379,6 +437,34 @@ def test_report(run: Any, tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(psfmatch.PsfMatchIOError, match="not a directory"):
         pmplot.writeFigures(run, blocker)
+
+
+def _warningsBox(text: str) -> str:
+    start = text.index('<div class="warnings"')
+    return text[start : text.index("</div>", start)]
+
+
+@needsMatplotlib
+def test_report_shows_the_runs_warnings_at_the_top(sim: Any, run: Any, tmp_path: Path) -> None:
+    config = _config()
+    config.kernel.active.maxSpatialConditionNumber = 1.0  # every solution exceeds it
+    result = psfmatch.subtract(sim.science, sim.template, config=config)
+    assert any("exceeds max condition number" in m for m in result.warnings)
+    result.warnings.append("a <b> & c")  # escaped like everything else
+    report = pmplot.writeReport(result, tmp_path / "warned", info={"science": "s.fits"}, dpi=60)
+    text = report.read_text(encoding="utf-8")
+    box = _warningsBox(text)
+    # At the top: after the title, before the info table, the summary and the figures.
+    assert text.index(box) < min(text.index("<table"), text.index("<h2>Summary"))
+    assert f"Warnings ({len(result.warnings)})" in box
+    for message in result.warnings[:-1]:
+        assert html.escape(message) in box
+    assert "<li>a &lt;b&gt; &amp; c</li>" in box
+    # A clean run says so instead.
+    assert run.warnings == []
+    text = pmplot.writeReport(run, tmp_path / "clean", dpi=60).read_text(encoding="utf-8")
+    assert 'class="warnings"' not in text
+    assert "No warnings were logged during the run." in text
 
 
 # --------------------------------------------------------------------------------------------
@@ -525,8 +611,43 @@ def test_cli_plots_writes_the_report(sim: Any, tmp_path: Path, capsys: Any) -> N
     # The keys the command line adds are listed too.
     assert {"differenceUnits", "matchedUnits", "spatialKernelSum"} <= set(parser.keys)
 
+    # A clean run: the report says there was nothing to warn about.
+    assert "No warnings were logged during the run." in (plots / "report.html").read_text()
+
     # Existing figures are not replaced without --overwrite (checked before any work).
     (tmp_path / "d.fits").unlink()
     assert main(argv + ["-q"]) == 1
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert not (tmp_path / "d.fits").exists()
+
+
+@needsMatplotlib
+def test_cli_report_lists_every_warning_even_when_quiet(
+    sim: Any, tmp_path: Path, capsys: Any
+) -> None:
+    from astropy.io import fits
+
+    science, template = tmp_path / "s.fits", tmp_path / "t.fits"
+    psfmatch.io.writeMaskedImage(science, sim.science)
+    psfmatch.io.writeMaskedImage(template, sim.template)
+    # A warning while the command line reads its inputs: the science IMAGE HDU's checksums
+    # fail (a byte of the padding after its data changed; the pixels are the same).
+    with fits.open(science) as hdul:
+        info = hdul.fileinfo(hdul.index_of("IMAGE"))
+        end = info["datLoc"] + info["datSpan"]
+    raw = bytearray(science.read_bytes())
+    raw[end - 1] ^= 0xFF
+    science.write_bytes(bytes(raw))
+    # ... and one in the fit.
+    plots = tmp_path / "plots"
+    argv = ["subtract", "--science", str(science), "--template", str(template)]
+    argv += ["--output", str(tmp_path / "d.fits"), "-ko", "1", "--plots", str(plots), "-qq"]
+    argv += ["--set", f"kernel.active.alardDegGauss={DEGREES}"]
+    argv += ["kernel.active.maxSpatialConditionNumber=1.0"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.out == captured.err == ""  # -qq: errors only
+    box = _warningsBox((plots / "report.html").read_text(encoding="utf-8"))
+    assert "Warnings (2)" in box
+    assert "HDU &#x27;IMAGE&#x27;: the CHECKSUM and DATASUM cards do not match" in box
+    assert "Spatial solution exceeds max condition number" in box

@@ -26,6 +26,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from . import io as pmio
+from ._logcapture import collectWarnings
 from .errors import InvalidInputError, OutputExistsError
 from .image import MaskedImage
 from .image_psf_match import ImagePsfMatchConfig, ImagePsfMatchTask, TemplateAnalysis
@@ -87,6 +88,11 @@ class SubtractionResult:
         ``flux``, ``fluxErr``, ``snr``, ``isNegative``, ``refAssociated`` (at a template
         detection) and ``srcAssociated`` (at a kernel source); their counts are the
         ``NFalsePositives*`` metadata. None if detection was off.
+    warnings : `list` [`str`]
+        The warnings psfmatch logged while this result was made (reading the inputs, the fit,
+        the decorrelation, ...), in order, each once: a poorly constrained kernel, a variance
+        that was not rescaled, conflicting origins in a file, a stale checksum. Empty for a
+        clean run. Only this thread's records count, so runs in other threads never mix in.
     """
 
     difference: MaskedImage
@@ -101,6 +107,7 @@ class SubtractionResult:
     differencePsf: np.ndarray | None = field(default=None, repr=False)
     diaSources: Table | None = None
     kernelCellSet: Any = field(default=None, repr=False)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def image(self) -> np.ndarray:
@@ -311,6 +318,21 @@ def _subtractConfig(
     return config
 
 
+def _readInput(
+    which: str, source: Any, variance: Any, mask: Any, info: dict[str, Any] | None
+) -> MaskedImage:
+    """`psfmatch.io.readImage` of the ``which`` ("science" or "template") input; a variance
+    that cannot be estimated names the keywords of `subtract` that give one."""
+    try:
+        return pmio.readImage(source, variance=variance, mask=mask, info=info, name=which)
+    except pmio._VarianceEstimateError as err:
+        raise InvalidInputError(
+            f"{which}: cannot estimate a variance: {err.reason}; pass {which}Variance= (an "
+            "array, a constant or a FITS path), or a MaskedImage from "
+            "psfmatch.io.readImage(..., gain=, readNoise=)"
+        ) from err
+
+
 def analyzeTemplate(
     template: Any,
     *,
@@ -343,7 +365,7 @@ def analyzeTemplate(
     InvalidInputError
         An unreadable template or an invalid config.
     """
-    tmp = pmio.readImage(template, variance=templateVariance, mask=templateMask)
+    tmp = _readInput("template", template, templateVariance, templateMask, None)
     config = _subtractConfig(config, mode, None, None)
     return ImagePsfMatchTask(config=config).analyzeTemplate(tmp)
 
@@ -433,49 +455,57 @@ def subtract(
     logged as a warning and counted in ``metadata["scienceNonFinitePixelsFlagged"]`` and
     ``metadata["templateNonFinitePixelsFlagged"]``. ``metadata["scienceVarianceEstimated"]``
     and ``metadata["templateVarianceEstimated"]`` say whether a variance was estimated.
+
+    Every warning logged during the call (on the ``"psfmatch"`` loggers, in this thread) is
+    also kept in ``result.warnings``; `psfmatch.plot.writeReport` shows them at the top of
+    the report.
     """
-    sciInfo: dict[str, Any] = {}
-    tmpInfo: dict[str, Any] = {}
-    sci = pmio.readImage(science, variance=scienceVariance, mask=scienceMask, info=sciInfo)
-    tmp = pmio.readImage(template, variance=templateVariance, mask=templateMask, info=tmpInfo)
-    if ignoreOrigins and tmp.getXY0() != sci.getXY0():
-        tmp = MaskedImage(tmp.image, tmp.mask, tmp.variance, xy0=sci.getXY0())
-    config = _subtractConfig(config, mode, spatialKernelOrder, spatialBgOrder)
-    task = ImagePsfMatchTask(config=config)
-    for which, info in (("science", sciInfo), ("template", tmpInfo)):
-        # The documented fallback for NaN/inf pixels outside the mask: readImage flagged
-        # them NO_DATA; say so loudly and keep the count with the results.
-        nNonFinite = int(info.get("nNonFinite", 0))
-        task.metadata[f"{which}NonFinitePixelsFlagged"] = nNonFinite
-        if nNonFinite:
-            _log.warning(
-                "%s: %d pixel(s) with a NaN or infinite image or variance and no mask bit were "
-                "flagged NO_DATA and take no part in the fit",
-                which,
-                nNonFinite,
-            )
-        task.metadata[f"{which}VarianceEstimated"] = bool(info.get("varianceEstimated", False))
-    res = task.subtractMaskedImages(
-        tmp,
-        sci,
-        candidateList=candidates,
-        templateFwhmPix=templateFwhm,
-        scienceFwhmPix=scienceFwhm,
-        sciencePsf=sciencePsf,
-        templatePsf=templatePsf,
-        templateAnalysis=templateAnalysis,
-    )
-    return SubtractionResult(
-        difference=res.subtractedMaskedImage,
-        matched=res.matchedImage,
-        kernel=res.psfMatchingKernel,
-        background=res.backgroundModel,
-        candidates=res.kernelSources,
-        metadata=task.metadata,
-        convolved=res.convolvedImage,
-        config=config,
-        rawDifference=res.subtractedMaskedImageRaw,
-        differencePsf=res.differencePsf,
-        diaSources=res.diaSources,
-        kernelCellSet=res.kernelCellSet,
-    )
+    with collectWarnings() as warned:
+        sciInfo: dict[str, Any] = {}
+        tmpInfo: dict[str, Any] = {}
+        sci = _readInput("science", science, scienceVariance, scienceMask, sciInfo)
+        tmp = _readInput("template", template, templateVariance, templateMask, tmpInfo)
+        if ignoreOrigins and tmp.getXY0() != sci.getXY0():
+            tmp = MaskedImage(tmp.image, tmp.mask, tmp.variance, xy0=sci.getXY0())
+        config = _subtractConfig(config, mode, spatialKernelOrder, spatialBgOrder)
+        task = ImagePsfMatchTask(config=config)
+        for which, info in (("science", sciInfo), ("template", tmpInfo)):
+            # The documented fallback for NaN/inf pixels outside the mask: readImage flagged
+            # them NO_DATA; say so loudly and keep the count with the results.
+            nNonFinite = int(info.get("nNonFinite", 0))
+            task.metadata[f"{which}NonFinitePixelsFlagged"] = nNonFinite
+            if nNonFinite:
+                _log.warning(
+                    "%s: %d pixel(s) with a NaN or infinite image or variance and no mask bit "
+                    "were flagged NO_DATA and take no part in the fit",
+                    which,
+                    nNonFinite,
+                )
+            estimated = bool(info.get("varianceEstimated", False))
+            task.metadata[f"{which}VarianceEstimated"] = estimated
+        res = task.subtractMaskedImages(
+            tmp,
+            sci,
+            candidateList=candidates,
+            templateFwhmPix=templateFwhm,
+            scienceFwhmPix=scienceFwhm,
+            sciencePsf=sciencePsf,
+            templatePsf=templatePsf,
+            templateAnalysis=templateAnalysis,
+        )
+        result = SubtractionResult(
+            difference=res.subtractedMaskedImage,
+            matched=res.matchedImage,
+            kernel=res.psfMatchingKernel,
+            background=res.backgroundModel,
+            candidates=res.kernelSources,
+            metadata=task.metadata,
+            convolved=res.convolvedImage,
+            config=config,
+            rawDifference=res.subtractedMaskedImageRaw,
+            differencePsf=res.differencePsf,
+            diaSources=res.diaSources,
+            kernelCellSet=res.kernelCellSet,
+        )
+    result.warnings = list(dict.fromkeys(warned))
+    return result

@@ -58,7 +58,7 @@ _CONVOLVE = {"t": "convolveTemplate", "i": "convolveScience"}
 #: HOTPANTS (v5.1.11) options that ``psfmatch subtract`` does not take. Some of them would
 #: otherwise parse as a supported short option with an attached value (``-nsx`` as ``-n sx``).
 _HOTPANTS_UNSUPPORTED = frozenset(
-    "-tuk -tr -tp -tni -tmi -iuk -ir -ip -ini -imi -ki -kcs -ft -sft -nft -mins -mous "
+    "-tuk -tp -tni -tmi -iuk -ip -ini -imi -ki -kcs -ft -sft -nft -mins -mous "
     "-omi -gd -nrx -nry -rf -rkw -nsx -nsy -ssf -cmp -afssc -nss -rss -savexy -fom -sconv -ssig "
     "-ks -kfm -okn -fi -fin -convvar -oni -ond -nim -ndm -cim -allm -nc -hki -oki -sht -obs "
     "-obz -nsht -nbs -nbz -pca".split()
@@ -90,10 +90,21 @@ class _UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """An `argparse.ArgumentParser` whose errors raise `_UsageError` instead of exiting."""
+    """An `argparse.ArgumentParser` whose errors raise `_UsageError` instead of exiting, and
+    whose ``allow_abbrev=False`` also holds for single-dash options."""
 
     def error(self, message: str) -> NoReturn:
         raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+    def _get_option_tuples(self, option_string: str) -> list[Any]:
+        # Until python/cpython#104860 was fixed, argparse matched a single-dash prefix
+        # despite allow_abbrev=False: "-o" was "ambiguous" between -outim and -oci, and
+        # "-k 1" silently meant "-ko 1". Keep only what is not an abbreviation: a one-letter
+        # option with its value attached ("-r10", "-vv").
+        found = super()._get_option_tuples(option_string)
+        if self.allow_abbrev:
+            return list(found)
+        return [match for match in found if match[1] == option_string[:2]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,7 +182,10 @@ def _logging(
     savedProgress = progress.getEnabled()
     for lg in (root, *traceRoots):
         lg.addHandler(handler)
-    root.setLevel(level)
+    # Warnings are always made, for the run's report (SubtractionResult.warnings); -qq only
+    # keeps them off the terminal. Trace loggers log at DEBUG under their own levels.
+    root.setLevel(min(level, logging.WARNING))
+    handler.addFilter(lambda record: record.levelno >= level or record.name.startswith("TRACE"))
     if verbosity >= 3:
         trace_set_at("psfmatch", 4)
     for name, number in traces:
@@ -489,6 +503,29 @@ def _applyThresholds(mi: Any, lower: float | None, upper: float | None, which: s
     return MaskedImage(mi.image, mask, mi.variance, xy0=mi.getXY0())
 
 
+def _checkNoiseModel(args: argparse.Namespace) -> None:
+    """Usage errors for a gain or read noise that cannot be used, named by their options."""
+    for which, short in (("science", "i"), ("template", "t")):
+        gain = getattr(args, f"{which}_gain")
+        readNoise = getattr(args, f"{which}_read_noise")
+        if gain is not None and not (math.isfinite(gain) and gain > 0):
+            raise _UsageError(
+                f"--{which}-gain/-{short}g: expected a positive number of e-/ADU, got {gain:g}"
+            )
+        if readNoise is None:
+            continue
+        if not (math.isfinite(readNoise) and readNoise >= 0):
+            raise _UsageError(
+                f"--{which}-read-noise/-{short}r: expected a number of electrons >= 0, got "
+                f"{readNoise:g}"
+            )
+        if gain is None:
+            raise _UsageError(
+                f"--{which}-read-noise/-{short}r needs the {which} gain (--{which}-gain/"
+                f"-{short}g) to turn electrons into the image's units"
+            )
+
+
 def _samePath(a: str, b: str) -> bool:
     if os.path.exists(a) and os.path.exists(b):
         return os.path.samefile(a, b)
@@ -635,10 +672,37 @@ def _writePlots(result: Any, args: argparse.Namespace, info: Mapping[str, Any]) 
     return report
 
 
-def _subtract(args: argparse.Namespace) -> int:
+def _readInput(args: argparse.Namespace, which: str, short: str) -> Any:
+    """Read the science or template image with its options; a variance that cannot be
+    estimated names the options that give one."""
     from . import io as pmio
+
+    def option(name: str) -> Any:
+        return getattr(args, f"{which}_{name}")
+
+    try:
+        image = pmio.readImage(
+            getattr(args, which),
+            variance=_plane(option("variance")),
+            mask=_plane(option("mask")),
+            gain=option("gain"),
+            readNoise=option("read_noise"),
+            name=which,
+        )
+    except pmio._VarianceEstimateError as err:
+        raise InvalidInputError(
+            f"{which}: cannot estimate a variance: {err.reason}; give --{which}-variance (a "
+            f"FITS file or a constant), or the {which} gain and read noise (-{short}g and "
+            f"-{short}r, in e-/ADU and e-)"
+        ) from err
+    return _applyThresholds(image, option("lower"), option("upper"), which)
+
+
+def _subtract(args: argparse.Namespace) -> int:
+    from ._logcapture import collectWarnings
     from .api import subtract
 
+    _checkNoiseModel(args)
     config = _buildConfig(args)
     # The convolved image is kept only to be written: without --matched the difference takes
     # its planes (a third less memory beside the inputs).
@@ -663,34 +727,25 @@ def _subtract(args: argparse.Namespace) -> int:
     _checkPlots(args.plots, args.overwrite)
     candidates = _readCandidates(args.candidates) if args.candidates else None
 
-    science = pmio.readImage(
-        args.science,
-        variance=_plane(args.science_variance),
-        mask=_plane(args.science_mask),
-        gain=args.science_gain,
-    )
-    template = pmio.readImage(
-        args.template,
-        variance=_plane(args.template_variance),
-        mask=_plane(args.template_mask),
-        gain=args.template_gain,
-    )
-    science = _applyThresholds(science, args.science_lower, args.science_upper, "science")
-    template = _applyThresholds(template, args.template_lower, args.template_upper, "template")
-
-    start = time.perf_counter()
-    result = subtract(
-        science,
-        template,
-        mode=config.mode,
-        config=config,
-        candidates=candidates,
-        scienceFwhm=args.science_fwhm,
-        templateFwhm=args.template_fwhm,
-        ignoreOrigins=args.ignore_origins,
-    )
-    elapsed = time.perf_counter() - start
-    result, differenceUnits, matchedUnits = _renormalize(result, args.normalize)
+    with collectWarnings() as warned:
+        science = _readInput(args, "science", "i")
+        template = _readInput(args, "template", "t")
+        start = time.perf_counter()
+        result = subtract(
+            science,
+            template,
+            mode=config.mode,
+            config=config,
+            candidates=candidates,
+            scienceFwhm=args.science_fwhm,
+            templateFwhm=args.template_fwhm,
+            ignoreOrigins=args.ignore_origins,
+        )
+        elapsed = time.perf_counter() - start
+        result, differenceUnits, matchedUnits = _renormalize(result, args.normalize)
+    # Reading the inputs here warns too (a stale checksum, conflicting origins), outside
+    # subtract's own collection: the report shows every warning of the run.
+    result.warnings = list(dict.fromkeys(warned))
     result.metadata["differenceUnits"] = differenceUnits
     result.metadata["matchedUnits"] = matchedUnits
     result.writeFits(args.output, matchedPath=args.matched, overwrite=args.overwrite)
@@ -1034,14 +1089,16 @@ def _commonOptions() -> _Parser:
     return common
 
 
-def _buildParser() -> _Parser:
+def _buildParser(*, requireArguments: bool = True) -> _Parser:
+    """The ``psfmatch`` parser; without ``requireArguments`` no argument is required (to find
+    the unrecognized ones of a command line that also lacks required ones)."""
     parser = _Parser(
         prog="psfmatch",
         description="Alard-Lupton PSF matching and image subtraction.",
         allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"psfmatch {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=requireArguments)
     common = _commonOptions()
     fmt = argparse.RawDescriptionHelpFormatter
 
@@ -1056,7 +1113,7 @@ def _buildParser() -> _Parser:
             "difference image D = S - (K * T + b) in science units, with its mask and variance,\n"
             "the kernel and the kernel sources (LSST MaskedImage FITS layout).\n\n"
             "HOTPANTS aliases: -inim -tmplim -outim -oci -r -ko -bgo -ng -c -n -tu -iu -tl -il\n"
-            "-tg -ig.\n"
+            "-tg -ig -tr -ir.\n"
             "Configuration order: --config-file, then --set, then the dedicated options."
         ),
         epilog=(
@@ -1068,10 +1125,13 @@ def _buildParser() -> _Parser:
         ),
     )
     io = sub.add_argument_group("images")
-    io.add_argument("--science", "-inim", required=True, metavar="FITS", help="science image")
-    io.add_argument("--template", "-tmplim", required=True, metavar="FITS", help="template image")
+    required = requireArguments
+    io.add_argument("--science", "-inim", required=required, metavar="FITS", help="science image")
     io.add_argument(
-        "--output", "-outim", required=True, metavar="FITS", help="difference image to write"
+        "--template", "-tmplim", required=required, metavar="FITS", help="template image"
+    )
+    io.add_argument(
+        "--output", "-outim", required=required, metavar="FITS", help="difference image to write"
     )
     io.add_argument(
         "--matched", "-oci", metavar="FITS", help="also write the convolved (PSF-matched) image"
@@ -1099,6 +1159,22 @@ def _buildParser() -> _Parser:
     )
     io.add_argument(
         "--template-gain", "-tg", type=float, metavar="E/ADU", help="template gain (HOTPANTS -tg)"
+    )
+    io.add_argument(
+        "--science-read-noise",
+        "-ir",
+        type=float,
+        metavar="E",
+        help="science read noise in electrons, with --science-gain: an estimated variance is "
+        "then HOTPANTS' model |image|/gain + (readnoise/gain)^2 from the pixel values (the sky "
+        "must not have been subtracted) instead of the sky's measured scatter (HOTPANTS -ir)",
+    )
+    io.add_argument(
+        "--template-read-noise",
+        "-tr",
+        type=float,
+        metavar="E",
+        help="template read noise in electrons, with --template-gain (HOTPANTS -tr)",
     )
     io.add_argument(
         "--science-upper",
@@ -1362,6 +1438,27 @@ def _errorMessage(err: BaseException) -> str:
     return _firstLine(err)
 
 
+def _parseArguments(parser: _Parser, argv: list[str]) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that unrecognized arguments are reported before
+    missing required ones (argparse checks a subcommand's required options first, so a
+    misspelt ``--sciense s.fits`` got "required: --science"), with the subcommand's help."""
+    try:
+        args, extras = parser.parse_known_args(argv)
+    except _UsageError as err:
+        if not str(err).startswith("the following arguments are required"):
+            raise
+        try:
+            args, extras = _buildParser(requireArguments=False).parse_known_args(argv)
+        except _UsageError:
+            raise err from None
+        if not extras:
+            raise
+    if extras:
+        command = f"psfmatch {args.command}" if args.command else "psfmatch"
+        raise _UsageError(f"unrecognized arguments: {' '.join(extras)} (see '{command} --help')")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``psfmatch`` command line.
 
@@ -1384,9 +1481,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise _UsageError(
                     f"the HOTPANTS option {token} is not supported; psfmatch subtract takes "
                     "-inim -tmplim -outim -oci -r -ko -bgo -ng -c -n -tu -iu -tl -il -tg -ig "
-                    "(see 'psfmatch subtract --help')"
+                    "-tr -ir (see 'psfmatch subtract --help')"
                 )
-        args = parser.parse_args(argv)
+        args = _parseArguments(parser, argv)
         args.argv = argv
     except _UsageError as err:
         print(f"psfmatch: error: {err}", file=sys.stderr)

@@ -36,8 +36,10 @@ The reading functions log what they decided to the logger ``"psfmatch.io"`` and,
 ``info`` dict, fill it with the same facts (layout, origin source, mask-plane remapping,
 whether the variance was estimated, and any warning astropy raised while reading). They never
 issue Python warnings: warnings that astropy raises while reading are captured, logged and
-reported in ``info["warnings"]``, and those that mean the file is damaged (truncated, failed
-checksum) become an `~psfmatch.errors.InvalidInputError`.
+reported in ``info["warnings"]``, and those that mean the file is damaged (truncated,
+corrupt) become an `~psfmatch.errors.InvalidInputError`. A ``CHECKSUM`` or ``DATASUM`` card
+that does not match data that read cleanly is such a warning, not an error: cut-outs made by
+common tools copy the original frame's cards.
 """
 
 from __future__ import annotations
@@ -132,8 +134,17 @@ _STRUCTURAL_KEYS = frozenset(
 
 _COMMENTARY_KEYS = frozenset({"COMMENT", "HISTORY", ""})
 
-_DAMAGE_PATTERN = re.compile(r"truncat|corrupt|checksum|datasum|not a multiple of 2880", re.I)
+_DAMAGE_PATTERN = re.compile(r"truncat|corrupt|not a multiple of 2880", re.I)
 """Warnings astropy raises for a damaged file; reading such a file is an error."""
+
+_CHECKSUM_PATTERN = re.compile(
+    r"(?P<card>Checksum|Datasum) verification failed for HDU (?P<hdu>.+?)\.?\s*$", re.I | re.S
+)
+"""astropy's warning that an HDU's ``CHECKSUM`` or ``DATASUM`` card does not match it.
+
+Not an error: cut-outs made by common tools copy the original frame's cards, which then no
+longer match. Data that are damaged beyond that fail to read, or raise a `_DAMAGE_PATTERN`
+warning."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,12 +201,45 @@ def _warningMessages(caught: Iterable[warnings.WarningMessage]) -> list[str]:
     return [f"{w.category.__name__}: {w.message}" for w in caught]
 
 
+def _hduLabel(text: str) -> str:
+    """astropy's ``('NAME', EXTVER)`` of an HDU as ``'NAME'`` (with the EXTVER if not 1)."""
+    match = re.fullmatch(r"\('(?P<name>.*)', (?P<ver>\d+)\)", text)
+    if match is None:
+        return text
+    name = repr(match["name"]) if match["name"] else "(no EXTNAME)"
+    return name if match["ver"] == "1" else f"{name} (EXTVER {match['ver']})"
+
+
+def _checksumWarnings(path: Path, messages: list[str]) -> tuple[list[str], list[str]]:
+    """Split astropy's warnings into one message per HDU whose checksums fail, and the rest."""
+    failed: dict[str, list[str]] = {}
+    others = []
+    for message in messages:
+        match = _CHECKSUM_PATTERN.search(message)
+        if match is None:
+            others.append(message)
+            continue
+        cards = failed.setdefault(match["hdu"].strip(), [])
+        card = match["card"].upper()
+        if card not in cards:
+            cards.append(card)
+    notes = []
+    for hdu, cards in failed.items():
+        which = " and ".join(cards) + (" cards do" if len(cards) > 1 else " card does")
+        notes.append(
+            f"{str(path)!r} HDU {_hduLabel(hdu)}: the {which} not match the data, which read "
+            "cleanly and are used (a cut-out often keeps the original frame's checksums)"
+        )
+    return notes, others
+
+
 def _withFits(path: Path, work: Callable[[fits.HDUList], _T], info: dict[str, Any] | None) -> _T:
     """Open ``path`` read-only, run ``work`` on it and turn every failure into a psfmatch error.
 
     Warnings raised by astropy while the file is open are captured: those that say the file is
-    damaged make the read fail with `InvalidInputError`; the others are logged and reported in
-    ``info["warnings"]``.
+    damaged (truncated, corrupt) make the read fail with `InvalidInputError`; the others are
+    logged and reported in ``info["warnings"]``, among them a ``CHECKSUM``/``DATASUM`` card that
+    does not match data that read cleanly (once per HDU).
     """
     _checkInputFile(path)
     # LSST files carry non-standard keywords and third-party files anything at all: astropy
@@ -210,14 +254,15 @@ def _withFits(path: Path, work: Callable[[fits.HDUList], _T], info: dict[str, An
         try:
             # memmap=False: the arrays are read into memory and the file closed on return, so
             # nothing returned refers to the file. checksum=True verifies CHECKSUM/DATASUM
-            # cards when the file has them (psfmatch writes them).
+            # cards when the file has them (psfmatch writes them); a mismatch is reported,
+            # not refused (see _CHECKSUM_PATTERN).
             with fits.open(
                 path, mode="readonly", memmap=False, lazy_load_hdus=False, checksum=True
             ) as hdul:
                 result = work(hdul)
         except Exception as err:  # astropy raises OSError, ValueError, TypeError, ...
             failure = err
-    messages = _warningMessages(caught)
+    checksumNotes, messages = _checksumWarnings(path, _warningMessages(caught))
     damage = [m for m in messages if _DAMAGE_PATTERN.search(m)]
     if damage:
         # Reported first: it explains whatever else went wrong.
@@ -234,10 +279,12 @@ def _withFits(path: Path, work: Callable[[fits.HDUList], _T], info: dict[str, An
         raise InvalidInputError(
             f"cannot read {str(path)!r} as FITS: {type(failure).__name__}: {failure}"
         ) from failure
+    for note in checksumNotes:
+        _log.warning("%s", note)
     for message in dict.fromkeys(messages):
         _log.warning("reading %s: %s", path, message)
-    if info is not None and messages:
-        info.setdefault("warnings", []).extend(messages)
+    if info is not None and (checksumNotes or messages):
+        info.setdefault("warnings", []).extend(checksumNotes + messages)
     assert result is not _NOT_READ
     return typing.cast(_T, result)
 
@@ -559,7 +606,7 @@ def readMaskedImage(
     InputFileNotFoundError
         If ``path`` does not exist.
     InvalidInputError
-        If the file is not FITS, is damaged (truncated, failed checksum), holds no 2-D image,
+        If the file is not FITS, is damaged (truncated, unreadable data), holds no 2-D image,
         has planes of different shapes, a mask that is not integer, or an ``MP_`` keyword or
         origin that makes no sense; or ``hdu`` names no image HDU.
     PsfMatchIOError
@@ -771,17 +818,29 @@ def _floatPlane(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
     return a.astype(np.float64)
 
 
-def _estimateVariance(
-    image: np.ndarray, mask: np.ndarray, gain: float | None, info: dict[str, Any]
-) -> np.ndarray:
-    """Sky variance from the clipped MAD of unmasked pixels, plus a Poisson term with a gain."""
-    good = np.isfinite(image) & (mask == 0)
-    nGood = int(good.sum())
-    if nGood < _MIN_SKY_PIXELS:
-        raise InvalidInputError(
-            f"cannot estimate a variance: only {nGood} unmasked finite pixels (at least "
-            f"{_MIN_SKY_PIXELS} needed); pass variance= or sigma="
-        )
+class _VarianceEstimateError(InvalidInputError):
+    """A variance had to be estimated and could not be; ``reason`` says why, so that a caller
+    can name its own options that give a variance (`psfmatch.subtract`, the command line)."""
+
+    reason: str = ""
+
+
+def _cannotEstimate(where: str, reason: str) -> _VarianceEstimateError:
+    err = _VarianceEstimateError(
+        f"{where}cannot estimate a variance: {reason}; pass variance= or sigma=, or gain= with "
+        "readNoise="
+    )
+    err.reason = reason
+    return err
+
+
+_MODEL_SKY_MISMATCH = 2.0
+"""Factor by which the gain and read-noise variance at the sky may differ from the sky's
+measured scatter before a warning says the model does not describe the image."""
+
+
+def _skyStatistics(image: np.ndarray, good: np.ndarray) -> tuple[float, float]:
+    """Clipped median and MAD-based standard deviation of the ``good`` pixels."""
     _, sky, skySigma = sigma_clipped_stats(
         image[good],
         sigma=_SKY_CLIP_SIGMA,
@@ -789,11 +848,88 @@ def _estimateVariance(
         cenfunc="median",
         stdfunc="mad_std",
     )
-    sky, skySigma = float(sky), float(skySigma)
+    return float(sky), float(skySigma)
+
+
+def _noiseModelVariance(
+    image: np.ndarray,
+    mask: np.ndarray,
+    gain: float,
+    readNoise: float,
+    info: dict[str, Any],
+    where: str,
+) -> np.ndarray:
+    """HOTPANTS' variance from a gain and a read noise: ``|image| / gain + (readNoise / gain)²``."""
+    finite = np.isfinite(image)
+    variance = np.abs(np.where(finite, image.astype(np.float64), 0.0)) / gain
+    variance += (readNoise / gain) ** 2
+    info.update(varianceEstimated=True, varianceModel="gainReadNoise", gain=gain)
+    info["readNoise"] = readNoise
+    _log.info(
+        "%sno variance given: |image|/gain + (readNoise/gain)^2 with gain %g e-/ADU and read "
+        "noise %g e- (HOTPANTS' noise model)",
+        where,
+        gain,
+        readNoise,
+    )
+    # A cross-check, not part of the model: the model's variance at the sky level against the
+    # sky's measured scatter. A sky-subtracted image (the model needs the sky in the pixel
+    # values) or a wrong gain shows up as a large factor between them.
+    good = finite & (mask == 0)
+    if int(good.sum()) >= _MIN_SKY_PIXELS:
+        sky, skySigma = _skyStatistics(image, good)
+        expected = abs(sky) / gain + (readNoise / gain) ** 2
+        measured = skySigma**2
+        info.update(skyLevel=sky, skySigma=skySigma, skyPixels=int(good.sum()))
+        if measured > 0 and not (
+            1.0 / _MODEL_SKY_MISMATCH <= expected / measured <= _MODEL_SKY_MISMATCH
+        ):
+            cause = (
+                "is the image sky-subtracted (the model needs the sky in the pixel values), or "
+                "the gain too large?"
+                if measured > expected
+                else "is the gain too small or the read noise too large?"
+            )
+            _log.warning(
+                "%sthe variance from gain %g e-/ADU and read noise %g e- is %.4g at the sky "
+                "level %.4g, but the sky's pixels scatter with a variance of %.4g (%.2g times "
+                "that): %s Give the variance instead, or no read noise to use the sky's scatter",
+                where,
+                gain,
+                readNoise,
+                expected,
+                sky,
+                measured,
+                measured / expected,
+                cause,
+            )
+    return variance
+
+
+def _estimateVariance(
+    image: np.ndarray,
+    mask: np.ndarray,
+    gain: float | None,
+    readNoise: float | None,
+    info: dict[str, Any],
+    where: str = "",
+) -> np.ndarray:
+    """Sky variance from the clipped MAD of unmasked pixels, plus a Poisson term with a gain;
+    with a read noise too, HOTPANTS' model (`_noiseModelVariance`). ``where`` ("science: ")
+    starts the messages."""
+    if gain is not None and readNoise is not None:
+        return _noiseModelVariance(image, mask, gain, readNoise, info, where)
+    good = np.isfinite(image) & (mask == 0)
+    nGood = int(good.sum())
+    if nGood < _MIN_SKY_PIXELS:
+        raise _cannotEstimate(
+            where,
+            f"only {nGood} unmasked finite pixels (at least {_MIN_SKY_PIXELS} needed)",
+        )
+    sky, skySigma = _skyStatistics(image, good)
     if not skySigma > 0:
-        raise InvalidInputError(
-            "cannot estimate a variance: the robust scatter of the image's sky is 0 (a "
-            "noiseless or constant image?); pass variance= or sigma="
+        raise _cannotEstimate(
+            where, "the robust scatter of the image's sky is 0 (a noiseless or constant image?)"
         )
     variance = np.full(image.shape, skySigma**2, dtype=np.float64)
     if gain is not None:
@@ -802,13 +938,15 @@ def _estimateVariance(
         variance += np.maximum(signal, 0.0) / gain
     info.update(
         varianceEstimated=True,
+        varianceModel="sky",
         skyLevel=sky,
         skySigma=skySigma,
         skyPixels=nGood,
         gain=gain,
     )
     _log.info(
-        "no variance given: estimated sky %.6g, sky sigma %.6g from %d pixels%s",
+        "%sno variance given: estimated sky %.6g, sky sigma %.6g from %d pixels%s",
+        where,
         sky,
         skySigma,
         nGood,
@@ -824,8 +962,10 @@ def readImage(
     sigma: Any = None,
     mask: Any = None,
     gain: float | None = None,
+    readNoise: float | None = None,
     hdu: int | str | tuple[str, int] | None = None,
     info: dict[str, Any] | None = None,
+    name: str | None = None,
 ) -> MaskedImage:
     """Turn any supported image input into a `~psfmatch.image.MaskedImage`.
 
@@ -854,14 +994,22 @@ def readImage(
     gain : `float`, optional
         Electrons per pixel-value unit (e⁻/ADU). Used only when the variance is estimated, to
         add the source Poisson term.
+    readNoise : `float`, optional
+        Read noise in electrons (HOTPANTS ``-ir``/``-tr``), with ``gain``. Used only when the
+        variance is estimated: the two then give HOTPANTS' noise model instead of the sky
+        estimate (see Notes).
     hdu : `int`, `str` or (`str`, `int`), optional
         For a FITS path: read only this HDU, as a plain image (see `readMaskedImage`).
     info : `dict`, optional
         Filled with what was decided: ``"source"`` (the kind of input), ``"varianceSource"``
         (``"input"``, ``"variance"``, ``"sigma"`` or ``"estimated"``), ``"varianceEstimated"``,
-        and, when estimated, ``"skyLevel"``, ``"skySigma"``, ``"skyPixels"``, ``"gain"``;
+        and, when estimated, ``"varianceModel"`` (``"sky"`` or ``"gainReadNoise"``),
+        ``"skyLevel"``, ``"skySigma"``, ``"skyPixels"``, ``"gain"`` (and ``"readNoise"``);
         ``"nNonFinite"``, the number of pixels flagged ``NO_DATA`` for a non-finite image or
         variance; plus what `readMaskedImage` reports for a path.
+    name : `str`, optional
+        What the image is, e.g. ``"science"``: the messages about its variance estimate (and
+        the log) start with it, so that a user of two images knows which one they concern.
 
     Returns
     -------
@@ -874,7 +1022,8 @@ def readImage(
     InvalidInputError
         If ``source`` is of an unsupported type or not 2-D, an argument's shape differs from
         the image's, both ``variance`` and ``sigma`` are given, a variance or sigma is
-        negative, ``gain`` is not a positive number, ``hdu`` is given for an input that is not
+        negative, ``gain`` is not a positive number, ``readNoise`` is negative, not finite or
+        given without ``gain``, ``hdu`` is given for an input that is not
         a path, a mask is neither boolean nor integer, or the variance must be estimated and
         cannot be (fewer than 25 usable pixels, or no scatter at all); and for the FITS errors
         of `readMaskedImage`.
@@ -895,6 +1044,17 @@ def readImage(
     ``0.4 σ_sky / gain`` at sky level. The estimate is logged at INFO on ``"psfmatch.io"`` and
     reported in ``info``; pass ``variance=`` or ``sigma=`` to use a known noise model.
 
+    With ``gain`` and ``readNoise`` the variance is HOTPANTS' noise model instead, in the
+    image's units squared::
+
+        variance = |image| / gain + (readNoise / gain)²
+
+    from each pixel's own value, with no sky estimate: adding the read noise to the measured
+    sky scatter, which already holds it, would count it twice. The model assumes the sky is
+    still in the pixel values; when its variance at the measured sky level differs from the
+    sky's measured scatter by more than a factor of 2 (a sky-subtracted image, a wrong gain) a
+    warning says so.
+
     Pixels whose image or variance is NaN or infinite get the ``NO_DATA`` plane (the values
     are kept), except in a `MaskedImage` returned unchanged.
 
@@ -909,6 +1069,20 @@ def readImage(
         gain = float(gain)
         if not (math.isfinite(gain) and gain > 0):
             raise InvalidInputError(f"gain: expected a positive finite number, got {gain!r}")
+    if readNoise is not None:
+        if isinstance(readNoise, bool) or not isinstance(readNoise, int | float | np.number):
+            raise InvalidInputError(
+                f"readNoise: expected a number of electrons >= 0, got {readNoise!r}"
+            )
+        readNoise = float(readNoise)
+        if not (math.isfinite(readNoise) and readNoise >= 0):
+            raise InvalidInputError(
+                f"readNoise: expected a finite number of electrons >= 0, got {readNoise!r}"
+            )
+        if gain is None:
+            raise InvalidInputError(
+                f"readNoise={readNoise:g} e- needs gain= (e-/ADU) to turn it into the image's units"
+            )
     if hdu is not None and not _isPath(source):
         raise InvalidInputError(
             f"hdu={hdu!r} applies only to a FITS path; source is a {type(source).__name__}"
@@ -985,11 +1159,16 @@ def readImage(
     nNonFinite = int(nonFinite.sum())
     if nNonFinite:
         maskArray = np.where(nonFinite, maskArray | np.int32(_planeBit("NO_DATA")), maskArray)
-        _log.info("%d pixels with a non-finite image or variance flagged NO_DATA", nNonFinite)
+        _log.info(
+            "%s%d pixels with a non-finite image or variance flagged NO_DATA",
+            f"{name}: " if name else "",
+            nNonFinite,
+        )
     details["nNonFinite"] = nNonFinite
 
     if varianceArray is None:
-        varianceArray = _estimateVariance(base.image, maskArray, gain, details)
+        where = f"{name}: " if name else ""
+        varianceArray = _estimateVariance(base.image, maskArray, gain, readNoise, details, where)
     else:
         details["varianceEstimated"] = False
     details["varianceSource"] = varianceSource

@@ -210,11 +210,16 @@ def _starNorm(image: np.ndarray) -> Any:
 
 
 def _differenceNorm(image: np.ndarray) -> Any:
-    """Linear zscale limits, as a difference image is looked at."""
-    from astropy.visualization import ImageNormalize, LinearStretch
+    """Linear zscale limits, as a difference image is looked at.
+
+    A plain `matplotlib.colors.Normalize`, not astropy's ``ImageNormalize``: a colour bar
+    gives any other norm a "function" scale whose clipping draws the ticks beyond the limits
+    (the next round numbers) on top of the end ticks, where their labels overlap.
+    """
+    from matplotlib.colors import Normalize
 
     low, high = _zscaleLimits(image)
-    return ImageNormalize(vmin=low, vmax=high, stretch=LinearStretch(), clip=True)
+    return Normalize(vmin=low, vmax=high, clip=True)
 
 
 def _symmetric(values: list[np.ndarray] | np.ndarray) -> float:
@@ -842,7 +847,7 @@ def plotDifference(
     fig = _newFigure(fig, (13.0, 6.0))
     fig.set_size_inches(13.0, 6.0)
     axImage, axHist = fig.subplots(1, 2, width_ratios=[1.6, 1.0])
-    _margins(fig, top=0.45, bottom=0.6)
+    _margins(fig, top=0.45, bottom=1.0)
     fig.subplots_adjust(left=0.06, wspace=0.15)
     im = axImage.imshow(
         shown,
@@ -892,7 +897,15 @@ def plotDifference(
                 Patch(facecolor="none", edgecolor=_BAD_COLOUR, label="kernel candidate, rejected")
             )
     if handles:
-        axImage.legend(handles=handles, fontsize=7, loc="upper right", framealpha=0.7)
+        # Below the axes, under the x label: inside, it hid a corner of the image.
+        axImage.legend(
+            handles=handles,
+            fontsize=7,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.1),
+            ncol=min(len(handles), 4),
+            frameon=False,
+        )
     axImage.set_xlabel("x (pixels)")
     axImage.set_ylabel("y (pixels)")
     axImage.set_title(
@@ -1121,6 +1134,10 @@ table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
 td, th { border: 1px solid #ccc; padding: 2px 6px; text-align: left; }
 tr.GOOD td.status { color: #1a7f1a; } tr.BAD td.status { color: #c0201e; }
 td.num { text-align: right; font-family: monospace; }
+.warnings { border: 2px solid #c98a00; background: #fff4d6; padding: 0.3em 1em; margin: 1em 0; }
+.warnings h2 { margin: 0.3em 0; font-size: 1.1em; color: #7a4f00; }
+.warnings li { margin: 0.2em 0; }
+p.no-warnings { color: #1a7f1a; }
 """
 
 
@@ -1159,10 +1176,12 @@ def writeReport(
 
     Notes
     -----
-    The page holds: ``info``; a summary (kernel sum, convolved image, candidates, difference
-    statistics); each figure linked to its PNG with a caption; the candidate table (every
-    column of ``result.candidates``); and every metadata key of the run with its value (the
-    timing keys of `lsst.utils.timer.timeMethod` in a collapsed section).
+    The page holds: the warnings logged during the run (``result.warnings``, see
+    `psfmatch.subtract`) in a box at the top; ``info``; a summary (kernel sum, convolved
+    image, candidates, difference statistics); each figure linked to its PNG with a caption;
+    the candidate table (every column of ``result.candidates``); and every metadata key of the
+    run with its value (the timing keys of `lsst.utils.timer.timeMethod` in a collapsed
+    section).
     """
     _matplotlib()
     names = [f"{n}.png" for n in FIGURES] + ["report.html"]
@@ -1175,6 +1194,14 @@ def writeReport(
         f"<title>{esc(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
     ]
+    # The run's warnings come first: a degraded fit must not hide among the metadata rows.
+    warned = list(getattr(result, "warnings", None) or [])
+    if warned:
+        parts.append(f'<div class="warnings" role="alert"><h2>Warnings ({len(warned)})</h2><ul>')
+        parts.extend(f"<li>{esc(str(message))}</li>" for message in warned)
+        parts.append("</ul></div>")
+    elif hasattr(result, "warnings"):
+        parts.append('<p class="no-warnings">No warnings were logged during the run.</p>')
     if info:
         rows = [
             [f"<th>{esc(str(k))}</th>", f"<td>{esc(_formatValue(v))}</td>"] for k, v in info.items()
