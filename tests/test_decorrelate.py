@@ -16,15 +16,11 @@ import pytest
 from scipy.signal import fftconvolve
 
 import psfmatch as pm
+from psfmatch._psfutil import _psfFwhm, _psfImage
 from psfmatch.api import subtract
 from psfmatch.decorrelate import DecorrelateALKernelConfig, DecorrelateALKernelTask
-from psfmatch.image_psf_match import (
-    ImagePsfMatchConfig,
-    ImagePsfMatchTask,
-    _detectDifferenceSources,
-    _psfFwhm,
-    _psfImage,
-)
+from psfmatch.detect_and_measure import detectDifferenceSources as _detectDifferenceSources
+from psfmatch.image_psf_match import ImagePsfMatchConfig, ImagePsfMatchTask
 from psfmatch.simulate import simulatePair
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
@@ -600,7 +596,7 @@ def test_variable_stars_are_associated_with_the_template():
 def test_sum_of_squares_by_parseval(shape: tuple[int, int]) -> None:
     """The variance weights Σ c² come from the filters' half spectra by Parseval: equal to
     the sum over the real-space array an inverse FFT would give (to rounding)."""
-    from psfmatch.decorrelate import _sumOfSquares
+    from psfmatch._fft import _sumOfSquares
 
     c = np.random.default_rng(9).normal(size=shape)
     spectrum = np.fft.rfft2(c)
@@ -616,7 +612,7 @@ def test_sum_of_squares_by_parseval(shape: tuple[int, int]) -> None:
 def test_centred_padding_is_a_roll(small: tuple[int, int]) -> None:
     """`_padCentred`/`_cropCentred` place the quadrants by slices: exactly what zero-padding
     then rolling the centre pixel (index n//2) to the origin does, and its inverse."""
-    from psfmatch.decorrelate import _cropCentred, _padCentred
+    from psfmatch._fft import _cropCentred, _padCentred
 
     array = np.arange(1.0, 1.0 + small[0] * small[1]).reshape(small)
     grid = (11, 12)
@@ -661,7 +657,7 @@ def test_fft_grid_is_the_smallest_even_5_smooth_size_without_wraparound(
     Nyquist column once) and has no prime factor above 5 (pocketfft is several times slower
     on 4138 = 2 · 2069, the bare sum at 4096²); and it is the smallest such size, found here
     by brute force."""
-    from psfmatch.decorrelate import _fftShape
+    from psfmatch._fft import _fftShape
 
     def smooth(n: int) -> bool:
         for p in (2, 3, 5):
@@ -686,7 +682,7 @@ def test_spectrum_of_a_small_array_is_its_padded_rfft2(
     """`_spectrumOfSmall` (the kernel's and PSF's spectra, transformed row by row) is the
     rfft2 of the array zero-padded to the grid with its centre at index 0, written out here
     with numpy: np.roll of the padded array, np.fft.rfft2."""
-    from psfmatch.decorrelate import _spectrumOfSmall
+    from psfmatch._fft import _spectrumOfSmall
 
     a = np.random.default_rng(4).normal(size=small)
     padded = np.zeros(grid)

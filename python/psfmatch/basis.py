@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
+from ._psfutil import FWHM_PER_SIGMA
 from .config import PsfMatchConfig, PsfMatchConfigAL, PsfMatchConfigDF
 from .errors import InvalidInputError
 
@@ -28,9 +29,6 @@ __all__ = [
     "makeRegularizationMatrix",
     "renormalizeKernelList",
 ]
-
-#: FWHM / σ of a Gaussian, 2·sqrt(2·ln 2).
-FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 renormalizeKernelList = _core.renormalizeKernelList
 

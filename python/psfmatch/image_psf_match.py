@@ -86,19 +86,22 @@ from lsst.utils.timer import timeMethod
 
 from . import _core
 from . import debug as psfmatchDebug
+from ._masks import UNUSABLE_PLANES
 from ._placement import Placement, cropView, placeTemplate, starOffset, votesFor
+from ._psfutil import (
+    _convolveSmall,
+    _psfFwhm,
+    _psfImage,
+    fwhmFromR50,
+)
 from .basis import makeKernelBasisList
 from .candidate import KernelCandidate
 from .config import PsfMatchConfigAL, PsfMatchConfigDF, makeKernelControl
 from .convolution import _allFinite, _checkFinite, _convolveChecked, convolve
 from .decorrelate import (
     DecorrelateALKernelTask,
-    _fftShape,
-    _filterGrid,
-    _irfft2,
-    _rfft2,
-    _spectrumOfSmall,
 )
+from .detect_and_measure import associate, detectDifferenceSources, recordAssociation
 from .errors import (
     InsufficientKernelSourcesError,
     InvalidInputError,
@@ -111,7 +114,6 @@ from .psf_match import PsfMatchTask
 from .selection import (
     _R50_SUBPIX,
     KernelSourceSelectionConfig,
-    _pairsWithin,
     _stampHasBits,
     detectSources,
     selectKernelSources,
@@ -216,7 +218,7 @@ class ImagePsfMatchConfig(pexConfig.Config):
     )
     diaSourceBadMaskPlanes: pexConfig.ListField[str] = pexConfig.ListField(
         dtype=str,
-        default=["NO_DATA", "EDGE", "SAT", "BAD", "CR"],
+        default=list(UNUSABLE_PLANES),
         doc="Difference-image pixels with these planes take no part in detection. Unknown "
         "plane names are ignored.",
     )
@@ -405,65 +407,11 @@ def _asCandidatePositions(candidateList: Any) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
-
 _CONVOLVED_NAMES = {
     "convolveTemplate": "Template",
     "convolveScience": "Science",
     "preconvolve": "Preconvolution",
 }
-
-
-def _gaussianPsfImage(fwhm: float) -> np.ndarray:
-    """A unit-sum, pixel-integrated round Gaussian of FWHM ``fwhm`` pixels, of odd size
-    2·ceil(4σ) + 1 (the flux beyond 4σ per axis, 6e-5, is far below the fit's precision)."""
-    sigma = fwhm / _FWHM_PER_SIGMA
-    half = max(2, math.ceil(4.0 * sigma))
-    edges = (np.arange(-half, half + 2) - 0.5) / (math.sqrt(2.0) * sigma)
-    cdf = np.array([math.erf(e) for e in edges])
-    profile = np.diff(cdf)
-    profile /= profile.sum()
-    return np.outer(profile, profile)
-
-
-def _psfImage(psf: Any, fwhm: float, x: float, y: float, name: str) -> np.ndarray:
-    """A unit-sum, odd-sized PSF image: ``psf`` evaluated at (x, y) if it is a PSF object (with
-    ``computeKernelImage(x, y)``), ``psf`` itself if it is an array, else a Gaussian of
-    ``fwhm``."""
-    if psf is None:
-        return _gaussianPsfImage(fwhm)
-    value = psf.computeKernelImage(x, y) if hasattr(psf, "computeKernelImage") else psf
-    try:
-        array = np.array(getattr(value, "array", value), dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InvalidInputError(
-            f"{name}: expected a 2-D PSF image or a PSF object, got {type(psf).__name__}"
-        ) from None
-    if array.ndim != 2 or array.shape[0] % 2 == 0 or array.shape[1] % 2 == 0:
-        raise InvalidInputError(f"{name}: expected an odd-sized 2-D image, got shape {array.shape}")
-    total = float(array.sum()) if np.isfinite(array).all() else math.nan
-    if not total > 0:
-        raise InvalidInputError(f"{name}: the PSF image must be finite with a positive sum")
-    return array / total
-
-
-def _psfFwhm(psf: np.ndarray) -> float:
-    """FWHM (pixels) of a PSF image from its second moments: 2.3548·sqrt((Ixx + Iyy)/2)."""
-    ny, nx = psf.shape
-    yy, xx = np.mgrid[:ny, :nx]
-    total = psf.sum()
-    xc, yc = (psf * xx).sum() / total, (psf * yy).sum() / total
-    ixx = (psf * (xx - xc) ** 2).sum() / total
-    iyy = (psf * (yy - yc) ** 2).sum() / total
-    second = 0.5 * (ixx + iyy)
-    return float(_FWHM_PER_SIGMA * math.sqrt(second)) if second > 0 else math.nan
-
-
-def _convolveSmall(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The full linear convolution of two small odd-sized images (odd size, centred)."""
-    shape = (a.shape[0] + b.shape[0] - 1, a.shape[1] + b.shape[1] - 1)
-    out = _irfft2(_rfft2(a, 1, shape) * _rfft2(b, 1, shape), shape, 1)
-    return np.asarray(out)
 
 
 def _solvedOrig(cand: Any) -> Any:
@@ -479,20 +427,6 @@ def _solvedOrig(cand: Any) -> Any:
     return solution
 
 
-def _usableDifferencePixels(
-    difference: MaskedImage, rows: slice, badBits: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For ``rows`` of D: the usable pixels (finite, positive variance, none of
-    ``badBits``), the weights 1/σ² there (else 0) and D there (else 0), in float64."""
-    image = np.asarray(difference.image[rows], dtype=np.float64)
-    var = np.asarray(difference.variance[rows], dtype=np.float64)
-    usable = np.isfinite(image) & np.isfinite(var) & (var > 0)
-    usable &= (difference.mask[rows] & badBits) == 0
-    weight = np.where(usable, 1.0 / np.where(usable, var, 1.0), 0.0)
-    data = np.where(usable, image, 0.0)
-    return usable, weight, data
-
-
 def _medianFilled(mi: MaskedImage, badBits: int) -> MaskedImage:
     """A copy whose pixels with any of ``badBits`` hold the median of the others (the
     reference's "interpolation" before preconvolution)."""
@@ -501,114 +435,6 @@ def _medianFilled(mi: MaskedImage, badBits: int) -> MaskedImage:
     if bad.any() and (~bad).any():
         out.image[bad] = np.median(out.image[~bad])
     return out
-
-
-def _detectDifferenceSources(
-    difference: MaskedImage,
-    psf: np.ndarray,
-    threshold: float,
-    badBits: int,
-    *,
-    isScore: bool = False,
-    nThreads: int = 0,
-) -> Table:
-    """Positive and negative point sources of a difference image above a S/N threshold.
-
-    Detection is on the S/N of the PSF-fit flux at each pixel (the matched filter with the
-    unit-sum difference PSF p and per-pixel weights 1/σ²):
-
-        flux = Σ p·D/σ² / Σ p²/σ²,   σ_flux = (Σ p²/σ²)^(-1/2),   S/N = flux / σ_flux,
-
-    the optimal point-source statistic for white noise (so for a decorrelated difference). A
-    score image already is that filter: its S/N is D/σ and its flux D / max(p). Each connected
-    region of pixels above ``threshold`` (sep, ``minarea`` 1, no further filtering) is one
-    source, measured at its peak; pixels with ``badBits``, a non-finite value or a variance
-    that is not positive take no part.
-
-    Returns
-    -------
-    sources : `astropy.table.Table`
-        ``x``, ``y`` (parent, sep's barycentre of the region), ``flux``, ``fluxErr``, ``snr``
-        (signed, at the peak), ``isNegative``, ``npix``, ``xPeak``, ``yPeak``.
-    """
-    # Band by band wherever the pixels are independent: at 4096² each image-sized float64
-    # temporary is 134 MB, and fresh memory costs ~2 ms/MB to touch on the project's VM.
-    ny, nx = difference.image.shape
-    usable = np.empty((ny, nx), dtype=bool)
-    snr = np.empty((ny, nx), dtype=np.float64)
-    bands = _rowBands(ny)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if isScore:
-            peak = float(psf.max())
-            for band in bands:
-                u, weight, data = _usableDifferencePixels(difference, band, badBits)
-                usable[band] = u
-                snr[band] = np.where(u, data * np.sqrt(weight), 0.0)
-
-            def fluxAt(iy: int, ix: int) -> tuple[float, float]:
-                ok = bool(usable[iy, ix])
-                d = np.float64(difference.image[iy, ix]) if ok else np.float64(0.0)
-                v = np.float64(difference.variance[iy, ix]) if ok else np.float64(np.inf)
-                return float(d / peak), float(np.sqrt(v) / peak)
-
-        else:
-            # The PSF-fit flux's numerator Σ p·D/σ² and denominator Σ p²/σ², each a
-            # correlation of a zero-padded grid written band by band.
-            grid = _fftShape((ny, nx), psf.shape)
-            numGrid = np.zeros(grid)
-            denGrid = np.zeros(grid)
-            for band in bands:
-                u, weight, data = _usableDifferencePixels(difference, band, badBits)
-                usable[band] = u
-                numGrid[band, :nx] = data * weight
-                denGrid[band, :nx] = weight
-            # Correlation: the kernels' conjugate spectra (numGrid, denGrid are overwritten).
-            numerator = _filterGrid(
-                numGrid, np.conj(_spectrumOfSmall(psf, grid, nThreads)), (ny, nx), nThreads
-            )
-            del numGrid
-            denominator = _filterGrid(
-                denGrid, np.conj(_spectrumOfSmall(psf * psf, grid, nThreads)), (ny, nx), nThreads
-            )
-            del denGrid
-            floor = 1e-12 * float(denominator.max(initial=0.0))
-            for band in bands:
-                den = denominator[band]
-                good = den > floor
-                usable[band] &= good
-                flux = np.where(good, numerator[band] / np.where(good, den, 1.0), 0.0)
-                fluxErr = np.where(good, 1.0 / np.sqrt(np.where(good, den, 1.0)), np.inf)
-                snr[band] = np.where(usable[band], flux / fluxErr, 0.0)
-
-            def fluxAt(iy: int, ix: int) -> tuple[float, float]:
-                den = denominator[iy, ix]
-                if not den > floor:
-                    return 0.0, math.inf
-                return float(numerator[iy, ix] / den), float(1.0 / np.sqrt(den))
-
-    names = ("x", "y", "flux", "fluxErr", "snr", "isNegative", "npix", "xPeak", "yPeak")
-    rows: dict[str, list[Any]] = {name: [] for name in names}
-    x0, y0 = difference.getXY0()
-    unusable = ~usable
-    for sign in (1.0, -1.0):
-        if sign < 0:
-            np.negative(snr, out=snr)  # exact; the negative sources are the peaks of −S/N
-        objects = sep.extract(snr, float(threshold), mask=unusable, minarea=1, filter_kernel=None)
-        for obj in objects:
-            ix, iy = int(obj["xpeak"]), int(obj["ypeak"])
-            pointFlux, pointFluxErr = fluxAt(iy, ix)
-            rows["x"].append(float(obj["x"]) + x0)
-            rows["y"].append(float(obj["y"]) + y0)
-            rows["flux"].append(pointFlux)
-            rows["fluxErr"].append(pointFluxErr)
-            rows["snr"].append(float(sign * snr[iy, ix]))
-            rows["isNegative"].append(sign < 0)
-            rows["npix"].append(int(obj["npix"]))
-            rows["xPeak"].append(ix + x0)
-            rows["yPeak"].append(iy + y0)
-    return Table(
-        rows, dtype=[float, float, float, float, float, bool, np.int64, np.int64, np.int64]
-    )
 
 
 class ImagePsfMatchTask(PsfMatchTask):
@@ -1055,7 +881,7 @@ class ImagePsfMatchTask(PsfMatchTask):
             subpix=_R50_SUBPIX,
         )
         r50 = r50[(flag == 0) & np.isfinite(r50) & (r50 > 0)]
-        return float(2.0 * np.median(r50)) if r50.size else math.nan
+        return fwhmFromR50(r50)
 
     def _fit(
         self,
@@ -1120,8 +946,8 @@ class ImagePsfMatchTask(PsfMatchTask):
                     badBits=badBits,
                     radiusCache=radiusCache,
                 )
-                measuredT = 2.0 * float(np.median(preliminary["templateR50"]))
-                measuredS = 2.0 * float(np.median(preliminary["scienceR50"]))
+                measuredT = fwhmFromR50(preliminary["templateR50"])
+                measuredS = fwhmFromR50(preliminary["scienceR50"])
             else:
                 sSources = None
                 preliminary = self._userSources(candidateList, science.getBBox(), None)
@@ -1641,12 +1467,12 @@ class ImagePsfMatchTask(PsfMatchTask):
         return detections, template.getXY0()
 
     def _detectDiaSources(self, fit: Struct, difference: MaskedImage, psf: np.ndarray) -> Table:
-        """Detect positive and negative sources in D (`_detectDifferenceSources`), associate
-        them with the template's detections and the kernel sources, and record the
-        NFalsePositives* metadata."""
+        """Detect positive and negative sources in D (`detectDifferenceSources`), associate
+        them with the template's detections and the kernel sources (`associate`), and record
+        the NFalsePositives* metadata."""
         config = self.config
         bits = Mask.getPlaneBitMask(list(config.diaSourceBadMaskPlanes), skipUnknown=True)
-        table = _detectDifferenceSources(
+        table = detectDifferenceSources(
             difference,
             psf,
             config.diaSourceThreshold,
@@ -1654,56 +1480,10 @@ class ImagePsfMatchTask(PsfMatchTask):
             isScore=fit.mode == "preconvolve",
             nThreads=int(self.kConfig.nThreads),
         )
-
-        # Association: the template's detections stand for the known sky; the kernel sources
-        # are the science image's sources used for PSF matching (the reference's
-        # selectSources).
-        templateDetections, (tx0, ty0) = self._templateDetections(fit)
-        fwhm = _psfFwhm(psf)
-        radius = config.diaSourceMatchRadius * (fwhm if math.isfinite(fwhm) else 1.0)
-        refAssociated = np.zeros(len(table), dtype=bool)
-        srcAssociated = np.zeros(len(table), dtype=bool)
-        if len(table) and len(templateDetections):
-            i, _, _ = _pairsWithin(
-                np.asarray(table["x"]),
-                np.asarray(table["y"]),
-                np.asarray(templateDetections["x"], dtype=float) + tx0,
-                np.asarray(templateDetections["y"], dtype=float) + ty0,
-                radius,
-            )
-            refAssociated[i] = True
-        if len(table) and len(fit.sources):
-            i, _, _ = _pairsWithin(
-                np.asarray(table["x"]),
-                np.asarray(table["y"]),
-                np.asarray(fit.sources["x"], dtype=float),
-                np.asarray(fit.sources["y"], dtype=float),
-                radius,
-            )
-            srcAssociated[i] = True
-        table["refAssociated"] = refAssociated
-        table["srcAssociated"] = srcAssociated
-        order = np.argsort(-np.abs(np.asarray(table["snr"])), kind="stable")
-        table = table[order]
+        templateDetections, templateXY0 = self._templateDetections(fit)
         table.meta["threshold"] = float(config.diaSourceThreshold)
-        table.meta["matchRadius"] = float(radius)
-
-        nTotal = len(table)
-        nRef = int(refAssociated.sum())
-        nSrc = int(srcAssociated.sum())
-        nNone = int((~refAssociated & ~srcAssociated).sum())
-        self.metadata["NFalsePositivesTotal"] = nTotal
-        self.metadata["NFalsePositivesRefAssociated"] = nRef
-        self.metadata["NFalsePositivesSrcAssociated"] = nSrc
-        self.metadata["NFalsePositivesUnassociated"] = nNone
-        self.log.info(
-            "Difference image: %d sources at S/N >= %.3g (%d negative); %d at template "
-            "sources, %d at kernel sources, %d unassociated",
-            nTotal,
-            config.diaSourceThreshold,
-            int(np.sum(table["isNegative"])),
-            nRef,
-            nSrc,
-            nNone,
+        table, counts = associate(
+            table, psf, config.diaSourceMatchRadius, templateDetections, templateXY0, fit.sources
         )
+        recordAssociation(self, counts, config.diaSourceThreshold, table)
         return table

@@ -34,6 +34,7 @@ import numpy as np
 import sep
 from astropy.table import Table
 
+from ._psfutil import fwhmFromR50
 from .convolution import _allFinite
 from .errors import InsufficientKernelSourcesError, InvalidInputError
 from .image import Mask, MaskedImage, _rowBands
@@ -552,7 +553,7 @@ def measureFwhm(sources: np.ndarray) -> float:
     Gaussian PSF); NaN without stars."""
     r50 = np.asarray(sources["r50"], dtype=float) if len(sources) else np.zeros(0)
     r50 = r50[np.isfinite(r50) & (r50 > 0)]
-    return float(2.0 * np.median(r50)) if r50.size else float("nan")
+    return fwhmFromR50(r50)
 
 
 def _stampHasBits(
