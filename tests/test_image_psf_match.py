@@ -716,3 +716,24 @@ def test_calculate_kernel_uncertainty_reports_each_fits_errors(basis: str) -> No
         assert row["kernelSumErr"] > 0
         checked += 1
     assert checked >= 10
+
+
+def test_statistics_use_the_configured_unusable_planes(small: Any) -> None:
+    config = ImagePsfMatchConfig()
+    config.doDecorrelation = config.doDetectDiaSources = False
+    result = subtract(small.science, small.template, config=config)
+    cr = pm.Mask.getPlaneBitMask("CR")
+    result.difference.image[128, 128] = 1e6
+    result.difference.mask[128, 128] |= cr
+
+    def numpyStats(planes: list[str]) -> float:
+        d = result.difference
+        good = np.isfinite(d.image) & np.isfinite(d.variance) & (d.variance > 0)
+        good &= (d.mask & pm.Mask.getPlaneBitMask(planes)) == 0
+        return float(d.image[good].astype(np.float64).mean())
+
+    # Exact: the same float64 sums over the same pixels.
+    assert result.statistics()["DMEAN"] == numpyStats(list(config.diaSourceBadMaskPlanes))
+    result.config.diaSourceBadMaskPlanes = ["NO_DATA", "EDGE", "SAT", "BAD"]  # CR counts now
+    assert result.statistics()["DMEAN"] == numpyStats(["NO_DATA", "EDGE", "SAT", "BAD"])
+    assert result.statistics()["DMEAN"] > 1e6 / result.difference.image.size  # the CR is in

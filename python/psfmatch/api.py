@@ -141,10 +141,12 @@ class SubtractionResult:
         return np.asarray(image)
 
     def statistics(self) -> dict[str, float]:
-        """Pixel statistics of the difference over usable pixels (finite, no bad mask bit)."""
+        """Pixel statistics of the difference over usable pixels: finite, positive variance,
+        none of the planes of ``config.diaSourceBadMaskPlanes`` (the pixels the detection in D
+        uses too)."""
         d = self.difference
         badBits = pmio.Mask.getPlaneBitMask(
-            ["NO_DATA", "EDGE", "SAT", "BAD", "CR"], skipUnknown=True
+            list(self.config.diaSourceBadMaskPlanes), skipUnknown=True
         )
         good = np.isfinite(d.image) & np.isfinite(d.variance) & (d.variance > 0)
         good &= (d.mask & badBits) == 0
