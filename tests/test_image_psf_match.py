@@ -398,7 +398,7 @@ def test_variance_scale_factor_known_answer_on_an_odd_sized_image() -> None:
     2.5, on an image whose 333 rows are no multiple of the function's row bands, with stars
     (masked out by the segmentation), a NaN pixel and zero variances in the last band (not
     usable) and a block of bad mask bits."""
-    from psfmatch.image_psf_match import _varianceScaleFactor
+    from psfmatch._inputs import _varianceScaleFactor
 
     rng = np.random.default_rng(12)
     ny, nx = 333, 250
@@ -628,7 +628,7 @@ def test_fits_kernel_extensions_rebuild_the_kernel(tmp_path: Path) -> None:
 def test_dilate_is_a_box_dilation(shape: tuple[int, int], radius: int) -> None:
     """The sky mask of the variance rescaling grows sources by a (2r+1)² box: against a
     brute-force OR over every pixel's box, edges included."""
-    from psfmatch.image_psf_match import _dilate
+    from psfmatch._masks import dilate as _dilate
 
     mask = np.random.default_rng(4).uniform(size=shape) < 0.02
     mask[0, -1] = True  # a corner, to exercise the clipping at the edges

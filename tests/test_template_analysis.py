@@ -8,7 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-import psfmatch.image_psf_match as ipm
+import psfmatch._inputs as inputs
+import psfmatch.make_kernel as make_kernel
+import psfmatch.selection as selection
+import psfmatch.subtract_images as subtract_images
 from psfmatch.api import analyzeTemplate, subtract
 from psfmatch.errors import InvalidInputError
 from psfmatch.image import MaskedImage
@@ -67,7 +70,7 @@ def test_reuseSkipsTheTemplateWork(sims: dict[str, Any], monkeypatch: pytest.Mon
     template, science = sims["template"], sims["sciences"][0]
     analysis = analyzeTemplate(template)
     calls = {"detect": 0, "scale": 0}
-    detect, scale = ipm.detectSources, ipm._varianceScaleFactor
+    detect, scale = selection.detectSources, inputs._varianceScaleFactor
 
     def countingDetect(*args: Any, **kwargs: Any) -> Any:
         calls["detect"] += 1
@@ -77,8 +80,11 @@ def test_reuseSkipsTheTemplateWork(sims: dict[str, Any], monkeypatch: pytest.Mon
         calls["scale"] += 1
         return scale(*args, **kwargs)
 
-    monkeypatch.setattr(ipm, "detectSources", countingDetect)
-    monkeypatch.setattr(ipm, "_varianceScaleFactor", countingScale)
+    # Every stage module that looks the two up.
+    for module in (inputs, make_kernel, subtract_images):
+        monkeypatch.setattr(module, "detectSources", countingDetect)
+    for module in (inputs, subtract_images):
+        monkeypatch.setattr(module, "_varianceScaleFactor", countingScale)
     subtract(science, template)
     assert calls == {"detect": 2, "scale": 2}
     calls.update(detect=0, scale=0)

@@ -152,6 +152,7 @@ class PsfMatchTask(Task, abc.ABC):
 
     ConfigClass: ClassVar[Any] = PsfMatchConfig
     _DefaultName = "psfMatch"
+    kConfig: PsfMatchConfig
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

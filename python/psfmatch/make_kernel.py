@@ -1,0 +1,571 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Kernel making: kernel sources → basis → cell set → solve (the reference's makeKernel stage).
+
+`MakeKernelTask` finds the kernel sources (sep's detections of the science image measured in
+both images, or positions the user gives), measures each image's PSF FWHM on them (twice the
+median half-light radius), builds the basis the FWHMs call for (`makeKernelBasisList`), puts
+one `KernelCandidate` per source into a `SpatialCellSet` and fits the spatially varying kernel
+and differential background with `PsfMatchTask._solve`. Which image is convolved (the *target*)
+and which one it is matched to (the *reference*) is the caller's choice: `run` convolves the
+template, as the reference's task does; `psfmatch.subtract_images` chooses by its ``mode``.
+
+The answer is a `KernelFit`: the kernel, the background, the cell set with every candidate's
+own fit, and the table of kernel sources with the fit's verdict on each (`kernelSourceTable`).
+"""
+
+from __future__ import annotations
+
+__all__ = ["KernelFit", "MakeKernelConfig", "MakeKernelTask", "PsfSizes"]
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import lsst.pex.config as pexConfig
+import numpy as np
+import sep
+from astropy.table import Table
+
+from . import _core
+from ._psfutil import fwhmFromR50
+from .basis import makeKernelBasisList
+from .candidate import KernelCandidate
+from .config import PsfMatchConfigAL, PsfMatchConfigDF, makeKernelControl
+from .errors import InsufficientKernelSourcesError, InvalidInputError, PsfMatchError
+from .image import Mask, MaskedImage
+from .psf_match import PsfMatchTask
+from .selection import (
+    _R50_SUBPIX,
+    KernelSourceSelectionConfig,
+    _stampHasBits,
+    detectSources,
+    selectKernelSources,
+)
+from .task import Struct
+
+_STATUS_NAMES = {
+    _core.KernelCandidate.GOOD: "GOOD",
+    _core.KernelCandidate.BAD: "BAD",
+    _core.KernelCandidate.UNKNOWN: "UNKNOWN",
+}
+
+
+class MakeKernelConfig(pexConfig.Config):
+    """Configuration of `MakeKernelTask`: the kernel basis and fit, and the kernel sources."""
+
+    kernel = pexConfig.ConfigChoiceField(
+        doc="The kernel basis and fit: Alard-Lupton (AL) or delta functions (DF).",
+        typemap={"AL": PsfMatchConfigAL, "DF": PsfMatchConfigDF},
+        default="AL",
+    )
+    selection: pexConfig.ConfigField[KernelSourceSelectionConfig] = pexConfig.ConfigField(
+        dtype=KernelSourceSelectionConfig, doc="How kernel sources are found and filtered."
+    )
+
+    def setDefaults(self) -> None:
+        super().setDefaults()
+        for name in ("AL", "DF"):
+            self.kernel[name].fitForBackground = True
+
+
+@dataclass(frozen=True, eq=False)
+class PsfSizes:
+    """The two images' PSF FWHMs (pixels), given or measured on the kernel sources, and what
+    the measurement found on the way (reused by the final selection of kernel sources).
+
+    Attributes
+    ----------
+    template, science : `float`
+        The FWHMs the basis is built for.
+    scienceSources : `numpy.ndarray` or None
+        sep's detections of the science image (None for user-given positions).
+    radiusCache : `dict`
+        Half-light radii already measured, by the selection.
+    """
+
+    template: float
+    science: float
+    scienceSources: np.ndarray | None = None
+    radiusCache: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class KernelFit:
+    """What `MakeKernelTask.makeKernel` fitted.
+
+    Attributes
+    ----------
+    psfMatchingKernel : `LinearCombinationKernel`
+        K(x, y).
+    backgroundModel : `SpatialBackground`
+        b(x, y).
+    kernelCellSet : `SpatialCellSet`
+        The candidates with their stamps and their own fits.
+    spatialSolution : `SpatialKernelSolution`
+        The spatial fit.
+    sources : `astropy.table.Table`
+        The kernel sources (parent ``x``, ``y`` and the selection's columns).
+    basisList : `list`
+        The basis kernels.
+    """
+
+    psfMatchingKernel: Any
+    backgroundModel: Any
+    kernelCellSet: Any
+    spatialSolution: Any
+    sources: Table
+    basisList: list[Any]
+
+
+def _asCandidatePositions(candidateList: Any) -> tuple[np.ndarray, np.ndarray]:
+    """x, y arrays from a table with ``x``/``y`` columns or a sequence of (x, y) pairs."""
+    if hasattr(candidateList, "colnames") or isinstance(candidateList, dict):
+        try:
+            x, y = candidateList["x"], candidateList["y"]
+        except KeyError as err:
+            raise InvalidInputError(
+                f"candidateList: a table of positions needs x and y columns; missing {err}"
+            ) from None
+    else:
+        try:
+            arr = np.asarray(candidateList, dtype=float)
+        except (TypeError, ValueError) as err:
+            raise InvalidInputError(
+                f"candidateList: expected (x, y) pairs or a table with x and y columns: {err}"
+            ) from err
+        if arr.size == 0:
+            arr = arr.reshape(0, 2)
+        if arr.ndim != 2 or arr.shape[1] != 2:
+            raise InvalidInputError(
+                f"candidateList: expected (x, y) pairs or a table with x and y columns, got an "
+                f"array of shape {arr.shape}"
+            )
+        x, y = arr[:, 0], arr[:, 1]
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise InvalidInputError("candidateList: positions must be finite")
+    return x, y
+
+
+def _solvedOrig(cand: Any) -> Any:
+    """A candidate's first (ORIG) kernel solution if it was solved, else None (no candidate,
+    never built, or left unsolved by the condition-number check)."""
+    if cand is None or not cand.isInitialized():
+        return None
+    solution = cand.getKernelSolution(_core.KernelCandidate.ORIG)
+    try:
+        solution.getKsum()
+    except PsfMatchError:  # built but not solved
+        return None
+    return solution
+
+
+class MakeKernelTask(PsfMatchTask):
+    """Find kernel sources, build the basis and fit the spatially varying matching kernel.
+
+    Examples
+    --------
+    >>> task = MakeKernelTask()                                         # doctest: +SKIP
+    >>> result = task.run(template, science)                            # doctest: +SKIP
+    >>> result.psfMatchingKernel.getSum(x, y)                           # doctest: +SKIP
+    """
+
+    ConfigClass = MakeKernelConfig
+    _DefaultName = "makeKernel"
+    config: MakeKernelConfig
+
+    def _badBits(self) -> int:
+        planes = set(self.kConfig.badMaskPlanes) | set(self.config.selection.excludeMaskPlanes)
+        return Mask.getPlaneBitMask(sorted(planes), skipUnknown=True)
+
+    def _checkStampFits(self, mi: MaskedImage, kernelSize: int, what: str) -> None:
+        """Raise `InvalidInputError` unless a candidate stamp (2·kernelSize+1 pixels wide, so
+        that the kernel's reach lies inside it) fits in the image."""
+        stamp = 2 * int(kernelSize) + 1
+        width, height = mi.getDimensions()
+        if width < stamp or height < stamp:
+            raise InvalidInputError(
+                f"the {width} x {height} image is too small for the {what} of "
+                f"{kernelSize} x {kernelSize} pixels: a kernel source's stamp is "
+                f"{stamp} x {stamp}; lower kernelSize (kernelSizeMin, kernelSizeMax) or use a "
+                "larger image"
+            )
+
+    def _buildCellSet(
+        self,
+        targetMaskedImage: MaskedImage,
+        referenceMaskedImage: MaskedImage,
+        sources: Table,
+        kernelSize: int,
+    ) -> Any:
+        """A `SpatialCellSet` with one candidate per source: stamps of 2·kernelSize+1 pixels
+        of the image to convolve (target) and the one to match (reference)."""
+        kConfig = self.kConfig
+        bbox = targetMaskedImage.getBBox()
+        cellSet = _core.SpatialCellSet(bbox, kConfig.sizeCellX, kConfig.sizeCellY)
+        half = int(kernelSize)
+        ratings = sources["snr"] if "snr" in sources.colnames else [None] * len(sources)
+        control = makeKernelControl(kConfig)  # one for all candidates (each keeps a copy)
+        # The working images are checked (one grid, every pixel finite) and every source's
+        # stamp lies inside them (the selection's edge cut, or _userSources'): the candidates
+        # read their stamps from the planes (views, as LSST's), none keeps a copy.
+        planes = KernelCandidate._stampPlanes(targetMaskedImage, referenceMaskedImage)
+        for x, y, rating in zip(sources["x"], sources["y"], ratings, strict=True):
+            ix, iy = int(math.floor(x + 0.5)), int(math.floor(y + 0.5))
+            box = _core.Box2I((ix - half, iy - half), (2 * half + 1, 2 * half + 1))
+            cand = KernelCandidate._fromPlanes(
+                float(x),
+                float(y),
+                planes,
+                box,
+                control,
+                math.nan if rating is None else float(rating),
+            )
+            cellSet.insertCandidate(cand)
+        return cellSet
+
+    def _userSources(
+        self,
+        candidateList: Any,
+        bbox: Any,
+        kernelSize: int | None,
+        *,
+        images: tuple[MaskedImage, MaskedImage] | None = None,
+    ) -> Table:
+        """The user's positions as a table; with ``kernelSize``, only those whose stamps lie
+        inside the image and, given the two ``images``, carry no bad mask bit in either (the
+        cuts sep's detections get), or an `InsufficientKernelSourcesError`."""
+        x, y = _asCandidatePositions(candidateList)
+        if len(x) == 0:
+            raise InsufficientKernelSourcesError(
+                0, self.config.selection.minKernelSources, "candidateList is empty"
+            )
+        outside = ~(
+            (x >= bbox.getMinX() - 0.5)
+            & (x < bbox.getMaxX() + 0.5)
+            & (y >= bbox.getMinY() - 0.5)
+            & (y < bbox.getMaxY() + 0.5)
+        )
+        if outside.any():
+            k = int(np.argmax(outside))
+            raise InvalidInputError(
+                f"candidateList: {int(outside.sum())} position(s) lie outside the image "
+                f"{bbox}, the first at (x, y) = ({x[k]}, {y[k]})"
+            )
+        table = Table({"x": x, "y": y})
+        if kernelSize is not None:
+            half = int(kernelSize)
+            ix = np.floor(x + 0.5)
+            iy = np.floor(y + 0.5)
+            fits = (
+                (ix - half >= bbox.getMinX())
+                & (iy - half >= bbox.getMinY())
+                & (ix + half <= bbox.getMaxX())
+                & (iy + half <= bbox.getMaxY())
+            )
+            masked = np.zeros(len(fits), dtype=bool)
+            if images is not None:
+                bits = self._badBits()
+                x0, y0 = bbox.getMinX(), bbox.getMinY()
+                ixs = np.where(fits, ix - x0, half).astype(np.int64)
+                iys = np.where(fits, iy - y0, half).astype(np.int64)
+                for mi in images:
+                    masked |= _stampHasBits(mi.mask, ixs, iys, half, bits)
+                masked &= fits
+            table = table[fits & ~masked]
+            table.meta.update(
+                {
+                    "nGiven": len(fits),
+                    "nRejectedEdge": int((~fits).sum()),
+                    "nRejectedMasked": int(masked.sum()),
+                }
+            )
+            if masked.any():
+                self.log.info(
+                    "%d of the %d given kernel-source positions have bad mask bits in their "
+                    "stamps and are not used",
+                    int(masked.sum()),
+                    len(fits),
+                )
+            nMin = self.config.selection.minKernelSources
+            if len(table) < nMin:
+                raise InsufficientKernelSourcesError(
+                    len(table),
+                    nMin,
+                    f"of the {len(fits)} given positions {int((~fits).sum())} are closer than "
+                    f"{half} pixels (the stamp half-width) to the edge and "
+                    f"{int(masked.sum())} have bad mask bits in their stamps",
+                )
+        return table
+
+    def _measureUserFwhm(self, mi: MaskedImage, table: Table) -> float:
+        """FWHM at user-given positions: twice the median half-light radius (sep)."""
+        data = np.array(mi.image, dtype=np.float64)  # sep takes writable buffers only
+        masked = (mi.mask & self._badBits()) != 0
+        background = sep.Background(data, mask=masked)
+        x0, y0 = mi.getXY0()
+        r50, flag = sep.flux_radius(
+            data - background.back(),
+            np.asarray(table["x"], dtype=float) - x0,
+            np.asarray(table["y"], dtype=float) - y0,
+            np.full(len(table), 15.0),
+            0.5,
+            subpix=_R50_SUBPIX,
+        )
+        r50 = r50[(flag == 0) & np.isfinite(r50) & (r50 > 0)]
+        return fwhmFromR50(r50)
+
+    def _sourcesInside(self, sources: Table, box: Any, kernelSize: int) -> Table:
+        """The sources whose (2·kernelSize+1)² stamps lie inside ``box`` (the inner box of the
+        preconvolved science image), or an `InsufficientKernelSourcesError`."""
+        half = int(kernelSize)
+        ix = np.floor(np.asarray(sources["x"], dtype=float) + 0.5)
+        iy = np.floor(np.asarray(sources["y"], dtype=float) + 0.5)
+        inside = (
+            (ix - half >= box.getMinX())
+            & (iy - half >= box.getMinY())
+            & (ix + half <= box.getMaxX())
+            & (iy + half <= box.getMaxY())
+        )
+        kept = sources[inside]
+        kept.meta.update(sources.meta)
+        kept.meta["nRejectedPreconvolutionEdge"] = int((~inside).sum())
+        nMin = self.config.selection.minKernelSources
+        if len(kept) < nMin:
+            raise InsufficientKernelSourcesError(
+                len(kept),
+                nMin,
+                f"{int((~inside).sum())} of the {len(sources)} sources have stamps reaching "
+                f"the border of the preconvolved science image (box {box})",
+            )
+        return kept
+
+    def kernelSourceTable(self, fit: KernelFit) -> Table:
+        """The kernel sources with the fit's verdict on each: status, the kernel sum of its
+        own (ORIG) fit and χ²; with ``calculateKernelUncertainty`` the 1-σ uncertainties of
+        that kernel sum and background from the covariance of the fit's coefficients (the
+        inverse normal matrix; with basis sums s, Var(ΣK) = sᵀ Cov s, the background the last
+        coefficient). Exact for inverse-variance weights (the covariance's own caveat:
+        constantVarianceWeighting assumes a uniform noise field). NaN where there is no fit."""
+        table = fit.sources.copy()
+        byPosition = {
+            (c.getXCenter(), c.getYCenter()): c
+            for c in fit.kernelCellSet.getAllCandidates(ignoreBad=False)
+        }
+        withErrors = self.kConfig.calculateKernelUncertainty
+        columns: dict[str, list[Any]] = {
+            name: [] for name in ("status", "kernelSum", "chi2", "kernelSumErr", "backgroundErr")
+        }
+        sums: np.ndarray | None = None  # one basis for every candidate of a cell set
+        for x, y in zip(table["x"], table["y"], strict=True):
+            cand = byPosition.get((float(x), float(y)))
+            solution = _solvedOrig(cand)
+            chi2 = math.nan if cand is None else cand.getChi2()
+            columns["status"].append("UNKNOWN" if cand is None else _STATUS_NAMES[cand.getStatus()])
+            columns["kernelSum"].append(math.nan if solution is None else solution.getKsum())
+            columns["chi2"].append(chi2 if chi2 < 1e300 else math.nan)
+            if not withErrors:
+                continue
+            kSumErr = backgroundErr = math.nan
+            if solution is not None:
+                cov = np.asarray(solution.getCovariance())
+                if sums is None:
+                    sums = np.array([k.getImage().sum() for k in solution.getBasisList()])
+                nb = len(sums)
+                kSumErr = float(np.sqrt(max(sums @ cov[:nb, :nb] @ sums, 0.0)))
+                if cov.shape[0] > nb:
+                    backgroundErr = float(np.sqrt(cov[nb, nb]))
+            columns["kernelSumErr"].append(kSumErr)
+            columns["backgroundErr"].append(backgroundErr)
+        for name in ("status", "kernelSum", "chi2"):
+            table[name] = columns[name]
+        if withErrors:
+            table["kernelSumErr"] = columns["kernelSumErr"]
+            if self.kConfig.fitForBackground:
+                table["backgroundErr"] = columns["backgroundErr"]
+        return table
+
+    def measurePsfSizes(
+        self,
+        template: MaskedImage,
+        science: MaskedImage,
+        candidateList: Any = None,
+        templateFwhmPix: float | None = None,
+        scienceFwhmPix: float | None = None,
+    ) -> PsfSizes:
+        """The FWHMs to build the basis for: the given ones, or twice the median half-light
+        radius of each image's kernel sources (a preliminary selection without the kernel
+        size, or the user's positions). Records ``templatePsfSize`` and ``sciencePsfSize``.
+
+        Raises
+        ------
+        InvalidInputError
+            A FWHM that is not a positive number.
+        """
+        selection = self.config.selection
+        sSources: np.ndarray | None
+        radiusCache: dict[str, Any] = {}
+        with self.timer("selectSources"):
+            if candidateList is None:
+                badBits = self._badBits()
+                sSources = detectSources(
+                    science,
+                    selection.detectionThreshold,
+                    badBits,
+                    measureRadii=False,
+                    meshSize=selection.backgroundMeshSize,
+                )
+                preliminary = selectKernelSources(
+                    template,
+                    science,
+                    selection,
+                    scienceSources=sSources,
+                    badBits=badBits,
+                    radiusCache=radiusCache,
+                )
+                measuredT = fwhmFromR50(preliminary["templateR50"])
+                measuredS = fwhmFromR50(preliminary["scienceR50"])
+            else:
+                sSources = None
+                preliminary = self._userSources(candidateList, science.getBBox(), None)
+                measuredT = self._measureUserFwhm(template, preliminary)
+                measuredS = self._measureUserFwhm(science, preliminary)
+            templateFwhm = float(templateFwhmPix) if templateFwhmPix else measuredT
+            scienceFwhm = float(scienceFwhmPix) if scienceFwhmPix else measuredS
+        for name, value in (("templateFwhmPix", templateFwhm), ("scienceFwhmPix", scienceFwhm)):
+            if not (math.isfinite(value) and value > 0):
+                raise InvalidInputError(
+                    f"{name}: could not measure a positive FWHM (got {value}); pass it explicitly"
+                )
+        self.metadata["templatePsfSize"] = templateFwhm
+        self.metadata["sciencePsfSize"] = scienceFwhm
+        return PsfSizes(templateFwhm, scienceFwhm, sSources, radiusCache)
+
+    def makeKernel(
+        self,
+        target: MaskedImage,
+        reference: MaskedImage,
+        targetFwhm: float,
+        referenceFwhm: float,
+        sizes: PsfSizes,
+        *,
+        template: MaskedImage,
+        stampImage: MaskedImage,
+        candidateList: Any = None,
+        innerBox: Any = None,
+    ) -> KernelFit:
+        """Fit K and b with ``reference ≈ K ⊗ target + b``.
+
+        Parameters
+        ----------
+        target, reference : `MaskedImage`
+            The image to convolve and the one to match, on one grid.
+        targetFwhm, referenceFwhm : `float`
+            Their PSF FWHMs (pixels): the basis is built for them.
+        sizes : `PsfSizes`
+            `measurePsfSizes`'s answer (its detections are reused).
+        template, stampImage : `MaskedImage`
+            The images the kernel sources are selected on: the template, and the science
+            image or, for a score image, the preconvolved science image (whose border carries
+            EDGE; the detections are still the science image's).
+        candidateList : optional
+            User positions instead of sep's detections.
+        innerBox : `Box2I`, optional
+            Keep only the sources whose stamps lie inside it (score image).
+
+        Returns
+        -------
+        fit : `KernelFit`
+        """
+        basisList = makeKernelBasisList(
+            self.kConfig, targetFwhm, referenceFwhm, metadata=self.metadata
+        )
+        kernelSize = basisList[0].getWidth()
+        self._checkStampFits(stampImage, kernelSize, "kernel")
+        with self.timer("selectSources"):
+            if candidateList is None:
+                sources = selectKernelSources(
+                    template,
+                    stampImage,
+                    self.config.selection,
+                    kernelSize=kernelSize,
+                    scienceSources=sizes.scienceSources,
+                    badBits=self._badBits(),
+                    radiusCache=sizes.radiusCache,
+                )
+            else:
+                sources = self._userSources(
+                    candidateList,
+                    stampImage.getBBox(),
+                    kernelSize,
+                    images=(template, stampImage),
+                )
+            if innerBox is not None:
+                sources = self._sourcesInside(sources, innerBox, kernelSize)
+        self.metadata["nPsfSources"] = len(sources)
+        for key, value in sources.meta.items():
+            self.metadata[f"selection.{key}"] = value
+
+        if self.kConfig.useBicForKernelBasis:
+            # The BIC refits every candidate; a scratch cell set keeps the solve's clean.
+            scratch = self._buildCellSet(target, reference, sources, kernelSize)
+            basisList = self._selectBasisByBic(scratch, targetFwhm, referenceFwhm)
+        with self.timer("buildCellSet"):
+            cellSet = self._buildCellSet(target, reference, sources, kernelSize)
+        spatialSolution, kernel, background = self._solve(cellSet, basisList)
+        return KernelFit(kernel, background, cellSet, spatialSolution, sources, basisList)
+
+    def run(
+        self,
+        template: MaskedImage,
+        science: MaskedImage,
+        candidateList: Any = None,
+        templateFwhmPix: float | None = None,
+        scienceFwhmPix: float | None = None,
+    ) -> Struct:
+        """Fit the kernel that matches the template to the science image (``science ≈ K ⊗
+        template + b``), as the reference's ``MakeKernelTask.run`` does.
+
+        Parameters
+        ----------
+        template, science : `MaskedImage`
+            Two checked images on one grid (same box), every pixel finite or masked.
+        candidateList : optional
+            Kernel source positions (parent coordinates) instead of sep's detections.
+        templateFwhmPix, scienceFwhmPix : `float`, optional
+            PSF FWHMs in pixels, instead of measuring them.
+
+        Returns
+        -------
+        result : `Struct`
+            ``psfMatchingKernel``, ``backgroundModel``, ``kernelCellSet`` and
+            ``kernelSources`` (`kernelSourceTable`).
+        """
+        for name, mi in (("template", template), ("science", science)):
+            if not isinstance(mi, MaskedImage):
+                raise InvalidInputError(f"{name}: expected a MaskedImage, got {type(mi).__name__}")
+        if template.getBBox() != science.getBBox():
+            raise InvalidInputError(
+                f"template and science must share one box: {template.getBBox()} vs "
+                f"{science.getBBox()} (ImagePsfMatchTask places a template by its origin)"
+            )
+        sizes = self.measurePsfSizes(
+            template, science, candidateList, templateFwhmPix, scienceFwhmPix
+        )
+        fit = self.makeKernel(
+            template,
+            science,
+            sizes.template,
+            sizes.science,
+            sizes,
+            template=template,
+            stampImage=science,
+            candidateList=candidateList,
+        )
+        return Struct(
+            psfMatchingKernel=fit.psfMatchingKernel,
+            backgroundModel=fit.backgroundModel,
+            kernelCellSet=fit.kernelCellSet,
+            kernelSources=self.kernelSourceTable(fit),
+        )
