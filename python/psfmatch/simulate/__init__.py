@@ -16,6 +16,10 @@ image is exactly the template convolved with the continuous Gaussian matching ke
 the flux scale) plus the background; see `SimulationTruth.matchingKernelImage` for how well a
 sampled kernel reproduces that.
 
+`compareToTruth` holds a subtraction of the pair to that answer, as ``psfmatch demo`` does:
+the kernel sum, the noise of the difference image away from the sources and the transients'
+fluxes measured in it, each against a threshold.
+
 The steps of a pair, which `simulatePair` sequences, each in its module: the arguments
 checked (`~psfmatch.simulate.arguments`); the stars, variables and transients drawn, each from
 its own random stream (`~psfmatch.simulate.sources`); their images rendered, the background,
@@ -28,8 +32,15 @@ positions are in parent coordinates with pixel centres at integers.
 
 from __future__ import annotations
 
-__all__ = ["GaussianPsfModel", "SimulationTruth", "simulatePair"]
+__all__ = [
+    "GaussianPsfModel",
+    "SimulationTruth",
+    "TruthComparison",
+    "compareToTruth",
+    "simulatePair",
+]
 
 from .._psfutil import GaussianPsfModel
+from .compare import TruthComparison, compareToTruth
 from .pair import simulatePair
 from .truth import SimulationTruth
