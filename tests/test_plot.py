@@ -26,6 +26,7 @@ import pytest
 import psfmatch
 import psfmatch.debug
 import psfmatch.plot as pmplot
+import psfmatch.plot.figures as pmplotFigures
 from psfmatch import ImagePsfMatchConfig, Mask, MissingDependencyError
 from psfmatch.cli import main
 from psfmatch.simulate import simulatePair
@@ -432,7 +433,7 @@ def test_report(run: Any, tmp_path: Path) -> None:
         pmplot.writeReport(run, directory)
     # With overwrite the existing files are no obstacle (the check runs before any drawing).
     names = [f"{name}.png" for name in pmplot.FIGURES] + ["report.html"]
-    assert pmplot._prepareDirectory(directory, names, overwrite=True) == directory
+    assert pmplotFigures._prepareDirectory(directory, names, overwrite=True) == directory
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(psfmatch.PsfMatchIOError, match="not a directory"):

@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
 import scipy.signal
 import scipy.special
+import scipy.stats
 
 import psfmatch as pm
-from psfmatch.simulate import GaussianPsfModel, SimulationTruth, simulatePair
+from psfmatch.simulate import GaussianPsfModel, SimulationTruth, compareToTruth, simulatePair
 
 SAT = pm.Mask.getPlaneBitMask("SAT")
 EDGE = pm.Mask.getPlaneBitMask("EDGE")
@@ -456,3 +459,142 @@ def test_bad_arguments_raise(kwargs: dict[str, object], match: str) -> None:
 def test_science_narrower_than_template_is_allowed() -> None:
     sim = simulatePair((64, 64), nStars=5, nTransients=0, templateSigma=2.5, scienceSigma=1.5)
     assert sim.truth.scienceFwhm(0.0, 0.0) < sim.truth.templateFwhm
+
+
+# --------------------------------------------------------------------------------------------
+# compareToTruth
+
+
+@pytest.fixture(scope="module")
+def subtracted() -> tuple[Any, Any]:
+    """A small demo-like pair (spatially varying science PSF, 5 transients) and its run."""
+    sim = simulatePair(
+        (256, 256), nStars=60, seed=1, nTransients=5, transientFlux=np.geomspace(1e4, 4e4, 5)
+    )
+    return sim, pm.subtract(sim.science, sim.template)
+
+
+def _apertureSum(image: np.ndarray, x: float, y: float, radius: float, nSub: int = 25) -> float:
+    """Sum of ``image`` (origin 0) inside a circle, each pixel weighted by the share of its
+    ``nSub × nSub`` sub-pixel centres inside: a brute-force aperture, independent of sep."""
+    offsets = (np.arange(nSub) + 0.5) / nSub - 0.5
+    total = 0.0
+    for iy in range(math.floor(y - radius - 1), math.ceil(y + radius + 1) + 1):
+        for ix in range(math.floor(x - radius - 1), math.ceil(x + radius + 1) + 1):
+            u = ix + offsets[None, :] - x
+            v = iy + offsets[:, None] - y
+            share = np.mean(u * u + v * v < radius * radius)
+            if share > 0:
+                total += share * float(image[iy, ix])
+    return total
+
+
+def test_compare_to_truth_matches_brute_force_measurements(subtracted: tuple[Any, Any]) -> None:
+    sim, result = subtracted
+    truth = sim.truth
+    c = compareToTruth(sim, result)
+
+    # The kernel sum against the true one, the flux scale at every position.
+    assert c.kernelSum == result.kernelSum and c.fluxScale == truth.fluxScale == 1.25
+    np.testing.assert_allclose(
+        c.kernelSumError, result.kernelSum / truth.kernelSum(128.0, 128.0) - 1.0, rtol=1e-12
+    )  # the same division: rounding only
+
+    # Sky pixels: usable and farther than 6 sigma of the widest science PSF from the pixel of
+    # every source, by brute-force distances from every pixel to every source.
+    d = result.difference
+    image, variance = d.image.astype(np.float64), d.variance.astype(np.float64)
+    bad = pm.Mask.getPlaneBitMask(["NO_DATA", "EDGE", "SAT", "BAD", "CR"])
+    usable = np.isfinite(image) & (variance > 0) & ((d.mask & bad) == 0)
+    sx = np.concatenate([sim.stars["x"], sim.transients["x"]])
+    sy = np.concatenate([sim.stars["y"], sim.transients["y"]])
+    radius = 6.0 * float(np.max(truth.sciencePsf.getSigma(sx, sy)))
+    yy, xx = np.mgrid[0:256, 0:256]
+    dist2 = (xx[:, :, None] - np.rint(sx)) ** 2 + (yy[:, :, None] - np.rint(sy)) ** 2
+    sky = usable & np.all(dist2 > radius * radius, axis=2)
+    assert c.skyPixels == int(sky.sum())
+    z = image[sky] / np.sqrt(variance[sky])
+    mad = np.median(np.abs(z - np.median(z))) / scipy.stats.norm.ppf(0.75)
+    np.testing.assert_allclose(c.zSigma, mad, rtol=1e-12)  # the same MAD: rounding only
+    kept = z
+    for _ in range(5):  # 5-sigma clipping about the median, as astropy's sigma_clipped_stats
+        keep = np.abs(kept - np.median(kept)) <= 5.0 * np.std(kept)
+        if keep.all():
+            break
+        kept = kept[keep]
+    np.testing.assert_allclose(c.zMean, np.mean(kept), atol=1e-12)  # summation order only
+
+    # Transient fluxes: a brute-force aperture of 4 sigma of the local science PSF in D.
+    assert c.nTransients == 5 and c.nMeasured == 5
+    for k in range(5):
+        x, y = sim.transients["x"][k], sim.transients["y"][k]
+        r = 4.0 * float(truth.sciencePsf.getSigma(x, y))
+        expected = _apertureSum(image, x, y, r)
+        # sep samples boundary pixels on 5 x 5 sub-pixels, this sum on 25 x 25: they differ
+        # by the noise in a few boundary pixels times a few % of their area, up to 3 counts
+        # here (the flux errors are ~200 counts).
+        np.testing.assert_allclose(c.transients["measuredFlux"][k], expected, atol=10.0)
+        assert c.transients["flux"][k] == sim.transients["flux"][k]
+    np.testing.assert_allclose(
+        c.transientRatio,
+        np.mean(c.transients["measuredFlux"] / c.transients["flux"]),
+        rtol=1e-12,
+    )  # the mean it reports is of the fluxes it reports
+
+
+def test_compare_to_truth_of_the_ideal_difference_is_the_aperture_share() -> None:
+    # D = the noise-free ideal difference: each transient's flux in a 4-sigma aperture is the
+    # share of a pixel-integrated Gaussian inside it, 1 - exp(-8 s²/(s² + 1/12)) for a round
+    # one of sigma s (the pixel adds 1/12 px² of variance).
+    sim = simulatePair((256, 256), nStars=40, seed=4, nTransients=4, transientFlux=2e4)
+    truth = sim.truth
+    ideal = pm.MaskedImage(
+        truth.differenceModel.astype(np.float64),
+        np.zeros((256, 256), dtype=np.int32),
+        np.ones((256, 256)),
+    )
+    c = compareToTruth(sim, SimpleNamespace(kernelSum=1.25, difference=ideal))
+    s2 = np.asarray(truth.sciencePsf.getSigma(sim.transients["x"], sim.transients["y"])) ** 2
+    share = 1.0 - np.exp(-8.0 * s2 / (s2 + 1.0 / 12.0))
+    # The tail of a Gaussian integrated over pixels is not exactly that of a Gaussian of
+    # variance s² + 1/12: the share inside differs by 3e-5 to 4e-5 here (a 25 x 25 sub-pixel
+    # sum agrees with sep's to 3e-6), of a complement ~4e-4.
+    np.testing.assert_allclose(c.transients["measuredFlux"] / 2e4, share, atol=1e-4)
+    assert c.kernelSumError == 0.0 and c.kernelSumPassed
+    # No noise at all: D/σ is 0 away from the sources (up to the ~1e-12 of a stamp's corners
+    # beyond the 6-sigma disc), which the sigma check flags.
+    assert abs(c.zMean) < 1e-9 and c.zSigma < 1e-9
+    assert c.meanPassed and not c.sigmaPassed and c.transientsPassed
+    assert c.nFailed == 1 and not c.passed
+
+
+def test_compare_to_truth_thresholds(subtracted: tuple[Any, Any]) -> None:
+    sim, result = subtracted
+    c = compareToTruth(sim, result)
+    assert (c.kernelSumTolerance, c.sigmaTolerance, c.meanTolerance, c.transientTolerance) == (
+        0.002,
+        0.03,
+        0.05,
+        0.02,
+    )  # the demo's, quoted in the README
+    loose = compareToTruth(
+        sim,
+        result,
+        kernelSumTolerance=1.0,
+        sigmaTolerance=1.0,
+        meanTolerance=1.0,
+        transientTolerance=1.0,
+    )
+    assert loose.passed and loose.nFailed == 0
+    tight = compareToTruth(
+        sim,
+        result,
+        kernelSumTolerance=0.5 * abs(c.kernelSumError),
+        sigmaTolerance=0.5 * abs(c.zSigma - 1.0),
+        meanTolerance=0.5 * abs(c.zMean),
+        transientTolerance=0.5 * abs(c.transientRatio - 1.0),
+    )
+    assert not tight.passed and tight.nFailed == 4
+    assert tight.zSigma == c.zSigma and tight.transientRatio == c.transientRatio
+    with pytest.raises(pm.InvalidInputError, match=r"sigmaTolerance: expected a number > 0"):
+        compareToTruth(sim, result, sigmaTolerance=0.0)

@@ -49,6 +49,12 @@ import numpy as np
 
 from . import __version__
 from .errors import InvalidInputError, OutputExistsError, PsfMatchError
+from .simulate.compare import (
+    KSUM_TOLERANCE,
+    MEAN_TOLERANCE,
+    SIGMA_TOLERANCE,
+    TRANSIENT_TOLERANCE,
+)
 
 _log = logging.getLogger("psfmatch.cli")
 
@@ -77,12 +83,6 @@ _NORMALIZE = {
 
 #: Failed pairs listed by ``psfmatch batch``'s summary (the manifest has them all).
 _MAX_FAILURES_SHOWN = 10
-
-# Demo thresholds (see _demo): the figures quoted in the README and `psfmatch demo --help`.
-_KSUM_TOLERANCE = 0.002
-_SIGMA_TOLERANCE = 0.03
-_MEAN_TOLERANCE = 0.05
-_TRANSIENT_TOLERANCE = 0.02
 
 
 class _UsageError(Exception):
@@ -845,79 +845,6 @@ def _batch(args: argparse.Namespace) -> int:
 # psfmatch demo
 
 
-def _demoFigures(sim: Any, result: Any) -> dict[str, Any]:
-    """How close the subtraction came to the simulation's truth."""
-    import sep
-    from astropy.stats import mad_std, sigma_clipped_stats
-
-    from .image import Mask
-
-    truth = sim.truth
-    d = result.difference
-    x0, y0 = d.getXY0()
-    ny, nx = d.image.shape
-    figures: dict[str, Any] = {"kernelSum": result.kernelSum, "fluxScale": truth.fluxScale}
-
-    # D/sigma over usable pixels farther than 6 sigma of the science PSF (where a star's
-    # stamp ends in the simulation) from every star and transient.
-    badBits = Mask.getPlaneBitMask(["NO_DATA", "EDGE", "SAT", "BAD", "CR"])
-    image = np.asarray(d.image, dtype=np.float64)
-    variance = np.asarray(d.variance, dtype=np.float64)
-    usable = np.isfinite(image) & np.isfinite(variance) & (variance > 0)
-    usable &= (d.mask & badBits) == 0
-    sources = np.concatenate(
-        [
-            np.column_stack([sim.stars["x"], sim.stars["y"]]),
-            np.column_stack([sim.transients["x"], sim.transients["y"]]),
-        ]
-    )
-    radius = 6.0 * float(np.max(truth.sciencePsf.getSigma(sources[:, 0], sources[:, 1])))
-    near = np.zeros((ny, nx), dtype=bool)
-    r = int(math.ceil(radius))
-    dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
-    disc = dx * dx + dy * dy <= radius * radius
-    for sx, sy in sources:
-        ix, iy = int(round(sx)) - x0, int(round(sy)) - y0
-        ya, yb = max(iy - r, 0), min(iy + r + 1, ny)
-        xa, xb = max(ix - r, 0), min(ix + r + 1, nx)
-        if ya < yb and xa < xb:
-            near[ya:yb, xa:xb] |= disc[ya - iy + r : yb - iy + r, xa - ix + r : xb - ix + r]
-    sky = usable & ~near
-    z = image[sky] / np.sqrt(variance[sky])
-    mean, _, _ = sigma_clipped_stats(z, sigma=5.0, maxiters=5)
-    figures["skyPixels"] = int(sky.sum())
-    figures["zMean"] = float(mean)
-    figures["zSigma"] = float(mad_std(z))
-
-    # Transients: aperture sums in D within 4 sigma of the local science PSF (99.97% of a
-    # Gaussian's flux), skipping any aperture that reaches a masked pixel.
-    tx = np.asarray(sim.transients["x"], dtype=np.float64)
-    ty = np.asarray(sim.transients["y"], dtype=np.float64)
-    rAperture = 4.0 * np.asarray(truth.sciencePsf.getSigma(tx, ty), dtype=np.float64)
-    data = np.ascontiguousarray(np.where(usable, image, 0.0))
-    err = np.ascontiguousarray(np.sqrt(np.where(usable, variance, 0.0)))
-    flux, fluxErr, flags = sep.sum_circle(
-        data, tx - x0, ty - y0, rAperture, err=err, mask=~usable, subpix=5
-    )
-    good = (flags & sep.APER_HASMASKED) == 0
-    ratio = flux[good] / sim.transients["flux"][good]
-    ratioErr = fluxErr[good] / sim.transients["flux"][good]
-    figures["nTransients"] = len(tx)
-    figures["nMeasured"] = int(good.sum())
-    figures["transientRatio"] = float(np.mean(ratio)) if ratio.size else math.nan
-    figures["transientRatioErr"] = (
-        float(np.sqrt(np.sum(ratioErr**2)) / ratio.size) if ratio.size else math.nan
-    )
-    figures["transients"] = {
-        "x": tx,
-        "y": ty,
-        "flux": np.asarray(sim.transients["flux"], dtype=np.float64),
-        "measuredFlux": np.where(good, flux, np.nan),
-        "measuredFluxErr": np.where(good, fluxErr, np.nan),
-    }
-    return figures
-
-
 def _verdict(ok: bool) -> str:
     return "PASS" if ok else "CHECK"
 
@@ -927,7 +854,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     from . import io as pmio
     from .api import subtract
-    from .simulate import simulatePair
+    from .simulate import compareToTruth, simulatePair
 
     size = args.size
     if size < 192:
@@ -985,40 +912,38 @@ def _demo(args: argparse.Namespace) -> int:
         },
     )
 
-    f = _demoFigures(sim, result)
-    Table(f["transients"]).write(paths["transients"], format="ascii.ecsv", overwrite=args.overwrite)
+    c = compareToTruth(sim, result)
+    Table(c.transients).write(paths["transients"], format="ascii.ecsv", overwrite=args.overwrite)
 
     truth = sim.truth
     corners = np.array([0.0, size - 1.0])
     fwhmS = np.asarray(truth.scienceFwhm(corners, corners))
     b0, bx, by = truth.backgroundCoefficients
-    ksumError = f["kernelSum"] / f["fluxScale"] - 1.0
     checks = [
         (
-            f"kernel sum      {f['kernelSum']:.5f} (true {f['fluxScale']:.5f}, "
-            f"error {100 * ksumError:+.3f}%)",
-            abs(ksumError) < _KSUM_TOLERANCE,
-            f"|error| < {100 * _KSUM_TOLERANCE:g}%",
+            f"kernel sum      {c.kernelSum:.5f} (true {c.fluxScale:.5f}, "
+            f"error {100 * c.kernelSumError:+.3f}%)",
+            c.kernelSumPassed,
+            f"|error| < {100 * c.kernelSumTolerance:g}%",
         ),
         (
-            f"D/sigma sigma   {f['zSigma']:.4f} (robust, {f['skyPixels']} pixels away from "
-            "sources)",
-            abs(f["zSigma"] - 1.0) < _SIGMA_TOLERANCE,
-            f"within {100 * _SIGMA_TOLERANCE:g}% of 1",
+            f"D/sigma sigma   {c.zSigma:.4f} (robust, {c.skyPixels} pixels away from sources)",
+            c.sigmaPassed,
+            f"within {100 * c.sigmaTolerance:g}% of 1",
         ),
         (
-            f"D/sigma mean    {f['zMean']:+.4f}",
-            abs(f["zMean"]) < _MEAN_TOLERANCE,
-            f"|mean| < {_MEAN_TOLERANCE:g}",
+            f"D/sigma mean    {c.zMean:+.4f}",
+            c.meanPassed,
+            f"|mean| < {c.meanTolerance:g}",
         ),
         (
-            f"transient flux  measured/true {f['transientRatio']:.4f} "
-            f"+- {f['transientRatioErr']:.4f} (mean of {f['nMeasured']} of {f['nTransients']})",
-            f["nMeasured"] > 0 and abs(f["transientRatio"] - 1.0) < _TRANSIENT_TOLERANCE,
-            f"within {100 * _TRANSIENT_TOLERANCE:g}% on average",
+            f"transient flux  measured/true {c.transientRatio:.4f} "
+            f"+- {c.transientRatioErr:.4f} (mean of {c.nMeasured} of {c.nTransients})",
+            c.transientsPassed,
+            f"within {100 * c.transientTolerance:g}% on average",
         ),
     ]
-    nFail = sum(not ok for _, ok, _ in checks)
+    nFail = c.nFailed
     if not args.quiet:
         lines = [
             f"psfmatch demo: simulated {size} x {size} pair (seed {args.seed}): {nStars} stars, "
@@ -1403,10 +1328,10 @@ def _buildParser(*, requireArguments: bool = True) -> _Parser:
         description=(
             "Simulate a template/science pair (spatially varying PSF, flux scale, background,\n"
             "transients), write it to FITS, subtract it and compare with the truth: the kernel\n"
-            f"sum (PASS within {100 * _KSUM_TOLERANCE:g}%), the robust sigma of D/sigma away from "
-            f"sources (within {100 * _SIGMA_TOLERANCE:g}% of 1)\n"
-            f"and its mean (|mean| < {_MEAN_TOLERANCE:g}), and the transients' fluxes measured "
-            f"in D (within {100 * _TRANSIENT_TOLERANCE:g}% on average).\n"
+            f"sum (PASS within {100 * KSUM_TOLERANCE:g}%), the robust sigma of D/sigma away from "
+            f"sources (within {100 * SIGMA_TOLERANCE:g}% of 1)\n"
+            f"and its mean (|mean| < {MEAN_TOLERANCE:g}), and the transients' fluxes measured "
+            f"in D (within {100 * TRANSIENT_TOLERANCE:g}% on average).\n"
             "Exit status 3 if any figure is outside its threshold."
         ),
     )

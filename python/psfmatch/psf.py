@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 
 from . import _core
+from ._psfmodel import _erf
 from .basis import FWHM_PER_SIGMA
 from .errors import InvalidInputError, PsfComputeShapeError
-from .simulate import _erf
 
 __all__ = [
     "DoubleGaussianPsf",

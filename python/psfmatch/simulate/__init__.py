@@ -1,0 +1,46 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Simulated template/science image pairs with a known answer.
+
+`simulatePair` renders a field of stars twice, once through a template PSF and once through a
+(spatially varying) science PSF, scales the science photometry by a known factor, adds a
+known differential background, transients and variable stars, and adds Gaussian noise whose
+variance is stored in the variance planes. Everything a subtraction should recover is returned
+beside the images in a `SimulationTruth`: the kernel sum, the background ``b(x, y)``, the
+matching kernel, the FWHMs and the noise-free images.
+
+The renderer is independent of psfmatch's convolution code: each star is an analytic Gaussian
+integrated over the pixels of a small stamp around it (``erf`` differences per axis for round
+and axis-aligned PSFs, sub-pixel sampling for rotated ones), and the stamps are added into the
+image. Because both images hold *pixel-integrated* Gaussians of the same positions, the science
+image is exactly the template convolved with the continuous Gaussian matching kernel (times
+the flux scale) plus the background; see `SimulationTruth.matchingKernelImage` for how well a
+sampled kernel reproduces that.
+
+`compareToTruth` holds a subtraction of the pair to that answer, as ``psfmatch demo`` does:
+the kernel sum, the noise of the difference image away from the sources and the transients'
+fluxes measured in it, each against a threshold.
+
+The steps of a pair, which `simulatePair` sequences, each in its module: the arguments
+checked (`~psfmatch.simulate.arguments`); the stars, variables and transients drawn, each from
+its own random stream (`~psfmatch.simulate.sources`); their images rendered, the background,
+noise and masks (`~psfmatch.simulate.images`); the answer (`~psfmatch.simulate.truth`). The PSF
+model and the pixel-integrated rendering are shared with `psfmatch.psf` (``_psfmodel``).
+
+Conventions are the package's: ``x`` is the column, ``y`` the row, arrays are ``[y, x]``,
+positions are in parent coordinates with pixel centres at integers.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "GaussianPsfModel",
+    "SimulationTruth",
+    "TruthComparison",
+    "compareToTruth",
+    "simulatePair",
+]
+
+from .._psfmodel import GaussianPsfModel
+from .compare import TruthComparison, compareToTruth
+from .pair import simulatePair
+from .truth import SimulationTruth
