@@ -30,6 +30,12 @@ from ._core import (
     StaticKernelSolution,
     linearCombination,
 )
+from .alard_lupton import (
+    AlardLuptonPreconvolveSubtractConfig,
+    AlardLuptonPreconvolveSubtractTask,
+    AlardLuptonSubtractConfig,
+    AlardLuptonSubtractTask,
+)
 from .api import SubtractionResult, analyzeTemplate, subtract
 from .basis import (
     generateAlardLuptonBasisList,
@@ -43,6 +49,7 @@ from .candidate import ImageStatistics, KernelCandidate
 from .config import PsfMatchConfig, PsfMatchConfigAL, PsfMatchConfigDF, makeKernelControl
 from .convolution import convolve
 from .decorrelate import DecorrelateALKernelConfig, DecorrelateALKernelTask
+from .detect_and_measure import DetectAndMeasureConfig, DetectAndMeasureTask
 from .errors import (
     InputFileNotFoundError,
     InsufficientKernelSourcesError,
@@ -59,6 +66,7 @@ from .errors import (
 )
 from .image import Mask, MaskedImage
 from .image_psf_match import ImagePsfMatchConfig, ImagePsfMatchTask, TemplateAnalysis
+from .make_kernel import MakeKernelConfig, MakeKernelTask
 from .model_psf_match import ModelPsfMatchConfig, ModelPsfMatchTask
 from .presets import SnapPsfMatchConfig, SnapPsfMatchConfigAL, SnapPsfMatchConfigDF, makeSnapConfig
 from .psf import DoubleGaussianPsf, GaussianPsf, ImagePsf, Psf, Quadrupole, VaryingPsf
@@ -85,6 +93,10 @@ from .task import Struct, Task, TaskMetadata
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlardLuptonPreconvolveSubtractConfig",
+    "AlardLuptonPreconvolveSubtractTask",
+    "AlardLuptonSubtractConfig",
+    "AlardLuptonSubtractTask",
     "AssessSpatialKernelVisitor",
     "Box2I",
     "BuildSingleKernelVisitor",
@@ -93,6 +105,8 @@ __all__ = [
     "ConditionNumberType",
     "DecorrelateALKernelConfig",
     "DecorrelateALKernelTask",
+    "DetectAndMeasureConfig",
+    "DetectAndMeasureTask",
     "DoubleGaussianPsf",
     "FixedKernel",
     "GaussianPsf",
@@ -110,6 +124,8 @@ __all__ = [
     "KernelSourceSelectionConfig",
     "KernelSumVisitor",
     "LinearCombinationKernel",
+    "MakeKernelConfig",
+    "MakeKernelTask",
     "Mask",
     "MaskedImage",
     "MissingDependencyError",
