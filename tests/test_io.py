@@ -493,7 +493,7 @@ def test_unwritable_destinations(tmp_path, rng, monkeypatch):
     def denied(path, flags, mode=0o777):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(io.os, "open", denied)
+    monkeypatch.setattr(os, "open", denied)
     with pytest.raises(
         PsfMatchIOError, match=r"cannot write .*out\.fits.*Permission denied"
     ) as excinfo:

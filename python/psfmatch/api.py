@@ -28,7 +28,7 @@ from astropy.table import Table
 from . import io as pmio
 from ._logcapture import collectWarnings
 from .errors import InvalidInputError, OutputExistsError
-from .image import MaskedImage
+from .image import Mask, MaskedImage
 from .image_psf_match import ImagePsfMatchConfig, ImagePsfMatchTask, TemplateAnalysis
 from .task import TaskMetadata
 
@@ -143,9 +143,7 @@ class SubtractionResult:
     def statistics(self) -> dict[str, float]:
         """Pixel statistics of the difference over usable pixels (finite, no bad mask bit)."""
         d = self.difference
-        badBits = pmio.Mask.getPlaneBitMask(
-            ["NO_DATA", "EDGE", "SAT", "BAD", "CR"], skipUnknown=True
-        )
+        badBits = Mask.getPlaneBitMask(["NO_DATA", "EDGE", "SAT", "BAD", "CR"], skipUnknown=True)
         good = np.isfinite(d.image) & np.isfinite(d.variance) & (d.variance > 0)
         good &= (d.mask & badBits) == 0
         if not good.any():

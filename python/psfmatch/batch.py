@@ -257,7 +257,7 @@ def readPairs(path: str | os.PathLike[str]) -> list[BatchPair]:
     InvalidInputError
         A missing or unknown column, a bad value (the message gives the line), or no pairs.
     """
-    from .io import _asPath, _checkInputFile
+    from .io.paths import _asPath, _checkInputFile
 
     source = _asPath(path, "pairs")
     _checkInputFile(source)
@@ -994,7 +994,7 @@ def readManifest(path: str | os.PathLike[str], *, latest: bool = True) -> list[d
     InputFileNotFoundError
         If the file does not exist.
     """
-    from .io import _asPath, _checkInputFile
+    from .io.paths import _asPath, _checkInputFile
 
     source = _asPath(path, "path")
     _checkInputFile(source)
