@@ -5,89 +5,55 @@ it when they are complete psfmatch outputs already (`_isComplete`)."""
 from __future__ import annotations
 
 import datetime
-import math
 import os
-import re
 import time
 import traceback
 from typing import Any
+
+from astropy.io import fits
 
 from ..errors import OutputExistsError
 from .cache import _template
 from .pairs import BatchPair
 
 _FITS_BLOCK = 2880
-_PSFMATCH_CARD = re.compile(r"^HIERARCH\s+psfmatch\.__version__\s*=", re.IGNORECASE)
+"""Bytes in a FITS block: every header and every data part fills a whole number of them."""
 
-
-def _cardValue(card: str) -> str:
-    """The value of a ``KEY     = value / comment`` card, unquoted if a string."""
-    text = card[10:].strip()
-    if text.startswith("'"):
-        return text[1:].split("'", 1)[0].strip()
-    return text.split("/", 1)[0].strip()
-
-
-def _fitsLayout(path: str) -> list[tuple[str, dict[str, str], list[str]]] | None:
-    """Each HDU's (EXTNAME, cards, HIERARCH cards), walking the headers and skipping the data
-    by their declared sizes; None unless the last HDU ends exactly at the end of the file.
-
-    Plain reads, no astropy: fast, and no warnings machinery (not thread-safe) on a worker.
-    """
-    size = os.path.getsize(path)
-    hdus: list[tuple[str, dict[str, str], list[str]]] = []
-    offset = 0
-    with open(path, "rb") as stream:
-        while offset < size:
-            cards: dict[str, str] = {}
-            hierarch: list[str] = []
-            ended = False
-            while not ended:
-                block = stream.read(_FITS_BLOCK)
-                if len(block) < _FITS_BLOCK:
-                    return None
-                offset += _FITS_BLOCK
-                for start in range(0, _FITS_BLOCK, 80):
-                    card = block[start : start + 80].decode("ascii", errors="replace")
-                    key = card[:8].strip().upper()
-                    if key == "END":
-                        ended = True
-                        break
-                    if key == "HIERARCH":
-                        hierarch.append(card)
-                    elif card[8:10] == "= " and key not in cards:
-                        cards[key] = _cardValue(card)
-            if ("SIMPLE" if not hdus else "XTENSION") not in cards:
-                return None
-            naxis = int(cards["NAXIS"])
-            count = math.prod(int(cards[f"NAXIS{i}"]) for i in range(1, naxis + 1))
-            nbytes = 0
-            if naxis:
-                nbytes = abs(int(cards["BITPIX"])) // 8 * int(cards.get("GCOUNT", "1"))
-                nbytes *= int(cards.get("PCOUNT", "0")) + count
-            offset += -(-nbytes // _FITS_BLOCK) * _FITS_BLOCK
-            stream.seek(offset)
-            hdus.append((cards.get("EXTNAME", "PRIMARY" if not hdus else ""), cards, hierarch))
-    return hdus if offset == size else None
+_PSFMATCH_KEY = "psfmatch.__version__"
+"""A primary-header keyword that marks psfmatch's outputs."""
 
 
 def _isComplete(path: str) -> bool:
     """Whether ``path`` is a whole psfmatch output: the IMAGE, MASK and VARIANCE extensions
     after a primary HDU with ``KSUM`` and psfmatch's metadata cards, and a file size that ends
     exactly with the last HDU. (Writes are atomic, so this tells our files from anything else
-    at that path; the data checksums are not read.)"""
+    at that path; only the headers are read, not the data nor their checksums.)"""
     if not os.path.isfile(path):
         return False
     try:
-        hdus = _fitsLayout(path)
-    except (OSError, ValueError, KeyError):
+        size = os.path.getsize(path)
+        # lazy_load_hdus: each header is read when it is asked for, so a file that is not ours
+        # is given up on after its primary header; the data are never read.
+        with fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=True) as hdul:
+            primary = hdul[0].header
+            if "KSUM" not in primary or _PSFMATCH_KEY not in primary:
+                return False
+            if [hdu.name for hdu in hdul[1:4]] != ["IMAGE", "MASK", "VARIANCE"]:
+                return False
+            index = 0
+            while True:
+                info = hdul[index].fileinfo()
+                end = info["datLoc"] + info["datSpan"]
+                if end == size:
+                    return True
+                if end > size or size - end < _FITS_BLOCK:
+                    # Truncated, or bytes after the last HDU that cannot be another one.
+                    return False
+                index += 1
+    except Exception:
+        # astropy raises OSError, ValueError, IndexError, ... for what is not a whole FITS
+        # file, and its warnings about one where the caller's filters make them errors.
         return False
-    if hdus is None or len(hdus) < 4:
-        return False
-    if [name for name, _, _ in hdus[1:4]] != ["IMAGE", "MASK", "VARIANCE"]:
-        return False
-    _, primary, hierarch = hdus[0]
-    return "KSUM" in primary and any(_PSFMATCH_CARD.match(card) for card in hierarch)
 
 
 def _workerName() -> str:
