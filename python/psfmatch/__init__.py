@@ -30,6 +30,7 @@ from ._core import (
     StaticKernelSolution,
     linearCombination,
 )
+from ._version import __version__ as __version__
 from .api import SubtractionResult, analyzeTemplate, subtract
 from .basis import (
     generateAlardLuptonBasisList,
@@ -81,8 +82,6 @@ from .spatial import (
     SpatialModelType,
 )
 from .task import Struct, Task, TaskMetadata
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AssessSpatialKernelVisitor",
