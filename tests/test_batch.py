@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+import psfmatch
 from psfmatch import batch as pmbatch
 from psfmatch import io as pmio
 from psfmatch.api import subtract
@@ -277,6 +278,15 @@ def test_existingOutputs(
     assert not _isComplete(str(foreign))
     assert not _isComplete(str(truncated))
     assert not _isComplete(str(tmp_path / "absent.fits"))
+
+    # psfmatch's outputs are told by PSFMVER, not by the lsst-utils timing-format marker
+    # (psfmatch.__version__ = 1) in their metadata: without PSFMVER a file is not one.
+    with fits.open(reference) as hdul:
+        assert hdul[0].header["PSFMVER"] == psfmatch.__version__
+        assert hdul[0].header["psfmatch.__version__"] == 1
+        del hdul[0].header["PSFMVER"]
+        hdul.writeto(tmp_path / "marker_only.fits")
+    assert not _isComplete(str(tmp_path / "marker_only.fits"))
 
     before = foreign.read_bytes()
     pair = {"science": data["b1"], "template": data["tB"], "output": foreign}

@@ -24,6 +24,7 @@ from astropy.nddata import (
     VarianceUncertainty,
 )
 
+import psfmatch
 from psfmatch import io
 from psfmatch.errors import (
     InputFileNotFoundError,
@@ -322,6 +323,8 @@ def test_write_read_round_trip(tmp_path, rng, planes, dtype):
 
     recovered = io.headerToMetadata(info["primaryHeader"]).to_dict()
     expected = md.to_dict()
+    # The one card of the primary header that is not the metadata's.
+    assert recovered.pop("PSFMVER") == psfmatch.__version__
     # NaN never equals itself: compare it apart.
     assert math.isnan(recovered["psfMatch"].pop("background"))
     expected["psfMatch"].pop("background")
@@ -415,6 +418,21 @@ def test_header_structural_cards_are_left_out(tmp_path, rng):
     assert primary["OBSERVER"] == "someone"
     assert primary["NAXIS"] == 0 and "EXTNAME" not in primary
     _assertSameMaskedImage(mi, io.readMaskedImage(path))
+
+
+@pytest.mark.parametrize("given", [None, "header", "metadata"])
+def test_written_files_carry_the_psfmatch_version(tmp_path, rng, given):
+    """PSFMVER is psfmatch.__version__ in every file written, once, whatever the header
+    passed says."""
+    stale = {"PSFMVER": "0.0.1", "OBSERVER": "someone"}
+    header = {None: None, "header": fits.Header(stale), "metadata": TaskMetadata(stale)}[given]
+    path = tmp_path / "out.fits"
+    io.writeMaskedImage(path, _randomMaskedImage(rng), header=header)
+    primary = fits.getheader(path, 0)
+    assert primary["PSFMVER"] == psfmatch.__version__
+    assert primary.comments["PSFMVER"] == "psfmatch version"
+    assert list(primary.keys()).count("PSFMVER") == 1
+    assert given is None or primary["OBSERVER"] == "someone"
 
 
 def test_no_overwrite_unless_asked(tmp_path, rng):

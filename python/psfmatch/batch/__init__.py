@@ -13,10 +13,10 @@ Safety and resumption
   created. With a ``matched`` column the convolved image is written first and the difference
   image last.
 - Without ``overwrite``, a pair whose outputs all exist and are complete psfmatch files (the
-  IMAGE, MASK and VARIANCE extensions, psfmatch's header cards, and a file size that ends with
-  the last HDU) is skipped, so a rerun does only the pairs that did not finish. A pair that is
-  redone may replace its own complete psfmatch outputs (left by an interrupted run); any other
-  existing file is an `OutputExistsError` for that pair.
+  IMAGE, MASK and VARIANCE extensions, ``PSFMVER`` and ``KSUM`` in the primary header, and a
+  file size that ends with the last HDU) is skipped, so a rerun does only the pairs that did
+  not finish. A pair that is redone may replace its own complete psfmatch outputs (left by an
+  interrupted run); any other existing file is an `OutputExistsError` for that pair.
 - A failing pair does not stop the others. Every pair of every run appends one JSON line to the
   manifest (default ``psfmatch-batch.jsonl`` in the outputs' common directory; `readManifest`
   reads it): ``run``, ``index``, ``where`` (CSV line), ``science``, ``template``, ``output``,

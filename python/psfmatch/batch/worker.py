@@ -13,21 +13,20 @@ from typing import Any
 from astropy.io import fits
 
 from ..errors import OutputExistsError
+from ..io.writing import _VERSION_KEY
 from .cache import _template
 from .pairs import BatchPair
 
 _FITS_BLOCK = 2880
 """Bytes in a FITS block: every header and every data part fills a whole number of them."""
 
-_PSFMATCH_KEY = "psfmatch.__version__"
-"""A primary-header keyword that marks psfmatch's outputs."""
-
 
 def _isComplete(path: str) -> bool:
     """Whether ``path`` is a whole psfmatch output: the IMAGE, MASK and VARIANCE extensions
-    after a primary HDU with ``KSUM`` and psfmatch's metadata cards, and a file size that ends
-    exactly with the last HDU. (Writes are atomic, so this tells our files from anything else
-    at that path; only the headers are read, not the data nor their checksums.)"""
+    after a primary HDU with psfmatch's version (``PSFMVER``) and ``KSUM``, and a file size
+    that ends exactly with the last HDU. (Writes are atomic, so this tells our files from
+    anything else at that path; only the headers are read, not the data nor their
+    checksums.)"""
     if not os.path.isfile(path):
         return False
     try:
@@ -36,7 +35,7 @@ def _isComplete(path: str) -> bool:
         # is given up on after its primary header; the data are never read.
         with fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=True) as hdul:
             primary = hdul[0].header
-            if "KSUM" not in primary or _PSFMATCH_KEY not in primary:
+            if "KSUM" not in primary or _VERSION_KEY not in primary:
                 return False
             if [hdu.name for hdu in hdul[1:4]] != ["IMAGE", "MASK", "VARIANCE"]:
                 return False

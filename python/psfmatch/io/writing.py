@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
+from .._version import __version__
 from ..errors import InvalidInputError, OutputExistsError, PsfMatchError, PsfMatchIOError
 from ..image import Mask, MaskedImage
 from ..task import TaskMetadata
@@ -25,11 +26,18 @@ from .paths import _asPath
 
 _log = logging.getLogger("psfmatch.io")
 
+_VERSION_KEY = "PSFMVER"
+"""Primary-header keyword of every file psfmatch writes: the version of psfmatch that wrote it.
+
+`psfmatch.batch` recognises its own outputs by it. (The ``HIERARCH psfmatch.__version__``
+card among the metadata is not psfmatch's version: it is lsst-utils' ``timeMethod`` marking
+the format of its timing entries, always 1.)"""
+
 
 def _primaryHeader(header: Any) -> fits.Header:
     if header is None:
-        return fits.Header()
-    if isinstance(header, fits.Header):
+        source = fits.Header()
+    elif isinstance(header, fits.Header):
         source = header
     elif isinstance(header, TaskMetadata | Mapping):
         source = metadataToHeader(header)
@@ -39,8 +47,10 @@ def _primaryHeader(header: Any) -> fits.Header:
             f"{type(header).__name__}"
         )
     result = fits.Header()
+    result[_VERSION_KEY] = (__version__, "psfmatch version")
     for card in source.cards:
-        if card.keyword.upper() in ("EXTNAME", "EXTTYPE", "EXTVER") or _isStructural(card.keyword):
+        keyword = card.keyword.upper()
+        if keyword in ("EXTNAME", "EXTTYPE", "EXTVER", _VERSION_KEY) or _isStructural(keyword):
             continue
         # A new card, so the caller's header never shares (or sees) one with the file's.
         result.append(fits.Card.fromstring(card.image), end=True)
@@ -144,7 +154,7 @@ def writeMaskedImage(
     header : `astropy.io.fits.Header`, `~psfmatch.task.TaskMetadata` or `dict`, optional
         Cards for the primary HDU. Metadata and dicts go through `metadataToHeader`.
         Structural keywords (``SIMPLE``, ``BITPIX``, ``NAXISn``, ``EXTEND``, ``EXTNAME``, ...)
-        are left out.
+        are left out, and so is a ``PSFMVER`` card (see Notes).
     overwrite : `bool`, optional
         Replace an existing file.
     extraHdus : iterable of extension HDUs, optional
@@ -164,10 +174,11 @@ def writeMaskedImage(
 
     Notes
     -----
-    Layout: an empty primary HDU with ``header``; then ``IMAGE``, ``MASK`` and ``VARIANCE``
-    image extensions, each with ``EXTTYPE`` and ``EXTNAME`` naming it and ``xy0`` both as the
-    alternate linear WCS ``A`` (``CRVAL1A``/``CRVAL2A`` at ``CRPIX1A``/``CRPIX2A`` = 1,
-    ``CTYPEnA = 'LINEAR'``) and as ``LTV1``/``LTV2`` = ``-xy0``. The mask HDU has a
+    Layout: an empty primary HDU with ``PSFMVER``, the version of psfmatch that wrote the file
+    (``psfmatch.__version__``), then the cards of ``header``; then ``IMAGE``, ``MASK`` and
+    ``VARIANCE`` image extensions, each with ``EXTTYPE`` and ``EXTNAME`` naming it and ``xy0``
+    both as the alternate linear WCS ``A`` (``CRVAL1A``/``CRVAL2A`` at ``CRPIX1A``/``CRPIX2A``
+    = 1, ``CTYPEnA = 'LINEAR'``) and as ``LTV1``/``LTV2`` = ``-xy0``. The mask HDU has a
     ``MP_<PLANE>`` keyword for every plane of psfmatch's dictionary and is stored as 16-bit
     unsigned integers when every set bit fits, else 32-bit. Every HDU has ``CHECKSUM`` and
     ``DATASUM`` cards, which `readMaskedImage` verifies.
