@@ -24,10 +24,14 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+import psfmatch
 from psfmatch import batch as pmbatch
 from psfmatch import io as pmio
 from psfmatch.api import subtract
-from psfmatch.batch import BatchPair, readManifest, readPairs, subtractBatch
+from psfmatch.batch import BatchPair, readManifest, readPairs, runner, subtractBatch
+from psfmatch.batch.cache import _TEMPLATE_CACHE, _TemplateCache
+from psfmatch.batch.pairs import _asPairs
+from psfmatch.batch.worker import _isComplete
 from psfmatch.cli import main
 from psfmatch.errors import InputFileNotFoundError, InvalidInputError, MissingDependencyError
 from psfmatch.image_psf_match import ImagePsfMatchConfig
@@ -95,7 +99,7 @@ def finished(
     """The four pairs run once as a batch."""
     out = tmp_path_factory.mktemp("batch")
     pairs = _pairs(data, out)
-    pmbatch._TEMPLATE_CACHE.clear()
+    _TEMPLATE_CACHE.clear()
     summary = subtractBatch(pairs, client=client)
     return {"out": out, "pairs": pairs, "summary": summary}
 
@@ -270,10 +274,19 @@ def test_existingOutputs(
     pmio.writeMaskedImage(foreign, pmio.readImage(data["b1"]))  # a valid FITS, not ours
     truncated = tmp_path / "truncated.fits"
     truncated.write_bytes(reference.read_bytes()[:-2880])
-    assert pmbatch._isComplete(str(reference))
-    assert not pmbatch._isComplete(str(foreign))
-    assert not pmbatch._isComplete(str(truncated))
-    assert not pmbatch._isComplete(str(tmp_path / "absent.fits"))
+    assert _isComplete(str(reference))
+    assert not _isComplete(str(foreign))
+    assert not _isComplete(str(truncated))
+    assert not _isComplete(str(tmp_path / "absent.fits"))
+
+    # psfmatch's outputs are told by PSFMVER, not by the lsst-utils timing-format marker
+    # (psfmatch.__version__ = 1) in their metadata: without PSFMVER a file is not one.
+    with fits.open(reference) as hdul:
+        assert hdul[0].header["PSFMVER"] == psfmatch.__version__
+        assert hdul[0].header["psfmatch.__version__"] == 1
+        del hdul[0].header["PSFMVER"]
+        hdul.writeto(tmp_path / "marker_only.fits")
+    assert not _isComplete(str(tmp_path / "marker_only.fits"))
 
     before = foreign.read_bytes()
     pair = {"science": data["b1"], "template": data["tB"], "output": foreign}
@@ -368,7 +381,7 @@ def test_localProcessCluster(
             seen.update(started.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_"))
             yield started
 
-    monkeypatch.setattr(pmbatch, "localClient", spying)
+    monkeypatch.setattr(runner, "localClient", spying)
     pair = dict(finished["pairs"][3], output=tmp_path / "b1.fits")
     saved = dict(os.environ)
     try:
@@ -427,7 +440,7 @@ def test_readPairs(tmp_path: Path) -> None:
             where="pairs.csv line 5",
         ),
     ]
-    dicts = pmbatch._asPairs(
+    dicts = _asPairs(
         [{"science": "s", "template": "t", "output": "d", "ignoreOrigins": "yes", "scienceFwhm": 3}]
     )
     assert dicts[0].ignoreOrigins is True and dicts[0].scienceFwhm == 3.0
@@ -489,7 +502,7 @@ def test_argumentErrors(tmp_path: Path) -> None:
 def test_templateCacheComputesOnce() -> None:
     """Threads asking for one template at once share one analysis; the least recently used
     entry is dropped beyond maxEntries."""
-    cache = pmbatch._TemplateCache(maxEntries=2)
+    cache = _TemplateCache(maxEntries=2)
     calls: list[str] = []
     barrier = threading.Barrier(4)
     results: list[Any] = []

@@ -24,6 +24,7 @@ from astropy.nddata import (
     VarianceUncertainty,
 )
 
+import psfmatch
 from psfmatch import io
 from psfmatch.errors import (
     InputFileNotFoundError,
@@ -322,6 +323,8 @@ def test_write_read_round_trip(tmp_path, rng, planes, dtype):
 
     recovered = io.headerToMetadata(info["primaryHeader"]).to_dict()
     expected = md.to_dict()
+    # The one card of the primary header that is not the metadata's.
+    assert recovered.pop("PSFMVER") == psfmatch.__version__
     # NaN never equals itself: compare it apart.
     assert math.isnan(recovered["psfMatch"].pop("background"))
     expected["psfMatch"].pop("background")
@@ -417,6 +420,21 @@ def test_header_structural_cards_are_left_out(tmp_path, rng):
     _assertSameMaskedImage(mi, io.readMaskedImage(path))
 
 
+@pytest.mark.parametrize("given", [None, "header", "metadata"])
+def test_written_files_carry_the_psfmatch_version(tmp_path, rng, given):
+    """PSFMVER is psfmatch.__version__ in every file written, once, whatever the header
+    passed says."""
+    stale = {"PSFMVER": "0.0.1", "OBSERVER": "someone"}
+    header = {None: None, "header": fits.Header(stale), "metadata": TaskMetadata(stale)}[given]
+    path = tmp_path / "out.fits"
+    io.writeMaskedImage(path, _randomMaskedImage(rng), header=header)
+    primary = fits.getheader(path, 0)
+    assert primary["PSFMVER"] == psfmatch.__version__
+    assert primary.comments["PSFMVER"] == "psfmatch version"
+    assert list(primary.keys()).count("PSFMVER") == 1
+    assert given is None or primary["OBSERVER"] == "someone"
+
+
 def test_no_overwrite_unless_asked(tmp_path, rng):
     path = tmp_path / "out.fits"
     first, second = _randomMaskedImage(rng), _randomMaskedImage(rng)
@@ -493,7 +511,7 @@ def test_unwritable_destinations(tmp_path, rng, monkeypatch):
     def denied(path, flags, mode=0o777):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(io.os, "open", denied)
+    monkeypatch.setattr(os, "open", denied)
     with pytest.raises(
         PsfMatchIOError, match=r"cannot write .*out\.fits.*Permission denied"
     ) as excinfo:

@@ -30,6 +30,7 @@ from ._core import (
     StaticKernelSolution,
     linearCombination,
 )
+from ._version import __version__ as __version__
 from .alard_lupton import (
     AlardLuptonPreconvolveSubtractConfig,
     AlardLuptonPreconvolveSubtractTask,
@@ -89,8 +90,6 @@ from .spatial import (
     SpatialModelType,
 )
 from .task import Struct, Task, TaskMetadata
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AlardLuptonPreconvolveSubtractConfig",

@@ -28,7 +28,7 @@ from astropy.table import Table
 from . import io as pmio
 from ._logcapture import collectWarnings
 from .errors import InvalidInputError, OutputExistsError
-from .image import MaskedImage
+from .image import Mask, MaskedImage
 from .image_psf_match import ImagePsfMatchConfig, ImagePsfMatchTask, TemplateAnalysis
 from .task import TaskMetadata
 
@@ -145,9 +145,7 @@ class SubtractionResult:
         none of the planes of ``config.diaSourceBadMaskPlanes`` (the pixels the detection in D
         uses too)."""
         d = self.difference
-        badBits = pmio.Mask.getPlaneBitMask(
-            list(self.config.diaSourceBadMaskPlanes), skipUnknown=True
-        )
+        badBits = Mask.getPlaneBitMask(list(self.config.diaSourceBadMaskPlanes), skipUnknown=True)
         good = np.isfinite(d.image) & np.isfinite(d.variance) & (d.variance > 0)
         good &= (d.mask & badBits) == 0
         if not good.any():

@@ -1,0 +1,405 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""`readImage`: any supported input as a `~psfmatch.image.MaskedImage`, with a separate
+variance, sigma or mask, and a variance estimated when none is given (from the sky's scatter,
+or HOTPANTS' gain and read-noise model)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+from astropy.nddata import NDData
+from astropy.stats import sigma_clipped_stats
+
+from ..errors import InvalidInputError
+from ..image import MaskedImage
+from .layouts import _readPlaneFile, readMaskedImage
+from .nddata import _fromNDData
+from .paths import _asPath, _isPath
+from .planes import _mapMask, _maskFromArray, _native, _planeBit
+
+_log = logging.getLogger("psfmatch.io")
+
+_SKY_CLIP_SIGMA = 3.0
+"""Clipping threshold (in standard deviations) of the sky statistics of the variance estimate."""
+
+_SKY_CLIP_ITERS = 10
+"""Maximum clipping iterations of the sky statistics."""
+
+_MIN_SKY_PIXELS = 25
+"""Fewest unmasked finite pixels from which a sky variance is estimated."""
+
+
+def _floatPlane(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A variance or sigma argument (array, scalar or FITS path) as a float64 array."""
+    if _isPath(value):
+        # A file's VARIANCE plane is a variance, never a sigma.
+        role = "VARIANCE" if name == "variance" else None
+        value, _ = _readPlaneFile(_asPath(value, name), role, shape)
+    a = np.asarray(np.ma.getdata(value))
+    if a.dtype.kind not in "fiub":
+        raise InvalidInputError(f"{name}: expected real numbers, got dtype {a.dtype}")
+    if a.ndim == 0:
+        return np.full(shape, float(a), dtype=np.float64)
+    if a.shape != shape:
+        raise InvalidInputError(f"{name}: shape {a.shape} differs from the image's {shape}")
+    return a.astype(np.float64)
+
+
+class _VarianceEstimateError(InvalidInputError):
+    """A variance had to be estimated and could not be; ``reason`` says why, so that a caller
+    can name its own options that give a variance (`psfmatch.subtract`, the command line)."""
+
+    reason: str = ""
+
+
+def _cannotEstimate(where: str, reason: str) -> _VarianceEstimateError:
+    err = _VarianceEstimateError(
+        f"{where}cannot estimate a variance: {reason}; pass variance= or sigma=, or gain= with "
+        "readNoise="
+    )
+    err.reason = reason
+    return err
+
+
+_MODEL_SKY_MISMATCH = 2.0
+"""Factor by which the gain and read-noise variance at the sky may differ from the sky's
+measured scatter before a warning says the model does not describe the image."""
+
+
+def _skyStatistics(image: np.ndarray, good: np.ndarray) -> tuple[float, float]:
+    """Clipped median and MAD-based standard deviation of the ``good`` pixels."""
+    _, sky, skySigma = sigma_clipped_stats(
+        image[good],
+        sigma=_SKY_CLIP_SIGMA,
+        maxiters=_SKY_CLIP_ITERS,
+        cenfunc="median",
+        stdfunc="mad_std",
+    )
+    return float(sky), float(skySigma)
+
+
+def _noiseModelVariance(
+    image: np.ndarray,
+    mask: np.ndarray,
+    gain: float,
+    readNoise: float,
+    info: dict[str, Any],
+    where: str,
+) -> np.ndarray:
+    """HOTPANTS' variance from a gain and a read noise: ``|image| / gain + (readNoise / gain)²``."""
+    finite = np.isfinite(image)
+    variance = np.abs(np.where(finite, image.astype(np.float64), 0.0)) / gain
+    variance += (readNoise / gain) ** 2
+    info.update(varianceEstimated=True, varianceModel="gainReadNoise", gain=gain)
+    info["readNoise"] = readNoise
+    _log.info(
+        "%sno variance given: |image|/gain + (readNoise/gain)^2 with gain %g e-/ADU and read "
+        "noise %g e- (HOTPANTS' noise model)",
+        where,
+        gain,
+        readNoise,
+    )
+    # A cross-check, not part of the model: the model's variance at the sky level against the
+    # sky's measured scatter. A sky-subtracted image (the model needs the sky in the pixel
+    # values) or a wrong gain shows up as a large factor between them.
+    good = finite & (mask == 0)
+    if int(good.sum()) >= _MIN_SKY_PIXELS:
+        sky, skySigma = _skyStatistics(image, good)
+        expected = abs(sky) / gain + (readNoise / gain) ** 2
+        measured = skySigma**2
+        info.update(skyLevel=sky, skySigma=skySigma, skyPixels=int(good.sum()))
+        if measured > 0 and not (
+            1.0 / _MODEL_SKY_MISMATCH <= expected / measured <= _MODEL_SKY_MISMATCH
+        ):
+            cause = (
+                "is the image sky-subtracted (the model needs the sky in the pixel values), or "
+                "the gain too large?"
+                if measured > expected
+                else "is the gain too small or the read noise too large?"
+            )
+            _log.warning(
+                "%sthe variance from gain %g e-/ADU and read noise %g e- is %.4g at the sky "
+                "level %.4g, but the sky's pixels scatter with a variance of %.4g (%.2g times "
+                "that): %s Give the variance instead, or no read noise to use the sky's scatter",
+                where,
+                gain,
+                readNoise,
+                expected,
+                sky,
+                measured,
+                measured / expected,
+                cause,
+            )
+    return variance
+
+
+def _estimateVariance(
+    image: np.ndarray,
+    mask: np.ndarray,
+    gain: float | None,
+    readNoise: float | None,
+    info: dict[str, Any],
+    where: str = "",
+) -> np.ndarray:
+    """Sky variance from the clipped MAD of unmasked pixels, plus a Poisson term with a gain;
+    with a read noise too, HOTPANTS' model (`_noiseModelVariance`). ``where`` ("science: ")
+    starts the messages."""
+    if gain is not None and readNoise is not None:
+        return _noiseModelVariance(image, mask, gain, readNoise, info, where)
+    good = np.isfinite(image) & (mask == 0)
+    nGood = int(good.sum())
+    if nGood < _MIN_SKY_PIXELS:
+        raise _cannotEstimate(
+            where,
+            f"only {nGood} unmasked finite pixels (at least {_MIN_SKY_PIXELS} needed)",
+        )
+    sky, skySigma = _skyStatistics(image, good)
+    if not skySigma > 0:
+        raise _cannotEstimate(
+            where, "the robust scatter of the image's sky is 0 (a noiseless or constant image?)"
+        )
+    variance = np.full(image.shape, skySigma**2, dtype=np.float64)
+    if gain is not None:
+        finite = np.isfinite(image)
+        signal = np.where(finite, image.astype(np.float64) - sky, 0.0)
+        variance += np.maximum(signal, 0.0) / gain
+    info.update(
+        varianceEstimated=True,
+        varianceModel="sky",
+        skyLevel=sky,
+        skySigma=skySigma,
+        skyPixels=nGood,
+        gain=gain,
+    )
+    _log.info(
+        "%sno variance given: estimated sky %.6g, sky sigma %.6g from %d pixels%s",
+        where,
+        sky,
+        skySigma,
+        nGood,
+        f", plus Poisson term with gain {gain:g}" if gain is not None else "",
+    )
+    return variance
+
+
+def readImage(
+    source: Any,
+    *,
+    variance: Any = None,
+    sigma: Any = None,
+    mask: Any = None,
+    gain: float | None = None,
+    readNoise: float | None = None,
+    hdu: int | str | tuple[str, int] | None = None,
+    info: dict[str, Any] | None = None,
+    name: str | None = None,
+) -> MaskedImage:
+    """Turn any supported image input into a `~psfmatch.image.MaskedImage`.
+
+    Parameters
+    ----------
+    source : path, `~psfmatch.image.MaskedImage`, array_like, masked array or NDData
+        - a `str` or `os.PathLike`: a FITS file, read with `readMaskedImage`;
+        - a `MaskedImage`: returned as it is when no other argument changes it;
+        - a 2-D numpy array (or anything `numpy.asarray` makes one);
+        - a `numpy.ma.MaskedArray`: masked pixels get the ``BAD`` plane;
+        - an `~astropy.nddata.NDData` or `~astropy.nddata.CCDData`: ``uncertainty`` of type
+          `~astropy.nddata.StdDevUncertainty` (variance = σ²),
+          `~astropy.nddata.VarianceUncertainty` or `~astropy.nddata.InverseVariance`
+          (variance = 1/ivar; ivar ≤ 0 gives variance +inf and ``NO_DATA``), converted to the
+          data's unit squared; ``mask`` as for the ``mask`` argument; ``meta`` keywords
+          ``CRVAL1A``/``CRVAL2A`` or ``LTV1``/``LTV2`` give ``xy0``.
+    variance, sigma : array_like, float or path, optional
+        The variance, or its square root, per pixel: an array of the image's shape, a scalar
+        (constant), or a FITS path (its ``VARIANCE`` HDU, else its first 2-D image). Replaces
+        any variance the source carries. At most one of the two.
+    mask : array_like or path, optional
+        Replaces the source's mask. A boolean array marks ``BAD`` pixels; an integer array is
+        taken as psfmatch mask bits (see `~psfmatch.image.Mask`); so is a FITS file's mask
+        (its ``MASK`` HDU with its ``MP_`` planes, else its first 2-D image). To use another
+        instrument's flags, pass a boolean such as ``dq != 0``.
+    gain : `float`, optional
+        Electrons per pixel-value unit (e⁻/ADU). Used only when the variance is estimated, to
+        add the source Poisson term.
+    readNoise : `float`, optional
+        Read noise in electrons (HOTPANTS ``-ir``/``-tr``), with ``gain``. Used only when the
+        variance is estimated: the two then give HOTPANTS' noise model instead of the sky
+        estimate (see Notes).
+    hdu : `int`, `str` or (`str`, `int`), optional
+        For a FITS path: read only this HDU, as a plain image (see `readMaskedImage`).
+    info : `dict`, optional
+        Filled with what was decided: ``"source"`` (the kind of input), ``"varianceSource"``
+        (``"input"``, ``"variance"``, ``"sigma"`` or ``"estimated"``), ``"varianceEstimated"``,
+        and, when estimated, ``"varianceModel"`` (``"sky"`` or ``"gainReadNoise"``),
+        ``"skyLevel"``, ``"skySigma"``, ``"skyPixels"``, ``"gain"`` (and ``"readNoise"``);
+        ``"nNonFinite"``, the number of pixels flagged ``NO_DATA`` for a non-finite image or
+        variance; plus what `readMaskedImage` reports for a path.
+    name : `str`, optional
+        What the image is, e.g. ``"science"``: the messages about its variance estimate (and
+        the log) start with it, so that a user of two images knows which one they concern.
+
+    Returns
+    -------
+    maskedImage : `~psfmatch.image.MaskedImage`
+        Arrays already C-contiguous and native-endian are used without a copy (as
+        `MaskedImage` does); psfmatch never writes into them.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``source`` is of an unsupported type or not 2-D, an argument's shape differs from
+        the image's, both ``variance`` and ``sigma`` are given, a variance or sigma is
+        negative, ``gain`` is not a positive number, ``readNoise`` is negative, not finite or
+        given without ``gain``, ``hdu`` is given for an input that is not
+        a path, a mask is neither boolean nor integer, or the variance must be estimated and
+        cannot be (fewer than 25 usable pixels, or no scatter at all); and for the FITS errors
+        of `readMaskedImage`.
+    InputFileNotFoundError
+        If a path does not exist.
+    PsfMatchIOError
+        If a file cannot be read.
+
+    Notes
+    -----
+    When neither the source nor an argument provides a variance it is estimated. The sky
+    level and sky standard deviation σ_sky are the median and the MAD-based standard deviation
+    (`astropy.stats.mad_std`) of the unmasked finite pixels, 3σ-clipped
+    (`astropy.stats.sigma_clipped_stats`), which stars and cosmic rays barely move. The
+    variance is σ_sky² everywhere, plus, if ``gain`` is given, the Poisson variance of the
+    sources ``max(image - sky, 0) / gain``. Without a gain the variance is underestimated on
+    bright stars; with one, noise above the sky adds a small bias of about
+    ``0.4 σ_sky / gain`` at sky level. The estimate is logged at INFO on ``"psfmatch.io"`` and
+    reported in ``info``; pass ``variance=`` or ``sigma=`` to use a known noise model.
+
+    With ``gain`` and ``readNoise`` the variance is HOTPANTS' noise model instead, in the
+    image's units squared::
+
+        variance = |image| / gain + (readNoise / gain)²
+
+    from each pixel's own value, with no sky estimate: adding the read noise to the measured
+    sky scatter, which already holds it, would count it twice. The model assumes the sky is
+    still in the pixel values; when its variance at the measured sky level differs from the
+    sky's measured scatter by more than a factor of 2 (a sky-subtracted image, a wrong gain) a
+    warning says so.
+
+    Pixels whose image or variance is NaN or infinite get the ``NO_DATA`` plane (the values
+    are kept), except in a `MaskedImage` returned unchanged.
+
+    No input is modified.
+    """
+    details: dict[str, Any] = {} if info is None else info
+    if variance is not None and sigma is not None:
+        raise InvalidInputError("give variance or sigma, not both")
+    if gain is not None:
+        if isinstance(gain, bool) or not isinstance(gain, int | float | np.number):
+            raise InvalidInputError(f"gain: expected a positive number, got {gain!r}")
+        gain = float(gain)
+        if not (math.isfinite(gain) and gain > 0):
+            raise InvalidInputError(f"gain: expected a positive finite number, got {gain!r}")
+    if readNoise is not None:
+        if isinstance(readNoise, bool) or not isinstance(readNoise, int | float | np.number):
+            raise InvalidInputError(
+                f"readNoise: expected a number of electrons >= 0, got {readNoise!r}"
+            )
+        readNoise = float(readNoise)
+        if not (math.isfinite(readNoise) and readNoise >= 0):
+            raise InvalidInputError(
+                f"readNoise: expected a finite number of electrons >= 0, got {readNoise!r}"
+            )
+        if gain is None:
+            raise InvalidInputError(
+                f"readNoise={readNoise:g} e- needs gain= (e-/ADU) to turn it into the image's units"
+            )
+    if hdu is not None and not _isPath(source):
+        raise InvalidInputError(
+            f"hdu={hdu!r} applies only to a FITS path; source is a {type(source).__name__}"
+        )
+
+    hasVariance: bool
+    if isinstance(source, MaskedImage):
+        details["source"] = "MaskedImage"
+        if variance is None and sigma is None and mask is None:
+            details["varianceSource"] = "input"
+            details["varianceEstimated"] = False
+            return source
+        base, hasVariance = source, True
+    elif _isPath(source):
+        details["source"] = "path"
+        base = readMaskedImage(source, hdu=hdu, info=details)
+        hasVariance = bool(details.get("hasVariance"))
+    elif isinstance(source, np.ma.MaskedArray):
+        details["source"] = "MaskedArray"
+        base = MaskedImage(
+            _native(np.ma.getdata(source)),
+            mask=_maskFromArray(np.ma.getmaskarray(source), "mask", source.shape),
+        )
+        hasVariance = False
+    elif isinstance(source, NDData):
+        details["source"] = type(source).__name__
+        base, hasVariance = _fromNDData(source, "source")
+    elif isinstance(source, np.ndarray | list | tuple) or hasattr(source, "__array__"):
+        details["source"] = "array"
+        try:
+            array = np.asanyarray(source)
+        except (TypeError, ValueError) as err:  # ragged nested lists, ...
+            raise InvalidInputError(f"source: cannot make a 2-D array of it: {err}") from err
+        base, hasVariance = MaskedImage(_native(array)), False
+    else:
+        raise InvalidInputError(
+            f"source: expected a FITS path, MaskedImage, 2-D array, masked array or NDData; "
+            f"got {type(source).__name__}"
+        )
+
+    shape = base.image.shape
+    maskArray = base.mask
+    if mask is not None:
+        if _isPath(mask):
+            maskPath = _asPath(mask, "mask")
+            raw, header = _readPlaneFile(maskPath, "MASK", shape)
+            maskArray = _mapMask(raw, header, str(maskPath), None)
+        else:
+            maskArray = _maskFromArray(mask, "mask", shape)
+
+    varianceArray: np.ndarray | None
+    if variance is not None:
+        varianceArray, varianceSource = _floatPlane(variance, "variance", shape), "variance"
+    elif sigma is not None:
+        sigmaArray = _floatPlane(sigma, "sigma", shape)
+        if (sigmaArray < 0).any():
+            raise InvalidInputError(f"sigma: {int((sigmaArray < 0).sum())} negative values")
+        varianceArray, varianceSource = np.square(sigmaArray), "sigma"
+    elif hasVariance:
+        varianceArray, varianceSource = base.variance, "input"
+    else:
+        varianceArray, varianceSource = None, "estimated"
+    if varianceArray is not None:
+        nNegative = int((varianceArray < 0).sum())
+        if nNegative:
+            raise InvalidInputError(
+                f"variance: {nNegative} pixels have a negative variance "
+                f"(minimum {float(np.min(varianceArray)):g})"
+            )
+
+    nonFinite = ~np.isfinite(base.image)
+    if varianceArray is not None:
+        nonFinite |= ~np.isfinite(varianceArray)
+    nNonFinite = int(nonFinite.sum())
+    if nNonFinite:
+        maskArray = np.where(nonFinite, maskArray | np.int32(_planeBit("NO_DATA")), maskArray)
+        _log.info(
+            "%s%d pixels with a non-finite image or variance flagged NO_DATA",
+            f"{name}: " if name else "",
+            nNonFinite,
+        )
+    details["nNonFinite"] = nNonFinite
+
+    if varianceArray is None:
+        where = f"{name}: " if name else ""
+        varianceArray = _estimateVariance(base.image, maskArray, gain, readNoise, details, where)
+    else:
+        details["varianceEstimated"] = False
+    details["varianceSource"] = varianceSource
+    return MaskedImage(base.image, mask=maskArray, variance=varianceArray, xy0=base.getXY0())

@@ -1,0 +1,263 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""`writeMaskedImage`: a `~psfmatch.image.MaskedImage` as an LSST MaskedImage FITS file,
+written atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import uuid
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from .._version import __version__
+from ..errors import InvalidInputError, OutputExistsError, PsfMatchError, PsfMatchIOError
+from ..image import Mask, MaskedImage
+from ..task import TaskMetadata
+from .headers import _cardKey, _isStructural, metadataToHeader
+from .layouts import _warningMessages
+from .paths import _asPath
+
+_log = logging.getLogger("psfmatch.io")
+
+_VERSION_KEY = "PSFMVER"
+"""Primary-header keyword of every file psfmatch writes: the version of psfmatch that wrote it.
+
+`psfmatch.batch` recognises its own outputs by it. (The ``HIERARCH psfmatch.__version__``
+card among the metadata is not psfmatch's version: it is lsst-utils' ``timeMethod`` marking
+the format of its timing entries, always 1.)"""
+
+
+def _primaryHeader(header: Any) -> fits.Header:
+    if header is None:
+        source = fits.Header()
+    elif isinstance(header, fits.Header):
+        source = header
+    elif isinstance(header, TaskMetadata | Mapping):
+        source = metadataToHeader(header)
+    else:
+        raise InvalidInputError(
+            f"header: expected an astropy Header, a TaskMetadata or a dict, got "
+            f"{type(header).__name__}"
+        )
+    result = fits.Header()
+    result[_VERSION_KEY] = (__version__, "psfmatch version")
+    for card in source.cards:
+        keyword = card.keyword.upper()
+        if keyword in ("EXTNAME", "EXTTYPE", "EXTVER", _VERSION_KEY) or _isStructural(keyword):
+            continue
+        # A new card, so the caller's header never shares (or sees) one with the file's.
+        result.append(fits.Card.fromstring(card.image), end=True)
+    return result
+
+
+def _planeHeader(role: str, xy0: tuple[int, int]) -> fits.Header:
+    x0, y0 = xy0
+    header = fits.Header()
+    header["EXTTYPE"] = role
+    header["EXTNAME"] = role
+    header["INHERIT"] = (True, "inherit the primary header")
+    for axis, origin in ((1, x0), (2, y0)):
+        header[f"CTYPE{axis}A"] = ("LINEAR", "parent pixel coordinates (xy0)")
+        header[f"CRPIX{axis}A"] = 1
+        header[f"CRVAL{axis}A"] = origin
+        header[f"CUNIT{axis}A"] = "PIXEL"
+    header["WCSNAMEA"] = "PARENT"
+    header["LTV1"] = (-x0, "-x0: IRAF physical-to-image offset")
+    header["LTV2"] = (-y0, "-y0: IRAF physical-to-image offset")
+    return header
+
+
+def _readOnly(array: np.ndarray) -> np.ndarray:
+    """A read-only view of ``array``.
+
+    astropy byte-swaps a writeable little-endian array in place while it writes or checksums
+    it (and swaps it back afterwards); given a read-only view it swaps a copy instead, so the
+    caller's arrays are not changed even for a moment.
+    """
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
+def _maskHdu(maskedImage: MaskedImage) -> fits.ImageHDU:
+    header = _planeHeader("MASK", maskedImage.getXY0())
+    for name, bit in Mask.getMaskPlaneDict().items():
+        header[_cardKey(f"MP_{name}")] = bit
+    bits = maskedImage.mask.view(np.uint32)
+    used = int(np.bitwise_or.reduce(bits, axis=None)) if bits.size else 0
+    # uint16 (stored int16 + BZERO) as the reference writes it when every set bit fits;
+    # otherwise int32, whose bit pattern is the psfmatch mask itself.
+    data = bits.astype(np.uint16) if used < (1 << 16) else _readOnly(maskedImage.mask)
+    return fits.ImageHDU(data, header=header, uint=True)
+
+
+def _buildHduList(maskedImage: MaskedImage, header: Any, extraHdus: Iterable[Any]) -> fits.HDUList:
+    xy0 = maskedImage.getXY0()
+    hdus: list[Any] = [
+        fits.PrimaryHDU(header=_primaryHeader(header)),
+        fits.ImageHDU(_readOnly(maskedImage.image), header=_planeHeader("IMAGE", xy0)),
+        _maskHdu(maskedImage),
+        fits.ImageHDU(_readOnly(maskedImage.variance), header=_planeHeader("VARIANCE", xy0)),
+    ]
+    if isinstance(extraHdus, fits.hdu.base.ExtensionHDU | fits.PrimaryHDU):
+        extraHdus = [extraHdus]
+    for index, extra in enumerate(extraHdus):
+        if isinstance(extra, fits.PrimaryHDU) or not isinstance(extra, fits.hdu.base.ExtensionHDU):
+            raise InvalidInputError(
+                f"extraHdus[{index}]: expected an extension HDU (ImageHDU, BinTableHDU, ...), got "
+                f"{type(extra).__name__}"
+            )
+        # A copy, so that assembling the file never touches the caller's HDU.
+        hdus.append(extra.copy())
+    return fits.HDUList(hdus)
+
+
+def _removeQuietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+@contextlib.contextmanager
+def _ioErrors(target: Path, action: str) -> Iterator[None]:
+    try:
+        yield
+    except PsfMatchError:
+        raise
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise PsfMatchIOError(f"cannot {action} {str(target)!r}: {reason}", str(target)) from err
+
+
+def writeMaskedImage(
+    path: str | os.PathLike[str],
+    maskedImage: MaskedImage,
+    *,
+    header: fits.Header | TaskMetadata | Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    extraHdus: Iterable[Any] = (),
+) -> None:
+    """Write a `~psfmatch.image.MaskedImage` as an LSST MaskedImage FITS file.
+
+    Parameters
+    ----------
+    path : `str` or `os.PathLike`
+        The output file.
+    maskedImage : `~psfmatch.image.MaskedImage`
+        The image to write; not modified.
+    header : `astropy.io.fits.Header`, `~psfmatch.task.TaskMetadata` or `dict`, optional
+        Cards for the primary HDU. Metadata and dicts go through `metadataToHeader`.
+        Structural keywords (``SIMPLE``, ``BITPIX``, ``NAXISn``, ``EXTEND``, ``EXTNAME``, ...)
+        are left out, and so is a ``PSFMVER`` card (see Notes).
+    overwrite : `bool`, optional
+        Replace an existing file.
+    extraHdus : iterable of extension HDUs, optional
+        Appended after the variance HDU, e.g. an `~astropy.io.fits.ImageHDU` of a kernel or a
+        `~astropy.io.fits.BinTableHDU` of candidates. They are copied, not modified.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``maskedImage`` is not a `MaskedImage`, ``header`` or ``extraHdus`` has the wrong
+        type, or metadata cannot become header cards.
+    OutputExistsError
+        If ``path`` exists and ``overwrite`` is false.
+    PsfMatchIOError
+        If the file cannot be written (missing or unwritable directory, ``path`` is a
+        directory, disk full, ...).
+
+    Notes
+    -----
+    Layout: an empty primary HDU with ``PSFMVER``, the version of psfmatch that wrote the file
+    (``psfmatch.__version__``), then the cards of ``header``; then ``IMAGE``, ``MASK`` and
+    ``VARIANCE`` image extensions, each with ``EXTTYPE`` and ``EXTNAME`` naming it and ``xy0``
+    both as the alternate linear WCS ``A`` (``CRVAL1A``/``CRVAL2A`` at ``CRPIX1A``/``CRPIX2A``
+    = 1, ``CTYPEnA = 'LINEAR'``) and as ``LTV1``/``LTV2`` = ``-xy0``. The mask HDU has a
+    ``MP_<PLANE>`` keyword for every plane of psfmatch's dictionary and is stored as 16-bit
+    unsigned integers when every set bit fits, else 32-bit. Every HDU has ``CHECKSUM`` and
+    ``DATASUM`` cards, which `readMaskedImage` verifies.
+
+    The write is atomic: the file is written to a temporary file in the same directory and
+    moved into place with `os.replace` (without ``overwrite``, hard-linked, which fails if the
+    target appeared meanwhile). A failure leaves neither a partial file nor the temporary one.
+    """
+    target = _asPath(path, "path")
+    if not isinstance(maskedImage, MaskedImage):
+        raise InvalidInputError(
+            f"maskedImage: expected a MaskedImage, got {type(maskedImage).__name__}"
+        )
+    if not isinstance(overwrite, bool):
+        raise InvalidInputError(f"overwrite: expected a bool, got {overwrite!r}")
+    hdul = _buildHduList(maskedImage, header, extraHdus)
+    if target.is_dir():
+        raise PsfMatchIOError(f"cannot write {str(target)!r}: it is a directory", str(target))
+    if not overwrite and os.path.lexists(target):
+        raise OutputExistsError(
+            f"output file {str(target)!r} exists; pass overwrite=True to replace it", str(target)
+        )
+    directory = target.parent
+    if not directory.is_dir():
+        problem = "is not a directory" if directory.exists() else "does not exist"
+        raise PsfMatchIOError(
+            f"cannot write {str(target)!r}: {str(directory)!r} {problem}", str(target)
+        )
+    temporary = directory / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    with _ioErrors(target, "write"):
+        # O_EXCL: never reuse a file someone else made; mode 0o666 lets the umask decide the
+        # final permissions, as for any newly created file.
+        descriptor = os.open(
+            temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
+        )
+    try:
+        with _ioErrors(target, "write"):
+            with os.fdopen(descriptor, "wb") as stream:
+                with warnings.catch_warnings(record=True) as caught:
+                    # Not expected (every card is built verified), but a warning from astropy
+                    # while writing is a diagnostic for the log, not for the caller.
+                    warnings.simplefilter("always")
+                    try:
+                        hdul.writeto(stream, checksum=True, output_verify="exception")
+                    except (ValueError, TypeError, fits.VerifyError) as err:
+                        raise PsfMatchIOError(
+                            f"cannot write {str(target)!r}: {type(err).__name__}: {err}",
+                            str(target),
+                        ) from err
+                stream.flush()
+                os.fsync(stream.fileno())
+            for message in dict.fromkeys(_warningMessages(caught)):
+                _log.warning("writing %s: %s", target, message)
+            _moveIntoPlace(temporary, target, overwrite)
+    except BaseException:
+        _removeQuietly(temporary)
+        raise
+    _log.info("wrote %s (%dx%d)", target, maskedImage.getWidth(), maskedImage.getHeight())
+
+
+def _moveIntoPlace(temporary: Path, target: Path, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(temporary, target)
+        return
+    try:
+        # A hard link fails if the target exists, so a file created since the check above is
+        # not clobbered.
+        os.link(temporary, target)
+    except FileExistsError as err:
+        raise OutputExistsError(
+            f"output file {str(target)!r} exists; pass overwrite=True to replace it", str(target)
+        ) from err
+    except OSError:
+        # Hard links are not supported everywhere (some network and FUSE file systems).
+        if os.path.lexists(target):
+            raise OutputExistsError(
+                f"output file {str(target)!r} exists; pass overwrite=True to replace it",
+                str(target),
+            ) from None
+        os.replace(temporary, target)
+        return
+    _removeQuietly(temporary)
