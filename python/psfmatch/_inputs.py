@@ -371,8 +371,10 @@ class InputPreparation:
         limit = self.config.maxVarianceScaleFactor
         return math.isfinite(factor) and 1.0 / limit <= factor <= limit
 
-    def _templateSettings(self) -> tuple[tuple[str, Any], ...]:
-        """The configuration values `analyzeTemplate`'s answer depends on."""
+    def templateSettings(self) -> tuple[tuple[str, Any], ...]:
+        """The configuration values `analyzeTemplate`'s answer depends on, as ``(name, value)``
+        pairs: a `TemplateAnalysis` is only accepted by a task whose values are the same
+        (`psfmatch.batch` keys its template cache on them)."""
         config = self.config
         return (
             ("badBits", int(self._badBits())),
@@ -427,7 +429,7 @@ class InputPreparation:
         return TemplateAnalysis(
             shape=(int(ny), int(nx)),
             checksum=_pixelChecksum(templateMaskedImage),
-            settings=self._templateSettings(),
+            settings=self.templateSettings(),
             varianceScaleFactor=factor,
             diaDetections=diaDetections,
         )
@@ -438,7 +440,7 @@ class InputPreparation:
             raise InvalidInputError(
                 f"templateAnalysis: expected a TemplateAnalysis, got {type(analysis).__name__}"
             )
-        settings = self._templateSettings()
+        settings = self.templateSettings()
         if analysis.settings != settings:
             differ = [
                 f"{name} {theirs!r} (this task: {ours!r})"

@@ -283,14 +283,37 @@ class SubtractionResult:
                 raise
 
 
-def _subtractConfig(
+def subtractConfig(
     config: ImagePsfMatchConfig | None,
     mode: str | None,
     spatialKernelOrder: int | None,
     spatialBgOrder: int | None,
 ) -> ImagePsfMatchConfig:
-    """A validated copy of ``config`` (or the defaults) with `subtract`'s overrides applied;
-    `InvalidInputError` for a config, mode or order that is not allowed."""
+    """A validated copy of ``config`` (or the defaults) with `subtract`'s overrides applied.
+
+    `subtract`, `analyzeTemplate` and `psfmatch.batch` build their configuration with it, so
+    that one pair's settings mean the same in each.
+
+    Parameters
+    ----------
+    config : `ImagePsfMatchConfig` or None
+        The base configuration (not modified), or None for the defaults.
+    mode : `str` or None
+        ``config.mode`` to set, if given.
+    spatialKernelOrder, spatialBgOrder : `int` or None
+        The active kernel config's spatial orders to set, if given.
+
+    Returns
+    -------
+    config : `ImagePsfMatchConfig`
+        A validated copy.
+
+    Raises
+    ------
+    InvalidInputError
+        A config of another type, a mode or order that is not allowed, or a config that does
+        not validate.
+    """
     if config is None:
         config = ImagePsfMatchConfig()
     else:
@@ -366,7 +389,7 @@ def analyzeTemplate(
         An unreadable template or an invalid config.
     """
     tmp = _readInput("template", template, templateVariance, templateMask, None)
-    config = _subtractConfig(config, mode, None, None)
+    config = subtractConfig(config, mode, None, None)
     return ImagePsfMatchTask(config=config).analyzeTemplate(tmp)
 
 
@@ -467,7 +490,7 @@ def subtract(
         tmp = _readInput("template", template, templateVariance, templateMask, tmpInfo)
         if ignoreOrigins and tmp.getXY0() != sci.getXY0():
             tmp = MaskedImage(tmp.image, tmp.mask, tmp.variance, xy0=sci.getXY0())
-        config = _subtractConfig(config, mode, spatialKernelOrder, spatialBgOrder)
+        config = subtractConfig(config, mode, spatialKernelOrder, spatialBgOrder)
         task = ImagePsfMatchTask(config=config)
         for which, info in (("science", sciInfo), ("template", tmpInfo)):
             # The documented fallback for NaN/inf pixels outside the mask: readImage flagged

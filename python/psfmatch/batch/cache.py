@@ -81,7 +81,7 @@ def _template(path: str, config: Any) -> tuple[Any, Any, bool]:
         st.st_ino,
         st.st_size,
         st.st_mtime_ns,
-        task._templateSettings(),
+        task.templateSettings(),
     )
 
     def compute() -> tuple[Any, Any]:

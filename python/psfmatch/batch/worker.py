@@ -74,7 +74,7 @@ def _runPair(
     """Subtract one pair and write its outputs; return its manifest record. Never raises an
     `Exception`: a failure is a record with ``status`` ``"failed"``."""
     from .. import io as pmio
-    from ..api import _subtractConfig, subtract
+    from ..api import subtract, subtractConfig
 
     start = time.perf_counter()
     record: dict[str, Any] = {
@@ -101,7 +101,7 @@ def _runPair(
                         path,
                     )
                 replace[path] = exists
-            pairConfig = _subtractConfig(
+            pairConfig = subtractConfig(
                 config,
                 pair.mode or config.mode,
                 pair.spatialKernelOrder,
