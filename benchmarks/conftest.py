@@ -47,11 +47,12 @@ def spatialParameters(basis: list[pm.FixedKernel]) -> np.ndarray:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Print the end-to-end stage table and the memory table after pytest-benchmark's own."""
+    """Print the CLI, end-to-end stage and memory tables after pytest-benchmark's own."""
+    import bench_cli
     import bench_end_to_end
     import bench_memory
 
-    for module in (bench_end_to_end, bench_memory):
+    for module in (bench_cli, bench_end_to_end, bench_memory):
         table = module.pytest_terminal_summary_table()
         if table:
             terminalreporter.write_line("")
