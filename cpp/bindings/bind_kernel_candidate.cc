@@ -92,7 +92,9 @@ void bindKernelCandidate(py::module_& m) {
             .def("setCandidateRating", &KernelCandidate::setCandidateRating, py::arg("rating"))
             .def("getStatus", &KernelCandidate::getStatus)
             .def("setStatus", &KernelCandidate::setStatus, py::arg("status"))
-            .def("getChi2", &KernelCandidate::getChi2)
+            .def("getChi2", &KernelCandidate::getChi2,
+                 "The residual variance of the latest fit measured by BuildSingleKernelVisitor; NaN "
+                 "until then (test with math.isfinite).")
             .def("setChi2", &KernelCandidate::setChi2, py::arg("chi2"))
             .def("getId", &KernelCandidate::getId)
             .def("isInitialized", &KernelCandidate::isInitialized)

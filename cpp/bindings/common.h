@@ -47,7 +47,12 @@ struct type_caster<psfmatch::MaskedImage> {
     }
 
     static handle cast(const psfmatch::MaskedImage& mi, return_value_policy, handle) {
-        py::object cls = py::module_::import("psfmatch.image").attr("MaskedImage");
+        // Imported at the first cast and kept (never released), so a cast costs no import.
+        PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<py::object> storage;
+        const py::object& cls =
+                storage.call_once_and_store_result([] {
+                           return py::module_::import("psfmatch.image").attr("MaskedImage");
+                       }).get_stored();
         py::object out = cls(py::cast(mi.image), py::cast(mi.mask), py::cast(mi.variance),
                              py::make_tuple(mi.x0, mi.y0));
         return out.release();

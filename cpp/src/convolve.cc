@@ -495,20 +495,9 @@ void convolveMaskPlane(ImageView<const std::int32_t> in, ImageView<std::int32_t>
 }
 
 template <typename T>
-void convolveMaskedImage(const MaskedImageView<const T>& in, const MaskedImageView<T>& out, const FixedKernel& kernel,
-                         const ConvolutionControl& control) {
-    checkShapes(in.image.ny, in.image.nx, out.image.ny, out.image.nx, kernel, "convolveMaskedImage");
-    double scale = 1.0;
-    if (control.doNormalize) {
-        const double sum = kernel.getSum();
-        if (sum == 0.0) throw InvalidInputError("convolveMaskedImage: cannot normalise a kernel whose sum is 0");
-        scale = 1.0 / sum;
-    }
-    convolvePlane<T, T>(in.image, out.image, kernel, scale, control.method, control.nThreads);
-    convolvePlane<T, T>(in.variance, out.variance, kernel.squared(), scale * scale, control.method, control.nThreads);
-    convolveMaskPlane(in.mask, out.mask, kernel, control.nThreads);
-
-    const Box2I g = goodBox(in.image.nx, in.image.ny, kernel.getWidth(), kernel.getHeight());
+void fillConvolutionBorder(const MaskedImageView<const T>& in, const MaskedImageView<T>& out, int kw, int kh,
+                           const ConvolutionControl& control) {
+    const Box2I g = goodBox(in.image.nx, in.image.ny, kw, kh);
     const T nan = std::numeric_limits<T>::quiet_NaN();
     const T inf = std::numeric_limits<T>::infinity();
     for (long y = 0; y < in.image.ny; ++y) {
@@ -529,6 +518,23 @@ void convolveMaskedImage(const MaskedImageView<const T>& in, const MaskedImageVi
             }
         }
     }
+}
+
+template <typename T>
+void convolveMaskedImage(const MaskedImageView<const T>& in, const MaskedImageView<T>& out, const FixedKernel& kernel,
+                         const ConvolutionControl& control) {
+    checkShapes(in.image.ny, in.image.nx, out.image.ny, out.image.nx, kernel, "convolveMaskedImage");
+    double scale = 1.0;
+    if (control.doNormalize) {
+        const double sum = kernel.getSum();
+        if (sum == 0.0) throw InvalidInputError("convolveMaskedImage: cannot normalise a kernel whose sum is 0");
+        scale = 1.0 / sum;
+    }
+    convolvePlane<T, T>(in.image, out.image, kernel, scale, control.method, control.nThreads);
+    convolvePlane<T, T>(in.variance, out.variance, kernel.squared(), scale * scale, control.method, control.nThreads);
+    convolveMaskPlane(in.mask, out.mask, kernel, control.nThreads);
+
+    fillConvolutionBorder(in, out, kernel.getWidth(), kernel.getHeight(), control);
 }
 
 MaskedImage convolveMaskedImage(const MaskedImage& in, const FixedKernel& kernel, const ConvolutionControl& control) {
@@ -616,6 +622,10 @@ template void convolvePlane<double, double>(ImageView<const double>, ImageView<d
                                             ConvolutionMethod, int);
 template void convolvePlane<float, double>(ImageView<const float>, ImageView<double>, const FixedKernel&, double,
                                            ConvolutionMethod, int);
+template void fillConvolutionBorder<float>(const MaskedImageView<const float>&, const MaskedImageView<float>&, int,
+                                           int, const ConvolutionControl&);
+template void fillConvolutionBorder<double>(const MaskedImageView<const double>&, const MaskedImageView<double>&,
+                                            int, int, const ConvolutionControl&);
 template void convolveMaskedImage<float>(const MaskedImageView<const float>&, const MaskedImageView<float>&,
                                          const FixedKernel&, const ConvolutionControl&);
 template void convolveMaskedImage<double>(const MaskedImageView<const double>&, const MaskedImageView<double>&,

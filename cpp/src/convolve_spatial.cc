@@ -667,26 +667,7 @@ void convolveSpatial(const MaskedImageView<const T>& in, const MaskedImageView<T
     for (const auto& b : kernel.getBasisList()) footprint += b.getImage().abs();
     convolveMaskPlane(in.mask, out.mask, FixedKernel(footprint), control.nThreads);
 
-    const Box2I g = goodBox(in.image.nx, in.image.ny, kernel.getWidth(), kernel.getHeight());
-    const T nan = std::numeric_limits<T>::quiet_NaN();
-    const T inf = std::numeric_limits<T>::infinity();
-    for (long y = 0; y < in.image.ny; ++y) {
-        for (long x = 0; x < in.image.nx; ++x) {
-            if (y >= g.minY && y <= g.maxY && x >= g.minX && x <= g.maxX) {
-                x = g.maxX;
-                continue;
-            }
-            if (control.doCopyEdge) {
-                out.image(y, x) = in.image(y, x);
-                out.variance(y, x) = in.variance(y, x);
-                out.mask(y, x) = in.mask(y, x) | control.edgeBit;
-            } else {
-                out.image(y, x) = nan;
-                out.variance(y, x) = inf;
-                out.mask(y, x) = in.mask(y, x) | control.noDataBit;
-            }
-        }
-    }
+    fillConvolutionBorder(in, out, kernel.getWidth(), kernel.getHeight(), control);
 }
 
 template void convolveSpatial<float>(const MaskedImageView<const float>&, const MaskedImageView<float>&, int, int,

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import lsst.pex.config as pexConfig
 
 if TYPE_CHECKING:
-    from . import _core  # type: ignore[attr-defined, unused-ignore]
+    from . import _core
 
 __all__ = [
     "PsfMatchConfig",
@@ -611,7 +611,7 @@ def makeKernelControl(config: PsfMatchConfig) -> _core.KernelControl:
     TypeError
         If ``config`` is not a `PsfMatchConfig`.
     """
-    from . import _core  # type: ignore[attr-defined, unused-ignore]
+    from . import _core
     from .image import Mask
 
     if not isinstance(config, PsfMatchConfig):

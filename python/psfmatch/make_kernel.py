@@ -361,10 +361,9 @@ class MakeKernelTask(PsfMatchTask):
         for x, y in zip(table["x"], table["y"], strict=True):
             cand = byPosition.get((float(x), float(y)))
             solution = _solvedOrig(cand)
-            chi2 = math.nan if cand is None else cand.getChi2()
             columns["status"].append("UNKNOWN" if cand is None else _STATUS_NAMES[cand.getStatus()])
             columns["kernelSum"].append(math.nan if solution is None else solution.getKsum())
-            columns["chi2"].append(chi2 if chi2 < 1e300 else math.nan)
+            columns["chi2"].append(math.nan if cand is None else cand.getChi2())
             if not withErrors:
                 continue
             kSumErr = backgroundErr = math.nan

@@ -42,6 +42,15 @@ void convolvePlane(ImageView<const Tin> in, ImageView<Tout> out, const FixedKern
 void convolveMaskPlane(ImageView<const std::int32_t> in, ImageView<std::int32_t> out, const FixedKernel& kernel,
                        int nThreads = 0);
 
+/// The border of a convolution with a (kw × kh) kernel: every pixel of `out` outside
+/// goodBox(nx, ny, kw, kh), which no kernel position reaches. With control.doCopyEdge it gets
+/// the input's image and variance and the input's mask | edgeBit; otherwise image NaN,
+/// variance +inf and the input's mask | noDataBit. The good box of `out` is not touched.
+/// `out` must have the shape of `in`. convolveMaskedImage and convolveSpatial end with it.
+template <typename T>
+void fillConvolutionBorder(const MaskedImageView<const T>& in, const MaskedImageView<T>& out, int kw, int kh,
+                           const ConvolutionControl& control);
+
 /// Convolution of a masked image (ALGORITHM.md §0): image with K, variance with K², mask
 /// dilated under the non-zero pixels of K, and the border filled as `control` says.
 /// `out` must have the shape of `in` and must not alias it.

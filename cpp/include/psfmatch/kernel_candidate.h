@@ -60,6 +60,8 @@ public:
     void setCandidateRating(double rating) { _rating = rating; }
     Status getStatus() const { return _status; }
     void setStatus(Status status) { _status = status; }
+    /// The residual variance of the latest fit a visitor measured (BuildSingleKernelVisitor);
+    /// NaN until then.
     double getChi2() const { return _chi2; }
     void setChi2(double chi2) { _chi2 = chi2; }
     int getId() const { return _id; }
@@ -128,7 +130,7 @@ private:
     KernelControl _control;
     double _rating;
     Status _status = UNKNOWN;
-    double _chi2 = std::numeric_limits<double>::max();
+    double _chi2 = std::numeric_limits<double>::quiet_NaN();  // NaN: no χ² yet
     int _id;
     bool _isInitialized = false;
     bool _useRegularization = false;
