@@ -346,7 +346,7 @@ def _rotatedStamps(
     )
     dense = np.exp(-0.5 * q) * norm[:, None, None]
     width = 2 * half + 1
-    return dense.reshape(len(xl), width, n, width, n).sum(axis=(2, 4))
+    return np.asarray(dense.reshape(len(xl), width, n, width, n).sum(axis=(2, 4)))
 
 
 def _addStamps(image: np.ndarray, stamps: np.ndarray, ix: np.ndarray, iy: np.ndarray) -> None:

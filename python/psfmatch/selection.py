@@ -225,7 +225,7 @@ def detectSources(
     # position and cannot be a kernel source.
     objects = objects[np.isfinite(objects["x"]) & np.isfinite(objects["y"])]
     if len(objects) == 0:
-        return objects
+        return np.asarray(objects)
     radius = 3.0 * np.maximum(objects["a"], 1.0)
     flux, fluxErr, _ = sep.sum_circle(sub, objects["x"], objects["y"], radius, var=var, mask=masked)
     out = np.zeros(
@@ -411,7 +411,7 @@ def _rowMedians(values: np.ndarray) -> np.ndarray:
     hi = np.minimum(count // 2, values.shape[1] - 1)
     median = 0.5 * (ordered[rows, lo] + ordered[rows, hi])
     median[count == 0] = np.nan
-    return median
+    return np.asarray(median)
 
 
 @dataclass
@@ -793,7 +793,7 @@ def _templateAt(
     if missing.size:
         store[missing] = measureAt(template, sci[missing], badBits)
         measured[missing] = True
-    return store[rows]
+    return np.asarray(store[rows])
 
 
 #: Stars whose half-light radii measure the FWHM that sets the isolation radius.
@@ -825,7 +825,7 @@ def _radii(
     if missing.size:
         r50[missing] = halfLightRadii(mi, sources[rows[missing]], badBits)
         known[rows[missing]] = r50[missing]
-    return r50
+    return np.asarray(r50)
 
 
 def _maskedPixels(images: tuple[MaskedImage, MaskedImage], badBits: int) -> str:

@@ -39,7 +39,7 @@ import logging
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, cast
 
 import numpy as np
 from lsst.pex.config import Config, ConfigurableField
@@ -294,8 +294,8 @@ class TaskMetadata(MutableMapping[str, Any]):
         if isinstance(value, list):
             if not value:
                 raise KeyError(f"metadata key {key!r} holds an empty list")
-            return value[-1]
-        return value
+            return cast(Scalar, value[-1])
+        return cast(Scalar, value)
 
     def getArray(self, key: str) -> list[Scalar]:
         """Return the value stored under ``key`` as a new list.
@@ -674,7 +674,7 @@ class Task:
         setattr(self, name, subtask)
 
     @classmethod
-    def makeField(cls, doc: str) -> ConfigurableField:
+    def makeField(cls, doc: str) -> ConfigurableField[Any]:
         """Make a `lsst.pex.config.ConfigurableField` for this task.
 
         Parameters

@@ -56,7 +56,7 @@ def _blockReduce(array: np.ndarray, step: int, how: str) -> np.ndarray:
     padded = np.zeros((ny2, nx2), dtype=array.dtype)
     padded[:ny, :nx] = array
     blocks = padded.reshape(ny2 // step, step, nx2 // step, step)
-    return np.bitwise_or.reduce(np.bitwise_or.reduce(blocks, axis=3), axis=1)
+    return np.asarray(np.bitwise_or.reduce(np.bitwise_or.reduce(blocks, axis=3), axis=1))
 
 
 def plotDifference(

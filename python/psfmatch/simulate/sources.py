@@ -33,9 +33,9 @@ def _powerLawFluxes(u: np.ndarray, low: float, high: float, index: float) -> np.
         return np.full(u.shape, low)
     if index == 0.0:
         # N(>F) ∝ -ln F: uniform in ln F.
-        return low * (high / low) ** u
+        return np.asarray(low * (high / low) ** u)
     a, b = low**-index, high**-index
-    return (a - u * (a - b)) ** (-1.0 / index)
+    return np.asarray((a - u * (a - b)) ** (-1.0 / index))
 
 
 def _drawVariables(
