@@ -224,7 +224,7 @@ def test_spatial_fit_psfmatch(benchmark, basis, spatialParameters, fitStamps) ->
 
 def numpySpatialFit(basis, stamps) -> np.ndarray:
     """The same spatial fit in numpy/scipy: per-candidate normal equations from an FFT design
-    matrix (constant variance weighting), then ALGORITHM §5.3 assembly with a constant first
+    matrix (constant variance weighting), then docs/algorithm.md §5.3 assembly with a constant first
     term, solved by ``np.linalg.solve``. No clipping. Returns the (27, 6) parameters."""
     kernels = [k.getImage() for k in basis]
     nb = len(kernels)

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Decorrelation (ALGORITHM.md §7.6), the score image (§7.4) and difference-image sources.
+"""Decorrelation (docs/algorithm.md §7.6), the score image (§7.4) and difference-image sources.
 
 The decorrelation tests build their difference images in the test with
 `scipy.signal.fftconvolve` from pure Gaussian noise and a known kernel, so the truth (the
@@ -173,9 +173,9 @@ def test_decorrelation_keeps_flux_and_filters_the_psf_like_the_image(rng: np.ran
 
 
 def test_science_matched_variance_scales_every_term(rng: np.random.Generator):
-    """Decision 6. psfmatch's science-matched D = (K⊗S − T)/κ divides both terms by κ, so the
-    decorrelated variance is (w₁·Var_T + w₂·Var_S)/κ²; scaling only the convolved term would
-    give Var_T + Var_S·κ²/κ² instead, 20 % lower with these numbers."""
+    """docs/decisions.md D6. psfmatch's science-matched D = (K⊗S − T)/κ divides both terms by
+    κ, so the decorrelated variance is (w₁·Var_T + w₂·Var_S)/κ²; scaling only the convolved
+    term would give Var_T + Var_S·κ²/κ² instead, 20 % lower with these numbers."""
     kappa = 0.5
     sigmaS, sigmaT = 10.0, 3.0
     kernel = gaussian(KERNEL_SIGMA, KERNEL_HALF, scale=kappa)

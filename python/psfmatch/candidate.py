@@ -27,7 +27,7 @@ def toControl(config: Any) -> Any:
 
 
 class KernelCandidate(_core.KernelCandidate):
-    """A template stamp and a science stamp around one star (ALGORITHM.md §1.1).
+    """A template stamp and a science stamp around one star (docs/algorithm.md §1.1).
 
     Parameters
     ----------
@@ -147,7 +147,7 @@ class KernelCandidate(_core.KernelCandidate):
 
 
 class ImageStatistics(_core.ImageStatistics):
-    """Statistics of x·sqrt(1/var) over unmasked pixels (ALGORITHM.md §3.6).
+    """Statistics of x·sqrt(1/var) over unmasked pixels (docs/algorithm.md §3.6).
 
     Parameters
     ----------

@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Convolution of masked images with fixed kernels.
 
-psfmatch convolves (decision 1): ``out[y, x] = Σ K[j, i] · in[y - j + cy, x - i + cx]``, the
-convention of ``scipy.signal.convolve``. The reference library correlates instead, so its
-kernel images are the point reflections of ours.
+psfmatch convolves (docs/decisions.md D1):
+``out[y, x] = Σ K[j, i] · in[y - j + cy, x - i + cx]``, the convention of
+``scipy.signal.convolve``. The reference library correlates instead, so its kernel images are
+the point reflections of ours.
 """
 
 from __future__ import annotations
