@@ -2,9 +2,9 @@
 """The spatial model: whole-image convolution with a spatially varying kernel, and a full
 spatial fit on 500 candidates.
 
-Issue "Spatial model": the default 27-term AL basis at spatial order 2 (Chebyshev), image AND
-variance of 2048² and 4096² float32 images; target 4096² ≤ 1.0 s on a 2-core machine. Beside
-it a brute-force per-pixel reference on a small crop (the kernel evaluated at every pixel) and
+The default 27-term AL basis at spatial order 2 (Chebyshev), image AND variance of 2048² and
+4096² float32 images; target 4096² ≤ 1.0 s on a 2-core machine. Beside it a brute-force
+per-pixel reference on a small crop (the kernel evaluated at every pixel) and
 ``scipy.ndimage.convolve`` with one fixed kernel over the whole image as a scale reference.
 """
 

@@ -126,7 +126,7 @@ def test_decorrelation_whitens_template_matched_noise(templateMatchedNoise: dict
     assert res.svar == pytest.approx(SIGMA_SCIENCE**2, rel=1e-6)
     assert res.tvar == pytest.approx(SIGMA_TEMPLATE**2, rel=1e-6)
     expected = res.svar + res.tvar * res.kappa**2  # κ = 1: svar + tvar = 101
-    # The figures. ~2e5 pixels of white noise: the sample variance is good to 0.3 %.
+    # Within 5 %: ~2e5 pixels of white noise make the sample variance good to 0.3 %.
     assert d.var() == pytest.approx(expected, rel=0.05)
     # The plane is the Parseval estimate v·Σc₁² + t·Σc₂², exact for white inputs.
     assert float(np.median(interior(corrected.variance))) == pytest.approx(d.var(), rel=0.02)
@@ -306,7 +306,7 @@ def test_score_image_noise(rng: np.random.Generator):
     # Mean: the score's noise power at zero frequency is 2σ² (corr(0) = 1, P̂(0) = 1), so the
     # mean of ~1.8e5 pixels has a standard error sqrt(2σ²/n) ≈ 0.0033; allow 5 of them.
     assert abs(s.mean()) < 5.0 * math.sqrt(2.0 * sigma**2 / s.size)
-    # The figure: within 10 % of sqrt(2)·σ/sqrt(NEA) (4 % expected, see above; the
+    # The acceptance figure: within 10 % of sqrt(2)·σ/sqrt(NEA) (4 % expected, see above; the
     # sample std of correlated noise over 1.8e5 pixels is good to ~1 %).
     assert s.std() == pytest.approx(approx, rel=0.10)
     # The exact relation, which ties the image filter to the PSF filter: 3 % (statistics).

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""The exception hierarchy of STYLE.md, its top-level export, and the core raising it."""
+"""The exception hierarchy of psfmatch.errors, its top-level export, and the core raising it."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import psfmatch as pm
 import psfmatch.errors
 from psfmatch import _core
 
-# STYLE.md "Errors" (and errors.py's own table): each class, its psfmatch base and the
-# built-in it must also be, so that ``except ValueError`` etc. keep working.
+# psfmatch.errors' docstring (and docs/errors.md's table): each class, its psfmatch base and
+# the built-in it must also be, so that ``except ValueError`` etc. keep working.
 HIERARCHY = [
     ("PsfMatchError", RuntimeError, RuntimeError),
     ("InvalidInputError", "PsfMatchError", ValueError),

@@ -424,7 +424,7 @@ def traceLevels() -> Any:
 def test_trace_loggers_follow_the_kernel_sum_rejection(
     rng: np.random.Generator, caplog: pytest.LogCaptureFixture, traceLevels: Any
 ) -> None:
-    # The seed's recipe for more logging, with psfmatch in place of lsst.ip.diffim: trace
+    # The reference's recipe for more logging, with psfmatch in place of lsst.ip.diffim: trace
     # loggers named TRACE<n>.<task log>._solve, switched on by trace_set_at.
     field = makeField(rng, variable=7)
     config = alConfig(nStarPerCell=-1, spatialKernelClipping=False)
