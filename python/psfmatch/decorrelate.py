@@ -202,8 +202,8 @@ class DecorrelateALKernelTask(Task):
         Beyond `_CLIP_SAMPLE` pixels, of every k-th pixel in raster order (k the smallest
         stride that gives at most that many and shares no factor with the row length, so
         that the sample is not a set of whole columns): the mean of a million variances is
-        good to far better than the 1e-3 at which it matters, at a fraction of the cost
-        (astropy's clipping of 1.7e7 values took a second and a half).
+        good to far better than the 1e-3 at which it matters, at a fraction of the cost of
+        clipping every pixel of a large image.
         """
         bits = Mask.getPlaneBitMask(list(self.config.ignoreMaskPlanes), skipUnknown=True)
         var = np.asarray(mi.variance).reshape(-1)

@@ -197,7 +197,7 @@ def detectSources(
         indices (add ``xy0`` for parent coordinates).
     """
     # sep measures in single precision whatever it is given: a float32 image stays float32
-    # (half the memory traffic, ~1/3 less time at 4096², the same detections).
+    # (half the memory traffic, the same detections).
     dtype: Any = np.float32 if mi.image.dtype == np.float32 else np.float64
     # The one image-sized copy: sep subtracts the sky from it in place. The mask is made a
     # band of rows at a time and non-finite pixels are looked for only if there are any, so
