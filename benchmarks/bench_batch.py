@@ -1,15 +1,14 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Batch subtraction: pairs per second on a local Dask cluster of 1 and 2 worker processes.
 
-Issue "Scale out": four 1024² float32 pairs (one template shared by four science images,
-as for revisits of one field), each subtracted with the defaults and written to FITS. Beside
-the batch runs, the same four pairs in a plain serial loop (``subtract(...).writeFits(...)``)
-in the same group (its compiled core uses every hardware thread, as a user's serial run
-does; the batch gives each pair one core thread, as the workers already occupy the cores):
-the ratio is the cluster's speed-up, overhead included. The local cluster is started, and its
-workers import psfmatch, before the timing; ``extra_info`` gives ``pairsPerSecond`` and, for
-the batch, ``meanPairSeconds`` (the mean time of one pair on its worker: it grows when the
-workers compete for the cores). In smoke
+Four 1024² float32 pairs (one template shared by four science images, as for revisits of one
+field), each subtracted with the defaults and written to FITS. Beside the batch runs, the same
+four pairs in a plain serial loop (``subtract(...).writeFits(...)``) in the same group (its
+compiled core uses every hardware thread, as a user's serial run does; the batch gives each pair
+one core thread, as the workers already occupy the cores): the ratio is the cluster's speed-up,
+overhead included. The local cluster is started, and its workers import psfmatch, before the
+timing; ``extra_info`` gives ``pairsPerSecond`` and, for the batch, ``meanPairSeconds`` (the
+mean time of one pair on its worker: it grows when the workers compete for the cores). In smoke
 mode (``--benchmark-disable``) two pairs are run instead of four, one per worker of the
 2-worker cluster, to stay well inside CI's budget.
 

@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """One KernelCandidate build with the default 27-kernel AL basis on a 43×43 stamp.
 
-Issue "Foundation": target ≤ 1 ms on one core (the build is single-threaded). Beside it, the
-same least-squares problem in numpy/scipy: the design matrix from scipy convolutions, solved
-by ``np.linalg.lstsq`` or by the normal equations.
+Target: ≤ 1 ms on one core (the build is single-threaded). Beside it, the same least-squares
+problem in numpy/scipy: the design matrix from scipy convolutions, solved by ``np.linalg.lstsq``
+or by the normal equations.
 """
 
 from __future__ import annotations

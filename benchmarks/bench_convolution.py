@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Convolution with the default Alard–Lupton basis: separable vs direct vs scipy.
 
-Issue "Foundation": a 2048² float32 image convolved with each of the 27 default basis kernels
-(21×21, exact separable decompositions); target: separable ≥ 5× faster than direct. Also the
-design-matrix builder ``convolveBasisOnGoodBox`` (the whole basis sharing its 1-D passes) and a
-full masked-image convolution (image, variance with K², mask).
+A 2048² float32 image convolved with each of the 27 default basis kernels (21×21, exact
+separable decompositions); target: separable ≥ 5× faster than direct. Also the design-matrix
+builder ``convolveBasisOnGoodBox`` (the whole basis sharing its 1-D passes) and a full
+masked-image convolution (image, variance with K², mask).
 """
 
 from __future__ import annotations

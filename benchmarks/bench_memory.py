@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Peak memory of the end-to-end subtraction, measured in a fresh process.
 
-Issue 7's budget is 40 bytes per pixel for the 4096² ``core`` run, its inputs included. A
+psfmatch's budget is 40 bytes per pixel for the 4096² ``core`` run, its inputs included. A
 pytest process also holds pytest, the benchmark plugin, the simulation's truth and whatever
 earlier benchmarks left, so the figure is taken in a child process that imports psfmatch,
 notes its resident set size (the interpreter with numpy, scipy, astropy and sep), loads the

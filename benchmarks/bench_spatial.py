@@ -2,9 +2,9 @@
 """The spatial model: whole-image convolution with a spatially varying kernel, and a full
 spatial fit on 500 candidates.
 
-Issue "Spatial model": the default 27-term AL basis at spatial order 2 (Chebyshev), image AND
-variance of 2048² and 4096² float32 images; target 4096² ≤ 1.0 s on a 2-core machine. Beside
-it a brute-force per-pixel reference on a small crop (the kernel evaluated at every pixel) and
+The default 27-term AL basis at spatial order 2 (Chebyshev), image AND variance of 2048² and
+4096² float32 images; target 4096² ≤ 1.0 s on a 2-core machine. Beside it a brute-force
+per-pixel reference on a small crop (the kernel evaluated at every pixel) and
 ``scipy.ndimage.convolve`` with one fixed kernel over the whole image as a scale reference.
 """
 
@@ -224,7 +224,7 @@ def test_spatial_fit_psfmatch(benchmark, basis, spatialParameters, fitStamps) ->
 
 def numpySpatialFit(basis, stamps) -> np.ndarray:
     """The same spatial fit in numpy/scipy: per-candidate normal equations from an FFT design
-    matrix (constant variance weighting), then ALGORITHM §5.3 assembly with a constant first
+    matrix (constant variance weighting), then docs/algorithm.md §5.3 assembly with a constant first
     term, solved by ``np.linalg.solve``. No clipping. Returns the (27, 6) parameters."""
     kernels = [k.getImage() for k in basis]
     nb = len(kernels)

@@ -20,7 +20,8 @@ import psfmatch as pm
 
 #: Parent box of the simulated field of the spatial fit (2048², like one amplifier pair).
 FIT_REGION = 2048
-#: Stamp of a candidate: 43² gives a 23² good box with the default 21² kernel (ALGORITHM §10.1).
+#: Stamp of a candidate: 43² gives a 23² good box with the default 21² kernel
+#: (docs/algorithm.md §10.1).
 STAMP = 43
 
 
@@ -112,7 +113,7 @@ def goodBoxCrops(
 def referenceConvolution(
     image: np.ndarray, kernel: np.ndarray, window: tuple[slice, slice]
 ) -> np.ndarray:
-    """True convolution (decision 1) in float64 on an output window, by scipy."""
+    """True convolution (docs/decisions.md D1) in float64 on an output window, by scipy."""
     (kh, kw) = kernel.shape
     cy, cx = (kh - 1) // 2, (kw - 1) // 2
     ys, xs = window

@@ -4,9 +4,10 @@
 - ``rng``: a seeded generator. A module that wants its own stream sets ``RNG_SEED``; the values
   of its tests then do not depend on which other modules exist.
 - ``sharedData``: the folder of the real LSST test pair (``scienceMI.fits``, ``templateMI.fits``,
-  Rubin's ip_diffim test data). It lives beside this repository (``../shared/data``) in the
-  project's own CI, not in the repository: tests that read it are skipped, with the folder
-  named, where it is absent. ``PSFMATCH_SHARED_DATA`` points elsewhere.
+  Rubin's ip_diffim test data). It is not in the repository: the project's own CI keeps it in
+  a folder ``shared/data`` next to the checkout (`sharedDataDir`), and tests that read it are
+  skipped, with the folder named, where it is absent. ``PSFMATCH_SHARED_DATA`` points
+  elsewhere.
 
 Plain helper functions (configs, simulated FITS pairs) are in ``helpers.py`` beside this file.
 """

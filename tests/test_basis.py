@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Tests of the kernel bases (ALGORITHM.md §2): Alard–Lupton, delta functions, regularization.
+"""Tests of the kernel bases (docs/algorithm.md §2): Alard–Lupton, delta functions, regularization.
 
-Every expected value is recomputed here in numpy from the formulas of ALGORITHM.md, never read
+Every expected value is recomputed here in numpy from the formulas of docs/algorithm.md, never read
 back from psfmatch.
 """
 

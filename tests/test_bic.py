@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""useBicForKernelBasis (ALGORITHM.md §3.8, decision 3) on simulated pairs with known kernels.
+"""useBicForKernelBasis (docs/algorithm.md §3.8, docs/decisions.md D3) on simulated pairs with
+known kernels.
 
 `psfmatch.simulate.simulatePair` renders both images analytically, so the matching kernel is
 known: a round Gaussian needs no polynomial terms at all on the Gaussian of its own width

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Tests of KernelCandidate, the per-candidate kernel solutions and ImageStatistics
-(ALGORITHM.md §1.1, §1.2, §2.6, §3).
+(docs/algorithm.md §1.1, §1.2, §2.6, §3).
 
 Expected values come from known answers (science built from the template with a known kernel)
 or from numpy/scipy recomputations of the normal equations written out in this file.
@@ -73,7 +73,8 @@ def starField(
 
 
 def trueConvolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """scipy's convolution (decision 1), same shape; only the good box is used by the fit."""
+    """scipy's convolution (docs/decisions.md D1), same shape; only the good box is used by the
+    fit."""
     return scipy.signal.convolve(image, kernel, mode="same")
 
 
@@ -185,8 +186,8 @@ def test_background_fit(rng: np.random.Generator) -> None:
 
 @pytest.mark.parametrize("background", [0.0, 4.2])
 def test_hot_pixel_recovers_anisotropic_kernel(background: float) -> None:
-    """ALGORITHM.md §3.2 worked example, with an off-centre rotated elliptical Gaussian so that
-    the convolution direction (decision 1) matters."""
+    """docs/algorithm.md §3.2 worked example, with an off-centre rotated elliptical Gaussian so that
+    the convolution direction (docs/decisions.md D1) matters."""
     kTrue = gaussianKernel(5, 0.0, sx=2.2, sy=1.0, theta=0.6, x0=1.2, y0=-0.7, total=1.7)
     assert np.abs(kTrue - kTrue[::-1, ::-1]).max() > 0.05  # not point-symmetric
     template = np.zeros((31, 31))

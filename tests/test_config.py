@@ -24,7 +24,7 @@ from psfmatch.image import Mask
 
 CONTROL_HEADER = Path(__file__).resolve().parents[1] / "cpp" / "include" / "psfmatch" / "control.h"
 
-# ALGORITHM.md §8, "PsfMatchConfig": every field psfmatch keeps, with its default, plus the
+# docs/algorithm.md §8, "PsfMatchConfig": every field psfmatch keeps, with its default, plus the
 # psfmatch-only nThreads. warpingConfig, afwBackgroundConfig and useAfwBackground are dropped.
 BASE_DEFAULTS: dict[str, Any] = {
     "fitForBackground": False,
@@ -202,7 +202,7 @@ def test_every_field_is_documented(cls: type[PsfMatchConfig]) -> None:
 
 @pytest.mark.parametrize("name", ["calculateKernelUncertainty", "useBicForKernelBasis"])
 def test_live_fields_are_not_documented_as_inert(name: str) -> None:
-    # Decision 3: these work in psfmatch, unlike in the reference.
+    # docs/decisions.md D3: these work in psfmatch, unlike in the reference.
     doc = PsfMatchConfig._fields[name].doc.lower()
     for word in ("unused", "no effect", "ignored", "deprecated"):
         assert word not in doc

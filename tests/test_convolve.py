@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Tests of psfmatch.convolve (ALGORITHM.md §0, decision 1) against scipy and numpy references."""
+"""Tests of psfmatch.convolve (docs/algorithm.md §0, docs/decisions.md D1) against scipy and
+numpy references."""
 
 from __future__ import annotations
 

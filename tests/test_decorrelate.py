@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Decorrelation (ALGORITHM.md §7.6), the score image (§7.4) and difference-image sources.
+"""Decorrelation (docs/algorithm.md §7.6), the score image (§7.4) and difference-image sources.
 
 The decorrelation tests build their difference images in the test with
 `scipy.signal.fftconvolve` from pure Gaussian noise and a known kernel, so the truth (the
@@ -126,7 +126,7 @@ def test_decorrelation_whitens_template_matched_noise(templateMatchedNoise: dict
     assert res.svar == pytest.approx(SIGMA_SCIENCE**2, rel=1e-6)
     assert res.tvar == pytest.approx(SIGMA_TEMPLATE**2, rel=1e-6)
     expected = res.svar + res.tvar * res.kappa**2  # κ = 1: svar + tvar = 101
-    # The issue's figures. ~2e5 pixels of white noise: the sample variance is good to 0.3 %.
+    # Within 5 %: ~2e5 pixels of white noise make the sample variance good to 0.3 %.
     assert d.var() == pytest.approx(expected, rel=0.05)
     # The plane is the Parseval estimate v·Σc₁² + t·Σc₂², exact for white inputs.
     assert float(np.median(interior(corrected.variance))) == pytest.approx(d.var(), rel=0.02)
@@ -173,9 +173,9 @@ def test_decorrelation_keeps_flux_and_filters_the_psf_like_the_image(rng: np.ran
 
 
 def test_science_matched_variance_scales_every_term(rng: np.random.Generator):
-    """Decision 6. psfmatch's science-matched D = (K⊗S − T)/κ divides both terms by κ, so the
-    decorrelated variance is (w₁·Var_T + w₂·Var_S)/κ²; scaling only the convolved term would
-    give Var_T + Var_S·κ²/κ² instead, 20 % lower with these numbers."""
+    """docs/decisions.md D6. psfmatch's science-matched D = (K⊗S − T)/κ divides both terms by
+    κ, so the decorrelated variance is (w₁·Var_T + w₂·Var_S)/κ²; scaling only the convolved
+    term would give Var_T + Var_S·κ²/κ² instead, 20 % lower with these numbers."""
     kappa = 0.5
     sigmaS, sigmaT = 10.0, 3.0
     kernel = gaussian(KERNEL_SIGMA, KERNEL_HALF, scale=kappa)
@@ -306,7 +306,7 @@ def test_score_image_noise(rng: np.random.Generator):
     # Mean: the score's noise power at zero frequency is 2σ² (corr(0) = 1, P̂(0) = 1), so the
     # mean of ~1.8e5 pixels has a standard error sqrt(2σ²/n) ≈ 0.0033; allow 5 of them.
     assert abs(s.mean()) < 5.0 * math.sqrt(2.0 * sigma**2 / s.size)
-    # The issue's figure: within 10 % of sqrt(2)·σ/sqrt(NEA) (4 % expected, see above; the
+    # The acceptance figure: within 10 % of sqrt(2)·σ/sqrt(NEA) (4 % expected, see above; the
     # sample std of correlated noise over 1.8e5 pixels is good to ~1 %).
     assert s.std() == pytest.approx(approx, rel=0.10)
     # The exact relation, which ties the image filter to the PSF filter: 3 % (statistics).

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Difference-image sources end to end at a configured threshold (decision 4).
+"""Difference-image sources end to end at a configured threshold (docs/decisions.md D4).
 
 tests/test_decorrelate.py checks the detector on white noise and the default 5σ run (where
 Gaussian noise predicts ≈ 0 false detections, so a count of 0-3 cannot tell a right noise

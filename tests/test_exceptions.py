@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""The exception hierarchy of STYLE.md, its top-level export, and the core raising it."""
+"""The exception hierarchy of psfmatch.errors, its top-level export, and the core raising it."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import psfmatch as pm
 import psfmatch.errors
 from psfmatch import _core
 
-# STYLE.md "Errors" (and errors.py's own table): each class, its psfmatch base and the
-# built-in it must also be, so that ``except ValueError`` etc. keep working.
+# psfmatch.errors' docstring (and docs/errors.md's table): each class, its psfmatch base and
+# the built-in it must also be, so that ``except ValueError`` etc. keep working.
 HIERARCHY = [
     ("PsfMatchError", RuntimeError, RuntimeError),
     ("InvalidInputError", "PsfMatchError", ValueError),
@@ -77,7 +77,8 @@ def test_core_raises_the_python_classes() -> None:
     with pytest.raises(pm.InvalidInputError, match="sizes do not match") as info2:
         _core.solveNormalEquations(np.eye(2), np.ones(3))
     assert isinstance(info2.value, ValueError)
-    # A singular but finite system is not an error: the pseudo-inverse solves it (§3.3).
+    # A singular but finite system is not an error: the pseudo-inverse solves it
+    # (docs/algorithm.md §3.3).
     # Exact arithmetic on a diagonal matrix: x = (2/1, 0).
     solution, solvedBy = _core.solveNormalEquations(np.diag([1.0, 0.0]), np.array([2.0, 0.0]))
     np.testing.assert_array_equal(solution, [2.0, 0.0])

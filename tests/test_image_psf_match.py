@@ -71,8 +71,8 @@ def test_known_answer_kernel_sum(solved: dict[str, Any]) -> None:
     assert result.convolved == ("Science" if expectScience else "Template")
     truth = sim.truth.kernelSum(512.0, 512.0)
     expected = 1.0 / truth if expectScience else truth
-    # The issue's acceptance figure: 0.2 %. Hundreds of stars with S/N 10-1000 fix the flux
-    # ratio to ≈ 0.05 %; the rest is the budget for the finite kernel basis.
+    # The acceptance figure of docs/algorithm.md §9: 0.2 %. Hundreds of stars with S/N 10-1000
+    # fix the flux ratio to ≈ 0.05 %; the rest is the budget for the finite kernel basis.
     assert result.kernelSum == pytest.approx(expected, rel=2e-3)
 
 
@@ -84,9 +84,9 @@ def test_known_answer_noise(solved: dict[str, Any]) -> None:
     good = awayFromSources(sim, d.image.shape) & np.isfinite(z)
     zs = z[good].astype(np.float64)
     robustSigma = 0.741301109 * np.subtract(*np.percentile(zs, [75.0, 25.0]))
-    # The issue's acceptance figures: robust σ within 3 % of 1 and |mean| < 0.05. With ~8e5
-    # pixels the statistical errors are < 0.2 %; the tolerance is for correlated noise and a
-    # variance plane propagated through K².
+    # The acceptance figures of docs/algorithm.md §9: robust σ within 3 % of 1 and
+    # |mean| < 0.05. With ~8e5 pixels the statistical errors are < 0.2 %; the tolerance is for
+    # correlated noise and a variance plane propagated through K².
     assert robustSigma == pytest.approx(1.0, abs=0.03)
     assert abs(zs.mean()) < 0.05
 
@@ -95,9 +95,9 @@ def test_known_answer_noise(solved: dict[str, Any]) -> None:
 def test_known_answer_transients(solved: dict[str, Any]) -> None:
     ratios = transientRatios(solved["sim"], solved["result"].difference)
     assert len(ratios) >= 8
-    # The issue's acceptance figure: within 2 % on average. A 5e3 transient in a 31² box of
-    # σ ≈ 8-12 noise has a 6-8 % error each; the mean of ≥ 8 is good to ≈ 2.5 % (1σ), so the
-    # seed is fixed and the check is on the mean, as the issue states it.
+    # The acceptance figure of docs/algorithm.md §9: within 2 % on average. A 5e3 transient in a
+    # 31² box of σ ≈ 8-12 noise has a 6-8 % error each; the mean of ≥ 8 is good to ≈ 2.5 % (1σ),
+    # so the seed is fixed and the check is on the mean, as the acceptance criterion states it.
     assert ratios.mean() == pytest.approx(1.0, abs=0.02)
 
 

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""ModelPsfMatchTask (ALGORITHM.md §7.2) against analytic Gaussian PSFs.
+"""ModelPsfMatchTask (docs/algorithm.md §7.2) against analytic Gaussian PSFs.
 
 A pixel-integrated Gaussian of width σ_s convolved with a continuous Gaussian of width
 sqrt(σ_r² − σ_s²) is the pixel-integrated Gaussian of width σ_r. So the kernel fitted between
@@ -300,7 +300,7 @@ def test_bic_on_noise_free_models_picks_the_lowest_degrees() -> None:
 
 
 def test_cell_grid_covers_the_image_grown_by_one_cell() -> None:
-    """ALGORITHM.md §7.2: the box grown by one cell on every side, full cells only, one
+    """docs/algorithm.md §7.2: the box grown by one cell on every side, full cells only, one
     candidate at each cell centre x = sizeCellX·col + sizeCellX//2 + x0 (likewise y)."""
     config = ModelPsfMatchConfig()
     config.kernel.active.sizeCellX = 64

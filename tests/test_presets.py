@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""The snap preset (ALGORITHM.md §7.8): its values, and a clean subtraction of a snap pair.
+"""The snap preset (docs/algorithm.md §7.8): its values, and a clean subtraction of a snap pair.
 
 The pair comes from `psfmatch.simulate.simulatePair` with nearly equal PSFs (σ 1.80 and 1.95
 pixels), a 2 % transparency change and no differential background, as two back-to-back

@@ -381,11 +381,10 @@ def test_debug_switches_call_the_hook(
 
 
 def test_spatial_kernel_sum_is_taken_at_the_cell_set_centre(rng: np.random.Generator) -> None:
-    # §6.1: spatialKernelSum is K's sum at the centre of the cell set's box, not at (0, 0).
-    # An Alard-Lupton or PCA kernel has a spatially constant sum (§5.2), so use a
-    # delta-function basis without PCA (every coefficient varies) on a field whose flux
-    # scale grows by 40 % across the image; kernel-sum clipping, which assumes one flux
-    # scale, is off.
+    # docs/algorithm.md §6.1: spatialKernelSum is K's sum at the centre of the cell set's box,
+    # not at (0, 0). An Alard-Lupton or PCA kernel has a spatially constant sum (§5.2), so use a
+    # delta-function basis without PCA (every coefficient varies) on a field whose flux scale
+    # grows by 40 % across the image; kernel-sum clipping, which assumes one flux scale, is off.
     slope = 0.4
     field = makeField(rng, nStars=36, scaleSlope=slope)
     config = dfConfig(kernelSumClipping=False, usePcaForSpatialKernel=False)
@@ -425,7 +424,7 @@ def traceLevels() -> Any:
 def test_trace_loggers_follow_the_kernel_sum_rejection(
     rng: np.random.Generator, caplog: pytest.LogCaptureFixture, traceLevels: Any
 ) -> None:
-    # The seed's recipe for more logging, with psfmatch in place of lsst.ip.diffim: trace
+    # The reference's recipe for more logging, with psfmatch in place of lsst.ip.diffim: trace
     # loggers named TRACE<n>.<task log>._solve, switched on by trace_set_at.
     field = makeField(rng, variable=7)
     config = alConfig(nStarPerCell=-1, spatialKernelClipping=False)
@@ -595,7 +594,7 @@ def test_assessment_that_sees_nothing_raises(
 
 
 def _expectedJudgement(nGood: int, nTerms: int) -> tuple[str, int, str]:
-    """ALGORITHM.md §6.1's table: (metadata word, log level, message fragment)."""
+    """docs/algorithm.md §6.1's table: (metadata word, log level, message fragment)."""
     if nGood < nTerms:
         return "under", logging.WARNING, "underconstrained"
     if nGood <= 2 * nTerms:
@@ -751,9 +750,9 @@ def _residualStats(cand: Any, kernelImage: np.ndarray, bg: float, core: int) -> 
 
 @pytest.mark.parametrize("useCoreStats", [False, True])
 def test_metric_metadata_against_brute_force(rng: np.random.Generator, useCoreStats: bool) -> None:
-    # Decision 4: metric_<STAT>.<LOCAL|SPATIAL>_residual<Mean|Std> are the mean, median and
-    # population standard deviation over the GOOD candidates of each candidate's mean and
-    # rms of D/σ, with its own kernel (LOCAL) or the spatial model at its centre (SPATIAL).
+    # docs/decisions.md D4: metric_<STAT>.<LOCAL|SPATIAL>_residual<Mean|Std> are the mean,
+    # median and population standard deviation over the GOOD candidates of each candidate's
+    # mean and rms of D/σ, with its own kernel (LOCAL) or the spatial model at its centre (SPATIAL).
     # A spatially constant kernel on this varying PSF makes the two clearly different.
     task, cells, config, _, kernel, bg, _ = _fittedField(rng, useCoreStats)
     candidates = cells.getAllCandidates(ignoreBad=False)

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Tests of the spatial model (ALGORITHM.md §1.3, §1.4, §4, §5): the cell set and its visits,
+"""Tests of the spatial model (docs/algorithm.md §1.3, §1.4, §4, §5): the cell set and its visits,
 kernel-sum clipping, the spatial fit and its assessment, the kernel PCA, and the whole-image
 convolution with a spatially varying kernel.
 
@@ -393,7 +393,7 @@ def test_single_kernel_visitor_counters_failures_and_skip_built(rng: np.random.G
     assert good.getKernelSolution(ORIG).getId() == origId
     assert good.getKernelSolution(PCA).getId() > origId
 
-    # Decision 6: a statistics failure (here NaN border pixels let in by a bad-plane list
+    # docs/decisions.md D6: a statistics failure (here NaN border pixels let in by a bad-plane list
     # without NO_DATA) is a counted rejection, not a processed candidate.
     fresh = singleCandidate(stamps, alConfig())
     leaky = pm.BuildSingleKernelVisitor(singleBasis(), alConfig(badMaskPlanes=["SAT"]))

@@ -110,8 +110,8 @@ void StaticKernelSolution::build(const ImageD& templateImage, const ImageD& scie
     const long nt = nb + (_fitForBackground ? 1 : 0);
 
     // C lives in per-thread scratch unless solve() needs it: a fresh ~120 KB matrix per
-    // candidate made the allocator hand pages back to the system and fault them in again, a
-    // third of the single-kernel pass at 4096².
+    // candidate makes the allocator hand pages back to the system and fault them in again,
+    // a large part of the single-kernel pass.
     thread_local Eigen::MatrixXd scratch;
     Eigen::MatrixXd& c = keepsDesignMatrix() ? _cMat : scratch;
     c.resize(npix, nt);

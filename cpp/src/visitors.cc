@@ -131,7 +131,7 @@ void BuildSingleKernelVisitor::processCandidate(KernelCandidate& candidate) {
             core.apply(diff, _control.candidateCoreRadius);
         }
     } catch (const PsfMatchError&) {
-        // Decision 6: a statistics failure is a rejection and is counted as one.
+        // docs/decisions.md D6: a statistics failure is a rejection and is counted as one.
         candidate.setStatus(KernelCandidate::BAD);
         ++_nRejected;
         return;
@@ -428,7 +428,7 @@ void KernelPcaVisitor::processCandidate(KernelCandidate& candidate) {
         const double kSum = candidate.getKsum(KernelCandidate::ORIG);
         _pca->addImage(candidate.getKernelImage(KernelCandidate::ORIG) / kSum, 1.0);
     } catch (const PsfMatchError&) {
-        // Candidates without a usable ORIG solution are skipped (§5.7).
+        // Candidates without a usable ORIG solution are skipped (docs/algorithm.md §5.7).
     }
 }
 

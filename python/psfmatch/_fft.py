@@ -37,8 +37,8 @@ def _fftShape(*shapes: tuple[int, int]) -> tuple[int, int]:
     """The FFT grid: per axis, at least the sum of the two largest sizes minus one (so that
     nothing wraps around into the image), rounded up to an even size with no prime factor
     above 5 (`scipy.fft.next_fast_len`). The bare sum can have a large prime factor, which
-    pocketfft transforms several times slower: at 4096 + 43 − 1 = 4138 = 2 · 2069 an rfft2
-    took 0.25 s on the project's VM, on the 4320 grid 0.06 s."""
+    pocketfft transforms several times slower than a nearby 5-smooth size (4096 + 43 − 1 =
+    4138 = 2 · 2069 against 4320; figures in benchmarks/README.md)."""
     sizes = np.sort(np.array(shapes, dtype=np.int64), axis=0)[-2:]
     common = sizes.sum(axis=0) - 1
     grid = []

@@ -114,8 +114,8 @@ def _varianceScaleFactor(mi: MaskedImage, badBits: int) -> float:
     dtype: Any = np.float32 if mi.image.dtype == np.float32 else np.float64
     data = np.ascontiguousarray(mi.image, dtype=dtype)
     var = np.asarray(mi.variance, dtype=dtype)
-    # Per-pixel work a band of rows at a time: each image-sized temporary costs ~0.1 s of
-    # fresh memory at 4096² on the project's VM (this function made a dozen).
+    # Per-pixel work a band of rows at a time: each image-sized temporary is fresh memory that
+    # must be page-faulted in, once per call (this function made a dozen).
     bands = _rowBands(data.shape[0])
     usable = np.empty(data.shape, dtype=bool)
     for band in bands:
@@ -209,7 +209,7 @@ class InputPreparation:
             placement = self._placeTemplate(template, science)
             onScience = cropView(placement.wide, science.getBBox())
         # The bits of a pixel in either image, a band of rows at a time: no image-sized
-        # temporaries (three of them took 0.15 s of fresh memory at 4096² on a VM).
+        # temporaries, each of which would be fresh memory page-faulted in on every call.
         badBits, noData = self._badBits(), Mask.getPlaneBitMask("NO_DATA")
         anyUsable, uncovered, templateNoData = False, 0, 0
         ny = int(science.getDimensions()[1])

@@ -2,7 +2,7 @@
 """Kernel bases: Alard–Lupton sums of Gaussians × polynomials and delta functions.
 
 The numerics (sampling, renormalisation, regularization matrices) run in the compiled core;
-this module turns a config and the two images' FWHMs into the arguments (ALGORITHM.md §2.3)
+this module turns a config and the two images' FWHMs into the arguments (docs/algorithm.md §2.3)
 and records the ``ALBasis*`` metadata.
 """
 
@@ -52,7 +52,7 @@ def makeAlardLuptonBasisList(
     halfWidth: int, nGauss: int, sigGauss: Sequence[float], degGauss: Sequence[int]
 ) -> list[Any]:
     """The Alard–Lupton basis: Gaussians of widths ``sigGauss`` times polynomials of degrees
-    ``degGauss``, on a (2·halfWidth+1)² grid, renormalised (ALGORITHM.md §2.1).
+    ``degGauss``, on a (2·halfWidth+1)² grid, renormalised (docs/algorithm.md §2.1).
 
     Parameters
     ----------
@@ -121,7 +121,7 @@ def makeDeltaFunctionBasisList(width: int, height: int) -> list[Any]:
 def _alardLuptonSigmas(
     sigBig: float, sigSmall: float, minSig: float, nGauss: int, beta: float
 ) -> list[float]:
-    """The widths f(σ_big, σ_small, minSig) of ALGORITHM.md §2.3."""
+    """The widths f(σ_big, σ_small, minSig) of docs/algorithm.md §2.3."""
     sigK = max(math.sqrt(sigBig**2 - sigSmall**2), minSig)
     first = max(minSig, sigK / beta) if nGauss > 1 else sigK
     return [first * beta**i for i in range(nGauss)]
@@ -259,7 +259,7 @@ def makeKernelBasisList(
 
 
 def makeRegularizationMatrix(config: PsfMatchConfigDF) -> np.ndarray:
-    """H = BᵀB for the delta-function basis of ``config`` (ALGORITHM.md §2.5).
+    """H = BᵀB for the delta-function basis of ``config`` (docs/algorithm.md §2.5).
 
     The matrix is ``kernelSize²`` square, plus one all-zero row and column for the background
     when ``fitForBackground`` is set.

@@ -27,7 +27,7 @@ def toControl(config: Any) -> Any:
 
 
 class KernelCandidate(_core.KernelCandidate):
-    """A template stamp and a science stamp around one star (ALGORITHM.md §1.1).
+    """A template stamp and a science stamp around one star (docs/algorithm.md §1.1).
 
     Parameters
     ----------
@@ -138,8 +138,8 @@ class KernelCandidate(_core.KernelCandidate):
 
         For `ImagePsfMatchTask`, whose working images are already checked: no per-stamp
         Python objects, copies or checks as in the constructor, and no stamp kept in the
-        candidate (a 4096² cell set's thousand candidates held 73 MB of double stamps,
-        4.4 bytes per image pixel). InvalidInputError for a box outside the planes.
+        candidate (a thousand candidates' double stamps of 43² would be 73 MB, 4.4 bytes per
+        pixel of a 4096² image). InvalidInputError for a box outside the planes.
         """
         self = cls.__new__(cls)
         _core.KernelCandidate.__init__(self, x, y, planes, box, control, rating)
@@ -147,7 +147,7 @@ class KernelCandidate(_core.KernelCandidate):
 
 
 class ImageStatistics(_core.ImageStatistics):
-    """Statistics of x·sqrt(1/var) over unmasked pixels (ALGORITHM.md §3.6).
+    """Statistics of x·sqrt(1/var) over unmasked pixels (docs/algorithm.md §3.6).
 
     Parameters
     ----------

@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Convolution of masked images with fixed kernels.
 
-psfmatch convolves (decision 1): ``out[y, x] = Σ K[j, i] · in[y - j + cy, x - i + cx]``, the
-convention of ``scipy.signal.convolve``. The reference library correlates instead, so its
-kernel images are the point reflections of ours.
+psfmatch convolves (docs/decisions.md D1):
+``out[y, x] = Σ K[j, i] · in[y - j + cy, x - i + cx]``, the convention of
+``scipy.signal.convolve``. The reference library correlates instead, so its kernel images are
+the point reflections of ours.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def _convolveChecked(
     varianceTolerance: float = 2.0e-4,
 ) -> MaskedImage:
     """`convolve` of an image already known to be finite (ImagePsfMatchTask's working
-    images): the same result without the scan for NaNs (~35 ms at 4096²)."""
+    images): the same result without the scan for NaNs (a full pass over both planes)."""
     control = _core.ConvolutionControl()
     control.doNormalize = bool(doNormalize)
     control.doCopyEdge = bool(doCopyEdge)

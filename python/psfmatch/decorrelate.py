@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Decorrelation of a difference image's noise: the Alard–Lupton "afterburner" (ALGORITHM.md §7.6).
+"""Decorrelation of a difference image's noise: the Alard–Lupton "afterburner"
+(docs/algorithm.md §7.6).
 
 Convolving one image with the matching kernel K correlates its noise, so the noise of a
 difference image is not white: with per-pixel variances ``v`` (the unconvolved image) and
@@ -13,9 +14,9 @@ whitens it (Kaiser 2004; Zackay, Ofek & Gal-Yam 2016): the result has the flat s
 filter has unit DC gain: fluxes and sums over areas larger than the filter are unchanged. The
 same filter is applied to the difference image's PSF (the reference leaves that undone).
 
-Score mode (preconvolution, ALGORITHM.md §7.4): when the science image was first convolved with
-a unit-sum kernel P (its own PSF, reflected: a matched filter) and the kernel K matches the
-template to that, the filter is
+Score mode (preconvolution, docs/algorithm.md §7.4): when the science image was first
+convolved with a unit-sum kernel P (its own PSF, reflected: a matched filter) and the kernel K
+matches the template to that, the filter is
 
     corr(f) = (v + t·κ²) / (v + t·|K̂(f)|² / |P̂(f)|²)
 
@@ -33,7 +34,7 @@ science       template           science         ``D = (K⊗S + b − T)/κ`` (p
 score         science (⊗P)       template        ``D = P⊗S − K⊗T − b``
 ============  =================  ==============  =======================================
 
-Variance of the result (decision 6). The default estimate is
+Variance of the result (docs/decisions.md D6). The default estimate is
 ``Var_unconv · w₁ + Var_conv · w₂`` with ``wᵢ = Σₓ cᵢ(x)²`` (= the mean of ``|Ĉᵢ|²`` over
 the frequency grid) for the component filters ``Ĉ₁ = corr`` (score: ``P̂·corr``) and
 ``Ĉ₂ = K̂·corr``: for white noise of variance ``v`` and ``t`` this is exactly ``v + t·κ²``.
@@ -180,7 +181,7 @@ def _weightedVariance(
 
 
 class DecorrelateALKernelTask(Task):
-    """Whiten the noise of an Alard–Lupton difference image (ALGORITHM.md §7.6).
+    """Whiten the noise of an Alard–Lupton difference image (docs/algorithm.md §7.6).
 
     See the module docstring for the filter, the roles of the two images and the variance.
 
@@ -201,8 +202,8 @@ class DecorrelateALKernelTask(Task):
         Beyond `_CLIP_SAMPLE` pixels, of every k-th pixel in raster order (k the smallest
         stride that gives at most that many and shares no factor with the row length, so
         that the sample is not a set of whole columns): the mean of a million variances is
-        good to far better than the 1e-3 at which it matters, at a fraction of the cost
-        (astropy's clipping of 1.7e7 values took a second and a half).
+        good to far better than the 1e-3 at which it matters, at a fraction of the cost of
+        clipping every pixel of a large image.
         """
         bits = Mask.getPlaneBitMask(list(self.config.ignoreMaskPlanes), skipUnknown=True)
         var = np.asarray(mi.variance).reshape(-1)

@@ -84,7 +84,7 @@ def detectDifferenceSources(
         (signed, at the peak), ``isNegative``, ``npix``, ``xPeak``, ``yPeak``.
     """
     # Band by band wherever the pixels are independent: at 4096² each image-sized float64
-    # temporary is 134 MB, and fresh memory costs ~2 ms/MB to touch on the project's VM.
+    # temporary is 134 MB of fresh memory, page-faulted in on first touch.
     ny, nx = difference.image.shape
     usable = np.empty((ny, nx), dtype=bool)
     snr = np.empty((ny, nx), dtype=np.float64)

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""The seed's module name for `ImagePsfMatchTask` and its config; the code lives in the stage
+"""The reference's module name for `ImagePsfMatchTask` and its config; the code lives in the stage
 modules: `psfmatch.make_kernel` (kernel sources, basis, fit), `psfmatch._inputs` (checking,
 placing and rescaling the inputs), `psfmatch.subtract_images` (convolution, subtraction, the
 modes), `psfmatch.decorrelate` and `psfmatch.detect_and_measure`.

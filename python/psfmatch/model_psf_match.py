@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """ModelPsfMatchTask: convolve an image so that its PSF model becomes a reference PSF model.
 
-This is ALGORITHM.md §7.2 without afw (decision 2): the input is a `MaskedImage` and the PSF
-object that describes it, not an Exposure. The matching kernel is fitted to the PSF *models*
-alone — no stars are involved. One candidate is placed at the centre of every cell of a grid
-that covers the image grown by one cell on each side; its template stamp is the image's PSF
+This is docs/algorithm.md §7.2 without afw (docs/decisions.md D2): the input is a `MaskedImage`
+and the PSF object that describes it, not an Exposure. The matching kernel is fitted to the PSF
+*models* alone — no stars are involved. One candidate is placed at the centre of every cell of a
+grid that covers the image grown by one cell on each side; its template stamp is the image's PSF
 there and its science stamp the reference PSF, both noise-free (variance 1, mask 0). The usual
 solve (`PsfMatchTask._solve`) gives a spatially varying kernel K(x, y) with
 ``K ⊗ PSF_image ≈ PSF_reference`` everywhere, and the image is convolved with it.
@@ -166,7 +166,7 @@ def _psfFwhm(psf: Any, x: float, y: float) -> float:
 
 
 class ModelPsfMatchTask(PsfMatchTask):
-    """Match an image's PSF model to a reference PSF model (ALGORITHM.md §7.2).
+    """Match an image's PSF model to a reference PSF model (docs/algorithm.md §7.2).
 
     See the module docstring for what it does and records.
 

@@ -5,7 +5,7 @@ Snaps
 -----
 Two exposures taken back to back ("snaps") share the sky, the pointing and nearly the PSF:
 the matching kernel is close to a delta function, constant over the image, and there is no
-differential background. The reference's former SnapPsfMatchTask (ALGORITHM.md §7.8) matched
+differential background. The reference's former SnapPsfMatchTask (docs/algorithm.md §7.8) matched
 them with a small, spatially constant kernel; `SnapPsfMatchConfig` is its configuration for
 `ImagePsfMatchTask`:
 

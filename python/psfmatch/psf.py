@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Point-spread-function models: what `ModelPsfMatchTask` matches (decision 2).
+"""Point-spread-function models: what `ModelPsfMatchTask` matches (docs/decisions.md D2).
 
 psfmatch has no image library of its own PSFs, so the few it needs live here, with the method
 names of the reference's PSF classes:

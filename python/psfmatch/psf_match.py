@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """PsfMatchTask: the solve loop that turns kernel candidates into a spatial kernel.
 
-The task sequences the visitors of the compiled core (ALGORITHM.md §5.6): fit each candidate's
+The task sequences the visitors of the compiled core (docs/algorithm.md §5.6): fit each candidate's
 own kernel and clip it on its residuals, clip outliers in kernel sum (variable stars), optionally
 replace the basis by its principal components (§5.7), fit one spatially varying kernel and
 background to all candidates, and clip the candidates that model fits badly; repeat until the
@@ -24,7 +24,7 @@ Metadata
     many voted at all.
 ``metric_MEAN``, ``metric_MEDIAN``, ``metric_STDEV``
     The mean, median and population standard deviation (ddof=0) over the GOOD candidates
-    (decision 4) of the quality of their difference stamps, each a nested container with
+    (docs/decisions.md D4) of the quality of their difference stamps, each a nested container with
     four keys: ``LOCAL_residualMean`` and
     ``LOCAL_residualStd`` (mean and rms of D/σ with the candidate's own kernel),
     ``SPATIAL_residualMean`` and ``SPATIAL_residualStd`` (the same with the spatial kernel and
@@ -169,7 +169,7 @@ class PsfMatchTask(Task, abc.ABC):
 
     @timeMethod
     def _solve(self, kernelCellSet: Any, basisList: list[Any]) -> tuple[Any, Any, Any]:
-        """Fit the spatially varying kernel and background (ALGORITHM.md §5.6).
+        """Fit the spatially varying kernel and background (docs/algorithm.md §5.6).
 
         Parameters
         ----------
@@ -318,11 +318,11 @@ class PsfMatchTask(Task, abc.ABC):
     ) -> list[Any]:
         """Choose the Alard–Lupton polynomial degrees by the Bayesian Information Criterion.
 
-        ALGORITHM.md §3.8 (decision 3): every degree combination ``(d₁, …, d_nGauss)`` with
-        ``1 ≤ dᵢ ≤ alardDegGauss[i]`` is fitted to each candidate; a candidate's BIC for it is
-        ``Σχ² + k ln n`` over the kernel-shrunk box of its difference stamp (χ² = D²/Var(D),
-        k basis kernels, n pixels); each candidate votes for its lowest BIC and the most voted
-        combination wins. Derived tasks call this before `_solve` when
+        docs/algorithm.md §3.8 (docs/decisions.md D3): every degree combination
+        ``(d₁, …, d_nGauss)`` with ``1 ≤ dᵢ ≤ alardDegGauss[i]`` is fitted to each candidate; a
+        candidate's BIC for it is ``Σχ² + k ln n`` over the kernel-shrunk box of its difference
+        stamp (χ² = D²/Var(D), k basis kernels, n pixels); each candidate votes for its lowest
+        BIC and the most voted combination wins. Derived tasks call this before `_solve` when
         ``useBicForKernelBasis`` is set.
 
         Parameters
@@ -563,7 +563,7 @@ class PsfMatchTask(Task, abc.ABC):
         return "well"
 
     def _recordMetrics(self, kernelCellSet: Any, spatialKernel: Any, spatialBg: Any) -> None:
-        """Set ``metric_MEAN``, ``metric_MEDIAN``, ``metric_STDEV`` (decision 4)."""
+        """Set ``metric_MEAN``, ``metric_MEDIAN``, ``metric_STDEV`` (docs/decisions.md D4)."""
         good = [
             cand
             for cand in kernelCellSet.getAllCandidates(ignoreBad=True)

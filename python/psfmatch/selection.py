@@ -4,12 +4,12 @@
 Stars are found with `sep` in the science image (after subtracting a `sep.Background`) and
 measured in the template at their positions (`measureAt`: local sky, windowed centroid,
 aperture flux, on stamps), as the reference selects on the science image's sources
-(ALGORITHM.md §7.3 step 3, with sep in place of the reference's measurement framework,
-decision 2). A star is kept when it is bright but not too bright, isolated, unblended, away
-from the edges, free of bad mask bits in both stamps and seen in the template at the same
+(docs/algorithm.md §7.3 step 3, with sep in place of the reference's measurement framework,
+docs/decisions.md D2). A star is kept when it is bright but not too bright, isolated, unblended,
+away from the edges, free of bad mask bits in both stamps and seen in the template at the same
 place; only as many candidates as needed, the brightest first, are measured in the template.
-Each image's FWHM is measured from the kept stars as twice their half-light radius, which for
-a Gaussian PSF is its FWHM.
+Each image's FWHM is measured from the kept stars as twice their half-light radius, which for a
+Gaussian PSF is its FWHM.
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def detectSources(
         indices (add ``xy0`` for parent coordinates).
     """
     # sep measures in single precision whatever it is given: a float32 image stays float32
-    # (half the memory traffic, ~1/3 less time at 4096², the same detections).
+    # (half the memory traffic, the same detections).
     dtype: Any = np.float32 if mi.image.dtype == np.float32 else np.float64
     # The one image-sized copy: sep subtracts the sky from it in place. The mask is made a
     # band of rows at a time and non-finite pixels are looked for only if there are any, so

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """The spatial model: cells of candidates, the visitors, and spatially varying kernels.
 
-The numerics live in the compiled core (ALGORITHM.md §1.3, §1.4, §4, §5); this module gives
+The numerics live in the compiled core (docs/algorithm.md §1.3, §1.4, §4, §5); this module gives
 them the reference's constructor signatures, taking a `PsfMatchConfig` wherever the core takes
 its option struct, and adds the whole-image convolution with a spatially varying kernel.
 
@@ -53,7 +53,7 @@ KernelPcaVisitor = _core.KernelPcaVisitor
 
 
 def isConstantFirstTerm(config: PsfMatchConfig) -> bool:
-    """Whether the first basis coefficient is spatially constant (ALGORITHM.md §5.2).
+    """Whether the first basis coefficient is spatially constant (docs/algorithm.md §5.2).
 
     True for an Alard–Lupton basis and for the PCA path: both have a first kernel that carries
     all the flux, so a constant first coefficient means a spatially constant photometric scale.

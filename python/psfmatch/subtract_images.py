@@ -1,13 +1,14 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Subtraction: convolve one image with the matching kernel and subtract, in one of the modes.
 
-`ImagePsfMatchTask` is the seed's image-level API (decision 5): it checks and places the inputs
-(`psfmatch._inputs`), fits the kernel (`MakeKernelTask`, its base), convolves, subtracts,
-decorrelates (`psfmatch.decorrelate`) and detects in D (`psfmatch.detect_and_measure`). Each
-mode is a small class (`_ConvolveTemplate`, `_ConvolveScience`, and the score image
-`_Preconvolve` as a subclass of the first) that says which image is convolved and what the
-difference's PSF is; `AlardLuptonSubtractTask` and `AlardLuptonPreconvolveSubtractTask` are
-the reference's current task names over the same code (`psfmatch.alard_lupton`).
+`ImagePsfMatchTask` is the reference's former image-level API, psfmatch's main task
+(docs/decisions.md D5): it checks and places the inputs (`psfmatch._inputs`), fits the kernel
+(`MakeKernelTask`, its base), convolves, subtracts, decorrelates (`psfmatch.decorrelate`) and
+detects in D (`psfmatch.detect_and_measure`). Each mode is a small class (`_ConvolveTemplate`,
+`_ConvolveScience`, and the score image `_Preconvolve` as a subclass of the first) that says
+which image is convolved and what the difference's PSF is; `AlardLuptonSubtractTask` and
+`AlardLuptonPreconvolveSubtractTask` are the reference's current task names over the same code
+(`psfmatch.alard_lupton`).
 
 Conventions
 -----------
@@ -30,7 +31,7 @@ are copies of the input with the ``EDGE`` bit; in the difference they are NaN wi
 mask bit; they are treated as 0 in the convolution and every output pixel they reach carries
 their bits.
 
-``mode="preconvolve"`` makes the *score image* (ALGORITHM.md §7.4): the science image is
+``mode="preconvolve"`` makes the *score image* (docs/algorithm.md §7.4): the science image is
 first convolved with its own PSF (reflected, unit sum: a matched filter), the kernel is fitted
 with ``P ⊗ S ≈ K ⊗ T + b`` on the stars of the inner box (the science box shrunk by P's
 half-width), and
@@ -107,8 +108,8 @@ from .make_kernel import MakeKernelConfig, MakeKernelTask
 from .selection import detectSources
 from .task import Struct
 
-#: The module name of the ``displayDiffIm`` debugging switch: the seed's, whatever module now
-#: holds the code.
+#: The module name of the ``displayDiffIm`` debugging switch: the reference's module of
+#: ImagePsfMatchTask, whatever module now holds the code.
 _DEBUG_NAME = "psfmatch.image_psf_match"
 
 
@@ -124,7 +125,7 @@ class ImagePsfMatchConfig(MakeKernelConfig):
             "convolveScience": "Convolve the science image to the template's PSF.",
             "auto": "Convolve whichever image has the narrower PSF.",
             "preconvolve": "Convolve the science image with its own PSF and the template to "
-            "that: the score image (ALGORITHM.md §7.4).",
+            "that: the score image (docs/algorithm.md §7.4).",
         },
         doc="Which image is convolved.",
     )

@@ -6,16 +6,16 @@
 
 namespace psfmatch {
 
-/// How the condition number of a normal matrix is measured (ALGORITHM.md §3.3).
+/// How the condition number of a normal matrix is measured (docs/algorithm.md §3.3).
 enum class ConditionNumberType { EIGENVALUE, SVD };
 
-/// How the regularization strength λ is chosen (ALGORITHM.md §2.6, decision 3).
+/// How the regularization strength λ is chosen (docs/algorithm.md §2.6, docs/decisions.md D3).
 enum class LambdaType { ABSOLUTE, RELATIVE, MINIMIZE_BIASED_RISK, MINIMIZE_UNBIASED_RISK };
 
 /// How the λ scan of the risk-based modes steps between lambdaMin and lambdaMax.
 enum class LambdaStepType { LINEAR, LOG };
 
-/// The family of 2-D functions for the spatial variation (ALGORITHM.md §5.1).
+/// The family of 2-D functions for the spatial variation (docs/algorithm.md §5.1).
 enum class SpatialModelType { POLYNOMIAL, CHEBYSHEV1 };
 
 /// Everything the C++ core reads from a configuration, as plain values.

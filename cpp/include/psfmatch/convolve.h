@@ -15,7 +15,7 @@ namespace psfmatch {
 /// decomposition that costs fewer multiply-adds than its non-zero pixels.
 enum class ConvolutionMethod { AUTO, DIRECT, SEPARABLE };
 
-/// How a masked image is convolved (ALGORITHM.md §0).
+/// How a masked image is convolved (docs/algorithm.md §0).
 struct ConvolutionControl {
     bool doNormalize = false;      ///< divide by the kernel sum (variance by its square)
     bool doCopyEdge = false;       ///< border pixels: copy the input and set edgeBit
@@ -30,7 +30,7 @@ struct ConvolutionControl {
 Box2I goodBox(long nx, long ny, int kw, int kh);
 
 /// True convolution of one plane: out(y, x) = scale · Σ_{j,i} K[j, i] · in(y - j + cy, x - i + cx),
-/// the convention of scipy.signal.convolve (decision 1). Only the good box of `out` is written.
+/// the convention of scipy.signal.convolve (docs/decisions.md D1). Only the good box of `out` is written.
 /// Sums run in double precision. Throws InvalidInputError if the shapes differ or the image is
 /// smaller than the kernel.
 template <typename Tin, typename Tout>
@@ -51,7 +51,7 @@ template <typename T>
 void fillConvolutionBorder(const MaskedImageView<const T>& in, const MaskedImageView<T>& out, int kw, int kh,
                            const ConvolutionControl& control);
 
-/// Convolution of a masked image (ALGORITHM.md §0): image with K, variance with K², mask
+/// Convolution of a masked image (docs/algorithm.md §0): image with K, variance with K², mask
 /// dilated under the non-zero pixels of K, and the border filled as `control` says.
 /// `out` must have the shape of `in` and must not alias it.
 template <typename T>
@@ -64,7 +64,7 @@ MaskedImage convolveMaskedImage(const MaskedImage& in, const FixedKernel& kernel
 /// The convolutions of one image plane with every kernel of a basis, restricted to the good
 /// box: column k is (B_k ⊗ image)|_G flattened row by row. Separable basis kernels share their
 /// 1-D passes (an x factor used by several kernels is applied once). This is the design
-/// matrix C of the per-candidate least-squares problem (ALGORITHM.md §3.2).
+/// matrix C of the per-candidate least-squares problem (docs/algorithm.md §3.2).
 Eigen::MatrixXd convolveBasisOnGoodBox(const ImageD& image, const KernelList& basis);
 
 }  // namespace psfmatch

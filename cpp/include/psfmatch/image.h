@@ -91,7 +91,7 @@ struct MaskedImageView {
     ImageView<T> variance;
 };
 
-/// floor(pos + 0.5): the integer pixel whose centre is nearest (ALGORITHM.md §0).
+/// floor(pos + 0.5): the integer pixel whose centre is nearest (docs/algorithm.md §0).
 inline int positionToIndex(double pos) { return static_cast<int>(std::floor(pos + 0.5)); }
 
 }  // namespace psfmatch

@@ -10,7 +10,7 @@
 namespace psfmatch {
 
 /// Statistics of a difference image normalised by its noise, x·sqrt(1/var), over the pixels
-/// with none of the bad mask bits and a finite inverse variance (ALGORITHM.md §3.6).
+/// with none of the bad mask bits and a finite inverse variance (docs/algorithm.md §3.6).
 class ImageStatistics {
 public:
     explicit ImageStatistics(const KernelControl& control) : _badBits(control.badMaskBits) {}

@@ -35,7 +35,7 @@ struct SpatialModel {
     SpatialBackground background;
 };
 
-/// One star's template and science stamps and the kernel that matches them (ALGORITHM.md §1.1).
+/// One star's template and science stamps and the kernel that matches them (docs/algorithm.md §1.1).
 class KernelCandidate : public std::enable_shared_from_this<KernelCandidate> {
 public:
     enum Status { BAD = 0, GOOD = 1, UNKNOWN = 2 };

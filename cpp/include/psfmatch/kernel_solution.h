@@ -15,7 +15,7 @@
 
 namespace psfmatch {
 
-/// How a normal system was solved (ALGORITHM.md §1.2, §3.3).
+/// How a normal system was solved (docs/algorithm.md §1.2, §3.3).
 enum class SolvedBy { NONE, LU, EIGENVECTOR };
 
 /// Solves the symmetric system M a = b: LU with full pivoting, or, if LU reports M singular, the
@@ -59,7 +59,7 @@ private:
     int _id;
 };
 
-/// The per-candidate solution (ALGORITHM.md §3.2–§3.4): a spatially constant kernel
+/// The per-candidate solution (docs/algorithm.md §3.2–§3.4): a spatially constant kernel
 /// K = Σ a_k B_k and, optionally, a constant background, fitted by weighted least squares on
 /// the good box of a stamp pair.
 class StaticKernelSolution : public KernelSolution {
@@ -108,9 +108,9 @@ protected:
     std::uint64_t _kernelSerial = 0;
 };
 
-/// A delta-function solution with the regularization (M + λH) a = b (ALGORITHM.md §2.6).
+/// A delta-function solution with the regularization (M + λH) a = b (docs/algorithm.md §2.6).
 /// λ follows control.lambdaType: absolute, relative (lambdaScaling·tr M/tr H), or the λ of
-/// least biased/unbiased risk over the lambdaMin..lambdaMax scan (decision 3).
+/// least biased/unbiased risk over the lambdaMin..lambdaMax scan (docs/decisions.md D3).
 class RegularizedKernelSolution : public StaticKernelSolution {
 public:
     RegularizedKernelSolution(KernelList basis, bool fitForBackground, Eigen::MatrixXd hMat,

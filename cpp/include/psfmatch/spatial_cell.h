@@ -26,7 +26,7 @@ public:
     virtual int getNThreads() const { return 1; }
 };
 
-/// One cell of a SpatialCellSet: candidates sorted by decreasing rating (ALGORITHM.md §1.3).
+/// One cell of a SpatialCellSet: candidates sorted by decreasing rating (docs/algorithm.md §1.3).
 class SpatialCell {
 public:
     SpatialCell(std::string label, const Box2I& bbox) : _label(std::move(label)), _bbox(bbox) {}
@@ -53,7 +53,7 @@ private:
     std::vector<CandidatePtr> _candidates;
 };
 
-/// A grid of SpatialCells covering a region (ALGORITHM.md §1.3).
+/// A grid of SpatialCells covering a region (docs/algorithm.md §1.3).
 class SpatialCellSet {
 public:
     /// ceil(width/xSize) × ceil(height/ySize) cells, row-major (y outer), the last column and

@@ -11,7 +11,7 @@
 namespace psfmatch {
 
 /// A 2-D function family of order N with (N+1)(N+2)/2 terms in the order 1, x, y, x², xy, y², …
-/// (ALGORITHM.md §5.1): raw monomials xᵖyᵠ of parent coordinates (POLYNOMIAL) or products of
+/// (docs/algorithm.md §5.1): raw monomials xᵖyᵠ of parent coordinates (POLYNOMIAL) or products of
 /// Chebyshev polynomials T_p(x')T_q(y') with x', y' mapped from the pixel-edge extent of `box`
 /// to [−1, 1] (CHEBYSHEV1).
 class SpatialFunction {

@@ -22,7 +22,7 @@ namespace psfmatch {
 /// too large kernel image.
 void convolveStampPlane(const ImageD& in, const ImageD& kernelImage, ImageD& out);
 
-/// The design matrix of the per-candidate fit (ALGORITHM.md §3.2), bit for bit what
+/// The design matrix of the per-candidate fit (docs/algorithm.md §3.2), bit for bit what
 /// convolveBasisOnGoodBox returns: column k is (B_k ⊗ image)|_G flattened row by row, a
 /// separable kernel's terms each as an x pass over every row then a y pass (passes shared by
 /// kernels with equal factors), summed coef-weighted in term order; a kernel without a

@@ -25,7 +25,7 @@ struct SubtractionControl {
     int nThreads = 0;  ///< threads over rows; 0 = all hardware threads
 };
 
-/// The difference image of a PSF-matched pair in one pass over the pixels (ALGORITHM.md §7.3 step 5, §7.4 step 7).
+/// The difference image of a PSF-matched pair in one pass over the pixels (docs/algorithm.md §7.3 step 5, §7.4 step 7).
 ///
 /// `reference` is the image subtracted from (see SubtractionControl::scienceConvolved), `matched`
 /// the convolved image M, `targetMask` the mask of the image before it was convolved; all

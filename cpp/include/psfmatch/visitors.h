@@ -17,7 +17,7 @@
 
 namespace psfmatch {
 
-/// Fits each visited candidate's own kernel and clips it on its residuals (ALGORITHM.md §3.6).
+/// Fits each visited candidate's own kernel and clips it on its residuals (docs/algorithm.md §3.6).
 class BuildSingleKernelVisitor : public CandidateVisitor {
 public:
     BuildSingleKernelVisitor(KernelList basis, const KernelControl& control,
@@ -175,7 +175,7 @@ private:
     std::shared_ptr<KernelPca> _pca;
 };
 
-/// The residual statistics behind the metric_* metadata (ALGORITHM.md §6.1), one row per
+/// The residual statistics behind the metric_* metadata (docs/algorithm.md §6.1), one row per
 /// candidate in the order given: (mean, rms) of the normalised residuals of its own RECENT kernel
 /// and background (LOCAL), then of `kernel` and `background` evaluated at its centre (SPATIAL),
 /// each from ImageStatistics over the stamp, or its core when control.useCoreStats. A pair is NaN

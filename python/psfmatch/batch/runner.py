@@ -130,9 +130,9 @@ def localClient(nWorkers: int | None = None, *, threadsPerWorker: int = 1) -> It
     Every server listens on the loopback interface only (127.0.0.1, random ports), with no
     dashboard port of its own. The workers are started without Dask's default
     ``MALLOC_TRIM_THRESHOLD_=65536``: with it glibc serves every temporary image array from
-    fresh pages: two 1024² pairs took 4 to 10 times more minor page faults and 15–30% more
-    CPU time (measured on this project's shared 2-core machine). A worker's memory then stays at the
-    peak of the pairs it ran (see the module docstring) instead of shrinking between pairs.
+    fresh pages, several times more minor page faults and markedly more CPU time per pair
+    (figures in benchmarks/README.md). A worker's memory then stays at the peak of the pairs it
+    ran (see the module docstring) instead of shrinking between pairs.
     On your own cluster, set ``distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_`` to
     ``null`` in the Dask configuration for the same effect.
     """

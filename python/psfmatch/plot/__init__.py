@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Figures of a subtraction: what the seed's debugging switches ask to see, and a report.
+"""Figures of a subtraction: what the reference's debugging switches ask to see, and a report.
 
 Needs matplotlib, the ``plot`` extra (``pip install "psfmatch[plot]"``). It is imported only
 when a figure is drawn: without it ``import psfmatch`` and every computation work, and asking

@@ -81,7 +81,7 @@ def plotDifference(
     result : `SubtractionResult`
         The run (``difference``; ``kernelCellSet`` to mark the candidates, if present).
     maskTransparency : `float`, optional
-        0 (opaque) to 100 (invisible), as the seed's switch.
+        0 (opaque) to 100 (invisible), as the reference's switch.
     showBadCandidates : `bool`, optional
         Also circle rejected candidates.
     maxPixels : `int`, optional
