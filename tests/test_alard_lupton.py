@@ -4,6 +4,8 @@ AlardLuptonSubtractTask example runs, and gives what ImagePsfMatchTask gives."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -131,3 +133,15 @@ def test_make_kernel_and_detect_and_measure_tasks(sim: Any) -> None:
         near = np.hypot(sources["x"] - x, sources["y"] - y) < 2.0
         assert near.any(), (x, y)
         assert not sources["refAssociated"][near].any()
+
+
+def test_the_documented_port_runs(sim: Any) -> None:
+    """The psfmatch example of docs/from-lsst.md (its second python block), as written."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "from-lsst.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    assert len(blocks) == 2 and "from psfmatch import" in blocks[1]
+    names: dict[str, Any] = {"template": sim.template, "science": sim.science, "sources": None}
+    exec(compile(blocks[1], "docs/from-lsst.md", "exec"), names)
+    # The simulation's flux scale, to 0.5 % (as test_ported_example_runs_and_matches...).
+    assert names["kernelSum"] == pytest.approx(sim.truth.fluxScale, rel=5e-3)
+    assert names["difference"].image.shape == sim.science.image.shape
