@@ -4,6 +4,7 @@ AlardLuptonSubtractTask example runs, and gives what ImagePsfMatchTask gives."""
 
 from __future__ import annotations
 
+import gc
 import re
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ def test_ported_example_runs_and_matches_image_psf_match(sim: Any) -> None:
     assert result.psfMatchingKernel.getSum(x, y) == pytest.approx(sim.truth.fluxScale, rel=5e-3)
     # The kernel fit's metadata are the imagePsfMatch subtask's, as the reference's are its
     # makeKernel subtask's.
+    gc.collect()  # the subtask must outlive a collection (the hierarchy holds weak references)
     full = task.getFullMetadata()
     assert "alardLuptonSubtract:imagePsfMatch.spatialKernelSum" in full.names()
 

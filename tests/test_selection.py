@@ -421,7 +421,7 @@ def test_measure_at_finds_the_template_stars_at_the_science_positions(
 
 
 def test_row_medians_equal_numpy_nanmedian() -> None:
-    from psfmatch.selection import _rowMedians
+    from psfmatch._sources import _rowMedians
 
     rng = np.random.default_rng(3)
     values = rng.normal(size=(200, 37))

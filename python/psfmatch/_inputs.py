@@ -29,11 +29,11 @@ from lsst.utils.timer import timeMethod
 
 from ._masks import dilate
 from ._placement import Placement, cropView, placeTemplate, starOffset, votesFor
+from ._sources import detectSources
 from .config import PsfMatchConfig
 from .convolution import _allFinite, _checkFinite
 from .errors import InvalidInputError, OriginMismatchError, TemplateCoverageError
 from .image import Mask, MaskedImage, _rowBands
-from .selection import detectSources
 
 
 @dataclass(frozen=True, eq=False)

@@ -129,6 +129,7 @@ class AlardLuptonSubtractTask(Task):
     ConfigClass = AlardLuptonSubtractConfig
     _DefaultName = "alardLuptonSubtract"
     config: AlardLuptonSubtractConfig
+    imagePsfMatch: ImagePsfMatchTask
     _mode: str | None = None  # the mode a subclass forces
 
     def _subtract(self, template: MaskedImage, science: MaskedImage, sources: Any) -> Any:
@@ -137,15 +138,21 @@ class AlardLuptonSubtractTask(Task):
                 raise InvalidInputError(f"{name}: expected a MaskedImage, got {type(mi).__name__}")
         config = self.config.imagePsfMatchConfig(self._mode)
         config.keepMatchedImage = True
-        task = ImagePsfMatchTask(config=config, name="imagePsfMatch", parentTask=self)
+        # Held by this task: the task hierarchy keeps only weak references to subtasks, and
+        # getFullMetadata() reads the fit's metadata from this one.
+        self.imagePsfMatch = ImagePsfMatchTask(config=config, name="imagePsfMatch", parentTask=self)
         try:
-            result = task.subtractMaskedImages(template, science, candidateList=sources)
+            result = self.imagePsfMatch.subtractMaskedImages(
+                template, science, candidateList=sources
+            )
         except InsufficientKernelSourcesError:
             if sources is None or not self.config.allowKernelSourceDetection:
                 raise
             self.log.warning("Too few usable kernel sources given: detecting them instead")
-            task = ImagePsfMatchTask(config=config, name="imagePsfMatch", parentTask=self)
-            result = task.subtractMaskedImages(template, science)
+            self.imagePsfMatch = ImagePsfMatchTask(
+                config=config, name="imagePsfMatch", parentTask=self
+            )
+            result = self.imagePsfMatch.subtractMaskedImages(template, science)
         self._preserveTemplateMask(result, science)
         return result
 

@@ -35,9 +35,9 @@ from astropy.table import Table
 from ._fft import _fftShape, _filterGrid, _spectrumOfSmall
 from ._masks import UNUSABLE_PLANES
 from ._psfutil import _gaussianPsfImage, _psfFwhm, _psfImage
+from ._sources import _pairsWithin, detectSources
 from .errors import InvalidInputError
 from .image import Mask, MaskedImage, _rowBands
-from .selection import _pairsWithin, detectSources
 from .task import Struct, Task
 
 

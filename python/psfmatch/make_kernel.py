@@ -28,19 +28,14 @@ from astropy.table import Table
 
 from . import _core
 from ._psfutil import fwhmFromR50
+from ._sources import _R50_SUBPIX, detectSources
 from .basis import makeKernelBasisList
 from .candidate import KernelCandidate
 from .config import PsfMatchConfigAL, PsfMatchConfigDF, makeKernelControl
 from .errors import InsufficientKernelSourcesError, InvalidInputError, PsfMatchError
 from .image import Mask, MaskedImage
 from .psf_match import PsfMatchTask
-from .selection import (
-    _R50_SUBPIX,
-    KernelSourceSelectionConfig,
-    _stampHasBits,
-    detectSources,
-    selectKernelSources,
-)
+from .selection import KernelSourceSelectionConfig, _stampHasBits, selectKernelSources
 from .task import Struct
 
 _STATUS_NAMES = {

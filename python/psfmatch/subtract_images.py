@@ -99,13 +99,13 @@ from ._masks import UNUSABLE_PLANES, dilate
 from ._modes import _MODES, _Subtraction
 from ._placement import cropView
 from ._psfutil import _psfFwhm, _psfImage
+from ._sources import detectSources
 from .convolution import _convolveChecked
 from .decorrelate import DecorrelateALKernelTask
 from .detect_and_measure import associate, detectDifferenceSources, recordAssociation
 from .errors import InvalidInputError
 from .image import Mask, MaskedImage
 from .make_kernel import MakeKernelConfig, MakeKernelTask
-from .selection import detectSources
 from .task import Struct
 
 #: The module name of the ``displayDiffIm`` debugging switch: the reference's module of
