@@ -319,12 +319,20 @@ def _subtractConfig(
 
 
 def _readInput(
-    which: str, source: Any, variance: Any, mask: Any, info: dict[str, Any] | None
+    which: str,
+    source: Any,
+    variance: Any,
+    mask: Any,
+    info: dict[str, Any] | None,
+    upper: float | None = None,
+    lower: float | None = None,
 ) -> MaskedImage:
     """`psfmatch.io.readImage` of the ``which`` ("science" or "template") input; a variance
     that cannot be estimated names the keywords of `subtract` that give one."""
     try:
-        return pmio.readImage(source, variance=variance, mask=mask, info=info, name=which)
+        return pmio.readImage(
+            source, variance=variance, mask=mask, upper=upper, lower=lower, info=info, name=which
+        )
     except pmio._VarianceEstimateError as err:
         raise InvalidInputError(
             f"{which}: cannot estimate a variance: {err.reason}; pass {which}Variance= (an "
@@ -340,6 +348,8 @@ def analyzeTemplate(
     config: ImagePsfMatchConfig | None = None,
     templateVariance: Any = None,
     templateMask: Any = None,
+    templateUpper: float | None = None,
+    templateLower: float | None = None,
 ) -> TemplateAnalysis:
     """Do once the work `subtract` does on a template alone (for many science images).
 
@@ -350,7 +360,7 @@ def analyzeTemplate(
     mode, config : optional
         As for `subtract`; the analysis is only accepted by a `subtract` call whose
         configuration agrees on the settings it depends on (``TemplateAnalysis.settings``).
-    templateVariance, templateMask : optional
+    templateVariance, templateMask, templateUpper, templateLower : optional
         As for `subtract`.
 
     Returns
@@ -365,7 +375,9 @@ def analyzeTemplate(
     InvalidInputError
         An unreadable template or an invalid config.
     """
-    tmp = _readInput("template", template, templateVariance, templateMask, None)
+    tmp = _readInput(
+        "template", template, templateVariance, templateMask, None, templateUpper, templateLower
+    )
     config = _subtractConfig(config, mode, None, None)
     return ImagePsfMatchTask(config=config).analyzeTemplate(tmp)
 
@@ -383,6 +395,10 @@ def subtract(
     templateVariance: Any = None,
     scienceMask: Any = None,
     templateMask: Any = None,
+    scienceUpper: float | None = None,
+    scienceLower: float | None = None,
+    templateUpper: float | None = None,
+    templateLower: float | None = None,
     spatialKernelOrder: int | None = None,
     spatialBgOrder: int | None = None,
     ignoreOrigins: bool = False,
@@ -410,6 +426,10 @@ def subtract(
         PSF FWHMs in pixels, instead of measuring them.
     scienceVariance, templateVariance, scienceMask, templateMask : optional
         Planes for inputs that lack them (arrays or FITS paths; see `psfmatch.io.readImage`).
+    scienceUpper, scienceLower, templateUpper, templateLower : `float`, optional
+        Each image's valid data range (HOTPANTS ``-iu -il -tu -tl``): pixels above the upper
+        limit get the ``SAT`` mask plane, pixels below the lower one ``BAD`` and ``NO_DATA``,
+        so that the fit leaves them out (`psfmatch.io.readImage`'s ``upper`` and ``lower``).
     spatialKernelOrder, spatialBgOrder : `int`, optional
         Override the spatial orders of the kernel and the background.
     ignoreOrigins : `bool`, optional
@@ -437,7 +457,8 @@ def subtract(
         The origins place the template where its stars do not lie.
     InvalidInputError
         Unreadable or mismatched inputs, NaNs outside the mask of a `MaskedImage`, a
-        variance that is negative, or zero where the unconvolved image is not masked, an image
+        variance that is negative, or zero where the unconvolved image is not masked, a valid
+        data range that is not two numbers with the lower below the upper, an image
         smaller than the kernel's stamps, an invalid config, mode or spatial order, a
         ``templateAnalysis`` of another template or configuration.
     InputFileNotFoundError
@@ -463,8 +484,18 @@ def subtract(
     with collectWarnings() as warned:
         sciInfo: dict[str, Any] = {}
         tmpInfo: dict[str, Any] = {}
-        sci = _readInput("science", science, scienceVariance, scienceMask, sciInfo)
-        tmp = _readInput("template", template, templateVariance, templateMask, tmpInfo)
+        sci = _readInput(
+            "science", science, scienceVariance, scienceMask, sciInfo, scienceUpper, scienceLower
+        )
+        tmp = _readInput(
+            "template",
+            template,
+            templateVariance,
+            templateMask,
+            tmpInfo,
+            templateUpper,
+            templateLower,
+        )
         if ignoreOrigins and tmp.getXY0() != sci.getXY0():
             tmp = MaskedImage(tmp.image, tmp.mask, tmp.variance, xy0=sci.getXY0())
         config = _subtractConfig(config, mode, spatialKernelOrder, spatialBgOrder)
