@@ -1,12 +1,14 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """`SubtractionResult`: what `psfmatch.subtract` found, written to FITS with HOTPANTS' header
-keywords."""
+keywords, and put in another photometric system with `SubtractionResult.inUnits`."""
 
 from __future__ import annotations
 
-__all__ = ["HOTPANTS_KEYS", "SubtractionResult"]
+__all__ = ["HOTPANTS_KEYS", "UNITS", "SubtractionResult"]
 
 import contextlib
+import dataclasses
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -17,10 +19,16 @@ from astropy.io import fits
 from astropy.table import Table
 
 from . import io as pmio
-from .errors import InvalidInputError, OutputExistsError
+from ._logcapture import collectWarnings
+from .errors import InvalidInputError, OutputExistsError, PsfMatchError
 from .image import Mask, MaskedImage
 from .image_psf_match import ImagePsfMatchConfig
 from .task import TaskMetadata
+
+_log = logging.getLogger("psfmatch.subtract")
+
+#: The photometric systems `SubtractionResult.inUnits` knows.
+UNITS = ("science", "template", "unconvolved")
 
 #: HOTPANTS header keywords written with every difference image, and what they hold.
 HOTPANTS_KEYS = {
@@ -114,6 +122,137 @@ class SubtractionResult:
     def kernelSum(self) -> float:
         """The kernel sum at the image centre (``metadata["spatialKernelSum"]``)."""
         return float(self.metadata["spatialKernelSum"])
+
+    @property
+    def differenceUnits(self) -> str:
+        """The photometric system of ``difference``: ``"science"`` (as `subtract` returns
+        it) or ``"template"`` (``metadata["differenceUnits"]``, set by `inUnits`)."""
+        return (
+            str(self.metadata["differenceUnits"])
+            if "differenceUnits" in self.metadata
+            else "science"
+        )
+
+    @property
+    def matchedUnits(self) -> str:
+        """The photometric system of ``matched``: as `subtract` returns it, the units of the
+        image it was matched to (``"science"`` when the template was convolved, else
+        ``"template"``); ``metadata["matchedUnits"]`` once `inUnits` has set it."""
+        if "matchedUnits" in self.metadata:
+            return str(self.metadata["matchedUnits"])
+        return "template" if self.convolved == "Science" else "science"
+
+    def inUnits(self, units: str) -> SubtractionResult:
+        """This result with its images in another photometric system (HOTPANTS ``-n``).
+
+        The kernel sum κ relates the two images' fluxes: a source of flux F in the template
+        has flux κF in the science image when the template was convolved (and F/κ when the
+        science image was). The images of the answer are this result's rescaled by the
+        science/template flux ratio, or its inverse, taken at the image centre: pixels by the
+        factor, variances by its square.
+
+        Parameters
+        ----------
+        units : {"science", "template", "unconvolved"}
+            The photometric system of the answer's ``difference`` and ``matched`` images: the
+            science image's, the template's, or that of the image that was not convolved (the
+            science image's when the template was convolved or for a score image, else the
+            template's). Those are HOTPANTS' ``-n i``, ``-n t`` and ``-n u``.
+
+        Returns
+        -------
+        result : `SubtractionResult`
+            A new result whose ``difference``, ``rawDifference`` and ``matched`` are in
+            ``units``, with ``diaSources``' ``flux`` and ``fluxErr`` to match, and
+            ``metadata["differenceUnits"]`` and ``metadata["matchedUnits"]`` set to the
+            system (``"science"`` or ``"template"``), so that `writeFits` records it and the
+            header statistics (`statistics`) follow the rescaled pixels. Everything else is
+            this result's: ``kernel``, ``kernelSum`` (``KSUM``), ``background`` and
+            ``candidates`` stay as fitted, and an image that needs no rescaling is shared,
+            not copied. This result is not modified.
+
+        Raises
+        ------
+        InvalidInputError
+            ``units`` is not one of the three.
+        PsfMatchError
+            The kernel sum is not a positive number, so it cannot rescale the images.
+
+        Notes
+        -----
+        In template units the difference of a template-convolving fit is
+        ``(S - K ⊗ T - b) / κ``, its variance divided by κ², and a source's flux in it is its
+        template flux: HOTPANTS' ``-n t``. Should the kernel sum vary across the image (it
+        does not with the Alard-Lupton basis), its value at the centre is used and a warning
+        gives its range at the corners (also in the answer's ``warnings``). The answer knows
+        its units (`differenceUnits`, `matchedUnits`), so calls compose:
+        ``r.inUnits("template").inUnits("science")`` has ``r``'s images, to rounding.
+        """
+        if units not in UNITS:
+            raise InvalidInputError(
+                f"units: expected one of {', '.join(repr(u) for u in UNITS)}, got {units!r}"
+            )
+        # A score image (Preconvolution) is in science units too: its kernel maps the template
+        # onto the PSF-filtered science image, so its sum is the science/template flux ratio.
+        convolvedTemplate = self.convolved != "Science"
+        target = units
+        if target == "unconvolved":
+            target = "science" if convolvedTemplate else "template"
+        kappa = self.kernelSum
+        if not (math.isfinite(kappa) and kappa > 0):
+            raise PsfMatchError(f"the kernel sum {kappa:g} cannot rescale the images")
+        ratio = kappa if convolvedTemplate else 1.0 / kappa  # science flux / template flux
+        factors = {("science", "template"): 1.0 / ratio, ("template", "science"): ratio}
+        dFactor = factors.get((self.differenceUnits, target), 1.0)
+        mFactor = factors.get((self.matchedUnits, target), 1.0)
+        warned: list[str] = []
+        if dFactor != 1.0 or mFactor != 1.0:
+            with collectWarnings() as warned:
+                self._warnIfKernelSumVaries(kappa)
+            _log.info(
+                "%s units: difference scaled by %.6g, convolved image by %.6g",
+                target,
+                dFactor,
+                mFactor,
+            )
+        difference = _scaled(self.difference, dFactor)
+        raw = self.rawDifference
+        if raw is not None:
+            raw = difference if raw is self.difference else _scaled(raw, dFactor)
+        diaSources = self.diaSources
+        if diaSources is not None and dFactor != 1.0:
+            diaSources = Table(diaSources, copy=True)
+            for name in ("flux", "fluxErr"):
+                if name in diaSources.colnames:
+                    diaSources[name] *= dFactor
+        metadata = self.metadata.copy()
+        metadata["differenceUnits"] = target
+        metadata["matchedUnits"] = target
+        return dataclasses.replace(
+            self,
+            difference=difference,
+            matched=None if self.matched is None else _scaled(self.matched, mFactor),
+            rawDifference=raw,
+            diaSources=diaSources,
+            metadata=metadata,
+            warnings=list(dict.fromkeys([*self.warnings, *warned])),
+        )
+
+    def _warnIfKernelSumVaries(self, kappa: float) -> None:
+        bbox = self.difference.getBBox()
+        sums = [
+            float(self.kernel.getSum(x, y))
+            for x in (bbox.getMinX(), bbox.getMaxX())
+            for y in (bbox.getMinY(), bbox.getMaxY())
+        ]
+        if max(abs(s / kappa - 1.0) for s in sums) > 1e-3:
+            _log.warning(
+                "the kernel sum varies across the image (%.5g to %.5g at the corners); the "
+                "images are rescaled by its value at the centre, %.6g",
+                min(sums),
+                max(sums),
+                kappa,
+            )
 
     def _centre(self) -> tuple[float, float]:
         bbox = self.difference.getBBox()
@@ -269,3 +408,17 @@ class SubtractionResult:
                     with contextlib.suppress(OSError):
                         os.unlink(path)
                 raise
+
+
+def _scaled(mi: MaskedImage, factor: float) -> MaskedImage:
+    """``mi`` with its image times ``factor`` and its variance times ``factor²`` (in the
+    image's precision), or ``mi`` itself for a factor of 1."""
+    if factor == 1.0:
+        return mi
+    dtype = mi.image.dtype.type
+    return MaskedImage(
+        mi.image * dtype(factor),
+        mi.mask,
+        mi.variance * dtype(factor * factor),
+        xy0=mi.getXY0(),
+    )
