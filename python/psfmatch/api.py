@@ -4,9 +4,9 @@
 `subtract` accepts numpy arrays, `~astropy.nddata.NDData`/`~astropy.nddata.CCDData`,
 `MaskedImage` objects or FITS paths (`psfmatch.io.readImage` says how each is read), runs
 `ImagePsfMatchTask.subtractMaskedImages`, and wraps what it returns in a
-`SubtractionResult` (`psfmatch.result`) that knows how to write itself to FITS.
-`analyzeTemplate` does the template-only part of that work once, for a template shared by many
-science images.
+`SubtractionResult` (`psfmatch.result`) that knows how to write itself to FITS and to put its
+images in another photometric system. `analyzeTemplate` does the template-only part of that
+work once, for a template shared by many science images.
 """
 
 from __future__ import annotations
