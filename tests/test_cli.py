@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import re
 import shutil
@@ -18,7 +19,7 @@ import psfmatch
 from helpers import simulatedFitsPair
 from psfmatch import cli
 from psfmatch import io as pmio
-from psfmatch.cli import main
+from psfmatch.cli import hotpants, main
 from psfmatch.image import Mask
 
 SHAPE = (320, 320)
@@ -540,6 +541,14 @@ def test_output_may_not_be_an_input(pair: dict[str, Any], capsys: Any) -> None:
         ),
         (["--sciense"], "unrecognized arguments: --sciense (see 'psfmatch --help')"),
         ([], "the following arguments are required"),
+        (
+            ["subtract", "-inim", "s", "-tmplim", "t", "-outim", "d", "-tl", "5", "-tu", "3"],
+            "template valid data range: the lower limit 5 must be below the upper 3",
+        ),
+        (
+            ["subtract", "-inim", "s", "-tmplim", "t", "-outim", "d", "-iu", "nan"],
+            "--science-upper/-iu: expected a number, got nan",
+        ),
     ],
 )
 def test_usage_errors(capsys: Any, argv: list[str], message: str) -> None:
@@ -579,6 +588,46 @@ def test_version_and_help(capsys: Any) -> None:
     assert status == 0
     for alias in ("-inim", "-tmplim", "-outim", "-oci", "-ko", "-bgo", "-ng", "-tu", "-il"):
         assert alias in stdout
+
+
+def _subtractParser() -> Any:
+    commands = next(
+        a for a in cli._buildParser()._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    return commands.choices["subtract"]
+
+
+def test_hotpants_aliases_are_the_parsers() -> None:
+    """The one table of HOTPANTS aliases is what the parser, the help and the refusal of an
+    unsupported option say."""
+    options = {o: a for a in _subtractParser()._actions for o in a.option_strings}
+    for flag, option in hotpants._ALIASES.items():
+        assert flag in options, flag
+        assert options[flag].dest == options[option].dest, (flag, option)
+        if flag not in hotpants._OWN_VALUES:
+            assert options[flag] is options[option], (flag, option)  # one option, two names
+    # Every HOTPANTS-style option of the parser is in the table, and none is refused.
+    hotpantsLike = {o for o in options if not o.startswith("--") and o not in ("-h", "-v", "-q")}
+    assert hotpantsLike == set(hotpants._ALIASES)
+    assert not hotpantsLike & hotpants._UNSUPPORTED
+    listed = " ".join(hotpants._ALIASES)
+    with pytest.raises(cli.usage._UsageError, match=re.escape(f"takes {listed} (see")):
+        hotpants._checkSupported(["-inim", "s", "-nsx", "4"])
+    helpText = " ".join(_subtractParser().format_help().split())
+    assert f"HOTPANTS aliases: {listed}." in helpText
+
+
+def test_readme_table_of_hotpants_aliases_is_the_parsers() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.split("| HOTPANTS | psfmatch | meaning |", 1)[1].split("\n\n", 1)[0]
+    documented = {}
+    for row in table.strip().splitlines()[1:]:
+        hotpantsCell, psfmatchCell = row.split(" | ")[:2]
+        flags = re.findall(r"`(-[a-z]+)\b", hotpantsCell)
+        names = re.findall(r"`(--[a-z-]+)\b", psfmatchCell)
+        assert len(flags) == len(names), row
+        documented.update(zip(flags, names, strict=True))
+    assert documented == hotpants._ALIASES
 
 
 def test_demo(tmp_path: Path, capsys: Any) -> None:

@@ -697,6 +697,105 @@ def test_non_finite_pixels_are_flagged_not_changed():
 
 
 # ---------------------------------------------------------------------------------------------
+# Valid data range (HOTPANTS -iu -il -tu -tl)
+
+
+def test_valid_data_range_flags_pixels_outside_it(rng, caplog):
+    image = rng.normal(100.0, 5.0, (20, 30))
+    image[2, 3] = 6e4  # saturated
+    image[7, 8] = -500.0  # a dead pixel
+    image[9, 9] = np.nan  # neither: NaN is flagged NO_DATA on its own
+    variance = np.full(image.shape, 25.0)
+    before = image.copy(), variance.copy()
+    with caplog.at_level(logging.INFO, logger="psfmatch.io"):
+        mi = io.readImage(image, variance=variance, upper=5e4, lower=0.0, name="science")
+    sat = Mask.getPlaneBitMask("SAT")
+    low = Mask.getPlaneBitMask(["BAD", "NO_DATA"])
+    assert mi.mask[2, 3] == sat
+    assert mi.mask[7, 8] == low
+    assert mi.mask[9, 9] == Mask.getPlaneBitMask("NO_DATA")
+    assert np.count_nonzero(mi.mask) == 3
+    # The values stay; the inputs are untouched.
+    assert mi.image[2, 3] == 6e4 and mi.image[7, 8] == -500.0
+    np.testing.assert_array_equal(image, before[0])
+    np.testing.assert_array_equal(variance, before[1])
+    messages = [r.getMessage() for r in caplog.records]
+    assert "science: 1 pixels above 50000 flagged SAT" in messages
+    assert "science: 1 pixels below 0 flagged BAD|NO_DATA" in messages
+    # The limits are strict: a pixel at the limit is valid.
+    edge = io.readImage(image, variance=variance, upper=6e4, lower=-500.0)
+    assert np.count_nonzero(edge.mask) == 1  # the NaN
+
+
+def test_valid_data_range_of_a_maskedimage_makes_a_new_mask(rng):
+    mi = _randomMaskedImage(rng)
+    copies = [a.copy() for a in (mi.image, mi.mask, mi.variance)]
+    upper = float(np.quantile(mi.image, 0.95))
+    out = io.readImage(mi, upper=upper)
+    assert out is not mi
+    high = mi.image > upper
+    sat = Mask.getPlaneBitMask("SAT")
+    np.testing.assert_array_equal(out.mask, np.where(high, mi.mask | sat, mi.mask))
+    # Only the mask is new: the image and variance are shared, and nothing was written.
+    assert np.shares_memory(out.image, mi.image)
+    assert np.shares_memory(out.variance, mi.variance)
+    for before, after in zip(copies, (mi.image, mi.mask, mi.variance), strict=True):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_valid_data_range_does_not_change_the_variance_estimate(rng):
+    image = rng.normal(100.0, 5.0, (64, 64))
+    image[10:20, 10:20] = 1e5
+    plain = io.readImage(image)
+    limited = io.readImage(image, upper=1e4)
+    np.testing.assert_array_equal(limited.variance, plain.variance)
+    assert np.all(limited.mask[10:20, 10:20] == Mask.getPlaneBitMask("SAT"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"upper": "high"}, r"^upper: expected a number, got 'high'"),
+        ({"lower": math.nan}, r"^lower: expected a number, got nan"),
+        ({"upper": True}, r"^upper: expected a number, got True"),
+        ({"upper": 1.0, "lower": 1.0}, r"valid data range is empty: lower=1 must be below upper=1"),
+        (
+            {"upper": 1.0, "lower": 2.0, "name": "template"},
+            r"^template: the valid data range is empty",
+        ),
+    ],
+    ids=["string", "nan", "bool", "equal", "named"],
+)
+def test_valid_data_range_errors(rng, kwargs, match):
+    with pytest.raises(InvalidInputError, match=match):
+        io.readImage(rng.normal(size=(8, 8)), variance=1.0, **kwargs)
+
+
+def test_subtract_takes_the_valid_data_ranges(monkeypatch):
+    calls = []
+    original = io.readImage
+
+    def recording(source, **kwargs):
+        calls.append((kwargs["name"], kwargs["upper"], kwargs["lower"]))
+        return original(source, **kwargs)
+
+    monkeypatch.setattr(io, "readImage", recording)
+    with pytest.raises(InvalidInputError, match=r"^science: the valid data range is empty"):
+        psfmatch.subtract(np.ones((8, 8)), np.ones((8, 8)), scienceUpper=1.0, scienceLower=2.0)
+    with pytest.raises(InvalidInputError, match=r"^template: upper: expected a number"):
+        psfmatch.subtract(np.ones((8, 8)), np.ones((8, 8)), scienceVariance=1.0, templateUpper="x")
+    with pytest.raises(InvalidInputError, match=r"^template: lower: expected a number"):
+        psfmatch.analyzeTemplate(np.ones((8, 8)), templateLower=math.nan)
+    # The same NaN object, so the tuples compare equal.
+    assert calls == [
+        ("science", 1.0, 2.0),
+        ("science", None, None),
+        ("template", "x", None),
+        ("template", None, math.nan),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
 # Variance estimate
 
 

@@ -1,286 +1,31 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""The convenience layer: `subtract` two images in one call, and the result it returns.
+"""The convenience layer: `subtract` two images in one call.
 
 `subtract` accepts numpy arrays, `~astropy.nddata.NDData`/`~astropy.nddata.CCDData`,
 `MaskedImage` objects or FITS paths (`psfmatch.io.readImage` says how each is read), runs
 `ImagePsfMatchTask.subtractMaskedImages`, and wraps what it returns in a
-`SubtractionResult` that knows how to write itself to FITS. `analyzeTemplate` does the
-template-only part of that work once, for a template shared by many science images.
+`SubtractionResult` (`psfmatch.result`) that knows how to write itself to FITS and to put its
+images in another photometric system. `analyzeTemplate` does the template-only part of that
+work once, for a template shared by many science images.
 """
 
 from __future__ import annotations
 
 __all__ = ["SubtractionResult", "analyzeTemplate", "subtract"]
 
-import contextlib
 import logging
-import math
 import operator
-import os
 import typing
-from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
-from astropy.io import fits
-from astropy.table import Table
 
 from . import io as pmio
 from ._logcapture import collectWarnings
-from .errors import InvalidInputError, OutputExistsError
-from .image import Mask, MaskedImage
+from .errors import InvalidInputError
+from .image import MaskedImage
 from .image_psf_match import ImagePsfMatchConfig, ImagePsfMatchTask, TemplateAnalysis
-from .task import TaskMetadata
+from .result import SubtractionResult
 
 _log = logging.getLogger("psfmatch.subtract")
-
-#: HOTPANTS header keywords written with every difference image, and what they hold.
-HOTPANTS_KEYS = {
-    "KSUM": "kernel sum at the image centre",
-    "CONVOL": "convolved: TEMPLATE, IMAGE (science) or PRECONV",
-    "NGAUSS": "Gaussians in the AL basis (0: delta functions)",
-    "KO": "spatial order of the kernel variation",
-    "BGO": "spatial order of the differential background",
-    "NSTAMP": "kernel candidates used in the final fit",
-    "SSSIG": "mean over stamps of rms(D/sigma), spatial model",
-    "SSSCAT": "std over stamps of rms(D/sigma)",
-    "X2NRM": "mean of (D/sigma)^2 over unmasked pixels",
-    "DMEAN": "mean of D over unmasked pixels",
-    "DSIG": "standard deviation of D over unmasked pixels",
-    "DSIGE": "expected std of D: sqrt(mean variance)",
-}
-
-
-@dataclass
-class SubtractionResult:
-    """What `subtract` found.
-
-    Attributes
-    ----------
-    difference : `MaskedImage`
-        D, its variance and its mask (see `psfmatch.image_psf_match` for the conventions).
-    matched : `MaskedImage` or None
-        The convolved image: the template in ``convolveTemplate`` mode, else the science image.
-        None if ``config.keepMatchedImage`` was off (its planes became ``difference``'s).
-    kernel : `LinearCombinationKernel`
-        The spatially varying matching kernel K(x, y).
-    background : `SpatialBackground`
-        The differential background b(x, y).
-    candidates : `astropy.table.Table`
-        The kernel sources with their ``status``, ``kernelSum`` and ``chi2``; with
-        ``calculateKernelUncertainty`` also the 1-σ ``kernelSumErr`` and (background fitted)
-        ``backgroundErr`` of each source's own fit.
-    metadata : `TaskMetadata`
-        The task's metadata (``spatialKernelSum``, ``spatialConditionNum``, ...).
-    convolved : `str`
-        ``"Template"``, ``"Science"`` or ``"Preconvolution"`` (a score image).
-    config : `ImagePsfMatchConfig`
-        The configuration used.
-    rawDifference : `MaskedImage` or None
-        The difference before decorrelation (the same object as ``difference`` without it).
-    differencePsf : `numpy.ndarray` or None
-        Unit-sum image of the PSF of ``difference`` (after decorrelation, if any).
-    kernelCellSet : `SpatialCellSet` or None
-        The kernel candidates with their stamps and own fits (the figures of `psfmatch.plot`
-        draw them).
-    diaSources : `astropy.table.Table` or None
-        Sources detected in the difference, positive and negative, with ``x``, ``y``,
-        ``flux``, ``fluxErr``, ``snr``, ``isNegative``, ``refAssociated`` (at a template
-        detection) and ``srcAssociated`` (at a kernel source); their counts are the
-        ``NFalsePositives*`` metadata. None if detection was off.
-    warnings : `list` [`str`]
-        The warnings psfmatch logged while this result was made (reading the inputs, the fit,
-        the decorrelation, ...), in order, each once: a poorly constrained kernel, a variance
-        that was not rescaled, conflicting origins in a file, a stale checksum. Empty for a
-        clean run. Only this thread's records count, so runs in other threads never mix in.
-    """
-
-    difference: MaskedImage
-    matched: MaskedImage | None
-    kernel: Any
-    background: Any
-    candidates: Table
-    metadata: TaskMetadata
-    convolved: str
-    config: ImagePsfMatchConfig = field(repr=False)
-    rawDifference: MaskedImage | None = field(default=None, repr=False)
-    differencePsf: np.ndarray | None = field(default=None, repr=False)
-    diaSources: Table | None = None
-    kernelCellSet: Any = field(default=None, repr=False)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def image(self) -> np.ndarray:
-        """The difference image's pixels."""
-        return self.difference.image
-
-    @property
-    def variance(self) -> np.ndarray:
-        return self.difference.variance
-
-    @property
-    def mask(self) -> np.ndarray:
-        return self.difference.mask
-
-    @property
-    def kernelSum(self) -> float:
-        """The kernel sum at the image centre (``metadata["spatialKernelSum"]``)."""
-        return float(self.metadata["spatialKernelSum"])
-
-    def _centre(self) -> tuple[float, float]:
-        bbox = self.difference.getBBox()
-        return (
-            0.5 * (bbox.getMinX() + bbox.getMaxX()),
-            0.5 * (bbox.getMinY() + bbox.getMaxY()),
-        )
-
-    def kernelImage(self, x: float | None = None, y: float | None = None) -> np.ndarray:
-        """The (unnormalised) kernel image at parent position (x, y), by default the centre."""
-        xc, yc = self._centre()
-        image, _ = self.kernel.computeImage(xc if x is None else x, yc if y is None else y)
-        return np.asarray(image)
-
-    def statistics(self) -> dict[str, float]:
-        """Pixel statistics of the difference over usable pixels: finite, positive variance,
-        none of the planes of ``config.diaSourceBadMaskPlanes`` (the pixels the detection in D
-        uses too)."""
-        d = self.difference
-        badBits = Mask.getPlaneBitMask(list(self.config.diaSourceBadMaskPlanes), skipUnknown=True)
-        good = np.isfinite(d.image) & np.isfinite(d.variance) & (d.variance > 0)
-        good &= (d.mask & badBits) == 0
-        if not good.any():
-            return {"X2NRM": math.nan, "DMEAN": math.nan, "DSIG": math.nan, "DSIGE": math.nan}
-        image = d.image[good].astype(np.float64)
-        variance = d.variance[good].astype(np.float64)
-        return {
-            "X2NRM": float(np.mean(image**2 / variance)),
-            "DMEAN": float(image.mean()),
-            "DSIG": float(image.std()),
-            "DSIGE": float(np.sqrt(variance.mean())),
-        }
-
-    def header(self) -> fits.Header:
-        """FITS cards: the HOTPANTS keywords (`HOTPANTS_KEYS`, each also with HOTPANTS's
-        region suffix ``00``) followed by the task metadata under ``HIERARCH PSFMATCH``."""
-        md = self.metadata
-        kConfig = self.config.kernel.active
-
-        def mdValue(key: str, default: Any = math.nan) -> Any:
-            return md[key] if key in md else default
-
-        stats = self.statistics()
-        values: dict[str, Any] = {
-            "KSUM": self.kernelSum,
-            "CONVOL": {"Template": "TEMPLATE", "Preconvolution": "PRECONV"}.get(
-                self.convolved, "IMAGE"
-            ),
-            "NGAUSS": int(mdValue("ALBasisNGauss", 0)),
-            "KO": int(kConfig.spatialKernelOrder),
-            "BGO": int(kConfig.spatialBgOrder) if kConfig.fitForBackground else 0,
-            "NSTAMP": int(mdValue("nCandidatesGood", 0)),
-            "SSSIG": mdValue("metric_MEAN.SPATIAL_residualStd"),
-            "SSSCAT": mdValue("metric_STDEV.SPATIAL_residualStd"),
-            **stats,
-        }
-        header = fits.Header()
-        for key, value in values.items():
-            card = "nan" if isinstance(value, float) and not math.isfinite(value) else value
-            header[key] = (card, HOTPANTS_KEYS[key])
-            header[f"{key}00"] = (card, "HOTPANTS region-00 form of " + key)
-        header.extend(pmio.metadataToHeader(md, prefix="psfmatch."))
-        return header
-
-    def extraHdus(self) -> list[Any]:
-        """The kernel at the centre, its basis and spatial coefficients, the background
-        coefficients and the candidate table, as FITS extensions."""
-        kernelHdu = fits.ImageHDU(self.kernelImage(), name="KERNEL")
-        xc, yc = self._centre()
-        kernelHdu.header["KX"] = (xc, "parent x where the kernel was evaluated")
-        kernelHdu.header["KY"] = (yc, "parent y where the kernel was evaluated")
-        kernelHdu.header["KSUM"] = (self.kernelSum, "kernel sum")
-        basis = np.array([np.asarray(k.getImage()) for k in self.kernel.getBasisList()])
-        basisHdu = fits.ImageHDU(basis, name="KERNEL_BASIS")
-        function = self.kernel.getSpatialFunction()
-        coeffHdu = fits.ImageHDU(
-            np.asarray(self.kernel.getSpatialParameters()), name="KERNEL_COEFFS"
-        )
-        for hdu, fn in ((coeffHdu, function), (None, self.background.getSpatialFunction())):
-            target = coeffHdu.header if hdu is not None else None
-            if target is None:
-                continue
-            bbox = fn.getBBox()
-            target["SPTYPE"] = (str(fn.getType()).split(".")[-1], "spatial function family")
-            target["SPORDER"] = (fn.getOrder(), "spatial order")
-            target["SPBBOX"] = (
-                f"{bbox.getMinX()} {bbox.getMinY()} {bbox.getMaxX()} {bbox.getMaxY()}",
-                "minX minY maxX maxY of the function's box",
-            )
-        bgFunction = self.background.getSpatialFunction()
-        bgHdu = fits.ImageHDU(np.asarray(self.background.getParameters()), name="BACKGROUND")
-        bgHdu.header["SPTYPE"] = str(bgFunction.getType()).split(".")[-1]
-        bgHdu.header["SPORDER"] = bgFunction.getOrder()
-        candidates = Table(self.candidates, copy=True)
-        candidates.meta.clear()  # the selection counts are in the metadata already
-        table = fits.table_to_hdu(candidates)
-        table.name = "CANDIDATES"
-        return [kernelHdu, basisHdu, coeffHdu, bgHdu, table]
-
-    def writeFits(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        matchedPath: str | os.PathLike[str] | None = None,
-        overwrite: bool = False,
-    ) -> None:
-        """Write the difference image (LSST MaskedImage layout, `header`, `extraHdus`).
-
-        Parameters
-        ----------
-        path : path
-            The difference image file.
-        matchedPath : path, optional
-            Also write the convolved image here.
-        overwrite : `bool`, optional
-            Replace existing files; otherwise an existing file is an `OutputExistsError`,
-            raised before either file is written.
-
-        Raises
-        ------
-        InvalidInputError
-            ``matchedPath`` is given but the result has no convolved image.
-        OutputExistsError
-            A file exists and ``overwrite`` is false.
-        PsfMatchIOError
-            A file cannot be written. Each file is written atomically (see
-            `psfmatch.io.writeMaskedImage`), so none is left half-written; if the convolved
-            image fails, a difference image this call created is removed again.
-        """
-        matched = self.matched
-        if matchedPath is not None and matched is None:
-            raise InvalidInputError(
-                "matchedPath: this result has no convolved image (config.keepMatchedImage "
-                "was off); nothing was written"
-            )
-        if matchedPath is not None and not overwrite and os.path.lexists(matchedPath):
-            # Refuse before writing anything, so that no half of the pair is left behind.
-            raise OutputExistsError(
-                f"output file {str(matchedPath)!r} exists; pass overwrite=True to replace it",
-                str(matchedPath),
-            )
-        header = self.header()
-        existed = os.path.lexists(path)
-        pmio.writeMaskedImage(
-            path, self.difference, header=header, overwrite=overwrite, extraHdus=self.extraHdus()
-        )
-        if matchedPath is not None and matched is not None:
-            try:
-                pmio.writeMaskedImage(matchedPath, matched, header=header, overwrite=overwrite)
-            except BaseException:
-                # Leave no half of a pair this call created; a replaced file stays replaced.
-                if not existed:
-                    with contextlib.suppress(OSError):
-                        os.unlink(path)
-                raise
 
 
 def subtractConfig(
@@ -342,12 +87,20 @@ def subtractConfig(
 
 
 def _readInput(
-    which: str, source: Any, variance: Any, mask: Any, info: dict[str, Any] | None
+    which: str,
+    source: Any,
+    variance: Any,
+    mask: Any,
+    info: dict[str, Any] | None,
+    upper: float | None = None,
+    lower: float | None = None,
 ) -> MaskedImage:
     """`psfmatch.io.readImage` of the ``which`` ("science" or "template") input; a variance
     that cannot be estimated names the keywords of `subtract` that give one."""
     try:
-        return pmio.readImage(source, variance=variance, mask=mask, info=info, name=which)
+        return pmio.readImage(
+            source, variance=variance, mask=mask, upper=upper, lower=lower, info=info, name=which
+        )
     except pmio._VarianceEstimateError as err:
         raise InvalidInputError(
             f"{which}: cannot estimate a variance: {err.reason}; pass {which}Variance= (an "
@@ -363,6 +116,8 @@ def analyzeTemplate(
     config: ImagePsfMatchConfig | None = None,
     templateVariance: Any = None,
     templateMask: Any = None,
+    templateUpper: float | None = None,
+    templateLower: float | None = None,
 ) -> TemplateAnalysis:
     """Do once the work `subtract` does on a template alone (for many science images).
 
@@ -373,7 +128,7 @@ def analyzeTemplate(
     mode, config : optional
         As for `subtract`; the analysis is only accepted by a `subtract` call whose
         configuration agrees on the settings it depends on (``TemplateAnalysis.settings``).
-    templateVariance, templateMask : optional
+    templateVariance, templateMask, templateUpper, templateLower : optional
         As for `subtract`.
 
     Returns
@@ -388,7 +143,9 @@ def analyzeTemplate(
     InvalidInputError
         An unreadable template or an invalid config.
     """
-    tmp = _readInput("template", template, templateVariance, templateMask, None)
+    tmp = _readInput(
+        "template", template, templateVariance, templateMask, None, templateUpper, templateLower
+    )
     config = subtractConfig(config, mode, None, None)
     return ImagePsfMatchTask(config=config).analyzeTemplate(tmp)
 
@@ -406,6 +163,10 @@ def subtract(
     templateVariance: Any = None,
     scienceMask: Any = None,
     templateMask: Any = None,
+    scienceUpper: float | None = None,
+    scienceLower: float | None = None,
+    templateUpper: float | None = None,
+    templateLower: float | None = None,
     spatialKernelOrder: int | None = None,
     spatialBgOrder: int | None = None,
     ignoreOrigins: bool = False,
@@ -433,6 +194,10 @@ def subtract(
         PSF FWHMs in pixels, instead of measuring them.
     scienceVariance, templateVariance, scienceMask, templateMask : optional
         Planes for inputs that lack them (arrays or FITS paths; see `psfmatch.io.readImage`).
+    scienceUpper, scienceLower, templateUpper, templateLower : `float`, optional
+        Each image's valid data range (HOTPANTS ``-iu -il -tu -tl``): pixels above the upper
+        limit get the ``SAT`` mask plane, pixels below the lower one ``BAD`` and ``NO_DATA``,
+        so that the fit leaves them out (`psfmatch.io.readImage`'s ``upper`` and ``lower``).
     spatialKernelOrder, spatialBgOrder : `int`, optional
         Override the spatial orders of the kernel and the background.
     ignoreOrigins : `bool`, optional
@@ -460,7 +225,8 @@ def subtract(
         The origins place the template where its stars do not lie.
     InvalidInputError
         Unreadable or mismatched inputs, NaNs outside the mask of a `MaskedImage`, a
-        variance that is negative, or zero where the unconvolved image is not masked, an image
+        variance that is negative, or zero where the unconvolved image is not masked, a valid
+        data range that is not two numbers with the lower below the upper, an image
         smaller than the kernel's stamps, an invalid config, mode or spatial order, a
         ``templateAnalysis`` of another template or configuration.
     InputFileNotFoundError
@@ -486,8 +252,18 @@ def subtract(
     with collectWarnings() as warned:
         sciInfo: dict[str, Any] = {}
         tmpInfo: dict[str, Any] = {}
-        sci = _readInput("science", science, scienceVariance, scienceMask, sciInfo)
-        tmp = _readInput("template", template, templateVariance, templateMask, tmpInfo)
+        sci = _readInput(
+            "science", science, scienceVariance, scienceMask, sciInfo, scienceUpper, scienceLower
+        )
+        tmp = _readInput(
+            "template",
+            template,
+            templateVariance,
+            templateMask,
+            tmpInfo,
+            templateUpper,
+            templateLower,
+        )
         if ignoreOrigins and tmp.getXY0() != sci.getXY0():
             tmp = MaskedImage(tmp.image, tmp.mask, tmp.variance, xy0=sci.getXY0())
         config = subtractConfig(config, mode, spatialKernelOrder, spatialBgOrder)

@@ -3,8 +3,12 @@
 
 `readImage` is the one place where user input becomes a `~psfmatch.image.MaskedImage`: a FITS
 path, a `MaskedImage`, a 2-D array, a numpy masked array or an `~astropy.nddata.NDData` /
-`~astropy.nddata.CCDData`, with an optional separate variance, sigma or mask. When no variance
-is available it is estimated from the image (see `readImage`).
+`~astropy.nddata.CCDData`, with an optional separate variance, sigma or mask, and an optional
+valid data range (HOTPANTS' upper and lower thresholds) that flags the pixels outside it in the
+mask. When no variance is available it is estimated from the image (see `readImage`).
+
+`readPositions` reads x, y positions (kernel sources for ``psfmatch.subtract(candidates=...)``)
+from a text, CSV, ECSV or FITS table.
 
 `readMaskedImage` reads a FITS file. It recognises, in this order:
 
@@ -51,6 +55,7 @@ from .inputs import _VarianceEstimateError as _VarianceEstimateError
 from .inputs import readImage
 from .layouts import readMaskedImage
 from .nddata import toCCDData
+from .positions import readPositions
 from .writing import writeMaskedImage
 
 __all__ = [
@@ -58,6 +63,7 @@ __all__ = [
     "metadataToHeader",
     "readImage",
     "readMaskedImage",
+    "readPositions",
     "toCCDData",
     "writeMaskedImage",
 ]

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """`readImage`: any supported input as a `~psfmatch.image.MaskedImage`, with a separate
-variance, sigma or mask, and a variance estimated when none is given (from the sky's scatter,
-or HOTPANTS' gain and read-noise model)."""
+variance, sigma or mask, a variance estimated when none is given (from the sky's scatter,
+or HOTPANTS' gain and read-noise model), and HOTPANTS' valid data range applied to the mask."""
 
 from __future__ import annotations
 
@@ -185,6 +185,38 @@ def _estimateVariance(
     return variance
 
 
+def _checkLimit(value: Any, name: str, where: str) -> float | None:
+    """A valid-data limit: None, or a number that is not NaN (an infinite one flags nothing)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        raise InvalidInputError(f"{where}{name}: expected a number, got {value!r}")
+    limit = float(value)
+    if math.isnan(limit):
+        raise InvalidInputError(f"{where}{name}: expected a number, got nan")
+    return limit
+
+
+def _applyLimits(
+    mi: MaskedImage, lower: float | None, upper: float | None, where: str
+) -> MaskedImage:
+    """HOTPANTS' valid data range: pixels above ``upper`` get ``SAT``, pixels below ``lower``
+    get ``BAD`` and ``NO_DATA``, in a new mask; the image and variance arrays are shared."""
+    if lower is None and upper is None:
+        return mi
+    mask = np.array(mi.mask, copy=True)
+    with np.errstate(invalid="ignore"):
+        if upper is not None:
+            high = mi.image > upper
+            mask[high] |= _planeBit("SAT")
+            _log.info("%s%d pixels above %g flagged SAT", where, int(high.sum()), upper)
+        if lower is not None:
+            low = mi.image < lower
+            mask[low] |= _planeBit("BAD") | _planeBit("NO_DATA")
+            _log.info("%s%d pixels below %g flagged BAD|NO_DATA", where, int(low.sum()), lower)
+    return MaskedImage(mi.image, mask, mi.variance, xy0=mi.getXY0())
+
+
 def readImage(
     source: Any,
     *,
@@ -193,6 +225,8 @@ def readImage(
     mask: Any = None,
     gain: float | None = None,
     readNoise: float | None = None,
+    upper: float | None = None,
+    lower: float | None = None,
     hdu: int | str | tuple[str, int] | None = None,
     info: dict[str, Any] | None = None,
     name: str | None = None,
@@ -228,6 +262,12 @@ def readImage(
         Read noise in electrons (HOTPANTS ``-ir``/``-tr``), with ``gain``. Used only when the
         variance is estimated: the two then give HOTPANTS' noise model instead of the sky
         estimate (see Notes).
+    upper : `float`, optional
+        The upper end of the valid data range (HOTPANTS ``-iu``/``-tu``): pixels whose value is
+        above it get the ``SAT`` mask plane, e.g. the detector's saturation level.
+    lower : `float`, optional
+        The lower end of the valid data range (HOTPANTS ``-il``/``-tl``): pixels whose value is
+        below it get the ``BAD`` and ``NO_DATA`` planes, e.g. for the zeros of a chip gap.
     hdu : `int`, `str` or (`str`, `int`), optional
         For a FITS path: read only this HDU, as a plain image (see `readMaskedImage`).
     info : `dict`, optional
@@ -253,7 +293,8 @@ def readImage(
         If ``source`` is of an unsupported type or not 2-D, an argument's shape differs from
         the image's, both ``variance`` and ``sigma`` are given, a variance or sigma is
         negative, ``gain`` is not a positive number, ``readNoise`` is negative, not finite or
-        given without ``gain``, ``hdu`` is given for an input that is not
+        given without ``gain``, ``upper`` or ``lower`` is not a number (or NaN), ``lower`` is
+        not below ``upper``, ``hdu`` is given for an input that is not
         a path, a mask is neither boolean nor integer, or the variance must be estimated and
         cannot be (fewer than 25 usable pixels, or no scatter at all); and for the FITS errors
         of `readMaskedImage`.
@@ -288,6 +329,11 @@ def readImage(
     Pixels whose image or variance is NaN or infinite get the ``NO_DATA`` plane (the values
     are kept), except in a `MaskedImage` returned unchanged.
 
+    The valid data range (``upper``, ``lower``) is applied last, to the mask alone: the pixels
+    it flags keep their values, the variance estimate sees them as they were, and a
+    `MaskedImage` source with no other argument keeps its image and variance arrays (its mask
+    is a new array). A NaN pixel is outside neither limit (NaNs are flagged ``NO_DATA`` anyway).
+
     No input is modified.
     """
     details: dict[str, Any] = {} if info is None else info
@@ -313,6 +359,13 @@ def readImage(
             raise InvalidInputError(
                 f"readNoise={readNoise:g} e- needs gain= (e-/ADU) to turn it into the image's units"
             )
+    where = f"{name}: " if name else ""
+    upper = _checkLimit(upper, "upper", where)
+    lower = _checkLimit(lower, "lower", where)
+    if lower is not None and upper is not None and not lower < upper:
+        raise InvalidInputError(
+            f"{where}the valid data range is empty: lower={lower:g} must be below upper={upper:g}"
+        )
     if hdu is not None and not _isPath(source):
         raise InvalidInputError(
             f"hdu={hdu!r} applies only to a FITS path; source is a {type(source).__name__}"
@@ -324,7 +377,7 @@ def readImage(
         if variance is None and sigma is None and mask is None:
             details["varianceSource"] = "input"
             details["varianceEstimated"] = False
-            return source
+            return _applyLimits(source, lower, upper, where)
         base, hasVariance = source, True
     elif _isPath(source):
         details["source"] = "path"
@@ -390,16 +443,14 @@ def readImage(
     if nNonFinite:
         maskArray = np.where(nonFinite, maskArray | np.int32(_planeBit("NO_DATA")), maskArray)
         _log.info(
-            "%s%d pixels with a non-finite image or variance flagged NO_DATA",
-            f"{name}: " if name else "",
-            nNonFinite,
+            "%s%d pixels with a non-finite image or variance flagged NO_DATA", where, nNonFinite
         )
     details["nNonFinite"] = nNonFinite
 
     if varianceArray is None:
-        where = f"{name}: " if name else ""
         varianceArray = _estimateVariance(base.image, maskArray, gain, readNoise, details, where)
     else:
         details["varianceEstimated"] = False
     details["varianceSource"] = varianceSource
-    return MaskedImage(base.image, mask=maskArray, variance=varianceArray, xy0=base.getXY0())
+    image = MaskedImage(base.image, mask=maskArray, variance=varianceArray, xy0=base.getXY0())
+    return _applyLimits(image, lower, upper, where)
