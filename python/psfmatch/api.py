@@ -20,6 +20,7 @@ from typing import Any
 
 from . import io as pmio
 from ._logcapture import collectWarnings
+from ._types import ImageInput, MaskInput, PositionsInput, PsfInput, VarianceInput
 from .errors import InvalidInputError
 from .image import MaskedImage
 from .image_psf_match import ImagePsfMatchConfig, ImagePsfMatchTask, TemplateAnalysis
@@ -110,12 +111,12 @@ def _readInput(
 
 
 def analyzeTemplate(
-    template: Any,
+    template: ImageInput,
     *,
     mode: str = "auto",
     config: ImagePsfMatchConfig | None = None,
-    templateVariance: Any = None,
-    templateMask: Any = None,
+    templateVariance: VarianceInput | None = None,
+    templateMask: MaskInput | None = None,
     templateUpper: float | None = None,
     templateLower: float | None = None,
 ) -> TemplateAnalysis:
@@ -151,18 +152,18 @@ def analyzeTemplate(
 
 
 def subtract(
-    science: Any,
-    template: Any,
+    science: ImageInput,
+    template: ImageInput,
     *,
     mode: str = "auto",
     config: ImagePsfMatchConfig | None = None,
-    candidates: Any = None,
+    candidates: PositionsInput | None = None,
     scienceFwhm: float | None = None,
     templateFwhm: float | None = None,
-    scienceVariance: Any = None,
-    templateVariance: Any = None,
-    scienceMask: Any = None,
-    templateMask: Any = None,
+    scienceVariance: VarianceInput | None = None,
+    templateVariance: VarianceInput | None = None,
+    scienceMask: MaskInput | None = None,
+    templateMask: MaskInput | None = None,
     scienceUpper: float | None = None,
     scienceLower: float | None = None,
     templateUpper: float | None = None,
@@ -170,8 +171,8 @@ def subtract(
     spatialKernelOrder: int | None = None,
     spatialBgOrder: int | None = None,
     ignoreOrigins: bool = False,
-    sciencePsf: Any = None,
-    templatePsf: Any = None,
+    sciencePsf: PsfInput | None = None,
+    templatePsf: PsfInput | None = None,
     templateAnalysis: TemplateAnalysis | None = None,
 ) -> SubtractionResult:
     """Subtract a template from a science image after matching their PSFs.

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+import os
+from typing import Any, cast
 
 import numpy as np
 from astropy.nddata import NDData
 from astropy.stats import sigma_clipped_stats
 
+from .._types import ImageInput, MaskInput, VarianceInput
 from ..errors import InvalidInputError
 from ..image import MaskedImage
 from .layouts import _readPlaneFile, readMaskedImage
@@ -218,11 +220,11 @@ def _applyLimits(
 
 
 def readImage(
-    source: Any,
+    source: ImageInput,
     *,
-    variance: Any = None,
-    sigma: Any = None,
-    mask: Any = None,
+    variance: VarianceInput | None = None,
+    sigma: VarianceInput | None = None,
+    mask: MaskInput | None = None,
     gain: float | None = None,
     readNoise: float | None = None,
     upper: float | None = None,
@@ -381,7 +383,7 @@ def readImage(
         base, hasVariance = source, True
     elif _isPath(source):
         details["source"] = "path"
-        base = readMaskedImage(source, hdu=hdu, info=details)
+        base = readMaskedImage(cast("str | os.PathLike[str]", source), hdu=hdu, info=details)
         hasVariance = bool(details.get("hasVariance"))
     elif isinstance(source, np.ma.MaskedArray):
         details["source"] = "MaskedArray"
