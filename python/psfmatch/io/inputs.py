@@ -33,6 +33,9 @@ _SKY_CLIP_ITERS = 10
 _MIN_SKY_PIXELS = 25
 """Fewest unmasked finite pixels from which a sky variance is estimated."""
 
+_SKY_SAMPLE = 1 << 20
+"""The most pixels the sky statistics of an estimated variance look at (`_skyStatistics`)."""
+
 
 def _floatPlane(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
     """A variance or sigma argument (array, scalar or FITS path) as a float64 array."""
@@ -72,9 +75,18 @@ measured scatter before a warning says the model does not describe the image."""
 
 
 def _skyStatistics(image: np.ndarray, good: np.ndarray) -> tuple[float, float]:
-    """Clipped median and MAD-based standard deviation of the ``good`` pixels."""
+    """Clipped median and MAD-based standard deviation of the ``good`` pixels, from every
+    k-th pixel of the image (raster order) when it has more than ``_SKY_SAMPLE`` of them.
+
+    A sample of 2**20 pixels measures σ to ~0.1 % (the MAD's relative error is about
+    1.17/sqrt(N)), far below what the variance rescaling of a subtraction corrects anyway; the
+    clipped statistics of all of a 4096² image's pixels took seconds (a sort per iteration)."""
+    step = max(1, -(-image.size // _SKY_SAMPLE))  # ceil: at most _SKY_SAMPLE pixels
+    values = image.reshape(-1)[::step][good.reshape(-1)[::step]] if step > 1 else image[good]
+    if values.size < _MIN_SKY_PIXELS:  # a mask that the regular sample happens to miss
+        values = image[good]
     _, sky, skySigma = sigma_clipped_stats(
-        image[good],
+        values,
         sigma=_SKY_CLIP_SIGMA,
         maxiters=_SKY_CLIP_ITERS,
         cenfunc="median",
