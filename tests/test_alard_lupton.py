@@ -147,3 +147,21 @@ def test_the_documented_port_runs(sim: Any) -> None:
     # The simulation's flux scale, to 0.5 % (as test_ported_example_runs_and_matches...).
     assert names["kernelSum"] == pytest.approx(sim.truth.fluxScale, rel=5e-3)
     assert names["difference"].image.shape == sim.science.image.shape
+
+
+def test_preserve_template_mask_keeps_the_convolved_science_planes() -> None:
+    # convolveScience: the science image's CR is spread by the kernel into D; those pixels
+    # keep the plane (only the template's planes are dropped).
+    sharp = simulatePair(
+        (320, 320), nStars=120, seed=22, templateSigma=2.6, scienceSigma=(1.5, 1.9)
+    )
+    science = sharp.science.clone()
+    cr = pm.Mask.getPlaneBitMask("CR")
+    science.mask[150, 150] |= cr
+    config = _referenceStyleConfig()
+    config.mode = "convolveScience"
+    config.doDecorrelation = False
+    result = AlardLuptonSubtractTask(config=config).run(sharp.template, science)
+    spread = (result.matchedScience.mask & cr) != 0
+    assert spread.sum() > 1  # the convolution spread it
+    assert ((result.difference.mask & cr) != 0)[spread].all()

@@ -1188,12 +1188,37 @@ def test_estimated_sky_sigma_from_a_sample_matches_all_pixels_and_the_truth():
     # sample's bias: the full-pixel value above has it too); 2 % bounds it.
     assert sampled[1] == pytest.approx(7.0, rel=2e-2)
     assert sampled[0] == pytest.approx(skyAll, abs=0.05)
-    # Good pixels that the regular sample (every 2nd pixel in raster order: even columns)
-    # misses entirely: the statistics are then those of all the good pixels.
-    odd = np.zeros(image.shape, dtype=bool)
-    odd[::4, 1::2] = True
-    sky, sigma = io.inputs._skyStatistics(image, odd)
-    _, skyOdd, sigmaOdd = sigma_clipped_stats(
-        image[odd], sigma=3.0, maxiters=10, cenfunc="median", stdfunc="mad_std"
+    # A column pattern: even columns 3 above, odd 3 below. The sample step (2 for 2**21 pixels)
+    # shares a factor with the width, so it is moved to 3: every column is sampled alike and
+    # the pattern's scatter is in the answer as in all the pixels' (a step of 2 would see one
+    # column parity only and miss it: sigma 7 instead of sqrt(7² + 3²) = 7.6).
+    striped = image.copy()
+    striped[:, 0::2] += 3.0
+    striped[:, 1::2] -= 3.0
+    _, _, sigmaStriped = sigma_clipped_stats(
+        striped, sigma=3.0, maxiters=10, cenfunc="median", stdfunc="mad_std"
     )
-    assert (sky, sigma) == (pytest.approx(skyOdd, rel=1e-12), pytest.approx(sigmaOdd, rel=1e-12))
+    assert io.inputs._skyStatistics(striped, good)[1] == pytest.approx(sigmaStriped, rel=5e-3)
+    # Good pixels the sample never reaches (raster indices 1 mod 3): all of them are used.
+    hidden = np.zeros(image.size, dtype=bool)
+    hidden[1::3] = True
+    hidden = hidden.reshape(image.shape)
+    sky, sigma = io.inputs._skyStatistics(image, hidden)
+    _, skyHidden, sigmaHidden = sigma_clipped_stats(
+        image[hidden], sigma=3.0, maxiters=10, cenfunc="median", stdfunc="mad_std"
+    )
+    assert (sky, sigma) == (
+        pytest.approx(skyHidden, rel=1e-12),
+        pytest.approx(sigmaHidden, rel=1e-12),
+    )
+
+
+def test_read_noise_cross_check_on_a_zero_sky_does_not_divide_by_zero():
+    # Sky-subtracted integer pixels with no read noise: the model's sky variance is 0; the
+    # cross-check says the model misses the scatter instead of failing.
+    rng = np.random.default_rng(4)
+    image = np.rint(rng.normal(0.0, 5.0, size=(64, 64)))
+    info: dict = {}
+    mi = io.readImage(image, gain=1.0, readNoise=0.0, info=info)
+    assert info["varianceModel"] == "gainReadNoise"
+    np.testing.assert_array_equal(mi.variance, np.abs(image))  # |image|/gain + 0

@@ -44,7 +44,7 @@ def test_larger_template_is_cut_to_the_science_box(sky: Any) -> None:
     result = pm.subtract(science, sky.template, mode="convolveTemplate", config=_quickConfig())
     assert result.difference.getBBox() == science.getBBox()
     assert result.metadata["templatePlacedByOrigin"] is True
-    assert result.metadata["templateCoveredFraction"] == 1.0
+    assert result.metadata["templateCoveragePercent"] == 100.0
     # The convolved template is the whole template convolved with the fitted kernel, cut to
     # the science box: the placement's offset and its margin are both right. Each output pixel
     # reads the same input pixels either way, so the two agree to float32 rounding of sums
@@ -68,7 +68,7 @@ def test_offset_template_leaves_no_data_where_it_does_not_reach(sky: Any) -> Non
     # The template's window starts 96 px right of the science image's and stops at its edge.
     template = _at(sky.template, 96, 0, 288, 384)
     result = pm.subtract(science, template, mode="convolveTemplate", config=_quickConfig())
-    assert result.metadata["templateCoveredFraction"] == pytest.approx(288 / 384, rel=1e-12)
+    assert result.metadata["templateCoveragePercent"] == pytest.approx(100 * 288 / 384, rel=1e-12)
     half = int(result.kernel.getDimensions()[0]) // 2
     d = result.difference
     # Left of the template (and within the kernel's reach of it): NaN, +inf, NO_DATA.
@@ -193,3 +193,44 @@ def test_shared_pair_on_the_command_line(
     # Nine stars on σ ≈ 10 sky: a clean subtraction leaves unit noise away from them; the
     # stars' residuals move the robust σ by a few per cent (test_image_psf_match's bound).
     assert 0.7413 * np.subtract(*np.percentile(z, [75, 25])) == pytest.approx(1.0, abs=0.05)
+
+
+def test_convolve_science_with_a_placed_template(sky: Any) -> None:
+    # A science image sharper than the template (the template is convolved otherwise): the
+    # broad simulated science image plays the template, a cut-out of the sharp one the science.
+    science = _at(sky.template, 64, 64, 256, 256)
+    template = sky.science.clone()
+    # A NaN that carries only INTRP (not a bad plane): accepted as it is on one grid.
+    intrp = pm.Mask.getPlaneBitMask("INTRP")
+    template.image[10, 10] = np.nan
+    template.mask[10, 10] |= intrp
+    config = _quickConfig()
+    result = pm.subtract(science, template, mode="convolveScience", config=config)
+    assert result.convolved == "Science"
+    assert result.difference.getBBox() == science.getBBox()
+    # K ⊗ S + b ≈ T: κ is the template/science flux ratio, here the simulation's scale (its
+    # science image plays the template), to 0.5 % (as above).
+    assert result.kernelSum == pytest.approx(sky.truth.fluxScale, rel=5e-3)
+
+
+def test_origin_mismatch_is_found_with_a_much_larger_template(sky: Any) -> None:
+    science = _at(sky.science, 128, 128, 160, 160)  # a 160² science image in a 384² template
+    ok = pm.subtract(science, sky.template, config=_quickConfig())
+    assert ok.kernelSum == pytest.approx(sky.truth.fluxScale, rel=1e-2)  # ~25 stars: 1 %
+    wrong = pm.MaskedImage(
+        sky.template.image, sky.template.mask, sky.template.variance, xy0=(20, -12)
+    )
+    with pytest.raises(pm.OriginMismatchError) as info:
+        pm.subtract(science, wrong, config=_quickConfig())
+    # The template's pixel (0, 0) is on the science image's pixel (-128, -128) (the science
+    # image is the template's window from 128); the wrong origins say (20 - 128, -12 - 128).
+    assert info.value.originOffset == (-108, -140)
+    np.testing.assert_allclose(info.value.starOffset, (-128.0, -128.0), atol=0.5)
+
+
+def test_fully_masked_template_on_another_box_is_a_clear_error(sky: Any) -> None:
+    template = _at(sky.template, 0, 0, 384, 384)
+    template.mask[:] = pm.Mask.getPlaneBitMask("BAD")
+    science = _at(sky.science, 64, 64, 256, 256)
+    with pytest.raises(pm.InvalidInputError, match="every pixel is masked"):
+        pm.subtract(science, template, config=_quickConfig())

@@ -205,35 +205,35 @@ class InputPreparation:
         science = self._prepareOne(scienceMaskedImage, "scienceMaskedImage")
         placement = None
         onScience = template
+        self.metadata["templatePlacedByOrigin"] = False
         if template.getBBox() != science.getBBox():
             placement = self._placeTemplate(template, science)
             onScience = cropView(placement.wide, science.getBBox())
         # The bits of a pixel in either image, a band of rows at a time: no image-sized
         # temporaries, each of which would be fresh memory page-faulted in on every call.
         badBits, noData = self._badBits(), Mask.getPlaneBitMask("NO_DATA")
-        anyUsable, uncovered, templateNoData = False, 0, 0
+        anyUsable, uncovered = False, 0
         ny = int(science.getDimensions()[1])
         for band in _rowBands(ny):
             either = onScience.mask[band] | science.mask[band]
             uncovered += int(np.count_nonzero(either & noData))
-            templateNoData += int(np.count_nonzero(onScience.mask[band] & noData))
             anyUsable = anyUsable or bool(np.any((either & badBits) == 0))
         if not anyUsable:
             raise InvalidInputError(
                 "every pixel is masked in the template or the science image (mask planes "
                 f"{sorted(set(self.kConfig.badMaskPlanes))}); nothing to match"
             )
-        nPixels = science.mask.size
-        coverage = 1.0 - templateNoData / nPixels
-        self.metadata["templateCoveragePercent"] = 100.0 * (1.0 - uncovered / nPixels)
-        self.metadata["templateCoveredFraction"] = coverage
+        # The reference's coverage: the science image's pixels where neither image is NO_DATA
+        # (a template pixel outside the template's box is NO_DATA once placed).
+        coverage = 1.0 - uncovered / science.mask.size
+        self.metadata["templateCoveragePercent"] = 100.0 * coverage
         required = float(self.config.requiredTemplateFraction)
         if coverage < required:
             raise TemplateCoverageError(
                 f"the template covers {100 * coverage:.3g}% of the science image (box "
-                f"{science.getBBox()}) with data, less than requiredTemplateFraction = "
-                f"{required:g} ({100 * required:g}%); the template's box is "
-                f"{templateMaskedImage.getBBox()}",
+                f"{science.getBBox()}) with data (pixels that neither image flags NO_DATA), "
+                f"less than requiredTemplateFraction = {required:g} ({100 * required:g}%); "
+                f"the template's box is {templateMaskedImage.getBBox()}",
                 coverage,
             )
         return template, science, placement
@@ -269,6 +269,18 @@ class InputPreparation:
         threshold = max(10.0, float(self.config.selection.detectionThreshold))
         sStars = detectSources(science, threshold, badBits, measureRadii=False)
         tStars = detectSources(template, threshold, badBits, measureRadii=False)
+        # Only the template's stars near the science image by the origins take part: a survey
+        # template many times larger would otherwise fill the brightest few with stars the
+        # science image does not have. The margin (half the science image, at least 64 px)
+        # lets origins that are off by that much still be caught.
+        if len(tStars):
+            (tx, ty), (sx, sy) = template.getXY0(), science.getXY0()
+            ny, nx = science.image.shape
+            margin = max(64, max(nx, ny) // 2)
+            x = np.asarray(tStars["x"]) + (tx - sx)  # science array coordinates, by origins
+            y = np.asarray(tStars["y"]) + (ty - sy)
+            near = (x > -margin) & (x < nx + margin) & (y > -margin) & (y < ny + margin)
+            tStars = tStars[near]
         found = starOffset(sStars, tStars)
         if found is None:
             self.log.debug("Origins not checked against the stars: too few stars match")
@@ -296,6 +308,8 @@ class InputPreparation:
         difference; a zero there makes every candidate's χ² infinite."""
         if mi.variance.min() > 0:  # the usual case, in one pass (NaN fails the test)
             return
+        if original.getBBox() != mi.getBBox():  # a template placed on the science box
+            original = placeTemplate(original, mi.getBBox(), 0).wide
         badBits = self._badBits()
         finite = np.isfinite(original.image) & np.isfinite(original.variance)
         zero = (mi.variance <= 0) & ((mi.mask & badBits) == 0) & finite

@@ -151,10 +151,12 @@ def starOffset(scienceStars: np.ndarray, templateStars: np.ndarray) -> StarOffse
     to the median of its pairs. The true shift gets a vote from every star in both images;
     a wrong one only from chance pairs.
     """
+    if any(
+        len(s) < 3 or "flux" not in (s.dtype.names or ()) for s in (scienceStars, templateStars)
+    ):
+        return None  # too few detections (or none: a fully masked image has no fluxes)
     sci = _brightest(scienceStars, _N_STARS)
     tmp = _brightest(templateStars, _N_STARS)
-    if len(sci) < 3 or len(tmp) < 3:
-        return None
     shifts = (sci[:, None, :] - tmp[None, :, :]).reshape(-1, 2)
     cells, votes = np.unique(np.rint(shifts).astype(np.int64), axis=0, return_counts=True)
     best = cells[np.argmax(votes)].astype(float)

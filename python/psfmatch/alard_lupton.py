@@ -24,8 +24,8 @@ Field by field (the reference's meaning, and where it goes):
 - ``preserveTemplateMask``: the template's mask planes that are carried into the difference;
   others of the template's planes are dropped from it (the science image's all stay, and the
   subtraction's own ``EDGE``/``NO_DATA``).
-- ``allowKernelSourceDetection``: when the given ``sources`` yield too few usable kernel
-  sources, find them with sep instead of failing.
+- ``allowKernelSourceDetection``: when the kernel fit on the given ``sources`` fails (too few
+  usable ones, every one rejected, a singular fit), find sources with sep instead of failing.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import lsst.pex.config as pexConfig
 import numpy as np
 
 from .decorrelate import DecorrelateALKernelTask
-from .errors import InsufficientKernelSourcesError, InvalidInputError
+from .errors import InvalidInputError, NoKernelCandidatesError, SingularMatrixError
 from .image import Mask, MaskedImage
 from .make_kernel import MakeKernelTask
 from .subtract_images import ImagePsfMatchConfig, ImagePsfMatchTask
@@ -94,7 +94,7 @@ class AlardLuptonSubtractConfig(pexConfig.Config):
     allowKernelSourceDetection: pexConfig.Field[bool] = pexConfig.Field(
         dtype=bool,
         default=False,
-        doc="Find kernel sources with sep when the given sources are too few to fit a kernel.",
+        doc="Find kernel sources with sep when the kernel fit on the given sources fails.",
     )
 
     def imagePsfMatchConfig(self, mode: str | None = None) -> ImagePsfMatchConfig:
@@ -145,10 +145,12 @@ class AlardLuptonSubtractTask(Task):
             result = self.imagePsfMatch.subtractMaskedImages(
                 template, science, candidateList=sources
             )
-        except InsufficientKernelSourcesError:
+        except (NoKernelCandidatesError, SingularMatrixError) as err:
             if sources is None or not self.config.allowKernelSourceDetection:
                 raise
-            self.log.warning("Too few usable kernel sources given: detecting them instead")
+            self.log.warning(
+                "The kernel fit on the given sources failed (%s): detecting sources instead", err
+            )
             self.imagePsfMatch = ImagePsfMatchTask(
                 config=config, name="imagePsfMatch", parentTask=self
             )
@@ -157,12 +159,19 @@ class AlardLuptonSubtractTask(Task):
         return result
 
     def _preserveTemplateMask(self, result: Any, science: MaskedImage) -> None:
-        """Drop the template's mask planes other than ``preserveTemplateMask`` from D."""
+        """Drop the template's mask planes other than ``preserveTemplateMask`` from D: keep
+        those planes, the subtraction's own EDGE/NO_DATA, and whatever the science image
+        brought to D (its mask, or the convolved science image's when it was convolved)."""
         difference = result.subtractedMaskedImage
         keep = Mask.getPlaneBitMask(list(self.config.preserveTemplateMask), skipUnknown=True)
         keep |= Mask.getPlaneBitMask(["EDGE", "NO_DATA"])
-        fromScience = np.asarray(science.mask[_sameBox(science, difference)])
-        difference.mask &= keep | fromScience
+        if result.convolvedImage == "Science":
+            scienceSide = result.matchedImage.mask
+        elif result.convolvedImage == "Preconvolution":
+            scienceSide = result.matchedScience.mask
+        else:
+            scienceSide = science.mask[_sameBox(science, difference)]
+        difference.mask &= keep | np.asarray(scienceSide)
 
     def run(self, template: MaskedImage, science: MaskedImage, sources: Any = None) -> Struct:
         """Match the PSFs and subtract.

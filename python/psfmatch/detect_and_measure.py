@@ -322,10 +322,11 @@ class DetectAndMeasureTask(Task):
         for name, mi in (("matchedTemplate", matchedTemplate), ("difference", difference)):
             if not isinstance(mi, MaskedImage):
                 raise InvalidInputError(f"{name}: expected a MaskedImage, got {type(mi).__name__}")
+        xc, yc = difference.getBBox().getCenter()
         psf = (
             _gaussianPsfImage(3.0)
             if differencePsf is None
-            else _psfImage(differencePsf, 3.0, 0.0, 0.0, "differencePsf")
+            else _psfImage(differencePsf, 3.0, xc, yc, "differencePsf")
         )
         config = self.config
         bits = Mask.getPlaneBitMask(list(config.badMaskPlanes), skipUnknown=True)

@@ -412,13 +412,14 @@ class SubtractionResult:
 
 def _scaled(mi: MaskedImage, factor: float) -> MaskedImage:
     """``mi`` with its image times ``factor`` and its variance times ``factor²`` (in the
-    image's precision), or ``mi`` itself for a factor of 1."""
+    image's precision, as the command line has always written them), all three planes new;
+    or ``mi`` itself, shared as a whole, for a factor of 1."""
     if factor == 1.0:
         return mi
     dtype = mi.image.dtype.type
     return MaskedImage(
         mi.image * dtype(factor),
-        mi.mask,
+        mi.mask.copy(),
         mi.variance * dtype(factor * factor),
         xy0=mi.getXY0(),
     )

@@ -134,9 +134,10 @@ class ImagePsfMatchConfig(MakeKernelConfig):
         default=0.1,
         min=0.0,
         max=1.0,
-        doc="The least fraction of the science image's pixels that the template must cover "
-        "with data (inside its box, without NO_DATA) for a subtraction to be tried; less "
-        "raises TemplateCoverageError. The reference's field of the same name and meaning.",
+        doc="The least fraction of the science image's pixels where the template has data "
+        "(inside its box once placed by its origin) and neither image is NO_DATA, for a "
+        "subtraction to be tried; less raises TemplateCoverageError (the reference's field "
+        "and meaning). The coverage is metadata templateCoveragePercent.",
     )
     doScaleVariance: pexConfig.Field[bool] = pexConfig.Field(
         dtype=bool,
@@ -284,9 +285,7 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
         templatePsfImage = _psfImage(templatePsf, sizes.template, xc, yc, "templatePsf")
         arranged = mode.arrange(self, template, science, sizes, sciencePsfImage)
         if mode.convolvesScience:
-            # A placed template is new planes on the science box: it is its own original.
-            original = templateMaskedImage if placement is None else template
-            self._checkPositiveVariance(template, "templateMaskedImage", original)
+            self._checkPositiveVariance(template, "templateMaskedImage", templateMaskedImage)
         else:
             self._checkPositiveVariance(science, "scienceMaskedImage", scienceMaskedImage)
         self.metadata["convolvedExposure"] = mode.convolvedName

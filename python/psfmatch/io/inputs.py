@@ -80,11 +80,16 @@ def _skyStatistics(image: np.ndarray, good: np.ndarray) -> tuple[float, float]:
 
     A sample of 2**20 pixels measures σ to ~0.1 % (the MAD's relative error is about
     1.17/sqrt(N)), far below what the variance rescaling of a subtraction corrects anyway; the
-    clipped statistics of all of a 4096² image's pixels took seconds (a sort per iteration)."""
-    step = max(1, -(-image.size // _SKY_SAMPLE))  # ceil: at most _SKY_SAMPLE pixels
+    clipped statistics of all of a 4096² image's pixels took seconds (a sort per iteration).
+    k has no common factor with the row length, so the sample visits every column alike (a
+    k dividing it would take the same columns of every row: a column pattern would alias)."""
+    step = max(1, -(-image.size // _SKY_SAMPLE))  # ceil: at most ~_SKY_SAMPLE pixels
+    while step > 1 and math.gcd(step, image.shape[-1]) != 1:
+        step += 1
     values = image.reshape(-1)[::step][good.reshape(-1)[::step]] if step > 1 else image[good]
-    if values.size < _MIN_SKY_PIXELS:  # a mask that the regular sample happens to miss
-        values = image[good]
+    nGood = int(np.count_nonzero(good))
+    if step > 1 and values.size < max(_MIN_SKY_PIXELS, nGood // (2 * step)):
+        values = image[good]  # good pixels the sample happens to miss: take all of them
     _, sky, skySigma = sigma_clipped_stats(
         values,
         sigma=_SKY_CLIP_SIGMA,
@@ -125,8 +130,9 @@ def _noiseModelVariance(
         expected = abs(sky) / gain + (readNoise / gain) ** 2
         measured = skySigma**2
         info.update(skyLevel=sky, skySigma=skySigma, skyPixels=int(good.sum()))
+        ratio = expected / measured if measured > 0 else math.inf
         if measured > 0 and not (
-            1.0 / _MODEL_SKY_MISMATCH <= expected / measured <= _MODEL_SKY_MISMATCH
+            expected > 0 and 1.0 / _MODEL_SKY_MISMATCH <= ratio <= _MODEL_SKY_MISMATCH
         ):
             cause = (
                 "is the image sky-subtracted (the model needs the sky in the pixel values), or "
@@ -144,7 +150,7 @@ def _noiseModelVariance(
                 expected,
                 sky,
                 measured,
-                measured / expected,
+                measured / expected if expected > 0 else math.inf,
                 cause,
             )
     return variance
