@@ -234,3 +234,20 @@ def test_fully_masked_template_on_another_box_is_a_clear_error(sky: Any) -> None
     science = _at(sky.science, 64, 64, 256, 256)
     with pytest.raises(pm.InvalidInputError, match="every pixel is masked"):
         pm.subtract(science, template, config=_quickConfig())
+
+
+def test_placed_template_gives_the_same_answer_with_a_template_analysis(sky: Any) -> None:
+    # Detection on (the template's detections come from the whole template, scaled by the
+    # factor measured on it): an analysis of the whole template reproduces the run bit for bit.
+    science = _at(sky.science, 64, 48, 256, 272)
+    config = pm.ImagePsfMatchConfig()
+    config.kernel.active.spatialKernelOrder = 1
+    plain = pm.subtract(science, sky.template, config=config)
+    analysis = pm.analyzeTemplate(sky.template, config=config)
+    reused = pm.subtract(science, sky.template, config=config, templateAnalysis=analysis)
+    np.testing.assert_array_equal(plain.difference.image, reused.difference.image)
+    assert plain.diaSources is not None and reused.diaSources is not None
+    assert len(plain.diaSources) == len(reused.diaSources)
+    np.testing.assert_array_equal(
+        plain.diaSources["refAssociated"], reused.diaSources["refAssociated"]
+    )

@@ -42,6 +42,7 @@ from typing import Any
 import lsst.pex.config as pexConfig
 import numpy as np
 
+from ._placement import placeTemplate
 from .decorrelate import DecorrelateALKernelTask
 from .errors import InvalidInputError, NoKernelCandidatesError, SingularMatrixError
 from .image import Mask, MaskedImage
@@ -192,9 +193,13 @@ class AlardLuptonSubtractTask(Task):
         """
         result = self._subtract(template, science, sources)
         convolvedScience = result.convolvedImage == "Science"
+        unconvolvedTemplate = template
+        if convolvedScience and template.getBBox() != science.getBBox():
+            # The template as subtracted: placed on the science image's box.
+            unconvolvedTemplate = placeTemplate(template, science.getBBox(), 0).wide
         return Struct(
             difference=result.subtractedMaskedImage,
-            matchedTemplate=template if convolvedScience else result.matchedImage,
+            matchedTemplate=unconvolvedTemplate if convolvedScience else result.matchedImage,
             matchedScience=result.matchedImage if convolvedScience else science,
             psfMatchingKernel=result.psfMatchingKernel,
             backgroundModel=result.backgroundModel,
