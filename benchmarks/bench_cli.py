@@ -85,7 +85,8 @@ def referenceUnit() -> float:
 
 
 @pytest.fixture(scope="module")
-def pairs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[str, Any]]:
+def pairs() -> dict[int, dict[str, Any]]:
+    """The simulated FITS pairs of this module, written on first use (`_pair`)."""
     return {}
 
 

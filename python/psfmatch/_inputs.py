@@ -28,7 +28,7 @@ import sep
 from lsst.utils.timer import timeMethod
 
 from ._masks import dilate
-from ._placement import Placement, cropView, placeTemplate, starOffset, votesFor
+from ._placement import Placement, cropView, placeTemplate, starOffset
 from ._sources import detectSources
 from .config import PsfMatchConfig
 from .convolution import _allFinite, _checkFinite
@@ -281,13 +281,13 @@ class InputPreparation:
             y = np.asarray(tStars["y"]) + (ty - sy)
             near = (x > -margin) & (x < nx + margin) & (y > -margin) & (y < ny + margin)
             tStars = tStars[near]
-        found = starOffset(sStars, tStars)
+        found = starOffset(sStars, tStars, expected=originOffset)
         if found is None:
             self.log.debug("Origins not checked against the stars: too few stars match")
             return
         dx, dy = originOffset
         agree = abs(found.dx - dx) <= 1.0 and abs(found.dy - dy) <= 1.0
-        if agree or votesFor(sStars, tStars, dx, dy) >= found.nMatched // 2:
+        if agree or found.nExpected >= found.nMatched // 2:
             return
         (tx, ty), (sx, sy) = template.getXY0(), science.getXY0()
         raise OriginMismatchError(
@@ -358,8 +358,11 @@ class InputPreparation:
         work.variance[nonFinite] = 0.0
         return work
 
-    def _scaleVariance(self, mi: MaskedImage, which: str, factor: float | None = None) -> None:
-        """Rescale ``mi``'s variance in place by the measured (or given) factor, if usable."""
+    def _scaleVariance(
+        self, mi: MaskedImage, which: str, factor: float | None = None
+    ) -> float | None:
+        """Rescale ``mi``'s variance in place by the measured (or given) factor, if usable;
+        return the factor applied (None if it was not)."""
         key = f"scale{which}VarianceFactor"
         if factor is None:
             factor = _varianceScaleFactor(mi, self._badBits())
@@ -375,11 +378,12 @@ class InputPreparation:
             )
             self.metadata[key] = float(factor) if math.isfinite(factor) else "nan"
             self.metadata[f"scale{which}VarianceApplied"] = False
-            return
+            return None
         # A new plane: the working version may be a view of the caller's.
         mi.variance = mi.variance * mi.variance.dtype.type(factor)
         self.metadata[key] = factor
         self.metadata[f"scale{which}VarianceApplied"] = True
+        return factor
 
     def _varianceScaleUsable(self, factor: float) -> bool:
         limit = self.config.maxVarianceScaleFactor

@@ -122,6 +122,8 @@ class StarOffset:
     nMatched: int
     nScience: int
     nTemplate: int
+    #: Pairs that agree with the ``expected`` shift given to `starOffset` (0 without one).
+    nExpected: int = 0
 
 
 def _brightest(positions: np.ndarray, n: int) -> np.ndarray:
@@ -129,14 +131,20 @@ def _brightest(positions: np.ndarray, n: int) -> np.ndarray:
     return np.stack([positions["x"][order], positions["y"][order]], axis=1).astype(float)
 
 
-def starOffset(scienceStars: np.ndarray, templateStars: np.ndarray) -> StarOffset | None:
+def starOffset(
+    scienceStars: np.ndarray,
+    templateStars: np.ndarray,
+    expected: tuple[float, float] | None = None,
+) -> StarOffset | None:
     """The shift that matches the most of the brightest stars of two images.
 
     Parameters
     ----------
     scienceStars, templateStars : `numpy.ndarray`
         Detections with ``x``, ``y`` (array indices of each image) and ``flux``
-        (`psfmatch.selection.detectSources`).
+        (`psfmatch._sources.detectSources`).
+    expected : (`float`, `float`), optional
+        A shift to count the agreeing pairs of too (``nExpected``): the origins' one.
 
     Returns
     -------
@@ -165,12 +173,8 @@ def starOffset(scienceStars: np.ndarray, templateStars: np.ndarray) -> StarOffse
     if nMatched < max(3, min(len(sci), len(tmp)) // 3):
         return None
     dx, dy = np.median(shifts[near], axis=0)
-    return StarOffset(float(dx), float(dy), nMatched, len(sci), len(tmp))
-
-
-def votesFor(scienceStars: np.ndarray, templateStars: np.ndarray, dx: float, dy: float) -> int:
-    """How many pairs of the brightest stars agree with the shift (``dx``, ``dy``)."""
-    sci = _brightest(scienceStars, _N_STARS)
-    tmp = _brightest(templateStars, _N_STARS)
-    shifts = (sci[:, None, :] - tmp[None, :, :]).reshape(-1, 2)
-    return int(np.all(np.abs(shifts - np.array([dx, dy])) <= _MATCH_RADIUS, axis=1).sum())
+    nExpected = 0
+    if expected is not None:
+        agree = np.abs(shifts - np.asarray(expected, dtype=float)) <= _MATCH_RADIUS
+        nExpected = int(np.all(agree, axis=1).sum())
+    return StarOffset(float(dx), float(dy), nMatched, len(sci), len(tmp), nExpected)

@@ -303,7 +303,7 @@ class DetectAndMeasureTask(Task):
         ----------
         science, matchedTemplate : `MaskedImage`
             The science image and the template matched to it (its detections stand for the
-            known sky); ``science`` is not read beyond its box today.
+            known sky). ``science`` is taken for the reference's signature and not read.
         difference : `MaskedImage`
             The difference image.
         differencePsf : 2-D array, optional

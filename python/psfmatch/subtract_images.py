@@ -258,11 +258,12 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
             # Placed on the science box, the template's variance factor is still measured on
             # the whole template, as analyzeTemplate does (the same answer with or without).
             scaledTemplate = fullTemplate if placement is None else placement.wide
+            templateFactor: float | None = None
             if self.config.doScaleVariance:
                 factor = None if analysis is None else analysis.varianceScaleFactor
                 if factor is None and placement is not None:
                     factor = _varianceScaleFactor(fullTemplate, self._badBits())
-                self._scaleVariance(scaledTemplate, "Template", factor)
+                templateFactor = self._scaleVariance(scaledTemplate, "Template", factor)
                 self._scaleVariance(science, "Science")
             templateWide: MaskedImage | None = None
             if placement is None:
@@ -321,9 +322,7 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
             innerBox=arranged.innerBox,
             templateDiaDetections=None if analysis is None else analysis.diaDetections,
             templateFull=None if placement is None else fullTemplate,
-            templateVarianceFactor=self.metadata.get("scaleTemplateVarianceFactor")
-            if self.metadata.get("scaleTemplateVarianceApplied")
-            else None,
+            templateVarianceFactor=templateFactor,
             templateWide=templateWide,
             uncovered=None if placement is None else placement.uncovered,
         )
