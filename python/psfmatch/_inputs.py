@@ -152,18 +152,98 @@ def _varianceScaleFactor(mi: MaskedImage, badBits: int) -> float:
     count = int(np.count_nonzero(sky))
     if count < 100:
         return math.nan
-    # The normalised sky residuals in raster order, as sub[sky] / sqrt(var[sky]) in float64
-    # would give them, gathered band by band into one array that the percentile may reorder.
-    z = np.empty(count)
-    start = 0
-    for band in bands:
-        inBand = sky[band]
-        stop = start + int(np.count_nonzero(inBand))
-        z[start:stop] = sub[band][inBand].astype(np.float64)
-        z[start:stop] /= np.sqrt(varUsable[band][inBand].astype(np.float64))
-        start = stop
-    q25, q75 = np.percentile(z, [25.0, 75.0], overwrite_input=True)
+    q25, q75 = _skyPercentiles(sub, varUsable, sky, count, (25.0, 75.0))
     return float((0.741301109 * (q75 - q25)) ** 2)
+
+
+def _allPercentiles(values: np.ndarray, percentiles: tuple[float, ...]) -> list[float]:
+    """``np.percentile`` of every value: `_skyPercentiles`'s fallback."""
+    return [float(v) for v in np.percentile(values, percentiles, overwrite_input=True)]
+
+
+#: About this many sky pixels are sampled to bracket each quantile (`_skyPercentiles`).
+_QUANTILE_SAMPLE = 1 << 16
+
+
+def _skyPercentiles(
+    sub: np.ndarray,
+    var: np.ndarray,
+    sky: np.ndarray,
+    count: int,
+    percentiles: tuple[float, ...],
+) -> list[float]:
+    """``np.percentile(z, percentiles)``, bit for bit, of the ``count`` normalised sky
+    residuals ``z = sub[sky] / sqrt(var[sky])`` (in float64, in raster order), without
+    gathering and partitioning all of them.
+
+    A percentile of the default ("linear") method is the interpolation between the order
+    statistics ``k`` and ``k + 1`` of the sorted values, ``k = floor((n − 1)·q/100)``. The
+    values of a sample of the rows bracket each such pair in a window of values a few
+    sample-σ of rank wide; one pass over the image counts the values below each window and
+    keeps those inside it, and the order statistics are the right ones of that small set.
+    Where a window does not hold them (possible only for a sample that is far from
+    representative) every value is gathered and partitioned instead, as ``np.percentile``
+    does: the answer is the same either way, only slower.
+    """
+    bands = _rowBands(sky.shape[0])
+
+    def normalised(band: slice) -> np.ndarray:
+        inBand = sky[band]
+        z: np.ndarray = sub[band][inBand].astype(np.float64)
+        z /= np.sqrt(var[band][inBand].astype(np.float64))
+        return z
+
+    # Where the order statistics are, as np.percentile ("linear") computes it.
+    quantiles = np.true_divide(np.asarray(percentiles, dtype=np.float64), 100)
+    virtual = (count - 1) * quantiles
+    previous = np.floor(virtual)
+    gamma = virtual - previous
+    ranks = previous.astype(np.int64)
+
+    # A sample of whole rows (every step-th), sorted, gives each window's value limits.
+    step = max(1, sky.shape[0] * sky.shape[1] // (2 * _QUANTILE_SAMPLE))
+    step = min(step, sky.shape[0])
+    sample = np.sort(
+        np.concatenate([normalised(slice(y, y + 1)) for y in range(0, sky.shape[0], step)])
+    )
+    m = len(sample)
+    windows = []
+    for rank in ranks:
+        p = rank / max(count - 1, 1)
+        margin = 8.0 * math.sqrt(m * p * (1.0 - p)) + 8.0
+        lo = int(math.floor(p * (m - 1) - margin))
+        hi = int(math.ceil(p * (m - 1) + margin))
+        windows.append(
+            (
+                -np.inf if lo < 0 or m == 0 else float(sample[lo]),
+                np.inf if hi >= m or m == 0 else float(sample[hi]),
+            )
+        )
+    below = [0] * len(windows)
+    inside: list[list[np.ndarray]] = [[] for _ in windows]
+    for band in bands:
+        z = normalised(band)
+        for i, (low, high) in enumerate(windows):
+            below[i] += int(np.count_nonzero(z < low))
+            inside[i].append(z[(z >= low) & (z <= high)])
+    statistics: list[tuple[float, float]] = []
+    for i, rank in enumerate(ranks):
+        window = np.concatenate(inside[i])
+        need = [int(rank - below[i]), int(min(rank + 1, count - 1) - below[i])]
+        if need[0] < 0 or need[1] >= len(window):
+            return _allPercentiles(
+                np.concatenate([normalised(band) for band in bands]), percentiles
+            )
+        window.partition(need)
+        statistics.append((window[need[0]], window[need[1]]))
+    # np.percentile's interpolation (numpy's _lerp), operation for operation.
+    out = []
+    for (a, b), t in zip(statistics, gamma, strict=True):
+        a64, b64, t64 = np.float64(a), np.float64(b), np.float64(t)
+        diff = b64 - a64
+        value = b64 - diff * (1 - t64) if t64 >= 0.5 else a64 + diff * t64
+        out.append(float(value))
+    return out
 
 
 def _medianFilled(mi: MaskedImage, badBits: int) -> MaskedImage:
