@@ -26,6 +26,10 @@ its own random stream (`~psfmatch.simulate.sources`); their images rendered, the
 noise and masks (`~psfmatch.simulate.images`); the answer (`~psfmatch.simulate.truth`). The PSF
 model and the pixel-integrated rendering are shared with `psfmatch.psf` (``_psfmodel``).
 
+`simulateCompositePair` renders a pair through two `CompositePsfModel` PSFs instead: sums of
+elliptical Gaussians rotated as a whole, such as a core with six diffraction spikes at two roll
+angles, for which neither PSF is a blurred version of the other (cross-convolution's case).
+
 Conventions are the package's: ``x`` is the column, ``y`` the row, arrays are ``[y, x]``,
 positions are in parent coordinates with pixel centres at integers.
 """
@@ -33,14 +37,17 @@ positions are in parent coordinates with pixel centres at integers.
 from __future__ import annotations
 
 __all__ = [
+    "CompositePsfModel",
     "GaussianPsfModel",
     "SimulationTruth",
     "TruthComparison",
     "compareToTruth",
+    "simulateCompositePair",
     "simulatePair",
 ]
 
 from .._psfmodel import GaussianPsfModel
 from .compare import TruthComparison, compareToTruth
+from .composite import CompositePsfModel, simulateCompositePair
 from .pair import simulatePair
 from .truth import SimulationTruth
