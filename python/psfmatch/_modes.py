@@ -7,7 +7,9 @@ FWHMs the basis is built for, what the raw difference's PSF is and what else the
 carries. ``convolveTemplate`` (`_ConvolveTemplate`) and ``convolveScience``
 (`_ConvolveScience`) are the two directions of the Alard–Lupton fit; the score image
 (``preconvolve``, `_Preconvolve`) is the template direction with the science image first
-convolved with its own PSF, so it is a subclass of `_ConvolveTemplate`.
+convolved with its own PSF, so it is a subclass of `_ConvolveTemplate`; so is
+cross-convolution (``crossConvolve``, `_CrossConvolve`, `psfmatch._cross`), where each image is
+first convolved with the other's PSF and a small kernel matches what is left.
 """
 
 from __future__ import annotations
@@ -44,6 +46,13 @@ class _Arrangement:
     stampImage: MaskedImage
     preConvKernel: np.ndarray | None = None
     innerBox: Any = None
+    #: Cross-convolution: its own small basis, the kernel sources' stamp half-width, the two
+    #: PSF images at the centre (the difference image's PSF is made of them) and the fields.
+    basisList: list[Any] | None = None
+    stampHalfWidth: int | None = None
+    sciencePsf: np.ndarray | None = None
+    templatePsf: np.ndarray | None = None
+    crossPsfs: Any = None
 
 
 class _ConvolveTemplate:
@@ -66,6 +75,7 @@ class _ConvolveTemplate:
         science: MaskedImage,
         sizes: PsfSizes,
         sciencePsf: np.ndarray,
+        psfs: Any = None,
     ) -> _Arrangement:
         return _Arrangement(template, template, science, sizes.template, sizes.science, science)
 
@@ -93,6 +103,7 @@ class _ConvolveScience(_ConvolveTemplate):
         science: MaskedImage,
         sizes: PsfSizes,
         sciencePsf: np.ndarray,
+        psfs: Any = None,
     ) -> _Arrangement:
         return _Arrangement(template, science, template, sizes.science, sizes.template, science)
 
@@ -116,6 +127,7 @@ class _Preconvolve(_ConvolveTemplate):
         science: MaskedImage,
         sizes: PsfSizes,
         sciencePsf: np.ndarray,
+        psfs: Any = None,
     ) -> _Arrangement:
         # Convolving with the reflected PSF correlates with the PSF.
         preConvKernel = sciencePsf[::-1, ::-1].copy()
@@ -162,8 +174,84 @@ class _Preconvolve(_ConvolveTemplate):
         return {"matchedScience": fit.reference, "preConvKernel": fit.preConvKernel}
 
 
+class _CrossConvolve(_ConvolveTemplate):
+    """Cross-convolution (§7.11): ``P_T ⊗ S ≈ K ⊗ (P_S ⊗ T) + b`` with a small K; D has the
+    PSF ``P_S ⊗ P_T``. ``psfs`` is the pair of PSF fields (`psfmatch._cross.CrossPsfs`)."""
+
+    name = "crossConvolve"
+    convolvedName = "CrossConvolution"
+    description = "science image with the template's PSF and the template with the science image's"
+    convolvesWideTemplate = False
+
+    def arrange(
+        self,
+        task: ImagePsfMatchTask,
+        template: MaskedImage,
+        science: MaskedImage,
+        sizes: PsfSizes,
+        sciencePsf: np.ndarray,
+        psfs: Any = None,
+    ) -> _Arrangement:
+        from ._cross import crossKernelBasis, recordPsfs
+        from ._psffield import convolveWithField
+
+        assert psfs is not None
+        recordPsfs(task, psfs)
+        badBits = task._badBits()
+        nThreads = int(task.kConfig.nThreads)
+        with task.timer("crossConvolve"):
+            reference = convolveWithField(science, psfs.template, badBits, nThreads)
+            target = convolveWithField(template, psfs.science, badBits, nThreads)
+        half = max(psfs.science.halfWidth, psfs.template.halfWidth)
+        bbox = science.getBBox()
+        if bbox.getWidth() <= 2 * half or bbox.getHeight() <= 2 * half:
+            raise InvalidInputError(
+                f"the PSFs ({2 * half + 1} x {2 * half + 1} pixels) leave no pixels of the "
+                f"{bbox.getWidth()} x {bbox.getHeight()} image to cross-convolve; lower "
+                "crossConvolve.psfMaxHalfWidth or use a larger image"
+            )
+        # Within a PSF half-width of the border the cross-convolved images are copies.
+        innerBox = _core.Box2I(
+            (bbox.getMinX() + half, bbox.getMinY() + half),
+            (bbox.getWidth() - 2 * half, bbox.getHeight() - 2 * half),
+        )
+        cfg = task.config.crossConvolve
+        crossFwhm = psfs.crossFwhm()
+        stampHalf = int(cfg.stampHalfWidth) or min(
+            max(3, math.ceil(2.0 * crossFwhm)), int(cfg.psfMaxHalfWidth)
+        )
+        task.metadata["crossKernelOrder"] = int(cfg.kernelOrder)
+        task.metadata["crossStampHalfWidth"] = stampHalf
+        task.metadata["crossPsfSize"] = crossFwhm
+        sImage, tImage = psfs.images()
+        # The stars are selected on the unconvolved images (as measurePsfSizes saw them);
+        # innerBox keeps their stamps off the copied border.
+        return _Arrangement(
+            template,
+            target,
+            reference,
+            crossFwhm,
+            crossFwhm,
+            science,
+            innerBox=innerBox,
+            basisList=crossKernelBasis(int(cfg.kernelOrder)),
+            stampHalfWidth=stampHalf,
+            sciencePsf=sImage,
+            templatePsf=tImage,
+            crossPsfs=psfs,
+        )
+
+    def differencePsf(self, fit: _Subtraction) -> np.ndarray:
+        """``P_S ⊗ P_T``: a source of the science image is in ``P_T ⊗ S`` through both."""
+        return _convolveSmall(fit.sciencePsf, fit.templatePsf)
+
+    def resultExtras(self, fit: _Subtraction) -> dict[str, Any]:
+        return {"matchedScience": fit.reference}
+
+
 _MODES: dict[str, _ConvolveTemplate] = {
-    mode.name: mode() for mode in (_ConvolveTemplate, _ConvolveScience, _Preconvolve)
+    mode.name: mode()
+    for mode in (_ConvolveTemplate, _ConvolveScience, _Preconvolve, _CrossConvolve)
 }
 
 

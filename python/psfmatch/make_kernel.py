@@ -448,6 +448,8 @@ class MakeKernelTask(PsfMatchTask):
         stampImage: MaskedImage,
         candidateList: Any = None,
         innerBox: Any = None,
+        basisList: list[Any] | None = None,
+        stampHalfWidth: int | None = None,
     ) -> KernelFit:
         """Fit K and b with ``reference ≈ K ⊗ target + b``.
 
@@ -466,16 +468,25 @@ class MakeKernelTask(PsfMatchTask):
         candidateList : optional
             User positions instead of sep's detections.
         innerBox : `Box2I`, optional
-            Keep only the sources whose stamps lie inside it (score image).
+            Keep only the sources whose stamps lie inside it (score image, cross-convolution).
+        basisList : `list` of `FixedKernel`, optional
+            A basis of the caller's (cross-convolution's small one) instead of the config's;
+            it is fitted unregularized and not chosen by the BIC.
+        stampHalfWidth : `int`, optional
+            Stamps of at least 2·stampHalfWidth + 1 pixels (by default they are twice the
+            kernel's width plus one).
 
         Returns
         -------
         fit : `KernelFit`
         """
-        basisList = makeKernelBasisList(
-            self.kConfig, targetFwhm, referenceFwhm, metadata=self.metadata
-        )
-        kernelSize = basisList[0].getWidth()
+        ownBasis = basisList is not None
+        if basisList is None:
+            basisList = makeKernelBasisList(
+                self.kConfig, targetFwhm, referenceFwhm, metadata=self.metadata
+            )
+        # The stamp half-width: the kernel's whole width, so that its reach lies inside.
+        kernelSize = max(basisList[0].getWidth(), int(stampHalfWidth or 0))
         self._checkStampFits(stampImage, kernelSize, "kernel")
         with self.timer("selectSources"):
             if candidateList is None:
@@ -501,13 +512,15 @@ class MakeKernelTask(PsfMatchTask):
         for key, value in sources.meta.items():
             self.metadata[f"selection.{key}"] = value
 
-        if self.kConfig.useBicForKernelBasis:
+        if self.kConfig.useBicForKernelBasis and not ownBasis:
             # The BIC refits every candidate; a scratch cell set keeps the solve's clean.
             scratch = self._buildCellSet(target, reference, sources, kernelSize)
             basisList = self._selectBasisByBic(scratch, targetFwhm, referenceFwhm)
         with self.timer("buildCellSet"):
             cellSet = self._buildCellSet(target, reference, sources, kernelSize)
-        spatialSolution, kernel, background = self._solve(cellSet, basisList)
+        spatialSolution, kernel, background = self._solve(
+            cellSet, basisList, useRegularization=not ownBasis
+        )
         return KernelFit(kernel, background, cellSet, spatialSolution, sources, basisList)
 
     def run(

@@ -168,7 +168,9 @@ class PsfMatchTask(Task, abc.ABC):
         """Fill a `SpatialCellSet` with kernel candidates; derived tasks implement it."""
 
     @timeMethod
-    def _solve(self, kernelCellSet: Any, basisList: list[Any]) -> tuple[Any, Any, Any]:
+    def _solve(
+        self, kernelCellSet: Any, basisList: list[Any], *, useRegularization: bool = True
+    ) -> tuple[Any, Any, Any]:
         """Fit the spatially varying kernel and background (docs/algorithm.md §5.6).
 
         Parameters
@@ -177,6 +179,9 @@ class PsfMatchTask(Task, abc.ABC):
             The candidates; their statuses are updated (rejected ones become BAD).
         basisList : `list` of `FixedKernel`
             The kernel basis.
+        useRegularization : `bool`, optional
+            Regularize with ``hMat`` (when the config asks for it); off for a basis that is
+            not the config's (its size is not ``hMat``'s).
 
         Returns
         -------
@@ -203,7 +208,9 @@ class PsfMatchTask(Task, abc.ABC):
         traceLog = getTraceLogger(self.log.getChild("_solve"), 1)
         traceLog3 = getTraceLogger(self.log.getChild("_solve"), 3)
 
-        singlekv = BuildSingleKernelVisitor(basisList, control, self.hMat)
+        singlekv = BuildSingleKernelVisitor(
+            basisList, control, self.hMat if useRegularization else None
+        )
         ksv = KernelSumVisitor(control)
 
         def fitSpatial(spatialBasisList: list[Any]) -> tuple[Any, Any, Any]:

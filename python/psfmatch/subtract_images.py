@@ -89,6 +89,7 @@ from lsst.utils.timer import timeMethod
 
 from . import _core
 from . import debug as psfmatchDebug
+from ._cross import CrossConvolveConfig, chooseAutoMode, crossPsfFields
 from ._inputs import (
     InputPreparation,
     TemplateAnalysis,
@@ -98,6 +99,7 @@ from ._inputs import (
 from ._masks import UNUSABLE_PLANES, dilate
 from ._modes import _MODES, _Subtraction
 from ._placement import cropView
+from ._psffield import readPsfInput
 from ._psfutil import _psfFwhm, _psfImage
 from ._sources import detectSources
 from .convolution import _convolveChecked
@@ -123,11 +125,19 @@ class ImagePsfMatchConfig(MakeKernelConfig):
         allowed={
             "convolveTemplate": "Convolve the template to the science image's PSF.",
             "convolveScience": "Convolve the science image to the template's PSF.",
-            "auto": "Convolve whichever image has the narrower PSF.",
+            "auto": "Cross-convolve when the two PSFs are not nested (neither is the other "
+            "blurred, crossConvolve.nestedThreshold), else convolve whichever image has the "
+            "narrower PSF.",
             "preconvolve": "Convolve the science image with its own PSF and the template to "
             "that: the score image (docs/algorithm.md §7.4).",
+            "crossConvolve": "Convolve each image with the other's PSF, then match them with a "
+            "small kernel: for PSFs neither of which is the sharper (docs/algorithm.md §7.11).",
         },
         doc="Which image is convolved.",
+    )
+    crossConvolve: pexConfig.ConfigField[CrossConvolveConfig] = pexConfig.ConfigField(
+        dtype=CrossConvolveConfig,
+        doc="Cross-convolution (mode crossConvolve) and how mode auto chooses it.",
     )
     requiredTemplateFraction: pexConfig.Field[float] = pexConfig.RangeField(
         dtype=float,
@@ -275,16 +285,25 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
         sizes = self.measurePsfSizes(
             template, science, candidateList, templateFwhmPix, scienceFwhmPix
         )
+        sciencePsf = readPsfInput(sciencePsf, "sciencePsf")
+        templatePsf = readPsfInput(templatePsf, "templatePsf")
         modeName = self.config.mode
+        crossPsfs = None
         if modeName == "auto":
-            modeName = "convolveTemplate" if sizes.template <= sizes.science else "convolveScience"
+            modeName, crossPsfs = chooseAutoMode(
+                self, template, science, sizes, sciencePsf, templatePsf, candidateList
+            )
         mode = _MODES[modeName]
+        if mode.name == "crossConvolve" and crossPsfs is None:
+            crossPsfs = crossPsfFields(
+                self, template, science, sizes, sciencePsf, templatePsf, candidateList
+            )
         bbox = science.getBBox()
         xc = 0.5 * (bbox.getMinX() + bbox.getMaxX())
         yc = 0.5 * (bbox.getMinY() + bbox.getMaxY())
         sciencePsfImage = _psfImage(sciencePsf, sizes.science, xc, yc, "sciencePsf")
         templatePsfImage = _psfImage(templatePsf, sizes.template, xc, yc, "templatePsf")
-        arranged = mode.arrange(self, template, science, sizes, sciencePsfImage)
+        arranged = mode.arrange(self, template, science, sizes, sciencePsfImage, crossPsfs)
         if mode.convolvesScience:
             self._checkPositiveVariance(template, "templateMaskedImage", templateMaskedImage)
         else:
@@ -306,7 +325,13 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
             stampImage=arranged.stampImage,
             candidateList=candidateList,
             innerBox=arranged.innerBox,
+            basisList=arranged.basisList,
+            stampHalfWidth=arranged.stampHalfWidth,
         )
+        if arranged.sciencePsf is not None:
+            sciencePsfImage = arranged.sciencePsf
+        if arranged.templatePsf is not None:
+            templatePsfImage = arranged.templatePsf
         return _Subtraction(
             mode=mode.name,
             template=arranged.template,
@@ -495,16 +520,19 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
         difference, decorrelationKernel = raw, None
         if self.config.doDecorrelation:
             with self.timer("decorrelate"):
-                dec = self.decorrelate.run(
-                    fit.science,
-                    fit.template,
-                    raw,
-                    fit.psfMatchingKernel,
-                    templateMatched=not _MODES[fit.mode].convolvesScience,
-                    preConvKernel=fit.preConvKernel,
-                    psf=psf,
-                    nThreads=int(self.kConfig.nThreads),
-                )
+                if fit.mode == "crossConvolve":
+                    dec = self._decorrelateCross(fit, raw)
+                else:
+                    dec = self.decorrelate.run(
+                        fit.science,
+                        fit.template,
+                        raw,
+                        fit.psfMatchingKernel,
+                        templateMatched=not _MODES[fit.mode].convolvesScience,
+                        preConvKernel=fit.preConvKernel,
+                        psf=psf,
+                        nThreads=int(self.kConfig.nThreads),
+                    )
             difference = dec.correctedMaskedImage
             decorrelationKernel = dec.decorrelationKernel
             if dec.correctedPsf is not None:
@@ -531,6 +559,37 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
             decorrelationKernel=decorrelationKernel,
             diaSources=diaSources,
         )
+
+    def _decorrelateCross(self, fit: _Subtraction, raw: MaskedImage) -> Struct:
+        """The decorrelation of a cross-convolved difference (`decorrelateCrossConvolution`),
+        with the variances and mask planes of the ``decorrelate`` subtask's config."""
+        from .decorrelate_cross import decorrelateCrossConvolution
+
+        dec = decorrelateCrossConvolution(
+            fit.science,
+            fit.template,
+            raw,
+            fit.psfMatchingKernel,
+            fit.sciencePsf,
+            fit.templatePsf,
+            svar=self.decorrelate._clippedMeanVariance(fit.science),
+            tvar=self.decorrelate._clippedMeanVariance(fit.template),
+            floor=float(self.config.crossConvolve.decorrelationFloor),
+            fillBits=Mask.getPlaneBitMask(
+                list(self.decorrelate.config.fillMaskPlanes), skipUnknown=True
+            ),
+            nThreads=int(self.kConfig.nThreads),
+        )
+        if not dec.decorrelated:
+            self.log.warning(
+                "Not decorrelating: the clipped mean variances are unusable (science %s, "
+                "template %s); the difference is returned unchanged",
+                dec.svar,
+                dec.tvar,
+            )
+        else:
+            self.metadata["decorrelationFlooredFraction"] = dec.flooredFraction
+        return dec
 
     def _displayDebugDifference(self, fit: _Subtraction, difference: MaskedImage) -> None:
         """The ``displayDiffIm`` debugging switch (see the module docstring)."""
