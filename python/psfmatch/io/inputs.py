@@ -11,14 +11,12 @@ import os
 from typing import Any, cast
 
 import numpy as np
-from astropy.nddata import NDData
-from astropy.stats import sigma_clipped_stats
 
 from .._types import ImageInput, MaskInput, VarianceInput
 from ..errors import InvalidInputError
 from ..image import MaskedImage
 from .layouts import _readPlaneFile, readMaskedImage
-from .nddata import _fromNDData
+from .nddata import _fromNDData, _isNDData
 from .paths import _asPath, _isPath
 from .planes import _mapMask, _maskFromArray, _native, _planeBit
 
@@ -83,6 +81,9 @@ def _skyStatistics(image: np.ndarray, good: np.ndarray) -> tuple[float, float]:
     clipped statistics of all of a 4096² image's pixels took seconds (a sort per iteration).
     k has no common factor with the row length, so the sample visits every column alike (a
     k dividing it would take the same columns of every row: a column pattern would alias)."""
+    # Imported here: only an estimated variance needs astropy.stats.
+    from astropy.stats import sigma_clipped_stats
+
     step = max(1, -(-image.size // _SKY_SAMPLE))  # ceil: at most ~_SKY_SAMPLE pixels
     while step > 1 and math.gcd(step, image.shape[-1]) != 1:
         step += 1
@@ -410,7 +411,7 @@ def readImage(
             mask=_maskFromArray(np.ma.getmaskarray(source), "mask", source.shape),
         )
         hasVariance = False
-    elif isinstance(source, NDData):
+    elif _isNDData(source):
         details["source"] = type(source).__name__
         base, hasVariance = _fromNDData(source, "source")
     elif isinstance(source, np.ndarray | list | tuple) or hasattr(source, "__array__"):

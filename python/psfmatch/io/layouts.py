@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from astropy import units as u
 from astropy.io import fits
-from astropy.nddata import CCDData
 
 from ..errors import InvalidInputError, PsfMatchError, PsfMatchIOError
 from ..image import MaskedImage
@@ -327,6 +325,9 @@ def readMaskedImage(
 
 
 def _readCCDDataFile(path: Path, info: dict[str, Any]) -> MaskedImage:
+    from astropy import units as u
+    from astropy.nddata import CCDData
+
     header = info["imageHeader"]
     # CCDData insists on a unit; psfmatch does not use it, so a file without BUNIT is read as
     # dimensionless rather than refused.
