@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Tests of psfmatch.io.fitsdata: FITS data units read straight into native arrays, with the
-checksums of the FITS standard, against what astropy reads."""
+"""Tests of psfmatch.io.fitsdata: FITS data units read straight into native arrays and written
+from them, with the checksums of the FITS standard, against what astropy reads and writes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from astropy.io import fits
 
 from psfmatch import io
 from psfmatch.image import MaskedImage
-from psfmatch.io import layouts
+from psfmatch.io import fitsdata, layouts, writing
 
 RNG_SEED = 20261204
 
@@ -174,3 +174,75 @@ def test_hdus_that_are_not_read_are_verified_too(tmp_path, rng):
     io.readMaskedImage(path, info=info)
     (message,) = info["warnings"]
     assert "HDU 'KERNEL'" in message
+
+
+def _cards(header: fits.Header) -> list[tuple[str, object, str]]:
+    """The cards of a header, without what the time of writing changes: the checksum cards'
+    comments (dated) and the CHECKSUM value (it encodes the dated header)."""
+    cards = []
+    for card in header.cards:
+        if card.keyword == "CHECKSUM":
+            cards.append((card.keyword, None, ""))
+        elif card.keyword == "DATASUM":
+            cards.append((card.keyword, card.value, ""))
+        else:
+            cards.append((card.keyword, card.value, card.comment))
+    return cards
+
+
+@pytest.mark.parametrize(
+    "dtype, maskBits",
+    [(np.float32, 1 << 8), (np.float64, 1 << 3), (np.float32, 1 << 20)],
+    ids=["float32-uint16-mask", "float64", "int32-mask"],
+)
+def test_written_file_is_what_astropy_writes(tmp_path, rng, dtype, maskBits):
+    shape = (13, 29)  # odd: a uint16 mask's last word is half padding
+    mask = np.zeros(shape, np.int32)
+    mask[rng.random(shape) < 0.2] = maskBits
+    mi = MaskedImage(
+        rng.normal(size=shape).astype(dtype),
+        mask,
+        rng.uniform(1.0, 2.0, shape).astype(dtype),
+        xy0=(-4, 9),
+    )
+    header = {"alpha": 1.5, "LONG.KEY.NAME": "text", "n": 3}
+    table = fits.BinTableHDU.from_columns(
+        [fits.Column(name="x", format="D", array=rng.normal(size=4))], name="TABLE"
+    )
+    extras = [fits.ImageHDU(rng.normal(size=(3, 3)), name="KERNEL"), table]
+    ours = tmp_path / "ours.fits"
+    io.writeMaskedImage(ours, mi, header=header, extraHdus=extras)
+
+    # astropy writing the same HDUs, as writeMaskedImage did before it wrote the planes itself.
+    planes = writing._planes(mi)
+    others = writing._otherHdus(header, extras)
+    reference = tmp_path / "astropy.fits"
+    fits.HDUList([others[0], *(hdu for hdu, _ in planes), *others[1:]]).writeto(
+        reference, checksum=True
+    )
+
+    # No warning (pytest turns them into errors): astropy verifies every checksum of ours.
+    with fits.open(ours, checksum=True) as mine, fits.open(reference, checksum=True) as theirs:
+        assert len(mine) == len(theirs) == 6
+        oursBytes, theirBytes = ours.read_bytes(), reference.read_bytes()
+        for index in range(len(mine)):
+            assert _cards(mine[index].header) == _cards(theirs[index].header)
+            a, b = mine.fileinfo(index), theirs.fileinfo(index)
+            assert a["datSpan"] == b["datSpan"]
+            dataOurs = oursBytes[a["datLoc"] : a["datLoc"] + a["datSpan"]]
+            dataTheirs = theirBytes[b["datLoc"] : b["datLoc"] + b["datSpan"]]
+            assert dataOurs == dataTheirs, mine[index].name
+    back = io.readMaskedImage(ours)
+    np.testing.assert_array_equal(back.image, mi.image)
+    np.testing.assert_array_equal(back.variance, mi.variance)
+
+
+@pytest.mark.parametrize("dataSum", [0, 1, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFE, 0x12345678])
+def test_checksum_card_makes_the_hdu_sum_all_ones(dataSum):
+    # The standard's definition of CHECKSUM: with it, the ones' complement sum of the header's
+    # words and the data unit's sum is all ones (negative zero).
+    header = fits.ImageHDU(np.zeros((2, 3), np.float32), name="X").header
+    stored = fitsdata._setChecksumCards(header, dataSum, "2026-12-04T00:00:00")
+    assert len(stored) % 2880 == 0
+    assert fitsdata._fold(fitsdata._wordSum(stored) + dataSum) == 0xFFFFFFFF
+    assert header["DATASUM"] == str(dataSum) and str(header["CHECKSUM"]).isalnum()

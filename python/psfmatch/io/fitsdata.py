@@ -1,11 +1,12 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""The pixels of FITS image HDUs read in one pass, and their checksums verified.
+"""The pixels of FITS image HDUs read and written in one pass each, and their checksums.
 
 astropy does the headers; this module moves the data units. FITS stores numbers big-endian and
-numpy computes in native byte order, and astropy's own path cost several passes over every
-plane: verifying the checksums read the data twice more, and the big-endian array was then
-copied to native order. Here a plane is read straight into the array that is returned and
-swapped in place.
+numpy computes in native byte order, and astropy's own paths cost several passes over every
+plane: reading verified the checksums by reading the data twice more, and the big-endian array
+was then copied to native order; writing a read-only native array byte-swapped a whole copy for
+the checksum and another for the file. Here a plane is read straight into the array that is
+returned and swapped in place, and written from a small swapped buffer, block by block.
 
 The checksums are those of the FITS standard (§4.4.2.7 and Appendix J, after Seaman, Pence
 and Rots 2002): the 32-bit ones' complement sum of the big-endian words of the data unit
@@ -19,6 +20,7 @@ import io
 import math
 import typing
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +30,12 @@ from astropy.utils.exceptions import AstropyUserWarning
 
 from ..errors import InvalidInputError
 
+_BLOCK = 2880
+"""The FITS block: headers and data units are padded to a multiple of it."""
+
 _CHUNK_BYTES = 1 << 22
-"""Bytes summed from a file at a time: 4 MiB stays in the CPU's caches and makes a few
-hundred system calls for a 4096² plane."""
+"""Bytes swapped and written (or summed from a file) at a time: 4 MiB stays in the CPU's
+caches and makes a few hundred system calls for a 4096² plane."""
 
 _BITPIX_DTYPES = {8: "u1", 16: "i2", 32: "i4", 64: "i8", -32: "f4", -64: "f8"}
 """Native numpy type of each FITS ``BITPIX``."""
@@ -59,6 +64,92 @@ def _wordSum(buffer: Any) -> int:
 def _tailSum(tail: bytes) -> int:
     """The sum of the words of a byte string of any length, zero-padded to whole words."""
     return _wordSum(tail + b"\0" * (-len(tail) % 4))
+
+
+def _bigEndianBytes(array: np.ndarray) -> Iterator[memoryview]:
+    """The bytes a FITS file stores for a native C-contiguous ``array``, a block of elements at
+    a time, from one reused buffer (so never a copy of the whole array).
+
+    Unsigned integers of 16 bits and more are stored as astropy stores them: as signed integers
+    with ``BZERO = 2**(bits-1)``, i.e. with the sign bit flipped.
+    """
+    flat = array.reshape(-1)
+    step = max(1, _CHUNK_BYTES // flat.dtype.itemsize)
+    buffer = np.empty(min(step, flat.size), dtype=flat.dtype)
+    signBit = (
+        flat.dtype.type(1 << (8 * flat.dtype.itemsize - 1))
+        if flat.dtype.kind == "u" and flat.dtype.itemsize > 1
+        else None
+    )
+    for start in range(0, flat.size, step):
+        part = flat[start : start + step]
+        out = buffer[: part.size]
+        np.copyto(out, part)
+        if signBit is not None:
+            out ^= signBit
+        out.byteswap(inplace=True)
+        yield out.view(np.uint8).data
+
+
+def _dataSum(array: np.ndarray) -> int:
+    """The ``DATASUM`` of the data unit that stores ``array`` (native byte order)."""
+    flat = array.reshape(-1)
+    if flat.dtype.itemsize == 4 and flat.dtype.kind != "u":
+        # A 4-byte element in native order is the value of its big-endian word already.
+        return _fold(int(np.add.reduce(flat.view(np.uint32), dtype=np.uint64)))
+    total = 0
+    for chunk in _bigEndianBytes(array):
+        whole = len(chunk) - len(chunk) % 4
+        total += _wordSum(chunk[:whole])
+        if whole != len(chunk):  # only in the last chunk: _CHUNK_BYTES is a multiple of 4
+            total += _tailSum(bytes(chunk[whole:]))
+    return _fold(total)
+
+
+def _encodeChecksum(value: int) -> str:
+    """The 16 ``CHECKSUM`` characters that encode the 32-bit ``value`` (the complement of the
+    HDU's sum with the card set to zeros), by the standard's algorithm: each byte spread over
+    four printable characters, avoiding punctuation, rotated right by one character."""
+    excluded = frozenset(b":;<=>?@[\\]^_`")
+    out = [0] * 16
+    for byteIndex in range(4):
+        byte = (value >> (24 - 8 * byteIndex)) & 0xFF
+        quotient, remainder = divmod(byte, 4)
+        chars = [quotient + remainder + 0x30, quotient + 0x30, quotient + 0x30, quotient + 0x30]
+        changed = True
+        while changed:
+            changed = False
+            for j in (0, 2):
+                if chars[j] in excluded or chars[j + 1] in excluded:
+                    chars[j] += 1
+                    chars[j + 1] -= 1
+                    changed = True
+        for j in range(4):
+            out[4 * j + byteIndex] = chars[j]
+    return bytes(out[-1:] + out[:-1]).decode("ascii")
+
+
+def _headerBytes(header: fits.Header) -> bytes:
+    return str(header.tostring()).encode("ascii")
+
+
+def _setChecksumCards(header: fits.Header, dataSum: int, when: str) -> bytes:
+    """Add ``DATASUM`` and ``CHECKSUM`` (last, as astropy places them) for a data unit whose
+    sum is ``dataSum``; return the header's bytes."""
+    header["CHECKSUM"] = ("0" * 16, f"HDU checksum updated {when}")
+    header["DATASUM"] = (str(dataSum), f"data unit checksum updated {when}")
+    total = _fold(_wordSum(_headerBytes(header)) + dataSum)
+    header["CHECKSUM"] = _encodeChecksum(~total & _ALL_ONES)
+    return _headerBytes(header)
+
+
+def _writeImage(stream: typing.BinaryIO, header: fits.Header, array: np.ndarray, when: str) -> None:
+    """Write one image HDU: ``header`` (its structural cards already those of ``array``, which
+    is C-contiguous and native) with checksums, then the data, big-endian, then the padding."""
+    stream.write(_setChecksumCards(header, _dataSum(array), when))
+    for chunk in _bigEndianBytes(array):
+        stream.write(chunk)
+    stream.write(b"\0" * (-array.nbytes % _BLOCK))
 
 
 def _checksumWarning(kind: str, hdu: Any) -> None:
