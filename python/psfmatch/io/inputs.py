@@ -206,6 +206,19 @@ def _estimateVariance(
     return variance
 
 
+def _smallest(array: np.ndarray) -> float:
+    """The smallest value that is not NaN (NaN if there is none)."""
+    return float(np.fmin.reduce(array, axis=None))
+
+
+def _allFinite(array: np.ndarray) -> bool:
+    """Whether every value is finite: the extremes are, as a NaN makes both NaN. Two
+    reductions, without the boolean maps of ``np.isfinite(array).all()``."""
+    return array.dtype.kind in "iub" or bool(
+        np.isfinite(np.min(array)) and np.isfinite(np.max(array))
+    )
+
+
 def _checkLimit(value: Any, name: str, where: str) -> float | None:
     """A valid-data limit: None, or a number that is not NaN (an infinite one flags nothing)."""
     if value is None:
@@ -449,18 +462,19 @@ def readImage(
         varianceArray, varianceSource = base.variance, "input"
     else:
         varianceArray, varianceSource = None, "estimated"
-    if varianceArray is not None:
+    if varianceArray is not None and _smallest(varianceArray) < 0:
         nNegative = int((varianceArray < 0).sum())
-        if nNegative:
-            raise InvalidInputError(
-                f"variance: {nNegative} pixels have a negative variance "
-                f"(minimum {float(np.min(varianceArray)):g})"
-            )
+        raise InvalidInputError(
+            f"variance: {nNegative} pixels have a negative variance "
+            f"(minimum {_smallest(varianceArray):g})"
+        )
 
-    nonFinite = ~np.isfinite(base.image)
-    if varianceArray is not None:
-        nonFinite |= ~np.isfinite(varianceArray)
-    nNonFinite = int(nonFinite.sum())
+    nNonFinite = 0
+    if not (_allFinite(base.image) and (varianceArray is None or _allFinite(varianceArray))):
+        nonFinite = ~np.isfinite(base.image)
+        if varianceArray is not None:
+            nonFinite |= ~np.isfinite(varianceArray)
+        nNonFinite = int(nonFinite.sum())
     if nNonFinite:
         maskArray = np.where(nonFinite, maskArray | np.int32(_planeBit("NO_DATA")), maskArray)
         _log.info(
