@@ -1,14 +1,21 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Tests of what writing the output keeps in memory: the header statistics from one float64
-buffer, their values exactly numpy's whole-array reductions."""
+buffer (their values exactly numpy's whole-array reductions), and ``psfmatch subtract``
+writing with its inputs released."""
 
 from __future__ import annotations
 
+import gc
+import weakref
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
 
+from helpers import simulatedFitsPair
+from psfmatch import cli
+from psfmatch.cli import subtract as cliSubtract
 from psfmatch.image import Mask, MaskedImage
 from psfmatch.result import SubtractionResult
 
@@ -47,3 +54,33 @@ def test_statistics_are_numpys_whole_array_figures(rng, shape, dtype):
         return
     # Exact: the header values may not change by a bit.
     assert figures == _wholeArrayStatistics(d, cr)
+
+
+def test_subtract_writes_with_its_inputs_released(tmp_path, monkeypatch):
+    pair = simulatedFitsPair(tmp_path, (192, 192), nStars=60, seed=4)
+    inputs: list[Any] = []
+    readInput = cliSubtract._readInput
+
+    def recordingRead(*args: Any) -> Any:
+        image = readInput(*args)
+        inputs.append(weakref.ref(image))
+        return image
+
+    seen: dict[str, Any] = {}
+    writeFits = SubtractionResult.writeFits
+
+    def checkingWrite(self: SubtractionResult, *args: Any, **kwargs: Any) -> None:
+        gc.collect()
+        seen["inputsAlive"] = [ref() is not None for ref in inputs]
+        seen["raw"] = self.rawDifference
+        seen["cells"] = self.kernelCellSet
+        writeFits(self, *args, **kwargs)
+
+    monkeypatch.setattr(cliSubtract, "_readInput", recordingRead)
+    monkeypatch.setattr(SubtractionResult, "writeFits", checkingWrite)
+    argv = ["subtract", "-q", "--science", str(pair["science"])]
+    argv += ["--template", str(pair["template"]), "--output", str(tmp_path / "d.fits")]
+    assert cli.main(argv) == 0
+    # Nothing holds the inputs, the difference before decorrelation or the candidates' stamps
+    # (views of the inputs) while the output is built and written.
+    assert seen == {"inputsAlive": [False, False], "raw": None, "cells": None}
