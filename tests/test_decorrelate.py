@@ -690,3 +690,49 @@ def test_spectrum_of_a_small_array_is_its_padded_rfft2(
     expected = np.fft.rfft2(np.roll(padded, (-(small[0] // 2), -(small[1] // 2)), axis=(0, 1)))
     # Two FFTs of ≤ 64 points on O(1) values: rounding ~1e-15 of the spectrum's scale.
     np.testing.assert_allclose(_spectrumOfSmall(a, grid), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("tileFft", [16, 512])
+@pytest.mark.parametrize(
+    ("image", "kernel"), [((1, 1), (1, 1)), ((5, 300), (3, 7)), ((203, 170), (17, 15))]
+)
+def test_tile_convolution_is_zero_padded_true_convolution(
+    monkeypatch: pytest.MonkeyPatch,
+    tileFft: int,
+    image: tuple[int, int],
+    kernel: tuple[int, int],
+) -> None:
+    """`_convolveTiles` (overlap-save on tiles) is scipy's direct 'same' convolution of the
+    image with its unusable pixels (non-finite, or with a given mask bit) set to the mean of
+    the others; with ``keepUnusable`` those keep their input values. Tiles of 16 points make
+    many tiles, most of them cut by the image's edge; 512, one tile."""
+    from scipy.signal import convolve
+
+    from psfmatch import _fft
+
+    monkeypatch.setattr(_fft, "_TILE_FFT", tileFft)
+    gen = np.random.default_rng(8)
+    a = gen.normal(10.0, 3.0, image)
+    k = gen.normal(size=kernel)
+    mask = np.zeros(image, dtype=np.int32)
+    if a.size > 1:
+        a.flat[gen.choice(a.size, 3, replace=False)] = [np.nan, np.inf, -np.inf]
+        mask.flat[gen.choice(a.size, 4, replace=False)] = 4
+        mask.flat[gen.choice(a.size, 4, replace=False)] |= 2  # a bit that is not asked for
+    unusable = ~np.isfinite(a) | ((mask & 4) != 0)
+    filled = np.where(unusable, a[~unusable].mean() if (~unusable).any() else 0.0, a)
+    expected = convolve(filled, k, mode="same", method="direct")
+    for keep in (False, True):
+        out = _fft._convolveTiles(a, k, mask=mask, maskBits=4, keepUnusable=keep)
+        want = np.where(unusable, a, expected) if keep else expected
+        # Float64 FFTs of ≤ 600 points against direct sums of ≤ 255 terms of O(10) values:
+        # rounding ~1e-13 of the largest output; 1e-10 of it would still catch a tile's
+        # pixel misplaced by one (the image changes by ~1 between neighbours).
+        scale = float(np.abs(expected).max())
+        np.testing.assert_allclose(out, want, rtol=0, atol=1e-10 * scale)
+        assert out.dtype == np.float64
+    out32 = _fft._convolveTiles(a.astype(np.float32), k, mask=mask, maskBits=4)
+    assert out32.dtype == np.float32
+    # Float32 data and transforms: rounding ~1e-7 of the tile's largest values, times the
+    # transform's log₂ length and the kernel's ≤ 255 terms: 1e-5 of the largest output.
+    np.testing.assert_allclose(out32, expected, rtol=0, atol=1e-5 * scale)
