@@ -648,6 +648,27 @@ def test_clipped_mean_variance_of_a_large_plane_from_a_sample() -> None:
     assert task._clippedMeanVariance(mi) == pytest.approx(full, rel=1e-3)
 
 
+def test_clipped_mean_variance_is_astropys_sigma_clipped_mean() -> None:
+    """Below `_CLIP_SAMPLE` pixels the clipped mean variance is astropy's
+    `sigma_clipped_stats` mean (3σ, 3 iterations) of the usable pixels, which psfmatch takes
+    from its clipping alone (without the median and standard deviation it also computes)."""
+    from astropy.stats import sigma_clipped_stats
+
+    gen = np.random.default_rng(12)
+    variance = gen.normal(50.0, 4.0, (300, 310))
+    variance[gen.random(variance.shape) < 0.01] = 1e4  # outliers that the clipping removes
+    variance[5, :] = np.nan
+    mask = np.zeros(variance.shape, dtype=np.int32)
+    mask[:, 7] = pm.Mask.getPlaneBitMask("SAT")
+    mi = pm.MaskedImage(np.zeros(variance.shape), mask, variance)
+    usable = np.isfinite(variance) & (mask == 0)
+    expected, _, _ = sigma_clipped_stats(variance[usable], sigma=3.0, maxiters=3)
+    # The same clipping and the same mean of the same float64 values: equal to rounding.
+    assert DecorrelateALKernelTask()._clippedMeanVariance(mi) == pytest.approx(
+        float(expected), rel=1e-14
+    )
+
+
 @pytest.mark.parametrize("image", [(1, 1), (20, 31), (1024, 1024), (2048, 2000), (4096, 4096)])
 def test_fft_grid_is_the_smallest_even_5_smooth_size_without_wraparound(
     image: tuple[int, int],

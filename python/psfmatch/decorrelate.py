@@ -78,7 +78,7 @@ from typing import Any
 
 import lsst.pex.config as pexConfig
 import numpy as np
-from astropy.stats import sigma_clipped_stats
+from astropy.stats import SigmaClip
 
 from . import _core
 from ._fft import (
@@ -348,8 +348,10 @@ class DecorrelateALKernelTask(Task):
         usable = ((mask[::stride] & bits) == 0) & np.isfinite(var)
         if not usable.any():
             return math.nan
-        mean, _, _ = sigma_clipped_stats(var[usable], sigma=3.0, maxiters=3)
-        return float(mean)
+        # sigma_clipped_stats's mean (its clipping, then nanmean), without the median and
+        # standard deviation of the clipped sample that it computes as well.
+        clipped = SigmaClip(sigma=3.0, maxiters=3)(var[usable], masked=False, copy=False)
+        return float(np.nanmean(clipped))
 
     def _applyCropped(
         self,
