@@ -648,6 +648,27 @@ def test_clipped_mean_variance_of_a_large_plane_from_a_sample() -> None:
     assert task._clippedMeanVariance(mi) == pytest.approx(full, rel=1e-3)
 
 
+def test_clipped_mean_variance_is_astropys_sigma_clipped_mean() -> None:
+    """Below `_CLIP_SAMPLE` pixels the clipped mean variance is astropy's
+    `sigma_clipped_stats` mean (3σ, 3 iterations) of the usable pixels, which psfmatch takes
+    from its clipping alone (without the median and standard deviation it also computes)."""
+    from astropy.stats import sigma_clipped_stats
+
+    gen = np.random.default_rng(12)
+    variance = gen.normal(50.0, 4.0, (300, 310))
+    variance[gen.random(variance.shape) < 0.01] = 1e4  # outliers that the clipping removes
+    variance[5, :] = np.nan
+    mask = np.zeros(variance.shape, dtype=np.int32)
+    mask[:, 7] = pm.Mask.getPlaneBitMask("SAT")
+    mi = pm.MaskedImage(np.zeros(variance.shape), mask, variance)
+    usable = np.isfinite(variance) & (mask == 0)
+    expected, _, _ = sigma_clipped_stats(variance[usable], sigma=3.0, maxiters=3)
+    # The same clipping and the same mean of the same float64 values: equal to rounding.
+    assert DecorrelateALKernelTask()._clippedMeanVariance(mi) == pytest.approx(
+        float(expected), rel=1e-14
+    )
+
+
 @pytest.mark.parametrize("image", [(1, 1), (20, 31), (1024, 1024), (2048, 2000), (4096, 4096)])
 def test_fft_grid_is_the_smallest_even_5_smooth_size_without_wraparound(
     image: tuple[int, int],
@@ -690,3 +711,414 @@ def test_spectrum_of_a_small_array_is_its_padded_rfft2(
     expected = np.fft.rfft2(np.roll(padded, (-(small[0] // 2), -(small[1] // 2)), axis=(0, 1)))
     # Two FFTs of ≤ 64 points on O(1) values: rounding ~1e-15 of the spectrum's scale.
     np.testing.assert_allclose(_spectrumOfSmall(a, grid), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("tileFft", [16, 512])
+@pytest.mark.parametrize(
+    ("image", "kernel"), [((1, 1), (1, 1)), ((5, 300), (3, 7)), ((203, 170), (17, 15))]
+)
+def test_tile_convolution_is_zero_padded_true_convolution(
+    monkeypatch: pytest.MonkeyPatch,
+    tileFft: int,
+    image: tuple[int, int],
+    kernel: tuple[int, int],
+) -> None:
+    """`_convolveTiles` (overlap-save on tiles) is scipy's direct 'same' convolution of the
+    image with its unusable pixels (non-finite, or with a given mask bit) set to the mean of
+    the others; with ``keepUnusable`` those keep their input values. Tiles of 16 points make
+    many tiles, most of them cut by the image's edge; 512, one tile."""
+    from scipy.signal import convolve
+
+    from psfmatch import _fft
+
+    monkeypatch.setattr(_fft, "_TILE_FFT", tileFft)
+    gen = np.random.default_rng(8)
+    a = gen.normal(10.0, 3.0, image)
+    k = gen.normal(size=kernel)
+    mask = np.zeros(image, dtype=np.int32)
+    if a.size > 1:
+        a.flat[gen.choice(a.size, 3, replace=False)] = [np.nan, np.inf, -np.inf]
+        mask.flat[gen.choice(a.size, 4, replace=False)] = 4
+        mask.flat[gen.choice(a.size, 4, replace=False)] |= 2  # a bit that is not asked for
+    unusable = ~np.isfinite(a) | ((mask & 4) != 0)
+    filled = np.where(unusable, a[~unusable].mean() if (~unusable).any() else 0.0, a)
+    expected = convolve(filled, k, mode="same", method="direct")
+    for keep in (False, True):
+        out = _fft._convolveTiles(a, k, mask=mask, maskBits=4, keepUnusable=keep)
+        want = np.where(unusable, a, expected) if keep else expected
+        # Float64 FFTs of ≤ 600 points against direct sums of ≤ 255 terms of O(10) values:
+        # rounding ~1e-13 of the largest output; 1e-10 of it would still catch a tile's
+        # pixel misplaced by one (the image changes by ~1 between neighbours).
+        scale = float(np.abs(expected).max())
+        np.testing.assert_allclose(out, want, rtol=0, atol=1e-10 * scale)
+        assert out.dtype == np.float64
+    out32 = _fft._convolveTiles(a.astype(np.float32), k, mask=mask, maskBits=4)
+    assert out32.dtype == np.float32
+    # Float32 data and transforms: rounding ~1e-7 of the tile's largest values, times the
+    # transform's log₂ length and the kernel's ≤ 255 terms: 1e-5 of the largest output.
+    np.testing.assert_allclose(out32, expected, rtol=0, atol=1e-5 * scale)
+
+
+def test_crop_by_tail_is_the_smallest_square_holding_all_but_the_tolerance() -> None:
+    """`_cropByTail` on a filter whose |c| falls off as 10^(−r/2) away from its centre (r the
+    larger of the two offsets): the square it returns leaves at most the tolerance outside
+    (summed here directly), the next smaller square would not, and a filter that has not
+    fallen off within a quarter of the grid is not cropped."""
+    from psfmatch._fft import _cropCentred
+    from psfmatch.decorrelate import _cropByTail
+
+    grid = (96, 90)
+    iy, ix = np.arange(grid[0]), np.arange(grid[1])
+    r = np.maximum(np.minimum(iy, grid[0] - iy)[:, None], np.minimum(ix, grid[1] - ix)[None, :])
+    c = np.where((iy[:, None] + ix[None, :]) % 2, -1.0, 1.0) * 10.0 ** (-r / 2.0)
+    tolerance = 1e-6
+    crop = _cropByTail(c, (3, 5), tolerance)
+    assert crop is not None
+    kernel, tail = crop
+    side = kernel.shape[0]
+    assert kernel.shape == (side, side) and side % 2 == 1
+    outside = np.abs(c).sum() - np.abs(_cropCentred(c, (side, side))).sum()
+    smaller = np.abs(c).sum() - np.abs(_cropCentred(c, (side - 2, side - 2))).sum()
+    # Sums of ~9000 terms ≤ 1: the reported tail equals the direct sum to rounding.
+    assert tail == pytest.approx(outside, rel=1e-9, abs=1e-15)
+    assert outside <= tolerance < smaller
+    np.testing.assert_array_equal(kernel, _cropCentred(c, (side, side)))
+    # At least the minimum shape, per axis.
+    assert _cropByTail(c, (side + 4, 1), tolerance)[0].shape == (side + 4, side)  # type: ignore[index]
+    # Falling off 10× more slowly, the crop would pass a quarter of the grid.
+    assert _cropByTail(np.abs(c) ** 0.1, (3, 5), tolerance) is None
+
+
+# -- the cropped, tiled filter against the whole-grid float64 formulas ------------------------
+
+
+def centredOnGrid(a: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """``a`` zero-padded to ``grid`` with its centre pixel (n//2) rolled to index 0."""
+    out = np.zeros(grid)
+    out[: a.shape[0], : a.shape[1]] = a
+    return np.roll(out, (-(a.shape[0] // 2), -(a.shape[1] // 2)), axis=(0, 1))
+
+
+def centreOf(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The ``shape`` (odd) pixels of a grid array around its index 0, centred."""
+    rolled = np.roll(a, (shape[0] // 2, shape[1] // 2), axis=(0, 1))
+    return rolled[: shape[0], : shape[1]]
+
+
+def transferFunction(
+    kernel: np.ndarray, v: float, t: float, preConv: np.ndarray | None, grid: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The module docstring's filter corr on a whole (complex) FFT grid, and the component
+    filters Ĉ₁ = corr (score: P̂·corr) and Ĉ₂ = K̂·corr."""
+    kappa = kernel.sum()
+    kHat = np.fft.fft2(centredOnGrid(kernel, grid))
+    if preConv is None:
+        corr = np.sqrt((v + t * kappa**2) / (v + t * np.abs(kHat) ** 2))
+        return corr, corr, kHat * corr
+    pHat = np.fft.fft2(centredOnGrid(preConv / preConv.sum(), grid))
+    corr = (v + t * kappa**2) / (v + t * np.abs(kHat) ** 2 / np.abs(pHat) ** 2)
+    return corr, pHat * corr, kHat * corr
+
+
+def wholeGridDecorrelation(
+    d: np.ndarray,
+    mask: np.ndarray,
+    fillBits: int,
+    varUnconv: np.ndarray,
+    varConv: np.ndarray,
+    kernel: np.ndarray,
+    v: float,
+    t: float,
+    *,
+    scale: float = 1.0,
+    preConv: np.ndarray | None = None,
+    psf: np.ndarray | None = None,
+    complete: bool = False,
+    grid: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """The decorrelation by the module docstring's formulas, in float64 with numpy's complex
+    FFTs of one grid (by default twice the image, so that even a far-reaching filter's tail
+    does not wrap around): the filtered mean-filled image with its unusable pixels restored,
+    the variance, the weights Σ|Ĉᵢ|²/N (Parseval), the real-space filter c and the filtered
+    PSF on the grid grown by the kernel."""
+    ny, nx = d.shape
+    grid = grid or (2 * ny + kernel.shape[0], 2 * nx + kernel.shape[1])
+    corr, cUnconv, cConv = transferFunction(kernel, v, t, preConv, grid)
+
+    def apply(a: np.ndarray, transfer: np.ndarray, unusable: np.ndarray) -> np.ndarray:
+        padded = np.zeros(grid)
+        padded[:ny, :nx] = np.where(unusable, a[~unusable].mean(), a)
+        return np.fft.ifft2(np.fft.fft2(padded) * transfer).real[:ny, :nx]
+
+    flagged = (mask & fillBits) != 0
+    unusable = ~np.isfinite(d) | flagged
+    image = np.where(unusable, d, apply(d, corr, unusable))
+    n = grid[0] * grid[1]
+    w1 = float(np.sum(np.abs(cUnconv) ** 2) / n)
+    w2 = float(np.sum(np.abs(cConv) ** 2) / n)
+    if complete:
+        variance = np.zeros(d.shape)
+        for plane, spectrum in ((varUnconv, cUnconv), (varConv, cConv)):
+            c = np.fft.ifft2(spectrum).real
+            planeUnusable = ~np.isfinite(plane) | flagged
+            variance += apply(plane, np.fft.fft2(c * c), planeUnusable)
+    else:
+        variance = w1 * varUnconv + w2 * varConv
+    variance[~(np.isfinite(varUnconv) & np.isfinite(varConv))] = np.inf
+    out = {
+        "image": image,
+        "variance": variance / scale,
+        "w1": w1,
+        "w2": w2,
+        "c": np.fft.ifft2(corr).real,
+    }
+    if psf is not None:
+        shape = (psf.shape[0] + kernel.shape[0] - 1, psf.shape[1] + kernel.shape[1] - 1)
+        spectrum = np.fft.fft2(centredOnGrid(psf, grid)) * corr
+        filtered = centreOf(np.fft.ifft2(spectrum).real, shape)
+        out["psf"] = filtered / filtered.sum()
+    return out
+
+
+def decorrelationCase(
+    mode: str, dtype: type, ratio: float, shape: tuple[int, int]
+) -> dict[str, Any]:
+    """A pair of noise images, the difference of the given mode with a NaN border (EDGE |
+    NO_DATA), a saturated block (SAT, value 1e6), a bright unmasked residual of ~2e3 σ, a
+    template variance with a step, and an off-centre elliptical kernel of sum 1.3 (17 × 15);
+    ``ratio`` is t/v. Score mode preconvolves with a Gaussian of σ 1.2 px (15 × 15)."""
+    gen = np.random.default_rng(27)
+    ny, nx = shape
+    yy, xx = np.mgrid[-8:9, -7:8]
+    k = np.exp(-((xx - 0.7) ** 2 / (2 * 2.2**2) + (yy + 0.4) ** 2 / (2 * 1.6**2)))
+    k *= 1.3 / k.sum()
+    sigmaConv = 3.0
+    sigmaUnconv = sigmaConv / math.sqrt(ratio)
+    unconv = gen.normal(0.0, sigmaUnconv, (ny, nx))
+    conv = gen.normal(0.0, sigmaConv, (ny, nx))
+    preConv = None
+    if mode == "score":
+        preConv = gaussian(1.2, 7)
+        d = fftconvolve(unconv, preConv, mode="same") - fftconvolve(conv, k, mode="same")
+    else:
+        d = unconv - fftconvolve(conv, k, mode="same")
+        if mode == "science":
+            d = -d / 1.3  # (K⊗S − T)/κ with S the convolved image
+    d[100:103, 50:53] += 1e4 * np.array([[0.5, 1.0, 0.5], [1.0, 2.0, 1.0], [0.5, 1.0, 0.5]])
+    edge = pm.Mask.getPlaneBitMask(["EDGE", "NO_DATA"])
+    mask = np.zeros((ny, nx), dtype=np.int32)
+    mask[:8] = edge
+    mask[:, -8:] = edge
+    d[mask != 0] = np.nan
+    mask[140:150, 20:40] = pm.Mask.getPlaneBitMask("SAT")
+    d[140:150, 20:40] = 1e6
+    varUnconv = np.full((ny, nx), sigmaUnconv**2)
+    varConv = np.full((ny, nx), sigmaConv**2)
+    varConv[60:70, 90:110] *= 2.0
+    images = {"unconv": (unconv, varUnconv), "conv": (conv, varConv)}
+    science, template = (
+        (images["conv"], images["unconv"])
+        if mode == "science"
+        else (images["unconv"], images["conv"])
+    )
+
+    def mi(image: np.ndarray, variance: np.ndarray) -> pm.MaskedImage:
+        return pm.MaskedImage(image.astype(dtype), mask.copy(), variance.astype(dtype))
+
+    return {
+        "science": mi(*science),
+        "template": mi(*template),
+        "difference": mi(d, np.ones((ny, nx))),
+        "d": d.astype(dtype).astype(np.float64),
+        "mask": mask,
+        "varUnconv": varUnconv.astype(dtype).astype(np.float64),
+        "varConv": varConv.astype(dtype).astype(np.float64),
+        "kernel": k,
+        "preConv": preConv,
+        "psf": gaussian(2.0, 7),
+    }
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(
+    ("mode", "ratio", "shape", "side"),
+    [
+        ("template", 0.05, (203, 170), 41),
+        ("template", 2.25, (203, 170), 79),
+        ("science", 2.25, (203, 170), 79),
+        ("score", 2.25, (420, 390), 197),
+    ],
+)
+def test_cropped_filter_matches_the_whole_grid_formulas(
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+    ratio: float,
+    shape: tuple[int, int],
+    side: int,
+    dtype: type,
+) -> None:
+    """The decorrelation as run (the filter's real-space image cropped where its tail is
+    below `_TAIL_TOLERANCE`, applied by overlap-save tiles: 64-point tiles here, so that the
+    image spans several, cut by its edges) against `wholeGridDecorrelation`, float64 on a
+    grid twice the image's, in each mode. At t/v = 0.05 the filter is cropped on the first
+    grid (8 kernel widths); at 2.25 it reaches farther, and the grid is doubled until it
+    holds it within a quarter of its size (here up to the image's whole FFT grid; score
+    mode's filter reaches farther still, so its image is larger)."""
+    from psfmatch import _fft
+    from psfmatch.decorrelate import _TAIL_TOLERANCE
+
+    monkeypatch.setattr(_fft, "_TILE_FFT", 64)
+    case = decorrelationCase(mode, dtype, ratio, shape)
+    task = DecorrelateALKernelTask()
+    res = task.run(
+        case["science"],
+        case["template"],
+        case["difference"],
+        case["kernel"],
+        templateMatched=mode != "science",
+        preConvKernel=case["preConv"],
+        psf=case["psf"],
+    )
+    v, t = (res.tvar, res.svar) if mode == "science" else (res.svar, res.tvar)
+    fillBits = pm.Mask.getPlaneBitMask(list(task.config.fillMaskPlanes), skipUnknown=True)
+    ref = wholeGridDecorrelation(
+        case["d"],
+        case["mask"],
+        fillBits,
+        case["varUnconv"],
+        case["varConv"],
+        case["kernel"],
+        v,
+        t,
+        scale=1.3**2 if mode == "science" else 1.0,
+        preConv=case["preConv"],
+        psf=case["psf"],
+    )
+    md = task.metadata
+    assert md["filterSize"] == side and res.decorrelationKernel.shape == (side, side)
+    tail = md["filterTail"]
+    assert 0.0 <= tail <= _TAIL_TOLERANCE
+    # The applied filter is the centre of the whole-grid one (float64 FFTs of ≤ 1e5 points:
+    # rounding ~1e-15 of its peak), and the whole-grid filter's |c| outside that centre is
+    # within the bound too (measured on the larger grid: the same to rounding).
+    np.testing.assert_allclose(
+        res.decorrelationKernel, centreOf(ref["c"], (side, side)), rtol=0, atol=1e-12
+    )
+    outside = np.abs(ref["c"]).sum() - np.abs(res.decorrelationKernel).sum()
+    assert outside <= _TAIL_TOLERANCE * (1.0 + 1e-6)
+
+    out = res.correctedMaskedImage
+    unusable = ~np.isfinite(case["d"]) | ((case["mask"] & fillBits) != 0)
+    largest = float(np.abs(np.where(unusable, 0.0, case["d"])).max())  # 2e4, the residual
+    if dtype is np.float64:
+        # Each pixel differs by the crop's tail times at most the largest |D| (the bound of
+        # `_TAIL_TOLERANCE`), plus float64 rounding (~1e-15 of it).
+        atol = (tail + 1e-13) * largest
+    else:
+        # Float32 tiles round at ~1e-7 of their largest value (the residual), times the
+        # transform's log₂ length: 1e-6 of it (0.02, or 5e-3 σ beside a 2e3 σ residual).
+        atol = 1e-6 * largest
+    np.testing.assert_allclose(out.image.astype(np.float64), ref["image"], rtol=0, atol=atol)
+    np.testing.assert_array_equal(out.image[unusable], case["difference"].image[unusable])
+    np.testing.assert_array_equal(out.mask, case["mask"])
+    # The weights Σcᵢ² of the applied (cropped) filters against Parseval on the whole grid:
+    # they differ by the tail's share of Σc² (≤ 1e-16) and rounding.
+    assert md["varianceWeightUnconvolved"] == pytest.approx(ref["w1"], rel=1e-10)
+    assert md["varianceWeightConvolved"] == pytest.approx(ref["w2"], rel=1e-10)
+    finite = np.isfinite(out.image) & np.isfinite(ref["variance"])
+    # Float64: rounding; float32: the plane's own rounding (6e-8) of two terms.
+    rtol = 1e-12 if dtype is np.float64 else 2e-7
+    np.testing.assert_allclose(out.variance[finite], ref["variance"][finite], rtol=rtol)
+    assert np.isinf(out.variance[~np.isfinite(ref["variance"])]).all()
+    # The PSF through the cropped filter: off by at most the tail times its peak.
+    np.testing.assert_allclose(
+        res.correctedPsf, ref["psf"], rtol=0, atol=2.0 * _TAIL_TOLERANCE * ref["psf"].max()
+    )
+    # The transfer function on its own (small, even-sized) grid: the formula there.
+    grid = (res.decorrelationFilter.shape[0], 2 * (res.decorrelationFilter.shape[1] - 1))
+    corr, _, _ = transferFunction(case["kernel"], v, t, case["preConv"], grid)
+    # Float64 FFTs of ≤ 1e5 points: rounding ~1e-15 relative.
+    np.testing.assert_allclose(res.decorrelationFilter, corr[:, : grid[1] // 2 + 1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["template", "score"])
+def test_complete_variance_propagation_matches_the_whole_grid_formulas(mode: str) -> None:
+    """completeVarPlanePropagation on the cropped filter: each variance plane convolved with
+    its component filter squared (c₁ = c, score P ⊗ c; c₂ = K ⊗ c) by tiles, against the
+    whole-grid float64 formulas (`wholeGridDecorrelation`)."""
+    shape = (203, 170) if mode == "template" else (420, 390)
+    case = decorrelationCase(mode, np.float64, 2.25, shape)
+    config = DecorrelateALKernelConfig()
+    config.completeVarPlanePropagation = True
+    task = DecorrelateALKernelTask(config=config)
+    res = task.run(
+        case["science"],
+        case["template"],
+        case["difference"],
+        case["kernel"],
+        preConvKernel=case["preConv"],
+    )
+    assert task.metadata["filterSize"] > 0
+    fillBits = pm.Mask.getPlaneBitMask(list(task.config.fillMaskPlanes), skipUnknown=True)
+    ref = wholeGridDecorrelation(
+        case["d"],
+        case["mask"],
+        fillBits,
+        case["varUnconv"],
+        case["varConv"],
+        case["kernel"],
+        res.svar,
+        res.tvar,
+        preConv=case["preConv"],
+        complete=True,
+    )
+    variance = res.correctedMaskedImage.variance
+    finite = np.isfinite(ref["variance"])
+    # The squared filters differ from the whole grid's by twice the crop's tail (≤ 2e-8) of
+    # their sum, and the planes are O(10): 1e-7 relative.
+    np.testing.assert_allclose(variance[finite], ref["variance"][finite], rtol=1e-7)
+    assert np.isinf(variance[~finite]).all()
+
+
+def test_far_reaching_filter_is_applied_on_the_whole_grid(caplog: pytest.LogCaptureFixture) -> None:
+    """A filter whose tail does not fall below `_TAIL_TOLERANCE` within a quarter of the
+    image's FFT grid (t/v = 10⁹: it whitens by amplifying the science noise 3·10⁴-fold at high
+    frequencies) is applied by float64 FFTs of that whole grid, as before the crop: the
+    formulas on the same grid (the filter wraps around it), its kernel-sized centre, and
+    the weights by Parseval."""
+    from psfmatch._fft import _fftShape
+
+    case = decorrelationCase("template", np.float64, 1e9, (203, 170))
+    task = DecorrelateALKernelTask()
+    with caplog.at_level("WARNING", logger="psfmatch"):
+        res = task.run(
+            case["science"], case["template"], case["difference"], case["kernel"], psf=case["psf"]
+        )
+    assert any("amplifies" in r.getMessage() for r in caplog.records)
+    assert task.metadata["filterSize"] == 0 and task.metadata["filterTail"] == 0.0
+    grid = _fftShape(case["kernel"].shape, case["d"].shape, case["psf"].shape)
+    fillBits = pm.Mask.getPlaneBitMask(list(task.config.fillMaskPlanes), skipUnknown=True)
+    ref = wholeGridDecorrelation(
+        case["d"],
+        case["mask"],
+        fillBits,
+        case["varUnconv"],
+        case["varConv"],
+        case["kernel"],
+        res.svar,
+        res.tvar,
+        psf=case["psf"],
+        grid=grid,
+    )
+    assert res.decorrelationFilter.shape == (grid[0], grid[1] // 2 + 1)
+    out = res.correctedMaskedImage
+    # The same float64 arithmetic in another order (real against complex FFTs): rounding,
+    # ~1e-15 of the largest |D'| times the filter's gain (3·10⁴).
+    scale = float(np.nanmax(np.abs(ref["image"])))
+    np.testing.assert_allclose(out.image, ref["image"], rtol=0, atol=1e-10 * scale)
+    np.testing.assert_allclose(
+        res.decorrelationKernel, centreOf(ref["c"], case["kernel"].shape), rtol=0, atol=1e-9
+    )
+    assert task.metadata["varianceWeightUnconvolved"] == pytest.approx(ref["w1"], rel=1e-10)
+    assert task.metadata["varianceWeightConvolved"] == pytest.approx(ref["w2"], rel=1e-10)
+    np.testing.assert_allclose(res.correctedPsf, ref["psf"], rtol=0, atol=1e-12)

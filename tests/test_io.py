@@ -696,6 +696,32 @@ def test_non_finite_pixels_are_flagged_not_changed():
     assert np.isnan(mi.image[3, 4])
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_each_kind_of_non_finite_value_is_found(bad):
+    # The check looks at the extremes first (a NaN makes them NaN, an infinity is one): each
+    # kind, alone in the image or in the variance, must still be found.
+    for plane in ("image", "variance"):
+        arrays = {"image": np.ones((6, 7), np.float32), "variance": np.ones((6, 7), np.float32)}
+        arrays[plane][2, 3] = bad
+        if plane == "variance" and bad == -np.inf:
+            with pytest.raises(InvalidInputError, match="1 pixels have a negative variance"):
+                io.readImage(arrays["image"], variance=arrays["variance"])
+            continue
+        info: dict = {}
+        mi = io.readImage(arrays["image"], variance=arrays["variance"], info=info)
+        assert info["nNonFinite"] == 1 and mi.mask[2, 3] == Mask.getPlaneBitMask("NO_DATA")
+
+
+def test_a_negative_variance_beside_a_nan_is_refused():
+    variance = np.ones((5, 5))
+    variance[0, 0] = np.nan  # a NaN minimum must not hide the negative value
+    variance[4, 4] = -2.0
+    with pytest.raises(
+        InvalidInputError, match=r"1 pixels have a negative variance \(minimum -2\)"
+    ):
+        io.readImage(np.ones((5, 5)), variance=variance)
+
+
 # ---------------------------------------------------------------------------------------------
 # Valid data range (HOTPANTS -iu -il -tu -tl)
 

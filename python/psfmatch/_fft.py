@@ -41,13 +41,15 @@ def _fftShape(*shapes: tuple[int, int]) -> tuple[int, int]:
     4138 = 2 · 2069 against 4320; figures in benchmarks/README.md)."""
     sizes = np.sort(np.array(shapes, dtype=np.int64), axis=0)[-2:]
     common = sizes.sum(axis=0) - 1
-    grid = []
-    for n in common:
-        size = scipyFft.next_fast_len(int(n), real=True)
-        while size % 2:
-            size = scipyFft.next_fast_len(size + 1, real=True)
-        grid.append(int(size))
-    return grid[0], grid[1]
+    return _evenFastLength(int(common[0])), _evenFastLength(int(common[1]))
+
+
+def _evenFastLength(n: int) -> int:
+    """The smallest even size ≥ ``n`` with no prime factor above 5."""
+    size = scipyFft.next_fast_len(n, real=True)
+    while size % 2:
+        size = scipyFft.next_fast_len(size + 1, real=True)
+    return int(size)
 
 
 def _padCentred(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -154,3 +156,100 @@ def _sumOfSquares(fftShape: tuple[int, int], *factors: np.ndarray) -> float:
         else:
             total += power[:, 0].sum() + power[:, -1].sum() + 2.0 * power[:, 1:-1].sum()
     return float(total / (ny * nx))
+
+
+#: The FFT length per axis that `_tiling` aims the tiles of `_convolveTiles` at: a row of
+#: tiles needs no image-sized buffer, and the overlap of a small kernel's reach costs little.
+#: At 4096² with a 39² filter, tiles of 256 to 1024 points (and one float32 transform pair
+#: of the whole grid) all took ~0.2 s on the project's 2-core VM.
+_TILE_FFT = 512
+
+
+def _tiling(n: int, k: int) -> tuple[int, int]:
+    """Per axis of `_convolveTiles`: the output size ``t`` of a tile and its FFT length
+    ``f = t + k − 1`` (5-smooth), for an image of ``n`` pixels and a kernel of ``k``: tiles
+    of about `_TILE_FFT` points, or 8k for a large kernel (whose overlap, k − 1 of every f
+    points, is then an eighth), as many as needed, each as long as its transform allows."""
+    target = max(_TILE_FFT, 8 * k)
+    tiles = -(-n // max(target - k + 1, 1))
+    size = -(-n // tiles)
+    fftLength = int(scipyFft.next_fast_len(size + k - 1, real=True))
+    return fftLength - k + 1, fftLength
+
+
+def _unusableMap(
+    array: np.ndarray, mask: np.ndarray | None, maskBits: int
+) -> tuple[np.ndarray, float, int]:
+    """Where ``array`` is not finite or ``mask`` has a ``maskBits`` bit; the mean of the
+    other pixels in float64 (0 if there are none); and how many pixels are unusable. A band
+    of rows at a time: the map (1 byte a pixel) is the only image-sized array."""
+    unusable = np.empty(array.shape, dtype=bool)
+    total, good = 0.0, 0
+    for rows in _rowBands(array.shape[0]):
+        usable = np.isfinite(array[rows])
+        if mask is not None and maskBits:
+            usable &= (mask[rows] & maskBits) == 0
+        total += float(np.sum(array[rows], where=usable, dtype=np.float64))
+        good += int(np.count_nonzero(usable))
+        np.logical_not(usable, out=unusable[rows])
+    return unusable, (total / good if good else 0.0), array.size - good
+
+
+def _convolveTiles(
+    array: np.ndarray,
+    kernel: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    maskBits: int = 0,
+    keepUnusable: bool = False,
+    nThreads: int = 0,
+) -> np.ndarray:
+    """True convolution of an image with a small kernel (odd sizes, centre pixel n//2), the
+    image's size, zero outside the image: what a zero-padded whole-grid FFT gives, by
+    overlap-save on tiles of about `_TILE_FFT`² points, a row of tiles per batched FFT.
+
+    Non-finite pixels and those with a ``maskBits`` bit in ``mask`` are replaced by the mean
+    of the others first, so that their values reach no other pixel; with ``keepUnusable``
+    they keep their input values in the output. In float32 for a float32 (or narrower)
+    ``array``, else float64; no image-sized temporaries besides the output and the map of
+    unusable pixels (a byte each).
+    """
+    ny, nx = array.shape
+    ky, kx = kernel.shape
+    hy, hx = ky // 2, kx // 2
+    dtype = np.result_type(array.dtype, np.float32)
+    ty, fy = _tiling(ny, ky)
+    tx, fx = _tiling(nx, kx)
+    nTilesX = -(-nx // tx)
+    workers = _fftWorkers(nThreads)
+    kernelSpectrum = scipyFft.rfft2(_padCentred(kernel, (fy, fx)).astype(dtype), workers=workers)
+    unusable, fill, nUnusable = _unusableMap(array, mask, maskBits)
+    out = np.empty((ny, nx), dtype=dtype)
+    # Tile (row y0, column x0) holds the input pixels y0 − hy … y0 − hy + fy − 1 and
+    # x0 − hx … x0 − hx + fx − 1, zero outside the image; its circular convolution's pixel
+    # (hy + i, hx + j) is the output pixel (y0 + i, x0 + j): the first hy rows and hx
+    # columns are the ones that wrap around. A row of tiles is one batched FFT.
+    tiles = np.empty((nTilesX, fy, fx), dtype=dtype)
+    for y0 in range(0, ny, ty):
+        top, bottom = max(y0 - hy, 0), min(y0 - hy + fy, ny)
+        rows = min(ty, ny - y0)
+        for j, x0 in enumerate(range(0, nx, tx)):
+            left, right = max(x0 - hx, 0), min(x0 - hx + fx, nx)
+            tile = tiles[j]
+            if bottom - top < fy or right - left < fx:
+                tile[...] = 0.0
+            inside = tile[
+                top - (y0 - hy) : bottom - (y0 - hy), left - (x0 - hx) : right - (x0 - hx)
+            ]
+            inside[...] = array[top:bottom, left:right]
+            if nUnusable:
+                np.copyto(inside, fill, where=unusable[top:bottom, left:right])
+        spectra = scipyFft.rfft2(tiles, workers=workers, overwrite_x=True)
+        spectra *= kernelSpectrum
+        filtered = scipyFft.irfft2(spectra, s=(fy, fx), workers=workers, overwrite_x=True)
+        for j, x0 in enumerate(range(0, nx, tx)):
+            cols = min(tx, nx - x0)
+            out[y0 : y0 + rows, x0 : x0 + cols] = filtered[j, hy : hy + rows, hx : hx + cols]
+        if keepUnusable and nUnusable:
+            np.copyto(out[y0 : y0 + rows], array[y0 : y0 + rows], where=unusable[y0 : y0 + rows])
+    return out

@@ -53,6 +53,18 @@ Conventions: as everywhere in psfmatch, convolution is true convolution, so a ke
 centre pixel ``(n//2)`` is placed at array index 0 (wrapping around) before its FFT, and K̂ is
 then the transfer function of ``K⊗``. Non-finite pixels of the difference are replaced by the
 mean of the finite ones for the FFT and restored afterwards; the mask plane passes through.
+
+How the filter is applied. ``corr`` is computed on a small grid, `_SMALL_GRID` (8) times the
+kernels' size per axis, doubled until its real-space image ``c`` (the inverse FFT, centred)
+has ``Σ|c| ≤`` `_TAIL_TOLERANCE` (1e-8) outside a centred square no wider than about half
+the grid (and at least the kernel's size). That square is the filter as applied, by
+overlap-save FFTs of ~512² tiles, in float32 for a float32 image (float64 otherwise). As
+``Σc = corr(0) = 1``, the crop moves no pixel by more than 1e-8 of the largest ``|D|`` within
+the filter's reach; float32 transforms round at ~3e-7 of the largest ``|D|`` in a tile. The
+variance weights are ``Σcᵢ²`` of the component filters as applied, summed in real space. A
+filter that reaches farther (at t/v ≳ 10⁶ for the 4096² simulations' kernel, or in score
+mode where ``K̂`` and ``P̂`` both fall to rounding level and ``corr`` is noise there) is
+applied as before the crop existed: by float64 FFTs of the image's whole grid.
 """
 
 from __future__ import annotations
@@ -61,15 +73,18 @@ __all__ = ["DecorrelateALKernelConfig", "DecorrelateALKernelTask"]
 
 import math
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import lsst.pex.config as pexConfig
 import numpy as np
-from astropy.stats import sigma_clipped_stats
+from astropy.stats import SigmaClip
 
 from . import _core
 from ._fft import (
+    _convolveTiles,
     _cropCentred,
+    _evenFastLength,
     _fftShape,
     _filterImage,
     _irfft2,
@@ -78,6 +93,7 @@ from ._fft import (
     _sumOfSquares,
 )
 from ._masks import UNUSABLE_PLANES
+from ._psfutil import _convolveSmall
 from .errors import InvalidInputError
 from .image import Mask, MaskedImage, _rowBands
 from .task import Struct, Task
@@ -115,6 +131,18 @@ class DecorrelateALKernelConfig(pexConfig.Config):
         "filter's mean power; matters where the variance varies on the filter's scale.",
     )
 
+
+#: The decorrelation filter's real-space image is cropped where the sum of its absolute
+#: values outside the crop is at most this. The filter's sum (its gain at zero frequency) is
+#: 1, so no pixel of the result moves by more than this times the largest |D| within the
+#: filter's reach: below float32's rounding (6e-8) of that value.
+_TAIL_TOLERANCE = 1.0e-8
+#: The first grid the filter is computed on is this many times the kernels' size per axis,
+#: so that it holds a crop of up to two kernel widths (a crop's half-width is at most a
+#: quarter of its grid), which is where the filter's tail falls below `_TAIL_TOLERANCE` when
+#: t/v is small (1.7 widths at the 4096² simulations' t/v = 0.06; 2.7 at t/v = 1, held by
+#: the doubled grid). Each doubling costs an FFT of the doubled grid, ~1 ms at 400².
+_SMALL_GRID = 8
 
 #: The most variance-plane pixels the clipped mean variance looks at (see
 #: `DecorrelateALKernelTask._clippedMeanVariance`).
@@ -156,28 +184,133 @@ def _sameGrid(images: dict[str, MaskedImage]) -> None:
             )
 
 
-def _weightedVariance(
-    varUnconv: np.ndarray,
-    wUnconv: float,
-    varConv: np.ndarray,
-    wConv: float,
-    scale: float,
-    previous: np.ndarray,
+def _combinedVariance(
+    terms: list[tuple[np.ndarray, float, np.ndarray]], scale: float, previous: np.ndarray
 ) -> np.ndarray:
-    """``(varUnconv·wUnconv + varConv·wConv) / scale`` in float64, +inf where either plane is
-    not finite, ``previous`` where that is not finite; in ``previous``'s dtype. A band of rows
-    at a time: no image-sized float64 temporaries."""
+    """``Σ values·weight / scale`` over ``terms`` of ``(values, weight, plane)`` in float64,
+    +inf where any input ``plane`` is not finite, ``previous`` where that is not finite; in
+    ``previous``'s dtype. A band of rows at a time: no image-sized float64 temporaries."""
     out = np.empty(previous.shape, dtype=previous.dtype)
     for rows in _rowBands(out.shape[0]):
-        band = np.multiply(varUnconv[rows], wUnconv, dtype=np.float64)
-        band += np.multiply(varConv[rows], wConv, dtype=np.float64)
-        band[~(np.isfinite(varUnconv[rows]) & np.isfinite(varConv[rows]))] = np.inf
+        band = np.multiply(terms[0][0][rows], terms[0][1], dtype=np.float64)
+        for values, weight, _ in terms[1:]:
+            band += np.multiply(values[rows], weight, dtype=np.float64)
+        # Where values are the plane itself (a finite weight), the sum is not finite where
+        # the plane is not: only filtered planes need their own test.
+        bad = ~np.isfinite(band)
+        for values, _, plane in terms:
+            if values is not plane:
+                bad |= ~np.isfinite(plane[rows])
+        if bad.any():
+            band[bad] = np.inf
         if scale != 1.0:
             band /= scale
         keep = ~np.isfinite(previous[rows])
-        band[keep] = previous[rows][keep]
+        if keep.any():
+            np.copyto(band, previous[rows], where=keep)
         out[rows] = band
     return out
+
+
+@dataclass
+class _Filter:
+    """The decorrelation filter on one FFT grid (module docstring): ``corr`` on the rfft2
+    half grid of ``grid``, with the spectra it was made of, and ``kernel``, its real-space
+    image cropped where ``tail`` (the sum of its absolute values outside the crop) is below
+    `_TAIL_TOLERANCE`, or None if it reaches too far to crop and is applied on the whole
+    grid."""
+
+    grid: tuple[int, int]
+    corr: np.ndarray
+    kHat: np.ndarray
+    kPower: np.ndarray
+    pHat: np.ndarray | None
+    pPower: np.ndarray | None
+    kernel: np.ndarray | None = None
+    tail: float = 0.0
+
+
+def _transferFunction(
+    kimg: np.ndarray,
+    preConv: np.ndarray | None,
+    v: float,
+    t: float,
+    kappa: float,
+    grid: tuple[int, int],
+    nThreads: int,
+) -> _Filter:
+    """The filter ``corr`` on the rfft2 half grid of ``grid``, computed in place (each
+    half-grid temporary is 75 MB at the 4096² image's grid): the formulas of the module
+    docstring, operations in that order."""
+    kHat = _spectrumOfSmall(kimg, grid, nThreads)
+    kPower = kHat.real**2
+    kPower += kHat.imag**2
+    corr = kPower * t
+    pHat: np.ndarray | None = None
+    pPower: np.ndarray | None = None
+    if preConv is not None:
+        pHat = _spectrumOfSmall(preConv, grid, nThreads)
+        pPower = pHat.real**2
+        pPower += pHat.imag**2
+        corr /= np.maximum(pPower, _P_HAT_FLOOR)
+    corr += v
+    np.maximum(corr, _P_HAT_FLOOR, out=corr)
+    with np.errstate(divide="ignore"):
+        np.divide(v + t * kappa**2, corr, out=corr)
+    if preConv is None:
+        np.sqrt(corr, out=corr)
+    return _Filter(grid, corr, kHat, kPower, pHat, pPower)
+
+
+def _cropByTail(
+    c: np.ndarray, minShape: tuple[int, int], tolerance: float
+) -> tuple[np.ndarray, float] | None:
+    """The centred crop of a real-space filter ``c`` (centre at index 0 of its grid, as
+    irfft2 gives it) outside which the sum of ``|c|`` is at most ``tolerance``: a square of
+    odd side, at least ``minShape``; and that sum. None if that square is more than about
+    half the grid wide (its half-width above a quarter of the grid): the grid's filter is
+    the true one wrapped around, and only a margin at least as wide as the crop's half,
+    measured to hold less than ``tolerance``, shows that what wraps around into the crop is
+    small too; and a wider filter is applied as cheaply on the whole image's grid."""
+    ny, nx = c.shape
+    iy, ix = np.arange(ny), np.arange(nx)
+    radius = np.maximum(np.minimum(iy, ny - iy)[:, None], np.minimum(ix, nx - ix)[None, :])
+    rings = np.bincount(radius.ravel(), weights=np.abs(c).ravel())
+    # beyond[h] = Σ|c| over the rings r > h, summed from the outside in (the small first).
+    beyond = np.append(np.cumsum(rings[::-1])[::-1][1:], 0.0)
+    half = int(np.argmax(beyond <= tolerance))
+    if not beyond[half] <= tolerance or 4 * half > min(ny, nx):
+        return None
+    side = 2 * half + 1
+    shape = (max(side, minShape[0]), max(side, minShape[1]))
+    return _cropCentred(c, shape), float(beyond[half])
+
+
+def _decorrelationFilter(
+    kimg: np.ndarray,
+    preConv: np.ndarray | None,
+    v: float,
+    t: float,
+    kappa: float,
+    fftShape: tuple[int, int],
+    nThreads: int,
+) -> _Filter:
+    """The filter on the smallest grid (of `_SMALL_GRID` times the kernels' size, doubled
+    as needed, at most ``fftShape``) on which its real-space image can be cropped
+    (`_cropByTail`), or on ``fftShape`` uncropped if it reaches too far for any."""
+    sizes = [*kimg.shape] + ([] if preConv is None else [*preConv.shape])
+    side = _SMALL_GRID * max(sizes)
+    while True:
+        grid = (min(_evenFastLength(side), fftShape[0]), min(_evenFastLength(side), fftShape[1]))
+        filt = _transferFunction(kimg, preConv, v, t, kappa, grid, nThreads)
+        c = _irfft2(filt.corr, grid, nThreads)
+        crop = _cropByTail(c, kimg.shape, _TAIL_TOLERANCE)
+        if crop is not None:
+            filt.kernel, filt.tail = crop
+            return filt
+        if grid == fftShape:
+            return filt
+        side *= 2
 
 
 class DecorrelateALKernelTask(Task):
@@ -215,8 +348,116 @@ class DecorrelateALKernelTask(Task):
         usable = ((mask[::stride] & bits) == 0) & np.isfinite(var)
         if not usable.any():
             return math.nan
-        mean, _, _ = sigma_clipped_stats(var[usable], sigma=3.0, maxiters=3)
-        return float(mean)
+        # sigma_clipped_stats's mean (its clipping, then nanmean), without the median and
+        # standard deviation of the clipped sample that it computes as well.
+        clipped = SigmaClip(sigma=3.0, maxiters=3)(var[usable], masked=False, copy=False)
+        return float(np.nanmean(clipped))
+
+    def _applyCropped(
+        self,
+        filt: _Filter,
+        kimg: np.ndarray,
+        preConv: np.ndarray | None,
+        psfArray: np.ndarray | None,
+        d: MaskedImage,
+        varUnconv: np.ndarray,
+        varConv: np.ndarray,
+        scale: float,
+        fillBits: int,
+        nThreads: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+        """The filter's cropped real-space image ``c`` applied by tiles (`_convolveTiles`):
+        the image, its variance, the corrected PSF and ``c``."""
+        c = filt.kernel
+        assert c is not None
+        image = _convolveTiles(
+            d.image, c, mask=d.mask, maskBits=fillBits, keepUnusable=True, nThreads=nThreads
+        ).astype(d.image.dtype, copy=False)
+        # The component filters c₁ = c (score: P ⊗ c) and c₂ = K ⊗ c as applied, in real
+        # space (module docstring).
+        cUnconv = c if preConv is None else _convolveSmall(preConv, c)
+        cConv = _convolveSmall(kimg, c)
+        if self.config.completeVarPlanePropagation:
+            filtered = [
+                _convolveTiles(plane, ci * ci, mask=d.mask, maskBits=fillBits, nThreads=nThreads)
+                for plane, ci in ((varUnconv, cUnconv), (varConv, cConv))
+            ]
+            terms = [(filtered[0], 1.0, varUnconv), (filtered[1], 1.0, varConv)]
+        else:
+            wUnconv = float(np.sum(cUnconv * cUnconv))
+            wConv = float(np.sum(cConv * cConv))
+            terms = [(varUnconv, wUnconv, varUnconv), (varConv, wConv, varConv)]
+            self.metadata["varianceWeightUnconvolved"] = wUnconv
+            self.metadata["varianceWeightConvolved"] = wConv
+        variance = _combinedVariance(terms, scale, d.variance)
+        correctedPsf = None
+        if psfArray is not None:
+            # On a grid grown by the matching kernel's size (a crop of psf ⊗ c, which is
+            # at least that large), as `_applyWholeGrid` gives it.
+            filteredPsf = _convolveSmall(psfArray, c)
+            y0 = (filteredPsf.shape[0] - psfArray.shape[0] - kimg.shape[0] + 1) // 2
+            x0 = (filteredPsf.shape[1] - psfArray.shape[1] - kimg.shape[1] + 1) // 2
+            filteredPsf = filteredPsf[
+                y0 : filteredPsf.shape[0] - y0, x0 : filteredPsf.shape[1] - x0
+            ]
+            correctedPsf = filteredPsf / filteredPsf.sum()
+        return image, variance, correctedPsf, c
+
+    def _applyWholeGrid(
+        self,
+        filt: _Filter,
+        kimg: np.ndarray,
+        preConv: np.ndarray | None,
+        psfArray: np.ndarray | None,
+        d: MaskedImage,
+        varUnconv: np.ndarray,
+        varConv: np.ndarray,
+        scale: float,
+        fillBits: int,
+        nThreads: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+        """The filter applied by float64 FFTs of the whole image's grid, for a filter that
+        reaches too far to crop: the image, its variance, the corrected PSF and the
+        kernel-sized centre of the filter's real-space image."""
+        fftShape, corr = filt.grid, filt.corr
+        flagged = (d.mask & fillBits) != 0
+        filtered, badImage = _filterImage(d.image, corr, fftShape, flagged, nThreads)
+        image = filtered.astype(d.image.dtype)
+        del filtered
+        image[badImage] = d.image[badImage]
+        if self.config.completeVarPlanePropagation:
+            filterUnconv = corr if filt.pHat is None else filt.pHat * corr
+            terms = []
+            for plane, spectrum in ((varUnconv, filterUnconv), (varConv, filt.kHat * corr)):
+                c = _irfft2(spectrum, fftShape, nThreads)
+                filteredPlane, _ = _filterImage(
+                    plane, _rfft2(c * c, nThreads), fftShape, flagged, nThreads
+                )
+                terms.append((filteredPlane, 1.0, plane))
+        else:
+            # Σ c² of each real-space filter, by Parseval on its half spectrum (no inverse
+            # FFT): |Ĉ_unconv|² = corr² (score: |P̂|²·corr²), |Ĉ_conv|² = |K̂|²·corr².
+            unconv = (corr, corr) if filt.pPower is None else (filt.pPower, corr, corr)
+            wUnconv = _sumOfSquares(fftShape, *unconv)
+            wConv = _sumOfSquares(fftShape, filt.kPower, corr, corr)
+            terms = [(varUnconv, wUnconv, varUnconv), (varConv, wConv, varConv)]
+            self.metadata["varianceWeightUnconvolved"] = wUnconv
+            self.metadata["varianceWeightConvolved"] = wConv
+        variance = _combinedVariance(terms, scale, d.variance)
+        correctedPsf = None
+        if psfArray is not None:
+            # The filter reaches about a kernel width: the filtered PSF is returned on a grid
+            # grown by the kernel, so that its wings are not cut off before normalising.
+            psfShape = (
+                psfArray.shape[0] + kimg.shape[0] - 1,
+                psfArray.shape[1] + kimg.shape[1] - 1,
+            )
+            spectrum = _spectrumOfSmall(psfArray, fftShape, nThreads)
+            spectrum *= corr
+            filteredPsf = _cropCentred(_irfft2(spectrum, fftShape, nThreads), psfShape)
+            correctedPsf = filteredPsf / filteredPsf.sum()
+        decorrelationKernel = _cropCentred(_irfft2(corr, fftShape, nThreads), kimg.shape)
+        return image, variance, correctedPsf, decorrelationKernel
 
     def run(
         self,
@@ -269,9 +510,13 @@ class DecorrelateALKernelTask(Task):
             unchanged mask; non-finite input pixels stay as they were),
             ``correctedPsf`` (unit-sum 2-D array, or None; the filtered ``psf`` on a grid
             grown by the kernel's size, which the filter's reach needs),
-            ``decorrelationKernel`` (the real-space image filter, centred, of the kernel's
-            size), ``decorrelationFilter`` (its transfer function on the rfft2 half grid of
-            the FFT shape, float64), ``svar``, ``tvar`` (clipped mean variances), ``kappa``
+            ``decorrelationKernel`` (the real-space image filter as applied, centred, odd
+            square and at least the kernel's size: cropped where the sum of its absolute
+            values outside is below 1e-8, see the module docstring; for a filter applied on
+            the whole grid, its centre of the kernel's size), ``decorrelationFilter`` (its
+            transfer function, float64, on the rfft2 half grid of the even-sized grid it was
+            computed on: a few kernel widths, or the image's whole FFT grid for a filter
+            applied on it), ``svar``, ``tvar`` (clipped mean variances), ``kappa``
             (the kernel sum) and ``decorrelated`` (False if svar or tvar was unusable and the
             difference was returned unchanged).
 
@@ -355,72 +600,18 @@ class DecorrelateALKernelTask(Task):
         if preConv is not None:
             shapes.append(preConv.shape)
         fftShape = _fftShape(*shapes)
-
-        # The filter on the rfft2 half grid, computed in place (each half-grid temporary is
-        # 75 MB at 4096²): the formulas of the module docstring, operations in that order.
-        kHat = _spectrumOfSmall(kimg, fftShape, nThreads)
-        kPower = kHat.real**2
-        kPower += kHat.imag**2
-        corr = kPower * t
-        pPower: np.ndarray | None = None
-        if preConv is not None:
-            pHat = _spectrumOfSmall(preConv, fftShape, nThreads)
-            pPower = pHat.real**2
-            pPower += pHat.imag**2
-            corr /= np.maximum(pPower, _P_HAT_FLOOR)
-        corr += v
-        np.maximum(corr, _P_HAT_FLOOR, out=corr)
-        with np.errstate(divide="ignore"):
-            np.divide(v + t * kappa**2, corr, out=corr)
-        if preConv is None:
-            np.sqrt(corr, out=corr)
-
+        filt = _decorrelationFilter(kimg, preConv, v, t, kappa, fftShape, nThreads)
         fillBits = Mask.getPlaneBitMask(list(self.config.fillMaskPlanes), skipUnknown=True)
         d = subtractedMaskedImage
-        flagged = (d.mask & fillBits) != 0
-        filtered, badImage = _filterImage(d.image, corr, fftShape, flagged, nThreads)
-        image = filtered.astype(d.image.dtype)
-        del filtered
-        image[badImage] = d.image[badImage]
-        if self.config.completeVarPlanePropagation:
-            filterUnconv = corr if preConv is None else pHat * corr
-            variance = np.zeros(image.shape)
-            for plane, spectrum in ((varUnconv, filterUnconv), (varConv, kHat * corr)):
-                c = _irfft2(spectrum, fftShape, nThreads)
-                filteredPlane, _ = _filterImage(
-                    plane, _rfft2(c * c, nThreads), fftShape, flagged, nThreads
-                )
-                variance += np.where(~np.isfinite(plane), np.inf, filteredPlane)
-            if not templateMatched:
-                variance /= kappa**2  # both terms of the science-matched D (module docstring)
-            variance = np.where(~np.isfinite(d.variance), d.variance, variance)
-            variance = variance.astype(d.variance.dtype, copy=False)
-        else:
-            # Σ c² of each real-space filter, by Parseval on its half spectrum (no inverse
-            # FFT): |Ĉ_unconv|² = corr² (score: |P̂|²·corr²), |Ĉ_conv|² = |K̂|²·corr².
-            unconv = (corr, corr) if pPower is None else (pPower, corr, corr)
-            wUnconv = _sumOfSquares(fftShape, *unconv)
-            wConv = _sumOfSquares(fftShape, kPower, corr, corr)
-            # Science-matched: both terms of D are divided by κ (module docstring).
-            scale = 1.0 if templateMatched else kappa**2
-            variance = _weightedVariance(varUnconv, wUnconv, varConv, wConv, scale, d.variance)
-            self.metadata["varianceWeightUnconvolved"] = wUnconv
-            self.metadata["varianceWeightConvolved"] = wConv
+        # Science-matched: both terms of D are divided by κ (module docstring).
+        scale = 1.0 if templateMatched else kappa**2
+        apply = self._applyCropped if filt.kernel is not None else self._applyWholeGrid
+        image, variance, correctedPsf, decorrelationKernel = apply(
+            filt, kimg, preConv, psfArray, d, varUnconv, varConv, scale, fillBits, nThreads
+        )
         corrected = MaskedImage(image, d.mask.copy(), variance, xy0=d.getXY0())
-
-        correctedPsf = None
-        if psfArray is not None:
-            # The filter reaches about a kernel width: the filtered PSF is returned on a grid
-            # grown by the kernel, so that its wings are not cut off before normalising.
-            psfShape = (
-                psfArray.shape[0] + kimg.shape[0] - 1,
-                psfArray.shape[1] + kimg.shape[1] - 1,
-            )
-            spectrum = _spectrumOfSmall(psfArray, fftShape, nThreads)
-            spectrum *= corr
-            filteredPsf = _cropCentred(_irfft2(spectrum, fftShape, nThreads), psfShape)
-            correctedPsf = filteredPsf / filteredPsf.sum()
-        decorrelationKernel = _cropCentred(_irfft2(corr, fftShape, nThreads), kimg.shape)
+        self.metadata["filterSize"] = 0 if filt.kernel is None else max(filt.kernel.shape)
+        self.metadata["filterTail"] = filt.tail
         self.metadata["decorrelated"] = True
         self.log.info(
             "Decorrelated the difference image: svar %.4g, tvar %.4g, kernel sum %.4f%s",
@@ -433,7 +624,7 @@ class DecorrelateALKernelTask(Task):
             correctedMaskedImage=corrected,
             correctedPsf=correctedPsf,
             decorrelationKernel=decorrelationKernel,
-            decorrelationFilter=np.asarray(corr, dtype=np.float64),
+            decorrelationFilter=np.asarray(filt.corr, dtype=np.float64),
             svar=svar,
             tvar=tvar,
             kappa=kappa,

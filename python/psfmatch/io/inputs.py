@@ -11,14 +11,12 @@ import os
 from typing import Any, cast
 
 import numpy as np
-from astropy.nddata import NDData
-from astropy.stats import sigma_clipped_stats
 
 from .._types import ImageInput, MaskInput, VarianceInput
 from ..errors import InvalidInputError
 from ..image import MaskedImage
 from .layouts import _readPlaneFile, readMaskedImage
-from .nddata import _fromNDData
+from .nddata import _fromNDData, _isNDData
 from .paths import _asPath, _isPath
 from .planes import _mapMask, _maskFromArray, _native, _planeBit
 
@@ -83,6 +81,9 @@ def _skyStatistics(image: np.ndarray, good: np.ndarray) -> tuple[float, float]:
     clipped statistics of all of a 4096² image's pixels took seconds (a sort per iteration).
     k has no common factor with the row length, so the sample visits every column alike (a
     k dividing it would take the same columns of every row: a column pattern would alias)."""
+    # Imported here: only an estimated variance needs astropy.stats.
+    from astropy.stats import sigma_clipped_stats
+
     step = max(1, -(-image.size // _SKY_SAMPLE))  # ceil: at most ~_SKY_SAMPLE pixels
     while step > 1 and math.gcd(step, image.shape[-1]) != 1:
         step += 1
@@ -203,6 +204,19 @@ def _estimateVariance(
         f", plus Poisson term with gain {gain:g}" if gain is not None else "",
     )
     return variance
+
+
+def _smallest(array: np.ndarray) -> float:
+    """The smallest value that is not NaN (NaN if there is none)."""
+    return float(np.fmin.reduce(array, axis=None))
+
+
+def _allFinite(array: np.ndarray) -> bool:
+    """Whether every value is finite: the extremes are, as a NaN makes both NaN. Two
+    reductions, without the boolean maps of ``np.isfinite(array).all()``."""
+    return array.dtype.kind in "iub" or bool(
+        np.isfinite(np.min(array)) and np.isfinite(np.max(array))
+    )
 
 
 def _checkLimit(value: Any, name: str, where: str) -> float | None:
@@ -410,7 +424,7 @@ def readImage(
             mask=_maskFromArray(np.ma.getmaskarray(source), "mask", source.shape),
         )
         hasVariance = False
-    elif isinstance(source, NDData):
+    elif _isNDData(source):
         details["source"] = type(source).__name__
         base, hasVariance = _fromNDData(source, "source")
     elif isinstance(source, np.ndarray | list | tuple) or hasattr(source, "__array__"):
@@ -448,18 +462,19 @@ def readImage(
         varianceArray, varianceSource = base.variance, "input"
     else:
         varianceArray, varianceSource = None, "estimated"
-    if varianceArray is not None:
+    if varianceArray is not None and _smallest(varianceArray) < 0:
         nNegative = int((varianceArray < 0).sum())
-        if nNegative:
-            raise InvalidInputError(
-                f"variance: {nNegative} pixels have a negative variance "
-                f"(minimum {float(np.min(varianceArray)):g})"
-            )
+        raise InvalidInputError(
+            f"variance: {nNegative} pixels have a negative variance "
+            f"(minimum {_smallest(varianceArray):g})"
+        )
 
-    nonFinite = ~np.isfinite(base.image)
-    if varianceArray is not None:
-        nonFinite |= ~np.isfinite(varianceArray)
-    nNonFinite = int(nonFinite.sum())
+    nNonFinite = 0
+    if not (_allFinite(base.image) and (varianceArray is None or _allFinite(varianceArray))):
+        nonFinite = ~np.isfinite(base.image)
+        if varianceArray is not None:
+            nonFinite |= ~np.isfinite(varianceArray)
+        nNonFinite = int(nonFinite.sum())
     if nNonFinite:
         maskArray = np.where(nonFinite, maskArray | np.int32(_planeBit("NO_DATA")), maskArray)
         _log.info(

@@ -5,6 +5,7 @@ its planes, as `psfmatch.io` describes."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -15,15 +16,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from astropy import units as u
 from astropy.io import fits
-from astropy.nddata import CCDData
 
 from ..errors import InvalidInputError, PsfMatchError, PsfMatchIOError
 from ..image import MaskedImage
+from .fitsdata import _FitsReader, _openStream
 from .nddata import _fromNDData
 from .paths import _asPath, _checkInputFile
-from .planes import _mapMask, _nativeCopy, _planeBit, _xy0FromHeader
+from .planes import _mapMask, _planeBit, _xy0FromHeader
 
 _log = logging.getLogger("psfmatch.io")
 
@@ -93,8 +93,11 @@ def _checksumWarnings(path: Path, messages: list[str]) -> tuple[list[str], list[
     return notes, others
 
 
-def _withFits(path: Path, work: Callable[[fits.HDUList], _T], info: dict[str, Any] | None) -> _T:
+def _withFits(path: Path, work: Callable[[_FitsReader], _T], info: dict[str, Any] | None) -> _T:
     """Open ``path`` read-only, run ``work`` on it and turn every failure into a psfmatch error.
+
+    ``work`` gets a `_FitsReader`: astropy's HDUList for the headers, and the data of each HDU
+    read once, into native-byte-order arrays (`_FitsReader.data`).
 
     Warnings raised by astropy while the file is open are captured: those that say the file is
     damaged (truncated, corrupt) make the read fail with `InvalidInputError`; the others are
@@ -113,13 +116,27 @@ def _withFits(path: Path, work: Callable[[fits.HDUList], _T], info: dict[str, An
         result: Any = _NOT_READ
         try:
             # memmap=False: the arrays are read into memory and the file closed on return, so
-            # nothing returned refers to the file. checksum=True verifies CHECKSUM/DATASUM
-            # cards when the file has them (psfmatch writes them); a mismatch is reported,
-            # not refused (see _CHECKSUM_PATTERN).
-            with fits.open(
-                path, mode="readonly", memmap=False, lazy_load_hdus=False, checksum=True
-            ) as hdul:
-                result = work(hdul)
+            # nothing returned refers to the file. The CHECKSUM/DATASUM cards are verified
+            # when the file has them (psfmatch writes them); a mismatch is reported, not
+            # refused (see _CHECKSUM_PATTERN). In an uncompressed file _FitsReader reads the
+            # data and verifies them from the same bytes; astropy, asked to verify, would read
+            # every data unit three times.
+            stream = _openStream(path)
+            with contextlib.ExitStack() as closing:
+                if stream is not None:
+                    closing.enter_context(stream)
+                hdul = closing.enter_context(
+                    fits.open(
+                        path,
+                        mode="readonly",
+                        memmap=False,
+                        lazy_load_hdus=False,
+                        checksum=stream is None,
+                    )
+                )
+                reader = _FitsReader(path, hdul, stream)
+                result = work(reader)
+                reader.verifyRest()
         except Exception as err:  # astropy raises OSError, ValueError, TypeError, ...
             failure = err
     checksumNotes, messages = _checksumWarnings(path, _warningMessages(caught))
@@ -172,9 +189,12 @@ def _roles(hdul: fits.HDUList) -> tuple[str, dict[str, int]]:
     return "none", {}
 
 
-def _hduData(hdul: fits.HDUList, index: int, where: str, shape: tuple[int, ...] | None) -> Any:
-    hdu = hdul[index]
-    data = hdu.data
+def _hduData(
+    reader: _FitsReader, index: int, where: str, shape: tuple[int, ...] | None
+) -> np.ndarray | None:
+    """The data of HDU ``index``, checked to be an image (of ``shape``): a native-byte-order
+    array that nothing else refers to (`_FitsReader.data`)."""
+    data = reader.data(index)
     if data is None:
         return None
     if data.ndim != 2:
@@ -197,10 +217,11 @@ def _readSingleHdu(hdul: fits.HDUList, hdu: int | str | tuple[str, int], where: 
 
 
 def _readLayout(
-    hdul: fits.HDUList, path: Path, hdu: int | str | tuple[str, int] | None, info: dict[str, Any]
+    reader: _FitsReader, path: Path, hdu: int | str | tuple[str, int] | None, info: dict[str, Any]
 ) -> MaskedImage | None:
     """Read an open file into a MaskedImage; `None` for the CCDData layout (read separately)."""
     where = str(path)
+    hdul = reader.hdul
     info["primaryHeader"] = hdul[0].header.copy()
     if hdu is not None:
         selected = _readSingleHdu(hdul, hdu, where)
@@ -217,7 +238,7 @@ def _readLayout(
         return None
     imageIndex = roles["SCI"] if layout == "sci" else roles["IMAGE"]
     imageHdu = selected if selected is not None else hdul[imageIndex]
-    image = _hduData(hdul, imageIndex, where, None)
+    image = _hduData(reader, imageIndex, where, None)
     if image is None:
         raise InvalidInputError(f"{where}: the image HDU {imageIndex} holds no data")
     info["imageHeader"] = imageHdu.header.copy()
@@ -227,18 +248,16 @@ def _readLayout(
     maskIndex = roles.get("MASK") if layout in ("lsst", "extname") else roles.get("DQ")
     varIndex = roles.get("VARIANCE") if layout in ("lsst", "extname") else roles.get("ERR")
     if maskIndex is not None:
-        raw = _hduData(hdul, maskIndex, where, image.shape)
+        raw = _hduData(reader, maskIndex, where, image.shape)
         if raw is not None:
             if layout == "sci":
                 mask = np.where(np.asarray(raw) != 0, np.int32(_planeBit("BAD")), np.int32(0))
             else:
                 mask = _mapMask(raw, hdul[maskIndex].header, where, info)
     if varIndex is not None:
-        raw = _hduData(hdul, varIndex, where, image.shape)
+        raw = _hduData(reader, varIndex, where, image.shape)
         if raw is not None:
-            variance = _nativeCopy(raw)
-            if layout == "sci":
-                variance = np.square(variance, dtype=np.float64)
+            variance = np.square(raw, dtype=np.float64) if layout == "sci" else raw
     mismatched: dict[str, tuple[int, int]] = {}
     for role, index in roles.items():
         other, otherSource = _xy0FromHeader(hdul[index].header, where)
@@ -254,7 +273,7 @@ def _readLayout(
     info["xy0Mismatch"] = mismatched
     info["hasMask"] = mask is not None
     info["hasVariance"] = variance is not None
-    return MaskedImage(_nativeCopy(image), mask=mask, variance=variance, xy0=xy0)
+    return MaskedImage(image, mask=mask, variance=variance, xy0=xy0)
 
 
 def readMaskedImage(
@@ -283,9 +302,10 @@ def readMaskedImage(
     Returns
     -------
     maskedImage : `~psfmatch.image.MaskedImage`
-        Native-byte-order copies of the planes; the mask translated onto psfmatch's plane
-        dictionary; a missing mask or variance plane is zeros (``info["hasVariance"]`` says
-        which). `readImage` estimates a missing variance instead.
+        The planes as native-byte-order, C-contiguous, writeable arrays that nothing else
+        refers to (read from the file into them, not views of astropy's data); the mask
+        translated onto psfmatch's plane dictionary; a missing mask or variance plane is zeros
+        (``info["hasVariance"]`` says which). `readImage` estimates a missing variance instead.
 
     Raises
     ------
@@ -312,7 +332,9 @@ def readMaskedImage(
     filePath = _asPath(path, "path")
     details: dict[str, Any] = {} if info is None else info
     details["path"] = str(filePath)
-    result = _withFits(filePath, lambda hdul: _readLayout(hdul, filePath, hdu, details), details)
+    result = _withFits(
+        filePath, lambda reader: _readLayout(reader, filePath, hdu, details), details
+    )
     if result is None:
         result = _readCCDDataFile(filePath, details)
     _log.info(
@@ -327,6 +349,9 @@ def readMaskedImage(
 
 
 def _readCCDDataFile(path: Path, info: dict[str, Any]) -> MaskedImage:
+    from astropy import units as u
+    from astropy.nddata import CCDData
+
     header = info["imageHeader"]
     # CCDData insists on a unit; psfmatch does not use it, so a file without BUNIT is read as
     # dimensionless rather than refused.
@@ -354,14 +379,14 @@ def _readCCDDataFile(path: Path, info: dict[str, Any]) -> MaskedImage:
 def _readPlaneFile(path: Path, role: str | None, shape: tuple[int, ...]) -> tuple[Any, fits.Header]:
     """Read the plane ``role`` of a separate file: its tagged HDU, else its first image."""
 
-    def work(hdul: fits.HDUList) -> tuple[Any, fits.Header]:
+    def work(reader: _FitsReader) -> tuple[Any, fits.Header]:
+        hdul = reader.hdul
         layout, roles = _roles(hdul)
         index = roles.get(role) if role and layout in ("lsst", "extname") else None
         if index is None:
             index = next((i for i, h in enumerate(hdul) if _has2dData(h)), None)
         if index is None:
             raise InvalidInputError(f"{str(path)!r}: the file holds no 2-D image")
-        data = _hduData(hdul, index, str(path), shape)
-        return _nativeCopy(data), hdul[index].header.copy()
+        return _hduData(reader, index, str(path), shape), hdul[index].header.copy()
 
     return _withFits(path, work, None)

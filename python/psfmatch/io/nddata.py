@@ -4,22 +4,27 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from astropy import units as u
-from astropy.nddata import (
-    CCDData,
-    InverseVariance,
-    NDData,
-    StdDevUncertainty,
-    VarianceUncertainty,
-)
 
 from ..errors import InvalidInputError
 from ..image import MaskedImage
 from .planes import _maskFromArray, _native, _planeBit, _xy0FromHeader
+
+if TYPE_CHECKING:
+    # Imported where used: astropy.nddata takes ~0.2 s to import (it brings astropy.wcs and
+    # scipy.sparse), which a program that never sees an NDData should not pay.
+    from astropy.nddata import CCDData, NDData
+
+
+def _isNDData(value: Any) -> bool:
+    """Whether ``value`` is an `~astropy.nddata.NDData`, without importing astropy.nddata: an
+    instance of it exists only if its module has been imported."""
+    module = sys.modules.get("astropy.nddata")
+    return module is not None and isinstance(value, module.NDData)
 
 
 def _fromNDData(data: NDData, where: str) -> tuple[MaskedImage, bool]:
@@ -47,6 +52,9 @@ def _varianceFromUncertainty(
     uncertainty: Any, unit: Any, where: str, shape: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Variance from an NDData uncertainty, and where it is undefined (inverse variance <= 0)."""
+    from astropy import units as u
+    from astropy.nddata import InverseVariance, StdDevUncertainty, VarianceUncertainty
+
     array = np.asarray(uncertainty.array, dtype=np.float64)
     if array.shape != shape:
         raise InvalidInputError(
@@ -105,6 +113,9 @@ def toCCDData(maskedImage: MaskedImage, *, unit: Any = "adu") -> CCDData:
     InvalidInputError
         If ``maskedImage`` is not a `MaskedImage` or ``unit`` is not a unit.
     """
+    from astropy import units as u
+    from astropy.nddata import CCDData, VarianceUncertainty
+
     if not isinstance(maskedImage, MaskedImage):
         raise InvalidInputError(
             f"maskedImage: expected a MaskedImage, got {type(maskedImage).__name__}"

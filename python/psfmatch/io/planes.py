@@ -194,9 +194,3 @@ def _native(array: Any) -> Any:
     if isinstance(array, np.ndarray) and not array.dtype.isnative:
         return array.astype(array.dtype.newbyteorder("="))
     return array
-
-
-def _nativeCopy(data: Any) -> np.ndarray:
-    """A C-contiguous native-byte-order copy (FITS data arrive big-endian)."""
-    a = np.asarray(data)
-    return np.array(a, dtype=a.dtype.newbyteorder("="), order="C", copy=True)

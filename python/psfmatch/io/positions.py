@@ -7,13 +7,15 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from astropy.table import Table
 
 from ..errors import InputFileNotFoundError, InvalidInputError
 from .paths import _asPath
+
+if TYPE_CHECKING:
+    from astropy.table import Table
 
 _log = logging.getLogger("psfmatch.io")
 
@@ -122,6 +124,9 @@ def readPositions(path: str | os.PathLike[str]) -> Table:
         tried (the message gives each format's complaint), or a value is missing, not a number
         or not finite (the message names its line of a text file, or its row).
     """
+    # Imported here: `import psfmatch.io` need not import astropy.table (and its readers).
+    from astropy.table import Table
+
     _asPath(path, "path")
     name = os.fsdecode(os.fspath(path))
     if not os.path.isfile(name):

@@ -5,13 +5,15 @@ written atomically."""
 from __future__ import annotations
 
 import contextlib
+import datetime
+import io
 import logging
 import os
 import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from astropy.io import fits
@@ -20,6 +22,7 @@ from .._version import __version__
 from ..errors import InvalidInputError, OutputExistsError, PsfMatchError, PsfMatchIOError
 from ..image import Mask, MaskedImage
 from ..task import TaskMetadata
+from .fitsdata import _BLOCK, _writeImage
 from .headers import _cardKey, _isStructural, metadataToHeader
 from .layouts import _warningMessages
 from .paths import _asPath
@@ -77,16 +80,17 @@ def _planeHeader(role: str, xy0: tuple[int, int]) -> fits.Header:
 def _readOnly(array: np.ndarray) -> np.ndarray:
     """A read-only view of ``array``.
 
-    astropy byte-swaps a writeable little-endian array in place while it writes or checksums
-    it (and swaps it back afterwards); given a read-only view it swaps a copy instead, so the
-    caller's arrays are not changed even for a moment.
+    The planes' HDUs are astropy's only for their headers (`fitsdata._writeImage` writes the
+    data), but astropy byte-swaps a writeable little-endian array in place when it does
+    touch the data (to write or checksum it): read-only, the caller's arrays cannot change
+    even for a moment.
     """
     view = array.view()
     view.flags.writeable = False
     return view
 
 
-def _maskHdu(maskedImage: MaskedImage) -> fits.ImageHDU:
+def _maskPlane(maskedImage: MaskedImage) -> tuple[fits.ImageHDU, np.ndarray]:
     header = _planeHeader("MASK", maskedImage.getXY0())
     for name, bit in Mask.getMaskPlaneDict().items():
         header[_cardKey(f"MP_{name}")] = bit
@@ -95,17 +99,25 @@ def _maskHdu(maskedImage: MaskedImage) -> fits.ImageHDU:
     # uint16 (stored int16 + BZERO) as the reference writes it when every set bit fits;
     # otherwise int32, whose bit pattern is the psfmatch mask itself.
     data = bits.astype(np.uint16) if used < (1 << 16) else _readOnly(maskedImage.mask)
-    return fits.ImageHDU(data, header=header, uint=True)
+    return fits.ImageHDU(data, header=header, uint=True), data
 
 
-def _buildHduList(maskedImage: MaskedImage, header: Any, extraHdus: Iterable[Any]) -> fits.HDUList:
+def _planes(maskedImage: MaskedImage) -> list[tuple[fits.ImageHDU, np.ndarray]]:
+    """The image, mask and variance HDUs (headers only: `fitsdata._writeImage` writes the
+    data), each with the array it stores."""
     xy0 = maskedImage.getXY0()
-    hdus: list[Any] = [
-        fits.PrimaryHDU(header=_primaryHeader(header)),
-        fits.ImageHDU(_readOnly(maskedImage.image), header=_planeHeader("IMAGE", xy0)),
-        _maskHdu(maskedImage),
-        fits.ImageHDU(_readOnly(maskedImage.variance), header=_planeHeader("VARIANCE", xy0)),
+    image = _readOnly(maskedImage.image)
+    variance = _readOnly(maskedImage.variance)
+    return [
+        (fits.ImageHDU(image, header=_planeHeader("IMAGE", xy0)), image),
+        _maskPlane(maskedImage),
+        (fits.ImageHDU(variance, header=_planeHeader("VARIANCE", xy0)), variance),
     ]
+
+
+def _otherHdus(header: Any, extraHdus: Iterable[Any]) -> fits.HDUList:
+    """The primary HDU and copies of the extra HDUs: what astropy writes."""
+    hdus: list[Any] = [fits.PrimaryHDU(header=_primaryHeader(header))]
     if isinstance(extraHdus, fits.hdu.base.ExtensionHDU | fits.PrimaryHDU):
         extraHdus = [extraHdus]
     for index, extra in enumerate(extraHdus):
@@ -117,6 +129,37 @@ def _buildHduList(maskedImage: MaskedImage, header: Any, extraHdus: Iterable[Any
         # A copy, so that assembling the file never touches the caller's HDU.
         hdus.append(extra.copy())
     return fits.HDUList(hdus)
+
+
+def _primaryLength(data: Any) -> int:
+    """The length in bytes of a file's primary HDU that has no data: its header's blocks."""
+    view = memoryview(data)
+    for offset in range(0, len(view), 80):
+        if view[offset : offset + 8].tobytes() == b"END     ":
+            return -(-(offset + 80) // _BLOCK) * _BLOCK
+    raise PsfMatchError("astropy wrote a primary header without an END card")
+
+
+def _writeFile(
+    stream: BinaryIO, planes: list[tuple[fits.ImageHDU, np.ndarray]], others: fits.HDUList
+) -> None:
+    """The primary HDU, the three planes, the extra HDUs, each with its checksums.
+
+    astropy writes the primary and the extra HDUs (small) into memory; the planes' data go from
+    their arrays to the file a block at a time (`fitsdata._writeImage`), without the whole
+    byte-swapped copies astropy makes of read-only arrays, one for the checksum and one for the
+    file.
+    """
+    small = io.BytesIO()
+    others.writeto(small, checksum=True, output_verify="exception")
+    written = small.getbuffer()
+    split = _primaryLength(written)
+    stream.write(written[:split])
+    when = datetime.datetime.now().isoformat()[:19]  # as astropy dates its checksum cards
+    for hdu, array in planes:
+        hdu.verify("exception")
+        _writeImage(stream, hdu.header.copy(), array, when)
+    stream.write(written[split:])
 
 
 def _removeQuietly(path: Path) -> None:
@@ -194,7 +237,8 @@ def writeMaskedImage(
         )
     if not isinstance(overwrite, bool):
         raise InvalidInputError(f"overwrite: expected a bool, got {overwrite!r}")
-    hdul = _buildHduList(maskedImage, header, extraHdus)
+    planes = _planes(maskedImage)
+    others = _otherHdus(header, extraHdus)
     if target.is_dir():
         raise PsfMatchIOError(f"cannot write {str(target)!r}: it is a directory", str(target))
     if not overwrite and os.path.lexists(target):
@@ -222,7 +266,7 @@ def writeMaskedImage(
                     # while writing is a diagnostic for the log, not for the caller.
                     warnings.simplefilter("always")
                     try:
-                        hdul.writeto(stream, checksum=True, output_verify="exception")
+                        _writeFile(stream, planes, others)
                     except (ValueError, TypeError, fits.VerifyError) as err:
                         raise PsfMatchIOError(
                             f"cannot write {str(target)!r}: {type(err).__name__}: {err}",
