@@ -271,10 +271,19 @@ def _measuredField(
     y: np.ndarray,
     halfWidth: int,
     fwhm: float,
+    sizes: PsfSizes,
 ) -> tuple[PsfField, Any]:
     from ._psfstack import measurePsfField
 
     cfg = task.config.crossConvolve
+    detections = sizes.scienceSources
+    neighbours = None
+    if detections is not None and len(detections):
+        x0, y0 = mi.getXY0()
+        neighbours = (
+            np.asarray(detections["x"], dtype=float) + x0,
+            np.asarray(detections["y"], dtype=float) + y0,
+        )
     return measurePsfField(
         mi,
         x,
@@ -285,6 +294,7 @@ def _measuredField(
         regions=int(cfg.psfRegions),
         minStars=int(cfg.psfMinStars),
         maxStars=int(cfg.psfMaxStars),
+        neighbours=neighbours,
         log=task.log,
     )
 
@@ -323,7 +333,7 @@ def crossPsfFields(
         half = _psfHalfWidth(task, sizes)
         x, y = _starPositions(task, template, science, sizes, candidateList, half)
         for name, mi, fwhm in needed:
-            fields[name], measured[name] = _measuredField(task, mi, x, y, half, fwhm)
+            fields[name], measured[name] = _measuredField(task, mi, x, y, half, fwhm, sizes)
     for name, given in (("science", sciencePsf), ("template", templatePsf)):
         if given is not None:
             fields[name] = psfFieldFromInput(

@@ -38,5 +38,5 @@ MaskInput: TypeAlias = "np.ndarray | str | os.PathLike[str]"
 #: Kernel-source positions (parent coordinates): a table with ``x`` and ``y`` columns, or
 #: (x, y) pairs.
 PositionsInput: TypeAlias = "Table | np.ndarray | Sequence[tuple[float, float]]"
-#: A PSF: an odd-sized 2-D image, or a PSF object.
-PsfInput: TypeAlias = "np.ndarray | PsfModel"
+#: A PSF: an odd-sized 2-D image, a FITS path holding one, or a PSF object.
+PsfInput: TypeAlias = "np.ndarray | str | os.PathLike[str] | PsfModel"

@@ -183,10 +183,15 @@ def subtract(
         The two images, on one parent pixel grid: each at its origin ``xy0`` (from the FITS
         header; (0, 0) for arrays). The template may be larger than the science image or
         offset by whole pixels; it is cut to the science image's box. Never modified.
-    mode : {"auto", "convolveTemplate", "convolveScience", "preconvolve"}, optional
-        Which image to convolve; "auto" convolves the one with the narrower PSF;
-        "preconvolve" returns the score image (the science image convolved with its PSF,
-        minus the template matched to that). Overrides ``config.mode``.
+    mode : {"auto", "convolveTemplate", "convolveScience", "preconvolve", "crossConvolve"}, \
+optional
+        Which image to convolve; "auto" convolves the one with the narrower PSF, or
+        cross-convolves when neither PSF is a blurred version of the other (the reason is in
+        ``metadata["autoModeReason"]``); "preconvolve" returns the score image (the science
+        image convolved with its PSF, minus the template matched to that); "crossConvolve"
+        convolves each image with the other's PSF and matches the results with a small
+        kernel (docs/algorithm.md §7.11: for space-telescope epochs at different roll angles,
+        or PSFs elongated in different directions). Overrides ``config.mode``.
     config : `ImagePsfMatchConfig`, optional
         Every setting; the defaults otherwise. Not modified (a copy is used).
     candidates : table or sequence of (x, y), optional
@@ -205,10 +210,13 @@ def subtract(
         Give the template the science image's origin (``xy0``) when they differ: for images
         already on one grid whose headers disagree (`OriginMismatchError` says when the stars
         show this).
-    sciencePsf, templatePsf : 2-D array or PSF object, optional
-        Each image's PSF (an odd-sized image, or an object with ``computeKernelImage(x, y)``),
-        instead of a Gaussian of the FWHM: the preconvolution kernel of "preconvolve" and the
-        PSF of the difference image.
+    sciencePsf, templatePsf : 2-D array, FITS path or PSF object, optional
+        Each image's PSF (an odd-sized image centred on its middle pixel, a FITS file holding
+        one — a WebbPSF file's detector-sampled HDU —, or an object with
+        ``computeKernelImage(x, y)``, which may vary over the image), instead of a Gaussian of
+        the FWHM: the preconvolution kernel of "preconvolve", what "crossConvolve" convolves
+        the other image with (measured from the stars when not given) and the PSF of the
+        difference image.
     templateAnalysis : `TemplateAnalysis`, optional
         `analyzeTemplate`'s answer for this template (with the same configuration): its
         variance measurement and detections are reused instead of repeated. The result is

@@ -33,7 +33,7 @@ UNITS = ("science", "template", "unconvolved")
 #: HOTPANTS header keywords written with every difference image, and what they hold.
 HOTPANTS_KEYS = {
     "KSUM": "kernel sum at the image centre",
-    "CONVOL": "convolved: TEMPLATE, IMAGE (science) or PRECONV",
+    "CONVOL": "convolved: TEMPLATE, IMAGE (science), PRECONV or CROSS",
     "NGAUSS": "Gaussians in the AL basis (0: delta functions)",
     "KO": "spatial order of the kernel variation",
     "BGO": "spatial order of the differential background",
@@ -69,7 +69,10 @@ class SubtractionResult:
     metadata : `TaskMetadata`
         The task's metadata (``spatialKernelSum``, ``spatialConditionNum``, ...).
     convolved : `str`
-        ``"Template"``, ``"Science"`` or ``"Preconvolution"`` (a score image).
+        ``"Template"``, ``"Science"``, ``"Preconvolution"`` (a score image) or
+        ``"CrossConvolution"`` (``mode="crossConvolve"``: the matched image is then
+        ``K ⊗ (P_S ⊗ T)``, D is in science units and the kernel sum is the science/template
+        flux ratio, as when the template is convolved).
     config : `ImagePsfMatchConfig`
         The configuration used.
     rawDifference : `MaskedImage` or None
@@ -309,9 +312,11 @@ class SubtractionResult:
         stats = self.statistics()
         values: dict[str, Any] = {
             "KSUM": self.kernelSum,
-            "CONVOL": {"Template": "TEMPLATE", "Preconvolution": "PRECONV"}.get(
-                self.convolved, "IMAGE"
-            ),
+            "CONVOL": {
+                "Template": "TEMPLATE",
+                "Preconvolution": "PRECONV",
+                "CrossConvolution": "CROSS",
+            }.get(self.convolved, "IMAGE"),
             "NGAUSS": int(mdValue("ALBasisNGauss", 0)),
             "KO": int(kConfig.spatialKernelOrder),
             "BGO": int(kConfig.spatialBgOrder) if kConfig.fitForBackground else 0,

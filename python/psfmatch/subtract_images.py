@@ -23,7 +23,19 @@ returns the difference in the science image's units as well,
 
 with κ the kernel sum at the image centre; D then has the template's PSF. ``mode="auto"``
 convolves the image with the narrower PSF (the template when the FWHMs are equal), so the
-kernel never has to deconvolve. With ``doSubtractBackground`` off, b is fitted but left in D.
+kernel never has to deconvolve — unless the two PSFs, measured from the stars or given, are
+not nested (neither is a blurred version of the other, `psfmatch._nesting`): then it
+cross-convolves, and ``autoModeReason`` says why either way. With ``doSubtractBackground``
+off, b is fitted but left in D.
+
+``mode="crossConvolve"`` (docs/algorithm.md §7.11, `psfmatch._cross`) convolves the science
+image with the template's PSF and the template with the science image's (given, or measured
+from isolated stars), fits a small kernel with ``P_T ⊗ S ≈ K ⊗ (P_S ⊗ T) + b`` and returns
+
+    D = P_T ⊗ S − K ⊗ P_S ⊗ T − b,   Var(D) = P_T² ⊗ Var(S) + K² ⊗ P_S² ⊗ Var(T),
+
+in science units with the PSF ``P_S ⊗ P_T``, NaN within a PSF half-width of the border; its
+decorrelation is `psfmatch.decorrelate_cross`'s.
 
 Pixels within a kernel half-width of the edge cannot be convolved: in the matched image they
 are copies of the input with the ``EDGE`` bit; in the difference they are NaN with variance
@@ -57,7 +69,10 @@ reference's catalogue of known objects) and with the science image's kernel sour
 A real transient is in neither; static stars that leave residuals are in one or both.
 
 Metadata (besides `PsfMatchTask`'s): ``templatePsfSize``, ``sciencePsfSize`` (FWHM, pixels),
-``convolvedExposure`` ("Template", "Science" or "Preconvolution"), ``preconvolvedSciencePsfSize``,
+``convolvedExposure`` ("Template", "Science", "Preconvolution" or "CrossConvolution"),
+``preconvolvedSciencePsfSize``, with ``mode="auto"`` ``autoMode`` and ``autoModeReason`` (and
+the ``psfNesting*`` figures when the PSFs were compared), for cross-convolution the
+``cross*`` keys (docs/algorithm.md §7.11),
 ``nPsfSources`` (kernel candidates), ``templateCoveragePercent``,
 ``scaleTemplateVarianceFactor``, ``scaleScienceVarianceFactor``, the ``ALBasis*`` keys of the
 basis; with decorrelation ``decorrelationSvar``, ``decorrelationTvar`` (the clipped mean
@@ -409,12 +424,14 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
             image are dropped. By default stars are found with sep.
         templateFwhmPix, scienceFwhmPix : `float`, optional
             PSF FWHMs in pixels; measured from the kernel sources when not given.
-        sciencePsf, templatePsf : 2-D array or PSF object, optional
-            Each image's PSF: an odd-sized image, or an object with
-            ``computeKernelImage(x, y)`` (evaluated at the image centre). By default a
-            pixel-integrated Gaussian of the FWHM. The science PSF is the preconvolution
-            kernel of ``mode="preconvolve"``; the PSF of the unconvolved image becomes the
-            difference image's PSF.
+        sciencePsf, templatePsf : 2-D array, FITS path or PSF object, optional
+            Each image's PSF: an odd-sized image, a FITS file holding one
+            (`psfmatch._psffield.readPsfStamp`), or an object with ``computeKernelImage(x, y)``
+            (evaluated at the image centre; ``crossConvolve`` samples it over the image). By
+            default a pixel-integrated Gaussian of the FWHM, or for ``crossConvolve`` the PSF
+            measured from the stars. The science PSF is the preconvolution kernel of
+            ``mode="preconvolve"``; the PSF of the unconvolved image becomes the difference
+            image's PSF (``P_S ⊗ P_T`` for ``crossConvolve``).
         templateAnalysis : `TemplateAnalysis`, optional
             `analyzeTemplate`'s answer for this template and configuration: the template-only
             work is then not repeated (the answer is the same, bit for bit).

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import InvalidInputError
 
-_MODES = ("auto", "convolveTemplate", "convolveScience", "preconvolve")
+_MODES = ("auto", "convolveTemplate", "convolveScience", "preconvolve", "crossConvolve")
 
 #: Column names (lower case, without "_" and "-") and the `BatchPair` field each one fills.
 _COLUMNS = {

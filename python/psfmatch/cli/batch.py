@@ -97,7 +97,7 @@ def _addParser(commands: Any, common: argparse.ArgumentParser) -> None:
     batchFit = batch.add_argument_group("fit (per-pair columns override these)")
     batchFit.add_argument(
         "--mode",
-        choices=["auto", "convolveTemplate", "convolveScience", "preconvolve"],
+        choices=["auto", "convolveTemplate", "convolveScience", "preconvolve", "crossConvolve"],
         default=None,
         help="which image to convolve (default: auto)",
     )

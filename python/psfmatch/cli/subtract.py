@@ -170,11 +170,13 @@ def _addParser(commands: Any, common: argparse.ArgumentParser, requireArguments:
     fit = sub.add_argument_group("fit")
     fit.add_argument(
         "--mode",
-        choices=["auto", "convolveTemplate", "convolveScience", "preconvolve"],
+        choices=["auto", "convolveTemplate", "convolveScience", "preconvolve", "crossConvolve"],
         default=None,
-        help="which image to convolve (default: auto, the one with the narrower PSF); "
-        "preconvolve: the score image, the science image filtered by its PSF minus the template "
-        "matched to that",
+        help="which image to convolve (default: auto, the one with the narrower PSF, or "
+        "crossConvolve when neither PSF is a blurred version of the other); preconvolve: the "
+        "score image, the science image filtered by its PSF minus the template matched to "
+        "that; crossConvolve: each image convolved with the other's PSF (for rotated spikes "
+        "or ellipticities), then matched",
     )
     fit.add_argument(
         *_ownOptionsFor("--mode"),
@@ -228,6 +230,19 @@ def _addParser(commands: Any, common: argparse.ArgumentParser, requireArguments:
     fit.add_argument("--science-fwhm", type=float, metavar="PIX", help="science PSF FWHM (pixels)")
     fit.add_argument(
         "--template-fwhm", type=float, metavar="PIX", help="template PSF FWHM (pixels)"
+    )
+    fit.add_argument(
+        "--science-psf",
+        metavar="FILE",
+        help="the science image's PSF, a FITS image (odd-sized, centred; a WebbPSF file's "
+        "detector-sampled HDU): crossConvolve convolves the template with it, preconvolve the "
+        "science image; D's PSF is made of it. By default measured from the stars (cross-"
+        "convolution) or a Gaussian of the FWHM",
+    )
+    fit.add_argument(
+        "--template-psf",
+        metavar="FILE",
+        help="the template's PSF, a FITS image, as --science-psf",
     )
     fit.add_argument(
         "--candidates",
@@ -363,6 +378,8 @@ def _run(args: argparse.Namespace) -> int:
             args.science_mask,
             args.template_mask,
             args.candidates,
+            args.science_psf,
+            args.template_psf,
         )
         if p is not None and os.path.exists(p)
     ]
@@ -384,6 +401,8 @@ def _run(args: argparse.Namespace) -> int:
             scienceFwhm=args.science_fwhm,
             templateFwhm=args.template_fwhm,
             ignoreOrigins=args.ignore_origins,
+            sciencePsf=args.science_psf,
+            templatePsf=args.template_psf,
         )
         elapsed = time.perf_counter() - start
         # Nothing below reads the inputs or the difference before decorrelation, nor, without
@@ -428,14 +447,17 @@ def _printSummary(result: Any, args: argparse.Namespace, elapsed: float) -> None
         return md[key] if key in md else default
 
     stats = result.statistics()
-    convolved = {"Template": "template", "Science": "science image"}.get(
-        result.convolved, "template, to the PSF-filtered science image (score image)"
-    )
+    convolved = {
+        "Template": "template",
+        "Science": "science image",
+        "CrossConvolution": "both, each with the other's PSF (cross-convolution)",
+    }.get(result.convolved, "template, to the PSF-filtered science image (score image)")
     lines = [
         f"psfmatch: subtracted {args.template} from {args.science} in {elapsed:.1f} s",
         f"  convolved image : {convolved} (FWHM template {get('templatePsfSize'):.2f} px, "
         f"science {get('sciencePsfSize'):.2f} px)",
         f"  kernel sum      : {result.kernelSum:.6f} (at the image centre)",
+        *([f"  mode auto       : {get('autoModeReason')}"] if "autoModeReason" in md else []),
         f"  kernel sources  : {get('nCandidatesGood', 0)} used of {get('nPsfSources', 0)} "
         f"candidates; spatial orders kernel {result.config.kernel.active.spatialKernelOrder}, "
         f"background {result.config.kernel.active.spatialBgOrder}",

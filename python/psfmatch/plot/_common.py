@@ -165,6 +165,7 @@ def _stampLabels(source: Any) -> tuple[str, str]:
         "Template": ("template", "science"),
         "Science": ("science", "template"),
         "Preconvolution": ("template", "science ⊗ PSF"),
+        "CrossConvolution": ("template ⊗ science PSF", "science ⊗ template PSF"),
     }.get(getattr(source, "convolved", None) or "", ("convolved", "matched"))
 
 

@@ -224,7 +224,9 @@ def simulateCompositePair(
     """A template/science pair rendered through two `CompositePsfModel` PSFs.
 
     The science image is ``fluxScale`` × the template's stars through ``sciencePsf``, plus
-    ``nTransients`` point sources of ``transientFlux`` (science units), plus the sky
+    ``nTransients`` point sources of ``transientFlux`` (science units; at least a PSF
+    half-width, `CompositePsfModel.halfWidth`, from every star and three from the border),
+    plus the sky
     ``fluxScale · templateSky + b0 + bx·x + by·y``; the template is the stars through
     ``templatePsf`` plus ``templateSky``. Each image gets Gaussian noise of variance
     ``skySigma² + sources / gain``, which is its variance plane.
@@ -290,7 +292,9 @@ fluxIndex, nTransients, transientFlux, dtype : optional
             keep[k] = not np.any(keep[:k] & (d2 < minSeparation**2))
         starX, starY, flux = starX[keep], starY[keep], flux[keep]
     reach = float(max(templatePsf.halfWidth(), sciencePsf.halfWidth()))
-    margin = reach
+    # Three PSF half-widths from the border: a cross-convolved D loses one, and its
+    # decorrelation a few pixels more; a PSF fit needs the third.
+    margin = 3.0 * reach
     transientX, transientY = _placeTransients(
         np.random.default_rng(streams[1]),
         nTransients,
