@@ -321,19 +321,7 @@ def crossPsfFields(
     cfg = task.config.crossConvolve
     fields: dict[str, PsfField] = {}
     measured: dict[str, Any] = {}
-    needed = [
-        (name, mi, fwhm)
-        for name, mi, fwhm, given in (
-            ("science", science, sizes.science, sciencePsf),
-            ("template", template, sizes.template, templatePsf),
-        )
-        if given is None
-    ]
-    if needed:
-        half = _psfHalfWidth(task, sizes)
-        x, y = _starPositions(task, template, science, sizes, candidateList, half)
-        for name, mi, fwhm in needed:
-            fields[name], measured[name] = _measuredField(task, mi, x, y, half, fwhm, sizes)
+    # The given ones first: a PSF the user got wrong is the error to report, not the stars.
     for name, given in (("science", sciencePsf), ("template", templatePsf)):
         if given is not None:
             fields[name] = psfFieldFromInput(
@@ -343,6 +331,19 @@ def crossPsfFields(
                 int(cfg.psfMaxHalfWidth),
                 int(cfg.psfSpatialOrder),
             )
+    needed = [
+        (name, mi, fwhm)
+        for name, mi, fwhm in (
+            ("science", science, sizes.science),
+            ("template", template, sizes.template),
+        )
+        if name not in fields
+    ]
+    if needed:
+        half = _psfHalfWidth(task, sizes)
+        x, y = _starPositions(task, template, science, sizes, candidateList, half)
+        for name, mi, fwhm in needed:
+            fields[name], measured[name] = _measuredField(task, mi, x, y, half, fwhm, sizes)
     return CrossPsfs(fields["science"], fields["template"], measured)
 
 
@@ -373,12 +374,12 @@ def chooseAutoMode(
     cross-convolution (so that they are not measured twice).
 
     The PSFs (given, or measured as `crossPsfFields` does) are tested with
-    `psfmatch._nesting.testNesting`; PSFs that are not nested choose ``"crossConvolve"``,
+    `psfmatch._nesting.assessNesting`; PSFs that are not nested choose ``"crossConvolve"``,
     nested ones the image with the narrower FWHM as before. PSFs that cannot be measured
     (too few isolated stars) fall back to the FWHM rule with a logged note. Records
     ``autoMode`` and ``autoModeReason``, and the test's figures (``psfNesting*``).
     """
-    from ._nesting import testNesting
+    from ._nesting import assessNesting
 
     def byFwhm(why: str) -> tuple[str, None]:
         name = "convolveTemplate" if sizes.template <= sizes.science else "convolveScience"
@@ -411,7 +412,7 @@ def chooseAutoMode(
             # mean of theirs over their number.
             variances.append(sum(r.variance for r in regions) / len(regions) ** 2)
     sImage, tImage = psfs.images()
-    test = testNesting(
+    test = assessNesting(
         sImage,
         tImage,
         variances[0],

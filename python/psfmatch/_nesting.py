@@ -41,7 +41,7 @@ _MAX_KERNEL_HALF_WIDTH = 8
 
 @dataclass(frozen=True)
 class NestingTest:
-    """The outcome of `testNesting` (fractions of ‖P‖; see the module docstring)."""
+    """The outcome of `assessNesting` (fractions of ‖P‖; see the module docstring)."""
 
     residualScienceFromTemplate: float
     residualTemplateFromScience: float
@@ -142,7 +142,7 @@ def _nonNegativeFit(source: np.ndarray, target: np.ndarray, half: int) -> tuple[
     return kernel.reshape(2 * half + 1, 2 * half + 1), float(residual / np.linalg.norm(target))
 
 
-def testNesting(
+def assessNesting(
     sciencePsf: np.ndarray,
     templatePsf: np.ndarray,
     scienceVariance: np.ndarray | None = None,

@@ -20,9 +20,21 @@ result is ``P̂_S·P̂_T·φ``; for two equal PSFs φ = 1/|P̂| and the result i
 
 Where both PSFs have almost no power (|P̂|² below ε, high frequencies) the data hold no
 signal, and an unfloored φ would only amplify rounding and the PSF models' errors there
-(ZOGY's known weakness); the floor ε (``crossConvolve.decorrelationFloor``) caps the gain at
-``1/sqrt(ε)``. Those frequencies keep less than the flat noise, so the result's noise is white
-only where the PSF of D has power, which is what detection and photometry with that PSF see.
+(ZOGY's known weakness; for a broad ground PSF |P̂|² falls to 1e-25 at the Nyquist
+frequency); the floor ε (``crossConvolve.decorrelationFloor``) caps the gain at
+``1/sqrt(ε)``. Those frequencies keep less than the flat noise: the result's noise is white
+where the PSF of D has its power and lower beyond, so its per-pixel variance (the variance
+plane, which D/σ is right with) is below the flat level ``v + t·κ²`` (to 20–40 % of it for
+the simulated pairs). A PSF fit that takes the noise to be white — detection's S/N, a
+transient's flux error — must then use the variance plane times
+
+    ρ = ⟨|N̂_D'|²⟩_{|P̂_D|²} / ⟨|N̂_D'|²⟩,
+
+the noise's mean where the PSF has its power over its mean everywhere (``detectionVariance
+Factor``; ρ = 1 for white noise). ImagePsfMatchTask detects with it and records it as
+``crossDetectionVarianceFactor``. No choice of φ avoids it: the optimal S/N of a point source,
+∫|P̂_D|²/|N̂_D'|², does not depend on φ at all, while whitening every frequency would need an
+unbounded gain.
 
 Variance: each input's variance plane is convolved with the square of its real-space
 component filter, ``c_S = F⁻¹{P̂_T φ}`` and ``c_T = F⁻¹{K̂ P̂_S φ}``:
@@ -33,7 +45,7 @@ would misplace it by the filter's reach).
 
 from __future__ import annotations
 
-__all__ = ["decorrelateCrossConvolution"]
+__all__ = ["decorrelateCrossConvolution", "rawDetectionVarianceFactor"]
 
 import math
 from typing import Any
@@ -101,6 +113,47 @@ def _blankNearUnusable(
         corrected.mask |= _dilateBits(flagged, box)
 
 
+def _detectionVarianceFactor(noise: np.ndarray, psfPower: np.ndarray, nx: int) -> float:
+    """How much a PSF fit's variance, from the per-pixel variance as if the noise were white,
+    falls short of its true one, for noise of spectrum ``noise`` and a PSF of power
+    ``psfPower`` (rfft2 half grids of width ``nx``): ``<N>_{|P̂|²} / <N>``, the noise's mean
+    where the PSF has its power over its mean everywhere. 1 for white noise."""
+    pixelVariance = _halfGridMean(noise, nx)
+    power = _halfGridMean(psfPower, nx)
+    if not (pixelVariance > 0 and power > 0):
+        return 1.0
+    return _halfGridMean(psfPower * noise, nx) / power / pixelVariance
+
+
+def rawDetectionVarianceFactor(
+    psfMatchingKernel: Any,
+    sciencePsf: np.ndarray,
+    templatePsf: np.ndarray,
+    bbox: Any,
+    *,
+    svar: float,
+    tvar: float,
+) -> float:
+    """`_detectionVarianceFactor` of the undecorrelated cross-convolved difference, whose
+    noise has the spectrum ``v|P̂_T|² + t|K̂P̂_S|²`` and its PSF ``P_S ⊗ P_T`` (K at the
+    centre of ``bbox``; the spectra sampled on a 256² grid, which a ratio of their means needs
+    no more than). 1 when the variances are unusable."""
+    v, t = float(svar), float(tvar)
+    if not (math.isfinite(v) and math.isfinite(t) and v >= 0 and t >= 0 and v + t > 0):
+        return 1.0
+    kimg = _kernelImageAt(
+        psfMatchingKernel,
+        0.5 * (bbox.getMinX() + bbox.getMaxX() + 1),
+        0.5 * (bbox.getMinY() + bbox.getMaxY() + 1),
+    )
+    shape = _fftShape((256, 256), sciencePsf.shape, templatePsf.shape)
+    kHat = _spectrumOfSmall(kimg, shape)
+    sPower = np.abs(_spectrumOfSmall(np.asarray(sciencePsf, dtype=float), shape)) ** 2
+    tPower = np.abs(_spectrumOfSmall(np.asarray(templatePsf, dtype=float), shape)) ** 2
+    noise = v * tPower + t * np.abs(kHat) ** 2 * sPower
+    return _detectionVarianceFactor(noise, sPower * tPower, shape[1])
+
+
 def decorrelateCrossConvolution(
     science: MaskedImage,
     template: MaskedImage,
@@ -143,8 +196,11 @@ def decorrelateCrossConvolution(
         ``correctedMaskedImage``, ``correctedPsf`` (unit sum; ``P_S ⊗ P_T`` filtered by φ),
         ``decorrelationKernel`` (φ in real space, centred), ``decorrelationFilter`` (φ on the
         rfft2 half grid), ``svar``, ``tvar``, ``kappa``, ``flooredFraction`` (the share of
-        the frequency grid where the floor holds) and ``decorrelated`` (False when ``svar``
-        or ``tvar`` is unusable: D is then returned unchanged with ``P_S ⊗ P_T``).
+        the frequency grid where the floor holds), ``detectionVarianceFactor`` (what the
+        variance plane must be multiplied by for a PSF fit that takes the noise to be white,
+        as detection does: see the module docstring), ``reach`` (the half-width of the
+        band blanked around unusable pixels) and ``decorrelated`` (False when ``svar`` or
+        ``tvar`` is unusable: D is then returned unchanged with ``P_S ⊗ P_T``).
 
     Raises
     ------
@@ -205,6 +261,11 @@ def decorrelateCrossConvolution(
     floored = denominator < floor * numerator
     flooredFraction = _halfGridMean(floored.astype(float), fftShape[1])
     phi = np.sqrt(numerator / np.maximum(denominator, floor * numerator))
+    detectionVarianceFactor = _detectionVarianceFactor(
+        phi * phi * denominator,
+        (sHat.real**2 + sHat.imag**2) * (tHat.real**2 + tHat.imag**2) * phi * phi,
+        fftShape[1],
+    )
     del denominator, floored
 
     flagged = (d.mask & fillBits) != 0
@@ -242,6 +303,7 @@ def decorrelateCrossConvolution(
         tvar=t,
         kappa=kappa,
         flooredFraction=flooredFraction,
+        detectionVarianceFactor=detectionVarianceFactor,
         reach=reach,
         decorrelated=True,
     )

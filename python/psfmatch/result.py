@@ -33,7 +33,7 @@ UNITS = ("science", "template", "unconvolved")
 #: HOTPANTS header keywords written with every difference image, and what they hold.
 HOTPANTS_KEYS = {
     "KSUM": "kernel sum at the image centre",
-    "CONVOL": "convolved: TEMPLATE, IMAGE (science), PRECONV or CROSS",
+    "CONVOL": "TEMPLATE, IMAGE (science), PRECONV or CROSS",
     "NGAUSS": "Gaussians in the AL basis (0: delta functions)",
     "KO": "spatial order of the kernel variation",
     "BGO": "spatial order of the differential background",

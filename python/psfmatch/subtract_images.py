@@ -389,6 +389,9 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
         blank = fit.uncovered
         if not _MODES[fit.mode].convolvesScience:
             half = int(fit.psfMatchingKernel.getDimensions()[0]) // 2
+            if fit.mode == "crossConvolve":
+                # The template was convolved with the science PSF first.
+                half += fit.sciencePsf.shape[0] // 2
             blank = dilate(blank, half)
         difference.image[blank] = np.nan
         difference.variance[blank] = np.inf
@@ -535,10 +538,13 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
         # preconvolution kernel for a score image).
         psf = _MODES[fit.mode].differencePsf(fit)
         difference, decorrelationKernel = raw, None
+        detectionFactor: float | None = None
         if self.config.doDecorrelation:
             with self.timer("decorrelate"):
                 if fit.mode == "crossConvolve":
                     dec = self._decorrelateCross(fit, raw)
+                    if dec.decorrelated:
+                        detectionFactor = float(dec.detectionVarianceFactor)
                 else:
                     dec = self.decorrelate.run(
                         fit.science,
@@ -566,7 +572,10 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
         diaSources = None
         if self.config.doDetectDiaSources:
             with self.timer("detectDiaSources"):
-                diaSources = self._detectDiaSources(fit, difference, psf)
+                detectIn = difference
+                if fit.mode == "crossConvolve":
+                    detectIn = self._crossDetectionImage(fit, difference, detectionFactor)
+                diaSources = self._detectDiaSources(fit, detectIn, psf)
         return self._result(
             fit,
             matched,
@@ -576,6 +585,29 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
             decorrelationKernel=decorrelationKernel,
             diaSources=diaSources,
         )
+
+    def _crossDetectionImage(
+        self, fit: _Subtraction, difference: MaskedImage, factor: float | None
+    ) -> MaskedImage:
+        """D with its variance times ρ (``factor``, the decorrelation's; else computed for the
+        undecorrelated D), the factor that makes detection's white-noise PSF fit right for a
+        cross-convolved difference, whose noise is not white (§7.11); recorded as
+        ``crossDetectionVarianceFactor``."""
+        if factor is None:
+            # Not decorrelated: the noise of P_T ⊗ S − K ⊗ P_S ⊗ T itself.
+            from .decorrelate_cross import rawDetectionVarianceFactor
+
+            factor = rawDetectionVarianceFactor(
+                fit.psfMatchingKernel,
+                fit.sciencePsf,
+                fit.templatePsf,
+                difference.getBBox(),
+                svar=self.decorrelate._clippedMeanVariance(fit.science),
+                tvar=self.decorrelate._clippedMeanVariance(fit.template),
+            )
+        self.metadata["crossDetectionVarianceFactor"] = factor
+        variance = difference.variance * difference.variance.dtype.type(factor)
+        return MaskedImage(difference.image, difference.mask, variance, xy0=difference.getXY0())
 
     def _decorrelateCross(self, fit: _Subtraction, raw: MaskedImage) -> Struct:
         """The decorrelation of a cross-convolved difference (`decorrelateCrossConvolution`),
