@@ -32,7 +32,7 @@ import numpy as np
 import sep
 from astropy.table import Table
 
-from ._fft import _fftShape, _filterGrid, _spectrumOfSmall
+from ._fft import _correlateRowBands
 from ._masks import UNUSABLE_PLANES
 from ._psfutil import _gaussianPsfImage, _psfFwhm, _psfImage
 from ._sources import _pairsWithin, detectSources
@@ -41,18 +41,193 @@ from .image import Mask, MaskedImage, _rowBands
 from .task import Struct, Task
 
 
-def _usableDifferencePixels(
-    difference: MaskedImage, rows: slice, badBits: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For ``rows`` of D: the usable pixels (finite, positive variance, none of
-    ``badBits``), the weights 1/σ² there (else 0) and D there (else 0), in float64."""
-    image = np.asarray(difference.image[rows], dtype=np.float64)
-    var = np.asarray(difference.variance[rows], dtype=np.float64)
-    usable = np.isfinite(image) & np.isfinite(var) & (var > 0)
-    usable &= (difference.mask[rows] & badBits) == 0
-    weight = np.where(usable, 1.0 / np.where(usable, var, 1.0), 0.0)
-    data = np.where(usable, image, 0.0)
-    return usable, weight, data
+def _usablePixels(difference: MaskedImage, rows: slice, badBits: int) -> np.ndarray:
+    """For ``rows`` of D: the pixels that take part in detection (finite, a finite and
+    positive variance, none of ``badBits``)."""
+    image = difference.image[rows]
+    variance = difference.variance[rows]
+    usable: np.ndarray = np.isfinite(image)
+    usable &= np.isfinite(variance)
+    usable &= variance > 0
+    if badBits:
+        usable &= (difference.mask[rows] & badBits) == 0
+    return usable
+
+
+def _referenceVariance(variance: np.ndarray) -> float:
+    """The median of the finite, positive variances of a sparse grid of pixels (1 without
+    any): the float32 filters work with σ²_ref/σ² and D/σ_ref, of order 1 and of the S/N,
+    whatever the image's units (sums of 1/σ² over a band overflow float32 for σ² below
+    ~1e-32, as in images calibrated in erg/s/cm²/Å)."""
+    step = max(1, max(variance.shape) // 256)
+    sample = np.asarray(variance[::step, ::step], dtype=np.float64)
+    sample = sample[np.isfinite(sample) & (sample > 0)]
+    return float(np.median(sample)) if sample.size else 1.0
+
+
+#: Where the float32 S/N image is within this fraction of the threshold, times σ²/σ²_sky
+#: over the PSF's core (the error model of `detectDifferenceSources`' Notes, 20× its
+#: largest measured coefficient), `_matchedFilterSnr` sums it again in float64.
+_THRESHOLD_MARGIN = 1e-5
+
+
+def _matchedFilterSnr(
+    difference: MaskedImage, psf: np.ndarray, badBits: int, threshold: float, nThreads: int
+) -> np.ndarray:
+    """The S/N image Σ p·D/σ² / (Σ p²/σ²)^½ of `detectDifferenceSources`, 0 at unusable
+    pixels, as float32 (sep detects in float32 whatever it is given). Filtered in float32
+    for float32 planes, in float64 for float64 ones or where float32 overflowed (|D|/σ near
+    1e38). Float32 values that may lie on the wrong side of ±``threshold`` are replaced by
+    direct float64 sums, so that the regions above it are those of an exact filter."""
+    ny, nx = difference.image.shape
+    snr = np.empty((ny, nx), dtype=np.float32)
+    dtype = np.result_type(difference.image.dtype, difference.variance.dtype, np.float32)
+    near = _filterSnr(difference, psf, badBits, threshold, nThreads, dtype, snr)
+    if near is None:
+        near = _filterSnr(difference, psf, badBits, threshold, nThreads, np.float64, snr)
+    if near is not None and len(near[0]):
+        flux, fluxErr = _pointFluxes(difference, psf, badBits, near[0], near[1], False)
+        snr[near] = flux / fluxErr
+    return snr
+
+
+def _filterSnr(
+    difference: MaskedImage,
+    psf: np.ndarray,
+    badBits: int,
+    threshold: float,
+    nThreads: int,
+    dtype: Any,
+    snr: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Write `_matchedFilterSnr` into ``snr``, filtering in ``dtype``: both correlations in
+    one pass of stacked transforms, a band of rows at a time (`_correlateRowBands`), so that
+    the only image-sized array is ``snr``. Returns the pixels (iy, ix) of a float32 filter
+    whose |S/N| is within its rounding of ``threshold`` (none for float64), or None if a
+    float32 band overflowed (``snr`` is then incomplete)."""
+    ny, nx = difference.image.shape
+    reference = _referenceVariance(difference.variance)
+    sigmaRef = math.sqrt(reference)
+    # Σ p²/σ² includes the pixel's own p_c²/σ²: a lower bound of the exact sum that also
+    # holds the float32 one's rounding (relative to the band's typical values) away from 0
+    # where every other pixel of the footprint is masked or has a much larger variance.
+    centre = np.asarray(float(psf[psf.shape[0] // 2, psf.shape[1] // 2]) ** 2, dtype=dtype)
+    isFloat32 = dtype == np.float32
+
+    def fill(rows: slice, dest: np.ndarray) -> None:
+        # In place in the band's planes (a third of the time of np.where copies).
+        numerator, weight = dest
+        unusable = ~_usablePixels(difference, rows, badBits)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            # In the band's dtype (float32 planes filtered in float64 are summed in float64).
+            np.divide(reference, difference.variance[rows], out=weight, dtype=weight.dtype)
+            np.multiply(difference.image[rows], 1.0 / sigmaRef, out=numerator, dtype=weight.dtype)
+            numerator *= weight
+        np.copyto(weight, 0.0, where=unusable)
+        np.copyto(numerator, 0.0, where=unusable)
+
+    kernels = [np.asarray(psf, dtype=np.float64), np.asarray(psf, dtype=np.float64) ** 2]
+    nearY: list[np.ndarray] = []
+    nearX: list[np.ndarray] = []
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for rows, (numerator, denominator), (_, weight) in _correlateRowBands(
+            (ny, nx), kernels, fill, dtype, nThreads
+        ):
+            np.maximum(denominator, weight * centre, out=denominator)
+            good = weight > 0
+            good &= denominator > 0
+            if isFloat32:
+                # The rounding, relative: the margin times the band's typical Σ p²/σ² over
+                # the pixel's (σ²/σ²_sky), at least the margin.
+                tolerance = np.divide(
+                    _THRESHOLD_MARGIN * threshold * float(denominator.mean()), denominator
+                )
+                np.maximum(tolerance, _THRESHOLD_MARGIN * threshold, out=tolerance)
+            np.sqrt(denominator, out=denominator)
+            out = snr[rows]
+            np.divide(numerator, denominator, out=out)
+            np.copyto(out, 0.0, where=~good)
+            if not isFloat32:
+                continue
+            if not np.isfinite(out).all():
+                return None
+            distance = np.abs(out)
+            distance -= threshold
+            np.abs(distance, out=distance)
+            near = distance <= tolerance
+            near &= good
+            iy, ix = np.nonzero(near)
+            nearY.append(iy + rows.start)
+            nearX.append(ix)
+    if not nearY:
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
+    return np.concatenate(nearY), np.concatenate(nearX)
+
+
+def _scoreSnr(difference: MaskedImage, badBits: int) -> np.ndarray:
+    """D/σ of a score image, 0 at unusable pixels, in float32."""
+    ny, nx = difference.image.shape
+    snr = np.empty((ny, nx), dtype=np.float32)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for rows in _rowBands(ny):
+            usable = _usablePixels(difference, rows, badBits)
+            snr[rows] = np.where(
+                usable, difference.image[rows] / np.sqrt(difference.variance[rows]), 0.0
+            )
+    return snr
+
+
+#: Peaks measured together by `_pointFluxes`: (n, ky, kx) float64 footprints, ~16 MB for a
+#: 45² PSF.
+_PEAK_CHUNK = 1024
+
+
+def _pointFluxes(
+    difference: MaskedImage,
+    psf: np.ndarray,
+    badBits: int,
+    iy: np.ndarray,
+    ix: np.ndarray,
+    isScore: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The PSF-fit flux and its error at pixels (iy, ix) of D, summed directly in float64
+    over each PSF footprint (the S/N image's float32 rounding does not reach them): for a
+    score image D/max(p) and σ/max(p). Unusable pixels take no part; where nothing is left
+    the flux is 0 and its error infinite."""
+    if isScore:
+        peak = float(psf.max())
+        d = np.asarray(difference.image[iy, ix], dtype=np.float64)
+        v = np.asarray(difference.variance[iy, ix], dtype=np.float64)
+        ok = np.isfinite(d) & np.isfinite(v) & (v > 0)
+        if badBits:
+            ok &= (difference.mask[iy, ix] & badBits) == 0
+        return np.where(ok, d, 0.0) / peak, np.where(
+            ok, np.sqrt(np.where(ok, v, np.inf)), np.inf
+        ) / peak
+    ny, nx = difference.image.shape
+    ky, kx = psf.shape
+    p = np.asarray(psf, dtype=np.float64)
+    flux = np.zeros(len(iy))
+    fluxErr = np.full(len(iy), np.inf)
+    for start in range(0, len(iy), _PEAK_CHUNK):
+        part = slice(start, start + _PEAK_CHUNK)
+        rows = iy[part, None] + (np.arange(ky) - ky // 2)
+        cols = ix[part, None] + (np.arange(kx) - kx // 2)
+        inside = ((rows >= 0) & (rows < ny))[:, :, None] & ((cols >= 0) & (cols < nx))[:, None, :]
+        at = (np.clip(rows, 0, ny - 1)[:, :, None], np.clip(cols, 0, nx - 1)[:, None, :])
+        d = np.asarray(difference.image[at], dtype=np.float64)
+        v = np.asarray(difference.variance[at], dtype=np.float64)
+        usable = inside & np.isfinite(d) & np.isfinite(v) & (v > 0)
+        if badBits:
+            usable &= (difference.mask[at] & badBits) == 0
+        weight = np.where(usable, 1.0 / np.where(usable, v, 1.0), 0.0)
+        numerator = np.einsum("nji,ji->n", np.where(usable, d, 0.0) * weight, p)
+        denominator = np.einsum("nji,ji->n", weight, p * p)
+        good = denominator > 0
+        safe = np.where(good, denominator, 1.0)
+        flux[part] = np.where(good, numerator / safe, 0.0)
+        fluxErr[part] = np.where(good, 1.0 / np.sqrt(safe), np.inf)
+    return flux, fluxErr
 
 
 def detectDifferenceSources(
@@ -82,84 +257,51 @@ def detectDifferenceSources(
     sources : `astropy.table.Table`
         ``x``, ``y`` (parent, sep's barycentre of the region), ``flux``, ``fluxErr``, ``snr``
         (signed, at the peak), ``isNegative``, ``npix``, ``xPeak``, ``yPeak``.
+
+    Notes
+    -----
+    The S/N image that sep thresholds is filtered in float32 for a float32 D
+    (`_matchedFilterSnr`): an FFT spreads its rounding over a band of rows, so the error is
+    ~3e-7 relative times σ²/σ²_sky, the variance over the PSF's core in units of the sky's
+    (measured: 2e-6 on the sky, 4e-4 in the core of a star with 10⁴ times the sky's
+    variance). It moves a region's edge only where a pixel's S/N lies that close to the
+    threshold, and its barycentre by that fraction of its size. The flux, its error and the
+    S/N reported at each peak are summed directly in float64.
     """
-    # Band by band wherever the pixels are independent: at 4096² each image-sized float64
-    # temporary is 134 MB of fresh memory, page-faulted in on first touch.
-    ny, nx = difference.image.shape
-    usable = np.empty((ny, nx), dtype=bool)
-    snr = np.empty((ny, nx), dtype=np.float64)
-    bands = _rowBands(ny)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if isScore:
-            peak = float(psf.max())
-            for band in bands:
-                u, weight, data = _usableDifferencePixels(difference, band, badBits)
-                usable[band] = u
-                snr[band] = np.where(u, data * np.sqrt(weight), 0.0)
-
-            def fluxAt(iy: int, ix: int) -> tuple[float, float]:
-                ok = bool(usable[iy, ix])
-                d = np.float64(difference.image[iy, ix]) if ok else np.float64(0.0)
-                v = np.float64(difference.variance[iy, ix]) if ok else np.float64(np.inf)
-                return float(d / peak), float(np.sqrt(v) / peak)
-
-        else:
-            # The PSF-fit flux's numerator Σ p·D/σ² and denominator Σ p²/σ², each a
-            # correlation of a zero-padded grid written band by band.
-            grid = _fftShape((ny, nx), psf.shape)
-            numGrid = np.zeros(grid)
-            denGrid = np.zeros(grid)
-            for band in bands:
-                u, weight, data = _usableDifferencePixels(difference, band, badBits)
-                usable[band] = u
-                numGrid[band, :nx] = data * weight
-                denGrid[band, :nx] = weight
-            # Correlation: the kernels' conjugate spectra (numGrid, denGrid are overwritten).
-            numerator = _filterGrid(
-                numGrid, np.conj(_spectrumOfSmall(psf, grid, nThreads)), (ny, nx), nThreads
-            )
-            del numGrid
-            denominator = _filterGrid(
-                denGrid, np.conj(_spectrumOfSmall(psf * psf, grid, nThreads)), (ny, nx), nThreads
-            )
-            del denGrid
-            floor = 1e-12 * float(denominator.max(initial=0.0))
-            for band in bands:
-                den = denominator[band]
-                good = den > floor
-                usable[band] &= good
-                flux = np.where(good, numerator[band] / np.where(good, den, 1.0), 0.0)
-                fluxErr = np.where(good, 1.0 / np.sqrt(np.where(good, den, 1.0)), np.inf)
-                snr[band] = np.where(usable[band], flux / fluxErr, 0.0)
-
-            def fluxAt(iy: int, ix: int) -> tuple[float, float]:
-                den = denominator[iy, ix]
-                if not den > floor:
-                    return 0.0, math.inf
-                return float(numerator[iy, ix] / den), float(1.0 / np.sqrt(den))
-
-    names = ("x", "y", "flux", "fluxErr", "snr", "isNegative", "npix", "xPeak", "yPeak")
-    rows: dict[str, list[Any]] = {name: [] for name in names}
+    snr = (
+        _scoreSnr(difference, badBits)
+        if isScore
+        else _matchedFilterSnr(difference, psf, badBits, float(threshold), nThreads)
+    )
     x0, y0 = difference.getXY0()
-    unusable = ~usable
+    parts = []
     for sign in (1.0, -1.0):
         if sign < 0:
             np.negative(snr, out=snr)  # exact; the negative sources are the peaks of −S/N
-        objects = sep.extract(snr, float(threshold), mask=unusable, minarea=1, filter_kernel=None)
-        for obj in objects:
-            ix, iy = int(obj["xpeak"]), int(obj["ypeak"])
-            pointFlux, pointFluxErr = fluxAt(iy, ix)
-            rows["x"].append(float(obj["x"]) + x0)
-            rows["y"].append(float(obj["y"]) + y0)
-            rows["flux"].append(pointFlux)
-            rows["fluxErr"].append(pointFluxErr)
-            rows["snr"].append(float(sign * snr[iy, ix]))
-            rows["isNegative"].append(sign < 0)
-            rows["npix"].append(int(obj["npix"]))
-            rows["xPeak"].append(ix + x0)
-            rows["yPeak"].append(iy + y0)
+        # Unusable pixels are 0 in snr, below any threshold > 0: what sep's mask would make
+        # of them (sep zeroes masked pixels), without its pass over a mask.
+        objects = sep.extract(snr, float(threshold), minarea=1, filter_kernel=None)
+        ix = np.asarray(objects["xpeak"], dtype=np.int64)
+        iy = np.asarray(objects["ypeak"], dtype=np.int64)
+        flux, fluxErr = _pointFluxes(difference, psf, badBits, iy, ix, isScore)
+        parts.append(
+            [
+                np.asarray(objects["x"], dtype=np.float64) + x0,
+                np.asarray(objects["y"], dtype=np.float64) + y0,
+                flux,
+                fluxErr,
+                flux / fluxErr,  # 0 where nothing was usable (flux 0, error ∞)
+                np.full(len(objects), sign < 0),
+                np.asarray(objects["npix"], dtype=np.int64),
+                ix + x0,
+                iy + y0,
+            ]
+        )
+    names = ("x", "y", "flux", "fluxErr", "snr", "isNegative", "npix", "xPeak", "yPeak")
     return Table(
-        rows, dtype=[float, float, float, float, float, bool, np.int64, np.int64, np.int64]
+        [np.concatenate(columns) for columns in zip(*parts, strict=True)],
+        names=names,
+        dtype=[float, float, float, float, float, bool, np.int64, np.int64, np.int64],
     )
 
 
