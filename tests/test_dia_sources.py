@@ -197,6 +197,30 @@ def test_snr_does_not_depend_on_units(
     np.testing.assert_allclose(other["snr"], table["snr"], rtol=1e-6)
 
 
+def test_point_fluxes_at_the_border_and_inside(difference: dict[str, Any]) -> None:
+    """The direct sums at given pixels (the table's peaks, and the S/N near the threshold)
+    agree with scipy's at every pixel of the border rows and columns, where the footprint is
+    cut, beside masked and NaN pixels, and inside."""
+    from psfmatch.detect_and_measure import _pointFluxes
+
+    d, psf = difference["d"], difference["psf"]
+    expected, usable = difference["expected"], difference["usable"]
+    ny, nx = expected.shape
+    border = np.zeros((ny, nx), dtype=bool)
+    border[:9], border[-9:], border[:, :9], border[:, -9:] = True, True, True, True
+    near = np.zeros((ny, nx), dtype=bool)
+    near[492:570:3, 92:180:3] = True  # around the masked block
+    near[::37, ::11] = True
+    iy, ix = np.nonzero((border | near) & usable)
+    flux, fluxErr = _pointFluxes(d, psf, BAD, iy, ix, False)
+    variance = np.asarray(d.variance, dtype=np.float64)
+    weight = np.where(usable, 1.0 / np.where(usable, variance, 1.0), 0.0)
+    denominator = correlate(weight, psf * psf, mode="same", method="direct")
+    # Direct float64 sums of the same ≤ 225 terms in another order: ~1e-15.
+    np.testing.assert_allclose(fluxErr, 1.0 / np.sqrt(denominator[iy, ix]), rtol=1e-12)
+    np.testing.assert_allclose(flux / fluxErr, expected[iy, ix], rtol=1e-10, atol=1e-12)
+
+
 def test_snr_near_the_threshold_is_exact(
     difference: dict[str, Any], rng: np.random.Generator
 ) -> None:
