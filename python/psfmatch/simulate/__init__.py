@@ -40,7 +40,35 @@ __all__ = [
     "simulatePair",
 ]
 
-from .._psfmodel import GaussianPsfModel
-from .compare import TruthComparison, compareToTruth
-from .pair import simulatePair
-from .truth import SimulationTruth
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .._psfmodel import GaussianPsfModel
+    from .compare import TruthComparison, compareToTruth
+    from .pair import simulatePair
+    from .truth import SimulationTruth
+
+#: Where each public name lives, imported on first use: ``psfmatch demo``'s command line needs
+#: `compare`'s tolerances for its help text, not the renderer (scipy.special, the task) that
+#: `pair` imports.
+_LAZY = {
+    "GaussianPsfModel": "psfmatch._psfmodel",
+    "SimulationTruth": "psfmatch.simulate.truth",
+    "TruthComparison": "psfmatch.simulate.compare",
+    "compareToTruth": "psfmatch.simulate.compare",
+    "simulatePair": "psfmatch.simulate.pair",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
