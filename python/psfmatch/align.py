@@ -628,30 +628,35 @@ def _pixelVariance(
     b: tuple[float, float, float],
     tile: _Tile,
 ) -> None:
-    """``J² Σ w_k² V_k`` over a tile, from the 16 input pixels of each output pixel (taps
-    beyond the input count as 0: those pixels are NO_DATA)."""
-    ii, jj = np.indices(outVar.shape)
-    u = a[0] + a[1] * jj + a[2] * ii
-    v = b[0] + b[1] * jj + b[2] * ii
-    iu, iv = np.floor(u), np.floor(v)
-    wu = [w * w for w in _splineWeights(u - iu)]
-    wv = [w * w for w in _splineWeights(v - iv)]
+    """``J² Σ w_k² V_k`` over a tile, from the 16 input pixels of each output pixel."""
+    ii = np.arange(tile.height, dtype=np.float64)[:, None]
+    jj = np.arange(tile.width, dtype=np.float64)[None, :]
     ny, nx = variance.shape
+    taps = []
+    for c, n in ((a, nx), (b, ny)):
+        x = c[0] + c[1] * jj + c[2] * ii
+        first = np.floor(x)
+        weights = [w * w for w in _splineWeights((x - first).astype(np.float32))]
+        first = first.astype(np.intp) - 1
+        # A pixel whose taps leave the input is NO_DATA (its variance becomes +inf): any
+        # index inside keeps the gather in bounds.
+        np.clip(first, 0, n - _TAPS, out=first)
+        taps.append((first, weights))
+    (iu, wu), (iv, wv) = taps
     flat = variance.ravel()
-    iu, iv = iu.astype(np.intp) - 1, iv.astype(np.intp) - 1
-    total = np.zeros(outVar.shape)
+    index = iv * nx + iu
+    total = np.zeros(outVar.shape, dtype=np.float32)
     for dy in range(_TAPS):
-        rowIndex = iv + dy
-        rowOk = (rowIndex >= 0) & (rowIndex < ny)
-        line = np.zeros(outVar.shape)
+        line = np.zeros(outVar.shape, dtype=np.float32)
         for dx in range(_TAPS):
-            colIndex = iu + dx
-            ok = rowOk & (colIndex >= 0) & (colIndex < nx)
-            values = flat.take(np.where(ok, rowIndex * nx + colIndex, 0))
-            line += wu[dx] * np.where(ok, values, 0.0)
-        total += wv[dy] * line
-    area = tile.d[0] + tile.d[1] * jj + tile.d[2] * ii
-    outVar[...] = total * area * area
+            line += wu[dx] * flat.take(index + dx)
+        line *= wv[dy]
+        total += line
+        index += nx
+    area = (tile.d[0] + tile.d[1] * jj + tile.d[2] * ii).astype(np.float32)
+    area *= area
+    total *= area
+    outVar[...] = total
 
 
 def _shiftedWcs(wcs: Any, box: tuple[int, int, int, int]) -> Any:
