@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -1067,3 +1068,17 @@ def test_batch_pairs_take_an_align_column(filePair: dict[str, Any], tmp_path: Pa
     bad.write_text(f"science,template,output,align\ns.fits,t.fits,{tmp_path / 'd.fits'},yes\n")
     with pytest.raises(InvalidInputError, match="align: expected one of wcs, wcs-template, none"):
         readPairs(bad)
+
+
+def test_alignment_needs_no_reproject(monkeypatch: pytest.MonkeyPatch) -> None:
+    # reproject is a test dependency only (docs/decisions.md D16): without it, align works.
+    monkeypatch.setitem(sys.modules, "reproject", None)
+    shape = (256, 256)
+    scienceWcs, templateWcs = wcsPair(shape)
+    sim = simulatePair(
+        shape, nStars=80, seed=16, nTransients=0, templateWcs=templateWcs, scienceWcs=scienceWcs
+    )
+    result = pm.subtract(
+        sim.science, sim.template, align="wcs", scienceWcs=scienceWcs, templateWcs=templateWcs
+    )
+    assert result.kernelSum == pytest.approx(sim.truth.fluxScale, rel=0.01)
