@@ -16,6 +16,9 @@ image is exactly the template convolved with the continuous Gaussian matching ke
 the flux scale) plus the background; see `SimulationTruth.matchingKernelImage` for how well a
 sampled kernel reproduces that.
 
+`tangentWcs` makes the WCSs of pairs on two pixel grids (``simulatePair(templateWcs=...)``,
+`psfmatch.simulate.wcs`).
+
 `compareToTruth` holds a subtraction of the pair to that answer, as ``psfmatch demo`` does:
 the kernel sum, the noise of the difference image away from the sources and the transients'
 fluxes measured in it, each against a threshold.
@@ -38,6 +41,7 @@ __all__ = [
     "TruthComparison",
     "compareToTruth",
     "simulatePair",
+    "tangentWcs",
 ]
 
 import importlib
@@ -48,6 +52,7 @@ if TYPE_CHECKING:
     from .compare import TruthComparison, compareToTruth
     from .pair import simulatePair
     from .truth import SimulationTruth
+    from .wcs import tangentWcs
 
 #: Where each public name lives, imported on first use: ``psfmatch demo``'s command line needs
 #: `compare`'s tolerances for its help text, not the renderer (scipy.special, the task) that
@@ -58,6 +63,7 @@ _LAZY = {
     "TruthComparison": "psfmatch.simulate.compare",
     "compareToTruth": "psfmatch.simulate.compare",
     "simulatePair": "psfmatch.simulate.pair",
+    "tangentWcs": "psfmatch.simulate.wcs",
 }
 
 
