@@ -158,6 +158,29 @@ def test_a_changed_byte_fails_both_checksums_of_its_hdu(tmp_path, rng, dtype):
     assert "HDU 'PLANE': the CHECKSUM and DATASUM cards do not match the data" in message
 
 
+def test_a_tile_compressed_hdu_is_verified_by_its_tables_checksums(tmp_path, rng):
+    # A tile-compressed HDU's CHECKSUM and DATASUM are the cards of the binary table that
+    # stores it, which astropy's header of the image does not show; astropy verifies them.
+    # A changed byte after the table's heap (in the data unit's padding) decompresses to the
+    # same image, so only the checksums can tell.
+    path = tmp_path / "tiles.fits"
+    _tileCompressed(path, rng)
+    with fits.open(path) as hdul:
+        location = hdul.fileinfo(1)
+    raw = bytearray(path.read_bytes())
+    raw[location["datLoc"] + location["datSpan"] - 1] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fits.open(path, checksum=True).close()
+    assert {str(w.message).split()[0] for w in caught} == {"Checksum", "Datasum"}
+    data, info = _readHdu(path, 1)
+    (message,) = info["warnings"]
+    assert "HDU 'COMPRESSED_IMAGE': the CHECKSUM and DATASUM cards do not match" in message
+    with fits.open(path) as hdul:
+        np.testing.assert_array_equal(data, hdul[1].data)  # exact: the same decompression
+
+
 def test_hdus_that_are_not_read_are_verified_too(tmp_path, rng):
     # As when astropy verified every HDU of the file on opening it: a damaged extra HDU of a
     # psfmatch file is reported though readMaskedImage does not read it.
