@@ -241,6 +241,77 @@ def test_snr_near_the_threshold_is_exact(
         np.testing.assert_allclose(snr[near], expected[near].astype(np.float32), rtol=2.4e-7)
 
 
+def test_snr_near_the_threshold_is_exact_beside_a_bright_pixel() -> None:
+    """The float32 rounding of a band scales with its largest inputs, not only with σ²/σ²_sky:
+    with a sky-only variance (what readImage estimates without a gain) a cosmic ray of 5e4
+    (1.7e4 σ) moves the S/N of sky pixels 60 px away in its band by ~5e-4, 20× the rounding
+    that σ²/σ²_sky alone allows for. With the threshold at such a pixel's exact S/N, that
+    pixel is still summed again in float64, so sep draws the regions of an exact filter."""
+    from psfmatch.detect_and_measure import _filterSnr
+
+    gen = np.random.default_rng(DIFFERENCE_SEED)
+    ny, nx = 400, 300
+    psf = skewedPsf()
+    image = gen.normal(0.0, 3.0, (ny, nx))
+    for _ in range(20):
+        y, x = int(gen.integers(8, ny - 8)), int(gen.integers(8, nx - 8))
+        image[y - 7 : y + 8, x - 7 : x + 8] += gen.uniform(20.0, 200.0) * psf
+    image[200, 150] += 5e4
+    d = pm.MaskedImage(
+        image.astype(np.float32),
+        np.zeros((ny, nx), dtype=np.int32),
+        np.full((ny, nx), 9.0, dtype=np.float32),
+    )
+    expected, usable = referenceSnr(d, psf)
+    raw = np.empty((ny, nx), dtype=np.float32)
+    _filterSnr(d, psf, BAD, 5.0, 0, np.float32, raw)  # the float32 filter, nothing summed again
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    sky = usable & (np.abs(expected) > 2.0) & ((yy - 200) ** 2 + (xx - 150) ** 2 > 15**2)
+    error = np.where(sky, np.abs(raw - expected), 0.0)
+    iy, ix = np.unravel_index(int(np.argmax(error)), error.shape)
+    # The case this test is about: the pixel's float32 S/N is off by far more than 1e-5 of
+    # the threshold (~3 here), the rounding σ²/σ²_sky = 1 allows.
+    assert error[iy, ix] > 1e-4
+    threshold = float(abs(expected[iy, ix]))
+    snr = _matchedFilterSnr(d, psf, BAD, threshold, 0)
+    # Summed again in float64 and rounded to float32 (2 ulp, as in the test above).
+    np.testing.assert_allclose(snr[iy, ix], np.float32(expected[iy, ix]), rtol=2.4e-7)
+
+
+def test_snr_beside_a_very_bright_pixel_is_filtered_in_float64(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cosmic ray of 1.7e7 σ (sky-only variance) makes the float32 rounding ~0.2 in S/N
+    over its band, so that more than `_MOST_NEAR` of the band's pixels would need summing
+    again: the S/N image is filtered again in float64, with the direct sums' result."""
+    import psfmatch.detect_and_measure as detect
+
+    gen = np.random.default_rng(DIFFERENCE_SEED)
+    ny, nx = 400, 300
+    psf = skewedPsf()
+    image = gen.normal(0.0, 3.0, (ny, nx))
+    image[200, 150] += 5e7
+    d = pm.MaskedImage(
+        image.astype(np.float32),
+        np.zeros((ny, nx), dtype=np.int32),
+        np.full((ny, nx), 9.0, dtype=np.float32),
+    )
+    dtypes = []
+    filterSnr = detect._filterSnr
+
+    def spy(*args: Any) -> Any:
+        dtypes.append(np.dtype(args[5]))
+        return filterSnr(*args)
+
+    monkeypatch.setattr(detect, "_filterSnr", spy)
+    snr = _matchedFilterSnr(d, psf, BAD, 1.0, 0)
+    assert dtypes == [np.float32, np.float64]
+    expected, _ = referenceSnr(d, psf)
+    # Float64 filtering: ~1e-15 of the band's largest S/N (3e6 at the cosmic ray), then the
+    # float32 result.
+    np.testing.assert_allclose(snr, expected, rtol=2e-7, atol=1e-9 * np.abs(expected).max())
+
+
 def test_snr_where_float32_sums_overflow(
     difference: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -67,9 +67,15 @@ def _referenceVariance(variance: np.ndarray) -> float:
 
 
 #: Where the float32 S/N image is within this fraction of the threshold, times σ²/σ²_sky
-#: over the PSF's core (the error model of `detectDifferenceSources`' Notes, 20× its
-#: largest measured coefficient), `_matchedFilterSnr` sums it again in float64.
+#: over the PSF's core, or of the band's largest |Σ p·D/σ²| (the error model of
+#: `detectDifferenceSources`' Notes, 20× its largest measured coefficient),
+#: `_matchedFilterSnr` sums it again in float64.
 _THRESHOLD_MARGIN = 1e-5
+
+#: A band with more pixels than this fraction near the threshold (a band whose brightest
+#: pixels make its float32 rounding ~1 in S/N) is filtered again in float64: cheaper than
+#: direct sums at all of them.
+_MOST_NEAR = 1.0 / 64
 
 
 def _matchedFilterSnr(
@@ -77,9 +83,11 @@ def _matchedFilterSnr(
 ) -> np.ndarray:
     """The S/N image Σ p·D/σ² / (Σ p²/σ²)^½ of `detectDifferenceSources`, 0 at unusable
     pixels, as float32 (sep detects in float32 whatever it is given). Filtered in float32
-    for float32 planes, in float64 for float64 ones or where float32 overflowed (|D|/σ near
-    1e38). Float32 values that may lie on the wrong side of ±``threshold`` are replaced by
-    direct float64 sums, so that the regions above it are those of an exact filter."""
+    for float32 planes, in float64 for float64 ones, where float32 overflowed (|D|/σ near
+    1e38) or where a band's brightest pixels make its rounding reach many pixels' S/N near
+    the threshold (`_MOST_NEAR`). Float32 values that may lie on the wrong side of
+    ±``threshold`` are replaced by direct float64 sums, so that the regions above it are
+    those of an exact filter."""
     ny, nx = difference.image.shape
     snr = np.empty((ny, nx), dtype=np.float32)
     dtype = np.result_type(difference.image.dtype, difference.variance.dtype, np.float32)
@@ -105,7 +113,7 @@ def _filterSnr(
     one pass of stacked transforms, a band of rows at a time (`_correlateRowBands`), so that
     the only image-sized array is ``snr``. Returns the pixels (iy, ix) of a float32 filter
     whose |S/N| is within its rounding of ``threshold`` (none for float64), or None if a
-    float32 band overflowed (``snr`` is then incomplete)."""
+    float32 band overflowed or had too many such pixels (``snr`` is then incomplete)."""
     ny, nx = difference.image.shape
     reference = _referenceVariance(difference.variance)
     sigmaRef = math.sqrt(reference)
@@ -126,7 +134,14 @@ def _filterSnr(
             numerator *= weight
         np.copyto(weight, 0.0, where=unusable)
         np.copyto(numerator, 0.0, where=unusable)
+        if isFloat32:
+            # The band's largest inputs, overlap rows included: its rounding (below).
+            largest[0] = max(float(numerator.max()), -float(numerator.min()))
+            largest[1] = float(weight.max())
 
+    psf64 = np.asarray(psf, dtype=np.float64)
+    psfL1, psfSquares = float(np.abs(psf64).sum()), float(np.square(psf64).sum())
+    largest = [0.0, 0.0]
     kernels = [np.asarray(psf, dtype=np.float64), np.asarray(psf, dtype=np.float64) ** 2]
     nearY: list[np.ndarray] = []
     nearX: list[np.ndarray] = []
@@ -138,13 +153,21 @@ def _filterSnr(
             good = weight > 0
             good &= denominator > 0
             if isFloat32:
-                # The rounding, relative: the margin times the band's typical Σ p²/σ² over
-                # the pixel's (σ²/σ²_sky), at least the margin.
+                # The rounding of a band's FFTs reaches every pixel of it in proportion to its
+                # largest inputs (an FFT spreads each value's rounding over the band), not to
+                # the pixel's own sums. Of Σ p²/σ², relative: the margin times the band's
+                # largest Σ p²/σ² (at most max(σ²_ref/σ²)·Σp²) over the pixel's, at least
+                # the margin (σ²/σ²_sky where the weights are smooth).
                 tolerance = np.divide(
-                    _THRESHOLD_MARGIN * threshold * float(denominator.mean()), denominator
+                    _THRESHOLD_MARGIN * threshold * largest[1] * psfSquares, denominator
                 )
                 np.maximum(tolerance, _THRESHOLD_MARGIN * threshold, out=tolerance)
             np.sqrt(denominator, out=denominator)
+            if isFloat32:
+                # Of Σ p·D/σ²: the margin times the band's largest |Σ p·D/σ²| (at most
+                # max|D·σ_ref/σ²|·Σ|p|), over the pixel's (Σ p²/σ²)^½. A bright residual or
+                # cosmic ray with a sky-only variance makes it the larger term.
+                tolerance += np.divide(_THRESHOLD_MARGIN * largest[0] * psfL1, denominator)
             out = snr[rows]
             np.divide(numerator, denominator, out=out)
             np.copyto(out, 0.0, where=~good)
@@ -158,6 +181,8 @@ def _filterSnr(
             near = distance <= tolerance
             near &= good
             if near.any():  # rarely: np.nonzero alone takes 5-10 ms a band
+                if np.count_nonzero(near) > _MOST_NEAR * near.size:
+                    return None
                 iy, ix = np.nonzero(near)
                 nearY.append(iy + rows.start)
                 nearX.append(ix)
@@ -294,9 +319,12 @@ def detectDifferenceSources(
     (`_matchedFilterSnr`): an FFT spreads its rounding over a band of rows, so the error is
     ~3e-7 relative times σ²/σ²_sky, the variance over the PSF's core in units of the sky's
     (measured: 2e-6 on the sky, 4e-4 in the core of a star with 10⁴ times the sky's
-    variance). It moves a region's edge only where a pixel's S/N lies that close to the
-    threshold, and its barycentre by that fraction of its size. The flux, its error and the
-    S/N reported at each peak are summed directly in float64.
+    variance), and in absolute terms ~1e-7 of the band's largest |Σ p·D/σ²| over the
+    pixel's (Σ p²/σ²)^½: where the variance does not grow with the signal (a sky-only
+    variance), a cosmic ray of 1.7e4 σ moves the S/N of the sky in its band by ~5e-4. Pixels
+    whose S/N lies within that of the threshold are summed again in float64, so a region's
+    edge is that of an exact filter, and its barycentre moves by that fraction of its size.
+    The flux, its error and the S/N reported at each peak are summed directly in float64.
     """
     snr = (
         _scoreSnr(difference, badBits)

@@ -90,17 +90,27 @@ def _readOnly(array: np.ndarray) -> np.ndarray:
     return view
 
 
+def _nativePlane(array: np.ndarray, dtype: Any = None) -> np.ndarray:
+    """A read-only C-contiguous native-byte-order ``array`` (of ``dtype``), as
+    `fitsdata._writeImage` takes it: a view of ``array`` if it is one already (as
+    `MaskedImage` stores its planes), else a copy (a plane replaced by, say, a FITS HDU's
+    big-endian data)."""
+    a = np.asarray(array)
+    return _readOnly(np.ascontiguousarray(a, dtype=np.dtype(dtype or a.dtype).newbyteorder("=")))
+
+
 def _maskPlane(
     maskedImage: MaskedImage, wcs: fits.Header | None = None
 ) -> tuple[fits.ImageHDU, np.ndarray]:
     header = _planeHeader("MASK", maskedImage.getXY0(), wcs)
     for name, bit in Mask.getMaskPlaneDict().items():
         header[_cardKey(f"MP_{name}")] = bit
-    bits = maskedImage.mask.view(np.uint32)
+    mask = _nativePlane(maskedImage.mask, np.int32)
+    bits = mask.view(np.uint32)
     used = int(np.bitwise_or.reduce(bits, axis=None)) if bits.size else 0
     # uint16 (stored int16 + BZERO) as the reference writes it when every set bit fits;
     # otherwise int32, whose bit pattern is the psfmatch mask itself.
-    data = bits.astype(np.uint16) if used < (1 << 16) else _readOnly(maskedImage.mask)
+    data = bits.astype(np.uint16) if used < (1 << 16) else mask
     return fits.ImageHDU(data, header=header, uint=True), data
 
 
@@ -127,8 +137,8 @@ def _planes(maskedImage: MaskedImage, wcs: Any = None) -> list[tuple[fits.ImageH
     data), each with the array it stores; with ``wcs``, its cards in each header."""
     xy0 = maskedImage.getXY0()
     cards = _wcsCards(wcs)
-    image = _readOnly(maskedImage.image)
-    variance = _readOnly(maskedImage.variance)
+    image = _nativePlane(maskedImage.image)
+    variance = _nativePlane(maskedImage.variance)
     return [
         (fits.ImageHDU(image, header=_planeHeader("IMAGE", xy0, cards)), image),
         _maskPlane(maskedImage, cards),
