@@ -47,12 +47,14 @@ def spatialParameters(basis: list[pm.FixedKernel]) -> np.ndarray:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Print the CLI, end-to-end stage and memory tables after pytest-benchmark's own."""
+    """Print the CLI, end-to-end stage, memory and alignment tables after pytest-benchmark's
+    own."""
+    import bench_align
     import bench_cli
     import bench_end_to_end
     import bench_memory
 
-    for module in (bench_cli, bench_end_to_end, bench_memory):
+    for module in (bench_cli, bench_end_to_end, bench_memory, bench_align):
         table = module.pytest_terminal_summary_table()
         if table:
             terminalreporter.write_line("")

@@ -446,8 +446,9 @@ def test_detection_measures_psf_fit_flux_as_written_out(
         denominator = correlate(weight, psf * psf, mode="same", method="direct")
         flux = numerator / denominator
         fluxErr = 1.0 / np.sqrt(denominator)
-    # FFT correlations against direct sums of ~225 terms: rounding ~1e-15 of the largest
-    # term; 1e-9 relative leaves room and would still catch a pixel or band misplaced.
+    # The detector's direct float64 sums at each peak against scipy's over the same ~225
+    # terms in another order: rounding ~1e-15 of the largest term; 1e-9 relative leaves room
+    # and would still catch a pixel or a weight misplaced.
     np.testing.assert_allclose(table["flux"], flux[iy, ix], rtol=1e-9)
     np.testing.assert_allclose(table["fluxErr"], fluxErr[iy, ix], rtol=1e-9)
     np.testing.assert_allclose(table["snr"], flux[iy, ix] / fluxErr[iy, ix], rtol=1e-9)

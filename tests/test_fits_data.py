@@ -158,6 +158,29 @@ def test_a_changed_byte_fails_both_checksums_of_its_hdu(tmp_path, rng, dtype):
     assert "HDU 'PLANE': the CHECKSUM and DATASUM cards do not match the data" in message
 
 
+def test_a_tile_compressed_hdu_is_verified_by_its_tables_checksums(tmp_path, rng):
+    # A tile-compressed HDU's CHECKSUM and DATASUM are the cards of the binary table that
+    # stores it, which astropy's header of the image does not show; astropy verifies them.
+    # A changed byte after the table's heap (in the data unit's padding) decompresses to the
+    # same image, so only the checksums can tell.
+    path = tmp_path / "tiles.fits"
+    _tileCompressed(path, rng)
+    with fits.open(path) as hdul:
+        location = hdul.fileinfo(1)
+    raw = bytearray(path.read_bytes())
+    raw[location["datLoc"] + location["datSpan"] - 1] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fits.open(path, checksum=True).close()
+    assert {str(w.message).split()[0] for w in caught} == {"Checksum", "Datasum"}
+    data, info = _readHdu(path, 1)
+    (message,) = info["warnings"]
+    assert "HDU 'COMPRESSED_IMAGE': the CHECKSUM and DATASUM cards do not match" in message
+    with fits.open(path) as hdul:
+        np.testing.assert_array_equal(data, hdul[1].data)  # exact: the same decompression
+
+
 def test_hdus_that_are_not_read_are_verified_too(tmp_path, rng):
     # As when astropy verified every HDU of the file on opening it: a damaged extra HDU of a
     # psfmatch file is reported though readMaskedImage does not read it.
@@ -235,6 +258,28 @@ def test_written_file_is_what_astropy_writes(tmp_path, rng, dtype, maskBits):
     back = io.readMaskedImage(ours)
     np.testing.assert_array_equal(back.image, mi.image)
     np.testing.assert_array_equal(back.variance, mi.variance)
+
+
+def test_planes_in_any_byte_order_and_layout_are_written_as_their_values(tmp_path, rng):
+    # MaskedImage's planes are attributes that a caller may replace (say, with a FITS HDU's
+    # big-endian data); the file holds their values, as when astropy wrote them.
+    shape = (6, 9)
+    mask = np.zeros(shape, np.int32)
+    mask[2, 3], mask[4, 1] = 1 << 3, 1 << 8  # CR, NO_DATA
+    mi = MaskedImage(np.zeros(shape, np.float32))
+    image = rng.normal(size=shape).astype(np.float32)
+    variance = rng.uniform(1.0, 2.0, (shape[1], shape[0])).astype(np.float32).T
+    mi.image = image.astype(">f4")
+    mi.variance = variance  # Fortran order
+    mi.mask = mask.astype(">i4")
+    path = tmp_path / "mi.fits"
+    io.writeMaskedImage(path, mi)
+    back = io.readMaskedImage(path)
+    # Exact: the same float32 values and mask bits.
+    np.testing.assert_array_equal(back.image, image)
+    np.testing.assert_array_equal(back.variance, variance)
+    np.testing.assert_array_equal(back.mask, mask)
+    assert mi.image.dtype == np.dtype(">f4") and mi.mask.dtype == np.dtype(">i4")  # unchanged
 
 
 @pytest.mark.parametrize("dataSum", [0, 1, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFE, 0x12345678])

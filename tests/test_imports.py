@@ -133,3 +133,35 @@ def test_lazy_names_are_the_names_type_checkers_see():
         for alias in node.names
     }
     assert set(psfmatch.__all__) == (eager - {"__version__"}) | set(typed) | subpackages
+
+
+def test_the_command_line_starts_without_the_pipeline():
+    # Building the parser (every sub-command's help text) needs no image code: `psfmatch
+    # --help` and a usage error answer at once, and `psfmatch subtract` pays only for what the
+    # subtraction imports. psfmatch.simulate.pair (the renderer, with scipy.special and the
+    # task) came in through the demo's help text until the simulate package became lazy.
+    loaded = _modulesAfter("from psfmatch.cli import main")
+    heavy = ["psfmatch.simulate.pair", "psfmatch.task", "scipy.special", "sep", "psfmatch.api"]
+    assert not [name for name in heavy if name in loaded]
+
+
+def test_simulate_lazy_names_are_the_names_type_checkers_see():
+    import psfmatch.simulate as simulate
+
+    tree = ast.parse(Path(simulate.__file__).read_text())
+    (block,) = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name)
+        if node.test.id == "TYPE_CHECKING"
+    ]
+    typed = {}
+    for node in block.body:
+        assert isinstance(node, ast.ImportFrom) and node.module is not None
+        package = "psfmatch" if node.level == 2 else "psfmatch.simulate"
+        for alias in node.names:
+            typed[alias.name] = f"{package}.{node.module}"
+    assert typed == simulate._LAZY
+    assert set(simulate.__all__) == set(typed)
+    for name in simulate.__all__:
+        assert getattr(simulate, name) is not None, name

@@ -110,6 +110,16 @@ def _readInput(
         ) from err
 
 
+def _wcsSource(given: Any, source: Any, info: dict[str, Any]) -> Any:
+    """Where an image's WCS comes from for ``align``: the one given, an NDData's, or the FITS
+    headers `psfmatch.io.readImage` read (``info``)."""
+    if given is not None:
+        return given
+    from astropy.nddata import NDData
+
+    return source if isinstance(source, NDData) else info
+
+
 def analyzeTemplate(
     template: ImageInput,
     *,
@@ -174,6 +184,9 @@ def subtract(
     sciencePsf: PsfInput | None = None,
     templatePsf: PsfInput | None = None,
     templateAnalysis: TemplateAnalysis | None = None,
+    align: str | None = None,
+    scienceWcs: Any = None,
+    templateWcs: Any = None,
 ) -> SubtractionResult:
     """Subtract a template from a science image after matching their PSFs.
 
@@ -221,6 +234,18 @@ optional
         `analyzeTemplate`'s answer for this template (with the same configuration): its
         variance measurement and detections are reused instead of repeated. The result is
         the same, bit for bit.
+    align : {None, "none", "wcs", "wcs-template"}, optional
+        For images on two pixel grids (another pointing, rotation, pixel scale or distortion):
+        ``"wcs"`` resamples the template onto the science image's grid by the two images'
+        WCSs (`psfmatch.align`) and subtracts there; ``"wcs-template"`` resamples the science
+        image onto the template's grid instead (the difference is then on the box of the
+        template's grid that holds the science image). Flux is conserved, the variance and
+        mask are carried, pixels the resampled image does not reach are ``NO_DATA`` (NaN in
+        the difference), and origins (``xy0``) play no part. The difference's WCS is
+        ``result.wcs``; the alignment is recorded in the ``align*`` metadata.
+    scienceWcs, templateWcs : `astropy.wcs.WCS`, FITS header or NDData, optional
+        Each image's WCS for ``align``, when it is not read with the image (a FITS path's
+        image or primary header, an NDData's ``wcs``).
 
     Returns
     -------
@@ -231,13 +256,15 @@ optional
     TemplateCoverageError
         The template covers less than ``config.requiredTemplateFraction`` of the science image.
     OriginMismatchError
-        The origins place the template where its stars do not lie.
+        The origins place the template where its stars do not lie (with ``align``: the WCSs
+        do).
     InvalidInputError
         Unreadable or mismatched inputs, NaNs outside the mask of a `MaskedImage`, a
         variance that is negative, or zero where the unconvolved image is not masked, a valid
         data range that is not two numbers with the lower below the upper, an image
         smaller than the kernel's stamps, an invalid config, mode or spatial order, a
-        ``templateAnalysis`` of another template or configuration.
+        ``templateAnalysis`` of another template or configuration (or with ``align``), an
+        ``align`` value that is not one of the four, or an image without a usable WCS for it.
     InputFileNotFoundError
         A path that does not exist.
     InsufficientKernelSourcesError
@@ -273,8 +300,18 @@ optional
             templateUpper,
             templateLower,
         )
-        if ignoreOrigins and tmp.getXY0() != sci.getXY0():
+        alignGrid = None
+        if align is not None:
+            from .align import checkAlign
+
+            alignGrid = checkAlign(align)
+        if alignGrid is None and ignoreOrigins and tmp.getXY0() != sci.getXY0():
             tmp = MaskedImage(tmp.image, tmp.mask, tmp.variance, xy0=sci.getXY0())
+        if alignGrid is not None and templateAnalysis is not None:
+            raise InvalidInputError(
+                "templateAnalysis: an analysis of a template as given cannot serve a template "
+                "that align resamples; leave one of them out"
+            )
         config = subtractConfig(config, mode, spatialKernelOrder, spatialBgOrder)
         task = ImagePsfMatchTask(config=config)
         for which, info in (("science", sciInfo), ("template", tmpInfo)):
@@ -291,16 +328,30 @@ optional
                 )
             estimated = bool(info.get("varianceEstimated", False))
             task.metadata[f"{which}VarianceEstimated"] = estimated
-        res = task.subtractMaskedImages(
-            tmp,
-            sci,
+        fitArguments: dict[str, Any] = dict(
             candidateList=candidates,
             templateFwhmPix=templateFwhm,
             scienceFwhmPix=scienceFwhm,
             sciencePsf=sciencePsf,
             templatePsf=templatePsf,
-            templateAnalysis=templateAnalysis,
         )
+        differenceWcs = None
+        if alignGrid is None:
+            res = task.subtractMaskedImages(
+                tmp, sci, templateAnalysis=templateAnalysis, **fitArguments
+            )
+        else:
+            from .align import subtractAligned
+
+            res, differenceWcs = subtractAligned(
+                task,
+                sci,
+                tmp,
+                _wcsSource(scienceWcs, science, sciInfo),
+                _wcsSource(templateWcs, template, tmpInfo),
+                str(align),
+                **fitArguments,
+            )
         result = SubtractionResult(
             difference=res.subtractedMaskedImage,
             matched=res.matchedImage,
@@ -314,6 +365,7 @@ optional
             differencePsf=res.differencePsf,
             diaSources=res.diaSources,
             kernelCellSet=res.kernelCellSet,
+            wcs=differenceWcs,
         )
     result.warnings = list(dict.fromkeys(warned))
     return result

@@ -31,8 +31,9 @@ import lsst.pex.config as pexConfig
 import numpy as np
 import sep
 from astropy.table import Table
+from numpy.lib.stride_tricks import sliding_window_view
 
-from ._fft import _fftShape, _filterGrid, _spectrumOfSmall
+from ._fft import _correlateRowBands
 from ._masks import UNUSABLE_PLANES
 from ._psfutil import _gaussianPsfImage, _psfFwhm, _psfImage
 from ._sources import _pairsWithin, detectSources
@@ -41,18 +42,247 @@ from .image import Mask, MaskedImage, _rowBands
 from .task import Struct, Task
 
 
-def _usableDifferencePixels(
-    difference: MaskedImage, rows: slice, badBits: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For ``rows`` of D: the usable pixels (finite, positive variance, none of
-    ``badBits``), the weights 1/σ² there (else 0) and D there (else 0), in float64."""
-    image = np.asarray(difference.image[rows], dtype=np.float64)
-    var = np.asarray(difference.variance[rows], dtype=np.float64)
-    usable = np.isfinite(image) & np.isfinite(var) & (var > 0)
-    usable &= (difference.mask[rows] & badBits) == 0
-    weight = np.where(usable, 1.0 / np.where(usable, var, 1.0), 0.0)
-    data = np.where(usable, image, 0.0)
-    return usable, weight, data
+def _usablePixels(difference: MaskedImage, rows: slice, badBits: int) -> np.ndarray:
+    """For ``rows`` of D: the pixels that take part in detection (finite, a finite and
+    positive variance, none of ``badBits``)."""
+    image = difference.image[rows]
+    variance = difference.variance[rows]
+    usable: np.ndarray = np.isfinite(image)
+    usable &= np.isfinite(variance)
+    usable &= variance > 0
+    if badBits:
+        usable &= (difference.mask[rows] & badBits) == 0
+    return usable
+
+
+def _referenceVariance(variance: np.ndarray) -> float:
+    """The median of the finite, positive variances of a sparse grid of pixels (1 without
+    any): the float32 filters work with σ²_ref/σ² and D/σ_ref, of order 1 and of the S/N,
+    whatever the image's units (sums of 1/σ² over a band overflow float32 for σ² below
+    ~1e-32, as in images calibrated in erg/s/cm²/Å)."""
+    step = max(1, max(variance.shape) // 256)
+    sample = np.asarray(variance[::step, ::step], dtype=np.float64)
+    sample = sample[np.isfinite(sample) & (sample > 0)]
+    return float(np.median(sample)) if sample.size else 1.0
+
+
+#: Where the float32 S/N image is within this fraction of the threshold, times σ²/σ²_sky
+#: over the PSF's core, or of the band's largest |Σ p·D/σ²| (the error model of
+#: `detectDifferenceSources`' Notes, 20× its largest measured coefficient),
+#: `_matchedFilterSnr` sums it again in float64.
+_THRESHOLD_MARGIN = 1e-5
+
+#: A band with more pixels than this fraction near the threshold (a band whose brightest
+#: pixels make its float32 rounding ~1 in S/N) is filtered again in float64: cheaper than
+#: direct sums at all of them.
+_MOST_NEAR = 1.0 / 64
+
+
+def _matchedFilterSnr(
+    difference: MaskedImage, psf: np.ndarray, badBits: int, threshold: float, nThreads: int
+) -> np.ndarray:
+    """The S/N image Σ p·D/σ² / (Σ p²/σ²)^½ of `detectDifferenceSources`, 0 at unusable
+    pixels, as float32 (sep detects in float32 whatever it is given). Filtered in float32
+    for float32 planes, in float64 for float64 ones, where float32 overflowed (|D|/σ near
+    1e38) or where a band's brightest pixels make its rounding reach many pixels' S/N near
+    the threshold (`_MOST_NEAR`). Float32 values that may lie on the wrong side of
+    ±``threshold`` are replaced by direct float64 sums, so that the regions above it are
+    those of an exact filter."""
+    ny, nx = difference.image.shape
+    snr = np.empty((ny, nx), dtype=np.float32)
+    dtype = np.result_type(difference.image.dtype, difference.variance.dtype, np.float32)
+    near = _filterSnr(difference, psf, badBits, threshold, nThreads, dtype, snr)
+    if near is None:
+        near = _filterSnr(difference, psf, badBits, threshold, nThreads, np.float64, snr)
+    if near is not None and len(near[0]):
+        flux, fluxErr = _pointFluxes(difference, psf, badBits, near[0], near[1], False)
+        snr[near] = flux / fluxErr
+    return snr
+
+
+def _filterSnr(
+    difference: MaskedImage,
+    psf: np.ndarray,
+    badBits: int,
+    threshold: float,
+    nThreads: int,
+    dtype: Any,
+    snr: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Write `_matchedFilterSnr` into ``snr``, filtering in ``dtype``: both correlations in
+    one pass of stacked transforms, a band of rows at a time (`_correlateRowBands`), so that
+    the only image-sized array is ``snr``. Returns the pixels (iy, ix) of a float32 filter
+    whose |S/N| is within its rounding of ``threshold`` (none for float64), or None if a
+    float32 band overflowed or had too many such pixels (``snr`` is then incomplete)."""
+    ny, nx = difference.image.shape
+    reference = _referenceVariance(difference.variance)
+    sigmaRef = math.sqrt(reference)
+    # Σ p²/σ² includes the pixel's own p_c²/σ²: a lower bound of the exact sum that also
+    # holds the float32 one's rounding (relative to the band's typical values) away from 0
+    # where every other pixel of the footprint is masked or has a much larger variance.
+    centre = np.asarray(float(psf[psf.shape[0] // 2, psf.shape[1] // 2]) ** 2, dtype=dtype)
+    isFloat32 = dtype == np.float32
+
+    def fill(rows: slice, dest: np.ndarray) -> None:
+        # In place in the band's planes (a third of the time of np.where copies).
+        numerator, weight = dest
+        unusable = ~_usablePixels(difference, rows, badBits)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            # In the band's dtype (float32 planes filtered in float64 are summed in float64).
+            np.divide(reference, difference.variance[rows], out=weight, dtype=weight.dtype)
+            np.multiply(difference.image[rows], 1.0 / sigmaRef, out=numerator, dtype=weight.dtype)
+            numerator *= weight
+        np.copyto(weight, 0.0, where=unusable)
+        np.copyto(numerator, 0.0, where=unusable)
+        if isFloat32:
+            # The band's largest inputs, overlap rows included: its rounding (below).
+            largest[0] = max(float(numerator.max()), -float(numerator.min()))
+            largest[1] = float(weight.max())
+
+    psf64 = np.asarray(psf, dtype=np.float64)
+    psfL1, psfSquares = float(np.abs(psf64).sum()), float(np.square(psf64).sum())
+    largest = [0.0, 0.0]
+    kernels = [np.asarray(psf, dtype=np.float64), np.asarray(psf, dtype=np.float64) ** 2]
+    nearY: list[np.ndarray] = []
+    nearX: list[np.ndarray] = []
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for rows, (numerator, denominator), (_, weight) in _correlateRowBands(
+            (ny, nx), kernels, fill, dtype, nThreads
+        ):
+            np.maximum(denominator, weight * centre, out=denominator)
+            good = weight > 0
+            good &= denominator > 0
+            if isFloat32:
+                # The rounding of a band's FFTs reaches every pixel of it in proportion to its
+                # largest inputs (an FFT spreads each value's rounding over the band), not to
+                # the pixel's own sums. Of Σ p²/σ², relative: the margin times the band's
+                # largest Σ p²/σ² (at most max(σ²_ref/σ²)·Σp²) over the pixel's, at least
+                # the margin (σ²/σ²_sky where the weights are smooth).
+                tolerance = np.divide(
+                    _THRESHOLD_MARGIN * threshold * largest[1] * psfSquares, denominator
+                )
+                np.maximum(tolerance, _THRESHOLD_MARGIN * threshold, out=tolerance)
+            np.sqrt(denominator, out=denominator)
+            if isFloat32:
+                # Of Σ p·D/σ²: the margin times the band's largest |Σ p·D/σ²| (at most
+                # max|D·σ_ref/σ²|·Σ|p|), over the pixel's (Σ p²/σ²)^½. A bright residual or
+                # cosmic ray with a sky-only variance makes it the larger term.
+                tolerance += np.divide(_THRESHOLD_MARGIN * largest[0] * psfL1, denominator)
+            out = snr[rows]
+            np.divide(numerator, denominator, out=out)
+            np.copyto(out, 0.0, where=~good)
+            if not isFloat32:
+                continue
+            if not np.isfinite(out).all():
+                return None
+            distance = np.abs(out)
+            distance -= threshold
+            np.abs(distance, out=distance)
+            near = distance <= tolerance
+            near &= good
+            if near.any():  # rarely: np.nonzero alone takes 5-10 ms a band
+                if np.count_nonzero(near) > _MOST_NEAR * near.size:
+                    return None
+                iy, ix = np.nonzero(near)
+                nearY.append(iy + rows.start)
+                nearX.append(ix)
+    if not nearY:
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
+    return np.concatenate(nearY), np.concatenate(nearX)
+
+
+def _scoreSnr(difference: MaskedImage, badBits: int) -> np.ndarray:
+    """D/σ of a score image, 0 at unusable pixels, in float32."""
+    ny, nx = difference.image.shape
+    snr = np.empty((ny, nx), dtype=np.float32)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for rows in _rowBands(ny):
+            usable = _usablePixels(difference, rows, badBits)
+            snr[rows] = np.where(
+                usable, difference.image[rows] / np.sqrt(difference.variance[rows]), 0.0
+            )
+    return snr
+
+
+#: Pixels measured together by `_pointFluxes`: (n, ky, kx) float64 footprints, ~4 MB each
+#: for a 45² PSF.
+_PEAK_CHUNK = 256
+
+
+def _footprints(
+    difference: MaskedImage, iy: np.ndarray, ix: np.ndarray, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The image, variance and mask of D on the ``shape`` footprints centred at (iy, ix),
+    ``(n, ky, kx)``, and which of their pixels lie inside the image. Away from the border
+    they are windows of the planes (a copy of whole rows, 5× faster than gathering pixel by
+    pixel); near it, clipped indices."""
+    ny, nx = difference.image.shape
+    ky, kx = shape
+    hy, hx = ky // 2, kx // 2
+    planes = (difference.image, difference.variance, difference.mask)
+    blocks = [np.empty((len(iy), ky, kx), dtype=plane.dtype) for plane in planes]
+    inside = np.ones((len(iy), ky, kx), dtype=bool)
+    interior = (iy >= hy) & (iy < ny - hy) & (ix >= hx) & (ix < nx - hx)
+    if interior.any():
+        y, x = iy[interior] - hy, ix[interior] - hx
+        for plane, block in zip(planes, blocks, strict=True):
+            block[interior] = sliding_window_view(plane, (ky, kx))[y, x]
+    if not interior.all():
+        rows = iy[~interior, None] + (np.arange(ky) - hy)
+        cols = ix[~interior, None] + (np.arange(kx) - hx)
+        at = (np.clip(rows, 0, ny - 1)[:, :, None], np.clip(cols, 0, nx - 1)[:, None, :])
+        for plane, block in zip(planes, blocks, strict=True):
+            block[~interior] = plane[at]
+        inside[~interior] = ((rows >= 0) & (rows < ny))[:, :, None] & ((cols >= 0) & (cols < nx))[
+            :, None, :
+        ]
+    return blocks[0], blocks[1], blocks[2], inside
+
+
+def _pointFluxes(
+    difference: MaskedImage,
+    psf: np.ndarray,
+    badBits: int,
+    iy: np.ndarray,
+    ix: np.ndarray,
+    isScore: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The PSF-fit flux and its error at pixels (iy, ix) of D, summed directly in float64
+    over each PSF footprint (the S/N image's float32 rounding does not reach them): for a
+    score image D/max(p) and σ/max(p). Unusable pixels take no part; where nothing is left
+    the flux is 0 and its error infinite."""
+    if isScore:
+        peak = float(psf.max())
+        d = np.asarray(difference.image[iy, ix], dtype=np.float64)
+        v = np.asarray(difference.variance[iy, ix], dtype=np.float64)
+        ok = np.isfinite(d) & np.isfinite(v) & (v > 0)
+        if badBits:
+            ok &= (difference.mask[iy, ix] & badBits) == 0
+        fluxErr = np.sqrt(np.where(ok, v, np.inf)) / peak
+        return np.where(ok, d, 0.0) / peak, fluxErr
+    p = np.asarray(psf, dtype=np.float64).ravel()
+    p2 = p * p
+    flux = np.zeros(len(iy))
+    fluxErr = np.full(len(iy), np.inf)
+    for start in range(0, len(iy), _PEAK_CHUNK):
+        part = slice(start, start + _PEAK_CHUNK)
+        d, v, m, usable = _footprints(difference, iy[part], ix[part], psf.shape)
+        usable &= np.isfinite(d)
+        usable &= np.isfinite(v)
+        usable &= v > 0
+        if badBits:
+            usable &= (m & badBits) == 0
+        weight = np.zeros(d.shape)
+        np.divide(1.0, v, out=weight, where=usable, dtype=np.float64)
+        data = np.zeros(d.shape)
+        np.multiply(d, weight, out=data, where=usable, dtype=np.float64)
+        numerator = data.reshape(len(d), -1) @ p
+        denominator = weight.reshape(len(d), -1) @ p2
+        good = denominator > 0
+        safe = np.where(good, denominator, 1.0)
+        flux[part] = np.where(good, numerator / safe, 0.0)
+        fluxErr[part] = np.where(good, 1.0 / np.sqrt(safe), np.inf)
+    return flux, fluxErr
 
 
 def detectDifferenceSources(
@@ -82,84 +312,54 @@ def detectDifferenceSources(
     sources : `astropy.table.Table`
         ``x``, ``y`` (parent, sep's barycentre of the region), ``flux``, ``fluxErr``, ``snr``
         (signed, at the peak), ``isNegative``, ``npix``, ``xPeak``, ``yPeak``.
+
+    Notes
+    -----
+    The S/N image that sep thresholds is filtered in float32 for a float32 D
+    (`_matchedFilterSnr`): an FFT spreads its rounding over a band of rows, so the error is
+    ~3e-7 relative times σ²/σ²_sky, the variance over the PSF's core in units of the sky's
+    (measured: 2e-6 on the sky, 4e-4 in the core of a star with 10⁴ times the sky's
+    variance), and in absolute terms ~1e-7 of the band's largest |Σ p·D/σ²| over the
+    pixel's (Σ p²/σ²)^½: where the variance does not grow with the signal (a sky-only
+    variance), a cosmic ray of 1.7e4 σ moves the S/N of the sky in its band by ~5e-4. Pixels
+    whose S/N lies within that of the threshold are summed again in float64, so a region's
+    edge is that of an exact filter, and its barycentre moves by that fraction of its size.
+    The flux, its error and the S/N reported at each peak are summed directly in float64.
     """
-    # Band by band wherever the pixels are independent: at 4096² each image-sized float64
-    # temporary is 134 MB of fresh memory, page-faulted in on first touch.
-    ny, nx = difference.image.shape
-    usable = np.empty((ny, nx), dtype=bool)
-    snr = np.empty((ny, nx), dtype=np.float64)
-    bands = _rowBands(ny)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if isScore:
-            peak = float(psf.max())
-            for band in bands:
-                u, weight, data = _usableDifferencePixels(difference, band, badBits)
-                usable[band] = u
-                snr[band] = np.where(u, data * np.sqrt(weight), 0.0)
-
-            def fluxAt(iy: int, ix: int) -> tuple[float, float]:
-                ok = bool(usable[iy, ix])
-                d = np.float64(difference.image[iy, ix]) if ok else np.float64(0.0)
-                v = np.float64(difference.variance[iy, ix]) if ok else np.float64(np.inf)
-                return float(d / peak), float(np.sqrt(v) / peak)
-
-        else:
-            # The PSF-fit flux's numerator Σ p·D/σ² and denominator Σ p²/σ², each a
-            # correlation of a zero-padded grid written band by band.
-            grid = _fftShape((ny, nx), psf.shape)
-            numGrid = np.zeros(grid)
-            denGrid = np.zeros(grid)
-            for band in bands:
-                u, weight, data = _usableDifferencePixels(difference, band, badBits)
-                usable[band] = u
-                numGrid[band, :nx] = data * weight
-                denGrid[band, :nx] = weight
-            # Correlation: the kernels' conjugate spectra (numGrid, denGrid are overwritten).
-            numerator = _filterGrid(
-                numGrid, np.conj(_spectrumOfSmall(psf, grid, nThreads)), (ny, nx), nThreads
-            )
-            del numGrid
-            denominator = _filterGrid(
-                denGrid, np.conj(_spectrumOfSmall(psf * psf, grid, nThreads)), (ny, nx), nThreads
-            )
-            del denGrid
-            floor = 1e-12 * float(denominator.max(initial=0.0))
-            for band in bands:
-                den = denominator[band]
-                good = den > floor
-                usable[band] &= good
-                flux = np.where(good, numerator[band] / np.where(good, den, 1.0), 0.0)
-                fluxErr = np.where(good, 1.0 / np.sqrt(np.where(good, den, 1.0)), np.inf)
-                snr[band] = np.where(usable[band], flux / fluxErr, 0.0)
-
-            def fluxAt(iy: int, ix: int) -> tuple[float, float]:
-                den = denominator[iy, ix]
-                if not den > floor:
-                    return 0.0, math.inf
-                return float(numerator[iy, ix] / den), float(1.0 / np.sqrt(den))
-
-    names = ("x", "y", "flux", "fluxErr", "snr", "isNegative", "npix", "xPeak", "yPeak")
-    rows: dict[str, list[Any]] = {name: [] for name in names}
+    snr = (
+        _scoreSnr(difference, badBits)
+        if isScore
+        else _matchedFilterSnr(difference, psf, badBits, float(threshold), nThreads)
+    )
     x0, y0 = difference.getXY0()
-    unusable = ~usable
+    parts = []
     for sign in (1.0, -1.0):
         if sign < 0:
             np.negative(snr, out=snr)  # exact; the negative sources are the peaks of −S/N
-        objects = sep.extract(snr, float(threshold), mask=unusable, minarea=1, filter_kernel=None)
-        for obj in objects:
-            ix, iy = int(obj["xpeak"]), int(obj["ypeak"])
-            pointFlux, pointFluxErr = fluxAt(iy, ix)
-            rows["x"].append(float(obj["x"]) + x0)
-            rows["y"].append(float(obj["y"]) + y0)
-            rows["flux"].append(pointFlux)
-            rows["fluxErr"].append(pointFluxErr)
-            rows["snr"].append(float(sign * snr[iy, ix]))
-            rows["isNegative"].append(sign < 0)
-            rows["npix"].append(int(obj["npix"]))
-            rows["xPeak"].append(ix + x0)
-            rows["yPeak"].append(iy + y0)
+        # Unusable pixels are 0 in snr, below any threshold > 0: what sep's mask would make
+        # of them (sep zeroes masked pixels), without its pass over a mask.
+        objects = sep.extract(snr, float(threshold), minarea=1, filter_kernel=None)
+        ix = np.asarray(objects["xpeak"], dtype=np.int64)
+        iy = np.asarray(objects["ypeak"], dtype=np.int64)
+        flux, fluxErr = _pointFluxes(difference, psf, badBits, iy, ix, isScore)
+        parts.append(
+            [
+                np.asarray(objects["x"], dtype=np.float64) + x0,
+                np.asarray(objects["y"], dtype=np.float64) + y0,
+                flux,
+                fluxErr,
+                flux / fluxErr,  # 0 where nothing was usable (flux 0, error ∞)
+                np.full(len(objects), sign < 0),
+                np.asarray(objects["npix"], dtype=np.int64),
+                ix + x0,
+                iy + y0,
+            ]
+        )
+    names = ("x", "y", "flux", "fluxErr", "snr", "isNegative", "npix", "xPeak", "yPeak")
     return Table(
-        rows, dtype=[float, float, float, float, float, bool, np.int64, np.int64, np.int64]
+        [np.concatenate(columns) for columns in zip(*parts, strict=True)],
+        names=names,
+        dtype=[float, float, float, float, float, bool, np.int64, np.int64, np.int64],
     )
 
 

@@ -87,6 +87,9 @@ class SubtractionResult:
         ``flux``, ``fluxErr``, ``snr``, ``isNegative``, ``refAssociated`` (at a template
         detection) and ``srcAssociated`` (at a kernel source); their counts are the
         ``NFalsePositives*`` metadata. None if detection was off.
+    wcs : `astropy.wcs.WCS` or None
+        The WCS of ``difference``'s pixels when the images were aligned by their WCSs
+        (``subtract(..., align=...)``); written with the difference image. None otherwise.
     warnings : `list` [`str`]
         The warnings psfmatch logged while this result was made (reading the inputs, the fit,
         the decorrelation, ...), in order, each once: a poorly constrained kernel, a variance
@@ -107,6 +110,7 @@ class SubtractionResult:
     diaSources: Table | None = None
     kernelCellSet: Any = field(default=None, repr=False)
     warnings: list[str] = field(default_factory=list)
+    wcs: Any = field(default=None, repr=False)
 
     @property
     def image(self) -> np.ndarray:
@@ -413,11 +417,18 @@ class SubtractionResult:
         header = self.header()
         existed = os.path.lexists(path)
         pmio.writeMaskedImage(
-            path, self.difference, header=header, overwrite=overwrite, extraHdus=self.extraHdus()
+            path,
+            self.difference,
+            header=header,
+            overwrite=overwrite,
+            extraHdus=self.extraHdus(),
+            wcs=self.wcs,
         )
         if matchedPath is not None and matched is not None:
             try:
-                pmio.writeMaskedImage(matchedPath, matched, header=header, overwrite=overwrite)
+                pmio.writeMaskedImage(
+                    matchedPath, matched, header=header, overwrite=overwrite, wcs=self.wcs
+                )
             except BaseException:
                 # Leave no half of a pair this call created; a replaced file stays replaced.
                 if not existed:

@@ -36,7 +36,10 @@ _COLUMNS = {
     "sciencefwhm": "scienceFwhm",
     "templatefwhm": "templateFwhm",
     "ignoreorigins": "ignoreOrigins",
+    "align": "align",
 }
+
+_ALIGN = ("wcs", "wcs-template", "none")
 
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
@@ -60,6 +63,9 @@ class BatchPair:
         PSF FWHMs (pixels) instead of measuring them.
     ignoreOrigins : `bool`
         As for `psfmatch.subtract`.
+    align : `str` or None
+        ``subtract``'s ``align``: ``"wcs"`` or ``"wcs-template"`` for a pair on two pixel
+        grids (by the files' WCSs), None (``"none"``) otherwise.
     where : `str`
         Where the pair was given (``"pairs.csv line 4"``, ``"pairs[3]"``), for messages.
     """
@@ -74,6 +80,7 @@ class BatchPair:
     scienceFwhm: float | None = None
     templateFwhm: float | None = None
     ignoreOrigins: bool = False
+    align: str | None = None
     where: str = ""
 
     def outputs(self) -> list[str]:
@@ -120,6 +127,13 @@ def _parseValue(field: str, value: Any, where: str) -> Any:
         if not (math.isfinite(number) and number > 0):
             raise InvalidInputError(f"{where}, {field}: expected a number > 0, got {value!r}")
         return number
+    if field == "align":
+        text = str(value).strip()
+        if text not in _ALIGN:
+            raise InvalidInputError(
+                f"{where}, align: expected one of {', '.join(_ALIGN)}, got {text!r}"
+            )
+        return None if text == "none" else text
     # ignoreOrigins
     if isinstance(value, bool):
         return value
@@ -141,7 +155,7 @@ def _makePair(row: Mapping[str, Any], where: str, base: Path | None) -> BatchPai
             raise InvalidInputError(
                 f"{where}: unknown column {name!r}; the columns are science, template, output "
                 "(required), matched, mode, kernelOrder, bgOrder, scienceFwhm, templateFwhm, "
-                "ignoreOrigins"
+                "ignoreOrigins, align"
             )
         if field in values:
             raise InvalidInputError(f"{where}: column {name!r} repeats {field}")
@@ -167,7 +181,8 @@ def readPairs(path: str | os.PathLike[str]) -> list[BatchPair]:
         A CSV file whose first row names the columns: ``science``, ``template`` and
         ``output`` (required), and optionally ``matched``, ``mode``, ``kernelOrder``
         (``spatialKernelOrder``, ``ko``), ``bgOrder`` (``spatialBgOrder``, ``bgo``),
-        ``scienceFwhm``, ``templateFwhm`` and ``ignoreOrigins``. Names ignore case, ``_`` and
+        ``scienceFwhm``, ``templateFwhm``, ``ignoreOrigins`` and ``align`` (``wcs``,
+        ``wcs-template`` or ``none``). Names ignore case, ``_`` and
         ``-``. An empty cell takes the batch's setting. Blank lines and lines starting with
         ``#`` are ignored. Relative paths are relative to the CSV file's directory.
 

@@ -112,7 +112,8 @@ def _runPair(
             # Only files leave a batch: the convolved image is kept when it is written.
             pairConfig.keepMatchedImage = bool(pair.matched)
             template, analysis = pair.template, None
-            if cacheTemplates:
+            # A template that is resampled for each science image has no analysis to share.
+            if cacheTemplates and pair.align is None:
                 template, analysis, record["templateCached"] = _template(pair.template, pairConfig)
             result = subtract(
                 pair.science,
@@ -123,6 +124,7 @@ def _runPair(
                 templateFwhm=pair.templateFwhm,
                 ignoreOrigins=pair.ignoreOrigins,
                 templateAnalysis=analysis,
+                align=pair.align,
             )
             for path in outputs:
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -133,6 +135,7 @@ def _runPair(
                     result.matched,
                     header=result.header(),
                     overwrite=replace[pair.matched],
+                    wcs=result.wcs,
                 )
             result.writeFits(pair.output, overwrite=replace[pair.output])
     except Exception as err:

@@ -27,8 +27,8 @@ def _addParser(commands: Any, common: argparse.ArgumentParser) -> None:
         description=(
             "Run psfmatch subtract on every pair of PAIRS, a CSV file with the columns\n"
             "science, template, output (required) and matched, mode, kernelOrder, bgOrder,\n"
-            "scienceFwhm, templateFwhm, ignoreOrigins (optional, per pair; relative paths are\n"
-            "relative to the CSV file), on a Dask cluster: a local one by default, or the\n"
+            "scienceFwhm, templateFwhm, ignoreOrigins, align (optional, per pair; relative paths\n"
+            "are relative to the CSV file), on a Dask cluster: a local one by default, or the\n"
             'scheduler at --scheduler. Needs dask: pip install "psfmatch[distributed]".\n\n'
             "Outputs are written atomically; complete outputs are skipped on a rerun. Each\n"
             "pair's outcome is appended to a JSON-lines manifest. Exit status 1 if any pair\n"

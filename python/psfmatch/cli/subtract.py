@@ -159,6 +159,24 @@ def _addParser(commands: Any, common: argparse.ArgumentParser, requireArguments:
         help="give the template the science image's origin (xy0) when their headers disagree",
     )
     io.add_argument(
+        "--align",
+        nargs="?",
+        const="wcs",
+        choices=["wcs", "wcs-template", "none"],
+        default=None,
+        help="images on two pixel grids: resample the template onto the science image's grid "
+        "by the images' WCSs (wcs, the default of --align alone), or the science image onto "
+        "the template's (wcs-template); flux conserved, variance and mask carried, the WCS "
+        "written with the difference",
+    )
+    io.add_argument(
+        "--science-wcs",
+        metavar="FITS",
+        help="with --align: a FITS file whose header holds the science WCS (default: the "
+        "science image's own header)",
+    )
+    io.add_argument("--template-wcs", metavar="FITS", help="with --align: the template's WCS")
+    io.add_argument(
         "--plots",
         metavar="DIR",
         help="also write the diagnostic figures (PNG) and a one-page report.html with the "
@@ -316,9 +334,12 @@ def _checkValidRange(args: argparse.Namespace) -> None:
             )
 
 
-def _readInput(args: argparse.Namespace, which: str, short: str) -> Any:
+def _readInput(
+    args: argparse.Namespace, which: str, short: str, info: dict[str, Any] | None = None
+) -> Any:
     """Read the science or template image with its options; a variance that cannot be
-    estimated names the options that give one."""
+    estimated names the options that give one. ``info`` gets what `readImage` reports (the
+    headers, for ``--align``)."""
     from .. import io as pmio
 
     def option(name: str) -> Any:
@@ -334,6 +355,7 @@ def _readInput(args: argparse.Namespace, which: str, short: str) -> Any:
             upper=option("upper"),
             lower=option("lower"),
             name=which,
+            info=info,
         )
     except pmio._VarianceEstimateError as err:
         raise InvalidInputError(
@@ -380,6 +402,8 @@ def _run(args: argparse.Namespace) -> int:
             args.candidates,
             args.science_psf,
             args.template_psf,
+            args.science_wcs,
+            args.template_wcs,
         )
         if p is not None and os.path.exists(p)
     ]
@@ -388,9 +412,14 @@ def _run(args: argparse.Namespace) -> int:
     _checkPlots(args.plots, args.overwrite)
     candidates = pmio.readPositions(args.candidates) if args.candidates else None
 
+    align = None if args.align in (None, "none") else args.align
+    if align is None and (args.science_wcs or args.template_wcs):
+        raise _UsageError("--science-wcs and --template-wcs need --align")
     with collectWarnings() as warned:
-        science = _readInput(args, "science", "i")
-        template = _readInput(args, "template", "t")
+        scienceInfo: dict[str, Any] = {}
+        templateInfo: dict[str, Any] = {}
+        science = _readInput(args, "science", "i", scienceInfo)
+        template = _readInput(args, "template", "t", templateInfo)
         start = time.perf_counter()
         result = subtract(
             science,
@@ -403,6 +432,9 @@ def _run(args: argparse.Namespace) -> int:
             ignoreOrigins=args.ignore_origins,
             sciencePsf=args.science_psf,
             templatePsf=args.template_psf,
+            align=align,
+            scienceWcs=(args.science_wcs or scienceInfo) if align else None,
+            templateWcs=(args.template_wcs or templateInfo) if align else None,
         )
         elapsed = time.perf_counter() - start
         # Nothing below reads the inputs or the difference before decorrelation, nor, without
@@ -466,4 +498,11 @@ def _printSummary(result: Any, args: argparse.Namespace, elapsed: float) -> None
         f"{stats['X2NRM']:.3f}",
         f"  wrote           : {args.output}" + (f", {args.matched}" if args.matched else ""),
     ]
+    if "alignGrid" in md:
+        lines.insert(
+            -1,
+            f"  aligned         : the {md['alignResampled']} resampled onto the {md['alignGrid']} "
+            f"grid by the WCSs ({100 * float(md['alignFootprintFraction']):.1f}% covered, "
+            f"{float(md['alignSeconds']):.2f} s)",
+        )
     print("\n".join(lines))

@@ -279,21 +279,36 @@ class _FitsReader:
         HDU ``index``, whose data unit's words sum to ``dataWords``."""
         self._verified.add(index)
         hdu = self.hdul[index]
-        header = hdu.header
-        if "CHECKSUM" in header:
-            assert self._stream is not None
-            location = self.hdul.fileinfo(index)
-            self._stream.seek(location["hdrLoc"])
-            stored = self._stream.read(location["datLoc"] - location["hdrLoc"])
+        assert self._stream is not None
+        location = self.hdul.fileinfo(index)
+        self._stream.seek(location["hdrLoc"])
+        stored = self._stream.read(location["datLoc"] - location["hdrLoc"])
+        # The cards as stored, not astropy's header: a tile-compressed HDU's header is that of
+        # the image, without the checksums of the binary table that the file holds.
+        cards = _storedCards(stored, ("CHECKSUM", "DATASUM"))
+        if "CHECKSUM" in cards:
             if _fold(_tailSum(stored) + dataWords) != _ALL_ONES:
                 _checksumWarning("Checksum", hdu)
-        if "DATASUM" in header:
+        if "DATASUM" in cards:
             try:
-                expected = int(str(header["DATASUM"]).strip())
-            except ValueError:
+                expected = int(str(fits.Card.fromstring(cards["DATASUM"]).value).strip())
+            except (ValueError, fits.VerifyError):
                 expected = -1
             if expected != _fold(dataWords):
                 _checksumWarning("Datasum", hdu)
+
+
+def _storedCards(header: bytes, keywords: tuple[str, ...]) -> dict[str, str]:
+    """The first card of each of ``keywords`` in a header's bytes as stored, up to ``END``."""
+    cards: dict[str, str] = {}
+    for offset in range(0, len(header) - 79, 80):
+        card = header[offset : offset + 80].decode("ascii", errors="replace")
+        keyword = card[:8].rstrip()
+        if keyword == "END":
+            break
+        if keyword in keywords and keyword not in cards:
+            cards[keyword] = card
+    return cards
 
 
 def _openStream(path: Path) -> io.FileIO | None:

@@ -60,9 +60,9 @@ def _primaryHeader(header: Any) -> fits.Header:
     return result
 
 
-def _planeHeader(role: str, xy0: tuple[int, int]) -> fits.Header:
+def _planeHeader(role: str, xy0: tuple[int, int], wcs: fits.Header | None = None) -> fits.Header:
     x0, y0 = xy0
-    header = fits.Header()
+    header = fits.Header() if wcs is None else wcs.copy()
     header["EXTTYPE"] = role
     header["EXTNAME"] = role
     header["INHERIT"] = (True, "inherit the primary header")
@@ -90,28 +90,59 @@ def _readOnly(array: np.ndarray) -> np.ndarray:
     return view
 
 
-def _maskPlane(maskedImage: MaskedImage) -> tuple[fits.ImageHDU, np.ndarray]:
-    header = _planeHeader("MASK", maskedImage.getXY0())
+def _nativePlane(array: np.ndarray, dtype: Any = None) -> np.ndarray:
+    """A read-only C-contiguous native-byte-order ``array`` (of ``dtype``), as
+    `fitsdata._writeImage` takes it: a view of ``array`` if it is one already (as
+    `MaskedImage` stores its planes), else a copy (a plane replaced by, say, a FITS HDU's
+    big-endian data)."""
+    a = np.asarray(array)
+    return _readOnly(np.ascontiguousarray(a, dtype=np.dtype(dtype or a.dtype).newbyteorder("=")))
+
+
+def _maskPlane(
+    maskedImage: MaskedImage, wcs: fits.Header | None = None
+) -> tuple[fits.ImageHDU, np.ndarray]:
+    header = _planeHeader("MASK", maskedImage.getXY0(), wcs)
     for name, bit in Mask.getMaskPlaneDict().items():
         header[_cardKey(f"MP_{name}")] = bit
-    bits = maskedImage.mask.view(np.uint32)
+    mask = _nativePlane(maskedImage.mask, np.int32)
+    bits = mask.view(np.uint32)
     used = int(np.bitwise_or.reduce(bits, axis=None)) if bits.size else 0
     # uint16 (stored int16 + BZERO) as the reference writes it when every set bit fits;
     # otherwise int32, whose bit pattern is the psfmatch mask itself.
-    data = bits.astype(np.uint16) if used < (1 << 16) else _readOnly(maskedImage.mask)
+    data = bits.astype(np.uint16) if used < (1 << 16) else mask
     return fits.ImageHDU(data, header=header, uint=True), data
 
 
-def _planes(maskedImage: MaskedImage) -> list[tuple[fits.ImageHDU, np.ndarray]]:
+def _wcsCards(wcs: Any) -> fits.Header | None:
+    """The FITS cards of a celestial WCS (SIP and other distortions included), or None."""
+    if wcs is None:
+        return None
+    if isinstance(wcs, fits.Header):
+        return wcs.copy()
+    to_header = getattr(wcs, "to_header", None)
+    if to_header is None:
+        raise InvalidInputError(
+            f"wcs: expected an astropy WCS or a FITS header, got {type(wcs).__name__}"
+        )
+    with warnings.catch_warnings():
+        # astropy notes that relax=True writes non-standard (SIP) keywords: that is the point.
+        warnings.simplefilter("ignore")
+        cards = to_header(relax=True)
+    return fits.Header(cards)
+
+
+def _planes(maskedImage: MaskedImage, wcs: Any = None) -> list[tuple[fits.ImageHDU, np.ndarray]]:
     """The image, mask and variance HDUs (headers only: `fitsdata._writeImage` writes the
-    data), each with the array it stores."""
+    data), each with the array it stores; with ``wcs``, its cards in each header."""
     xy0 = maskedImage.getXY0()
-    image = _readOnly(maskedImage.image)
-    variance = _readOnly(maskedImage.variance)
+    cards = _wcsCards(wcs)
+    image = _nativePlane(maskedImage.image)
+    variance = _nativePlane(maskedImage.variance)
     return [
-        (fits.ImageHDU(image, header=_planeHeader("IMAGE", xy0)), image),
-        _maskPlane(maskedImage),
-        (fits.ImageHDU(variance, header=_planeHeader("VARIANCE", xy0)), variance),
+        (fits.ImageHDU(image, header=_planeHeader("IMAGE", xy0, cards)), image),
+        _maskPlane(maskedImage, cards),
+        (fits.ImageHDU(variance, header=_planeHeader("VARIANCE", xy0, cards)), variance),
     ]
 
 
@@ -185,6 +216,7 @@ def writeMaskedImage(
     header: fits.Header | TaskMetadata | Mapping[str, Any] | None = None,
     overwrite: bool = False,
     extraHdus: Iterable[Any] = (),
+    wcs: Any = None,
 ) -> None:
     """Write a `~psfmatch.image.MaskedImage` as an LSST MaskedImage FITS file.
 
@@ -203,6 +235,10 @@ def writeMaskedImage(
     extraHdus : iterable of extension HDUs, optional
         Appended after the variance HDU, e.g. an `~astropy.io.fits.ImageHDU` of a kernel or a
         `~astropy.io.fits.BinTableHDU` of candidates. They are copied, not modified.
+    wcs : `astropy.wcs.WCS` or `astropy.io.fits.Header`, optional
+        The celestial WCS of the image's pixels, written into the ``IMAGE``, ``MASK`` and
+        ``VARIANCE`` headers (``to_header(relax=True)``: SIP and other distortions included),
+        beside the origin's ``A`` system.
 
     Raises
     ------
@@ -237,7 +273,7 @@ def writeMaskedImage(
         )
     if not isinstance(overwrite, bool):
         raise InvalidInputError(f"overwrite: expected a bool, got {overwrite!r}")
-    planes = _planes(maskedImage)
+    planes = _planes(maskedImage, wcs)
     others = _otherHdus(header, extraHdus)
     if target.is_dir():
         raise PsfMatchIOError(f"cannot write {str(target)!r}: it is a directory", str(target))

@@ -16,6 +16,9 @@ image is exactly the template convolved with the continuous Gaussian matching ke
 the flux scale) plus the background; see `SimulationTruth.matchingKernelImage` for how well a
 sampled kernel reproduces that.
 
+`tangentWcs` makes the WCSs of pairs on two pixel grids (``simulatePair(templateWcs=...)``,
+`psfmatch.simulate.wcs`).
+
 `compareToTruth` holds a subtraction of the pair to that answer, as ``psfmatch demo`` does:
 the kernel sum, the noise of the difference image away from the sources and the transients'
 fluxes measured in it, each against a threshold.
@@ -44,10 +47,43 @@ __all__ = [
     "compareToTruth",
     "simulateCompositePair",
     "simulatePair",
+    "tangentWcs",
 ]
 
-from .._psfmodel import GaussianPsfModel
-from .compare import TruthComparison, compareToTruth
-from .composite import CompositePsfModel, simulateCompositePair
-from .pair import simulatePair
-from .truth import SimulationTruth
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .._psfmodel import GaussianPsfModel
+    from .compare import TruthComparison, compareToTruth
+    from .composite import CompositePsfModel, simulateCompositePair
+    from .pair import simulatePair
+    from .truth import SimulationTruth
+    from .wcs import tangentWcs
+
+#: Where each public name lives, imported on first use: ``psfmatch demo``'s command line needs
+#: `compare`'s tolerances for its help text, not the renderer (scipy.special, the task) that
+#: `pair` imports.
+_LAZY = {
+    "CompositePsfModel": "psfmatch.simulate.composite",
+    "GaussianPsfModel": "psfmatch._psfmodel",
+    "SimulationTruth": "psfmatch.simulate.truth",
+    "TruthComparison": "psfmatch.simulate.compare",
+    "compareToTruth": "psfmatch.simulate.compare",
+    "simulateCompositePair": "psfmatch.simulate.composite",
+    "simulatePair": "psfmatch.simulate.pair",
+    "tangentWcs": "psfmatch.simulate.wcs",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

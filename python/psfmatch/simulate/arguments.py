@@ -43,6 +43,9 @@ class _PairParameters:
     saturation: float | None
     edge: int
     dtype: np.dtype[Any]
+    scienceWcs: Any = None
+    templateWcs: Any = None
+    templateShape: tuple[int, int] | None = None
 
     def corners(self) -> tuple[np.ndarray, np.ndarray]:
         """``x, y`` (parent) of the four corner pixels and the centre of the images."""
@@ -79,6 +82,9 @@ def _checkArguments(
     edge: Any,
     dtype: Any,
     xy0: Any,
+    scienceWcs: Any = None,
+    templateWcs: Any = None,
+    templateShape: Any = None,
 ) -> _PairParameters:
     """The arguments of `simulatePair`, checked (in the order it always has) and normalised.
 
@@ -166,6 +172,7 @@ def _checkArguments(
         raise InvalidInputError(f"dtype: expected float32 or float64, got {dtype!r}") from None
     if outType not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise InvalidInputError(f"dtype: expected float32 or float64, got {outType}")
+    scienceWcs, templateWcs, tShape = _checkGrids((ny, nx), scienceWcs, templateWcs, templateShape)
     return _PairParameters(
         shape=shape,
         ny=ny,
@@ -191,7 +198,39 @@ def _checkArguments(
         saturation=saturation,
         edge=edge,
         dtype=outType,
+        scienceWcs=scienceWcs,
+        templateWcs=templateWcs,
+        templateShape=tShape,
     )
+
+
+def _checkGrids(
+    shape: tuple[int, int], scienceWcs: Any, templateWcs: Any, templateShape: Any
+) -> tuple[Any, Any, tuple[int, int] | None]:
+    """The pair's WCSs and the template's shape: all None for a pair on one grid; with a
+    template WCS, the science WCS (a TAN WCS of 0.2"/px by default) and the template's shape
+    (the science image's by default)."""
+    if templateWcs is None:
+        for name, value in (("scienceWcs", scienceWcs), ("templateShape", templateShape)):
+            if value is not None:
+                raise InvalidInputError(f"{name}: given without templateWcs")
+        return None, None, None
+    from .wcs import _checkWcs, tangentWcs
+
+    templateWcs = _checkWcs(templateWcs, "templateWcs")
+    scienceWcs = tangentWcs(shape) if scienceWcs is None else _checkWcs(scienceWcs, "scienceWcs")
+    if templateShape is None:
+        return scienceWcs, templateWcs, (int(shape[0]), int(shape[1]))
+    if isinstance(templateShape, (str, bytes)) or not isinstance(
+        templateShape, (Sequence, np.ndarray)
+    ):
+        raise InvalidInputError(f"templateShape: expected (ny, nx), got {templateShape!r}")
+    if len(templateShape) != 2:
+        raise InvalidInputError(f"templateShape: expected (ny, nx), got {templateShape!r}")
+    ty, tx = (_nonNegativeInt(n, "templateShape") for n in templateShape)
+    if ty == 0 or tx == 0:
+        raise InvalidInputError(f"templateShape: both dimensions must be positive, got {ty, tx}")
+    return scienceWcs, templateWcs, (ty, tx)
 
 
 def _asPsfModel(value: Any, name: str, xRange: tuple[float, float]) -> GaussianPsfModel:

@@ -22,15 +22,22 @@ def _renderScenes(
     variable: np.ndarray,
     transientX: np.ndarray,
     transientY: np.ndarray,
+    *,
+    renderTemplate: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The noise-free sources (float64, no sky) of the template and of the science image,
     and what changed: the transients plus each variable star's change of flux.
 
     The science image holds every star at ``fluxScale · flux`` through the science PSF, plus
     the change, so that it is exactly the template matched by the kernel plus the change.
+    Without ``renderTemplate`` (a template on its own grid, `psfmatch.simulate.wcs`) the
+    template's sources are an empty array.
     """
     shape, xy0 = (p.ny, p.nx), (p.x0, p.y0)
-    templateSources = _renderSources(shape, xy0, starX, starY, flux, p.templatePsf)
+    if renderTemplate:
+        templateSources = _renderSources(shape, xy0, starX, starY, flux, p.templatePsf)
+    else:
+        templateSources = np.zeros((0, 0))
     scienceSources = _renderSources(shape, xy0, starX, starY, p.fluxScale * flux, p.sciencePsf)
     changeX = np.concatenate([starX[variable], transientX])
     changeY = np.concatenate([starY[variable], transientY])

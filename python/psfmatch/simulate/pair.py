@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ from .arguments import _checkArguments
 from .images import _observe, _renderScenes, _scienceBackground
 from .sources import _drawStars, _drawTransients, _drawVariables, _starTable, _transientTable
 from .truth import SimulationTruth
+from .wcs import _renderTemplate
 
 __all__ = ["simulatePair"]
 
@@ -44,6 +46,9 @@ def simulatePair(
     edge: int = 0,
     dtype: Any = np.float32,
     xy0: tuple[int, int] = (0, 0),
+    templateWcs: Any = None,
+    scienceWcs: Any = None,
+    templateShape: tuple[int, int] | None = None,
 ) -> Struct:
     """Simulate a template/science image pair with a known matching kernel and background.
 
@@ -104,6 +109,18 @@ def simulatePair(
         ``float32`` or ``float64`` for the image and variance planes and the noise-free models.
     xy0 : (`int`, `int`), optional
         Parent coordinates of pixel ``[0, 0]`` of both images.
+    templateWcs : `astropy.wcs.WCS`, optional
+        Render the template on its own pixel grid, described by this celestial WCS (SIP and
+        TPV distortions included; `tangentWcs` makes one), from the sky that ``scienceWcs``
+        gives the science image: every star at the template pixel of its sky position,
+        through the template PSF as it looks in template pixels, with its template flux.
+        ``templateSigma`` and ``templateSky`` are then in science pixels (the sky's units:
+        ``templateSky`` per science pixel area), ``templateSkySigma`` per template pixel. See
+        `psfmatch.simulate.wcs`.
+    scienceWcs : `astropy.wcs.WCS`, optional
+        The science image's WCS, with ``templateWcs``; by default ``tangentWcs(shape)``.
+    templateShape : (`int`, `int`), optional
+        ``(ny, nx)`` of a template with its own WCS; by default ``shape``.
 
     Returns
     -------
@@ -118,6 +135,8 @@ def simulatePair(
             Fields ``x``, ``y``, ``flux`` (science units).
         ``truth`` : `SimulationTruth`
             The kernel sum, background, matching kernel, FWHMs and noise-free images.
+        ``scienceWcs``, ``templateWcs`` : `astropy.wcs.WCS`
+            With ``templateWcs`` only: the two images' WCSs.
 
     Raises
     ------
@@ -132,6 +151,13 @@ def simulatePair(
     each star's flux (stamp truncation) and float rounding; see
     `SimulationTruth.matchingKernelImage` for the accuracy of a sampled kernel. Noise is
     Gaussian, drawn in ``dtype`` from streams separate from the stars'.
+
+    With ``templateWcs`` the stars are those of the pair without it (they lie in the science
+    frame), and so are the science image and its noise; the template sits on its own grid.
+    Resampled onto the science grid with flux conserved it holds every star at its template
+    flux and the sky ``templateSky`` per pixel, so `SimulationTruth`'s kernel sum and
+    background hold as they are; its PSF is then the template PSF widened by the resampling,
+    which `SimulationTruth.matchingKernelImage` does not include.
     """
     p = _checkArguments(
         shape,
@@ -155,6 +181,9 @@ def simulatePair(
         edge=edge,
         dtype=dtype,
         xy0=xy0,
+        scienceWcs=scienceWcs,
+        templateWcs=templateWcs,
+        templateShape=templateShape,
     )
     # Random streams: independent, so the stars never depend on the noise.
     streams = np.random.SeedSequence(p.seed).spawn(5)
@@ -165,11 +194,28 @@ def simulatePair(
     transientX, transientY = _drawTransients(transientSeq, starX, starY, p)
 
     templateSources, scienceSources, difference = _renderScenes(
-        p, starX, starY, flux, scienceFlux, variable, transientX, transientY
+        p,
+        starX,
+        starY,
+        flux,
+        scienceFlux,
+        variable,
+        transientX,
+        transientY,
+        renderTemplate=p.templateWcs is None,
     )
-    template, templateModel = _observe(
-        templateSources, p.templateSky, p.templateSkySigma, templateNoiseSeq, p
-    )
+    if p.templateWcs is None:
+        template, templateModel = _observe(
+            templateSources, p.templateSky, p.templateSkySigma, templateNoiseSeq, p
+        )
+    else:
+        # The template on its own grid: the same noise, masks and model, in its own shape.
+        assert p.templateShape is not None
+        templateSources, skyPerPixel = _renderTemplate(p, starX, starY, flux)
+        onGrid = dataclasses.replace(p, ny=p.templateShape[0], nx=p.templateShape[1])
+        template, templateModel = _observe(
+            templateSources, skyPerPixel, p.templateSkySigma, templateNoiseSeq, onGrid
+        )
     del templateSources
     science, scienceModel = _observe(
         scienceSources, _scienceBackground(p), p.scienceSkySigma, scienceNoiseSeq, p
@@ -187,10 +233,14 @@ def simulatePair(
         differenceModel=difference.astype(p.dtype),
         bbox=(p.x0, p.y0, p.nx, p.ny),
     )
+    grids = (
+        {} if p.templateWcs is None else {"scienceWcs": p.scienceWcs, "templateWcs": p.templateWcs}
+    )
     return Struct(
         template=template,
         science=science,
         stars=_starTable(starX, starY, flux, scienceFlux, variable),
         transients=_transientTable(transientX, transientY, p.transientFlux),
         truth=truth,
+        **grids,
     )
