@@ -140,6 +140,14 @@ class CrossConvolveConfig(pexConfig.Config):
         doc="mode='auto': how significant (in standard deviations of the residual's χ²) the "
         "misfit of nestedThreshold must be.",
     )
+    autoPsfStars: pexConfig.Field[int] = pexConfig.RangeField(
+        dtype=int,
+        default=50,
+        min=5,
+        doc="mode='auto': the PSFs compared are stacked from at most this many stars each (the "
+        "brightest): enough to tell nested PSFs from crossed ones at a fraction of the cost; "
+        "when auto then cross-convolves, they are measured again with psfMaxStars.",
+    )
     autoMeasurePsfs: pexConfig.Field[bool] = pexConfig.Field(
         dtype=bool,
         default=True,
@@ -250,17 +258,20 @@ def _isolated(
 ) -> np.ndarray:
     """Which stars at parent (x, y) have no detection brighter than `_NEIGHBOUR_FRACTION` of
     their own flux within twice the stamp half-width (where its light reaches the stamp)."""
-    from scipy.spatial import cKDTree
+    from ._sources import _pairsWithin
 
     dx = np.asarray(detections["x"], dtype=float) + xy0[0]
     dy = np.asarray(detections["y"], dtype=float) + xy0[1]
     flux = np.asarray(detections["flux"], dtype=float)
-    tree = cKDTree(np.column_stack([dx, dy]))
-    own = tree.query(np.column_stack([x, y]))[1]
+    # Each star's own detection: the nearest one, within a pixel and a half.
+    star, own, distance = _pairsWithin(x, y, dx, dy, 1.5)
+    ownFlux = np.full(len(x), np.inf)  # a star without its detection is judged by nothing
+    order = np.argsort(distance)[::-1]  # the nearest written last
+    ownFlux[star[order]] = flux[own[order]]
+    a, b, d = _pairsWithin(x, y, dx, dy, 2.0 * halfWidth)
+    bright = (d > 1.5) & (flux[b] > _NEIGHBOUR_FRACTION * ownFlux[a])
     isolated = np.ones(len(x), dtype=bool)
-    for k, near in enumerate(tree.query_ball_point(np.column_stack([x, y]), 2.0 * halfWidth)):
-        others = [j for j in near if j != own[k]]
-        isolated[k] = not np.any(flux[others] > _NEIGHBOUR_FRACTION * flux[own[k]])
+    isolated[a[bright]] = False
     return isolated
 
 
@@ -272,6 +283,7 @@ def _measuredField(
     halfWidth: int,
     fwhm: float,
     sizes: PsfSizes,
+    maxStars: int | None = None,
 ) -> tuple[PsfField, Any]:
     from ._psfstack import measurePsfField
 
@@ -293,7 +305,7 @@ def _measuredField(
         task._badBits(),
         regions=int(cfg.psfRegions),
         minStars=int(cfg.psfMinStars),
-        maxStars=int(cfg.psfMaxStars),
+        maxStars=int(cfg.psfMaxStars if maxStars is None else maxStars),
         neighbours=neighbours,
         log=task.log,
     )
@@ -307,9 +319,10 @@ def crossPsfFields(
     sciencePsf: Any,
     templatePsf: Any,
     candidateList: Any,
+    maxStars: int | None = None,
 ) -> CrossPsfs:
     """Each image's PSF field: the user's (`psfFieldFromInput`) or measured from the stars
-    (`psfmatch._psfstack`); records where each came from in the metadata.
+    (`psfmatch._psfstack`, at most ``maxStars`` of them, by default ``psfMaxStars``).
 
     Raises
     ------
@@ -343,7 +356,9 @@ def crossPsfFields(
         half = _psfHalfWidth(task, sizes)
         x, y = _starPositions(task, template, science, sizes, candidateList, half)
         for name, mi, fwhm in needed:
-            fields[name], measured[name] = _measuredField(task, mi, x, y, half, fwhm, sizes)
+            fields[name], measured[name] = _measuredField(
+                task, mi, x, y, half, fwhm, sizes, maxStars
+            )
     return CrossPsfs(fields["science"], fields["template"], measured)
 
 
@@ -370,8 +385,9 @@ def chooseAutoMode(
     templatePsf: Any,
     candidateList: Any,
 ) -> tuple[str, CrossPsfs | None]:
-    """The mode ``"auto"`` means for this pair, and the PSFs it measured if it chose
-    cross-convolution (so that they are not measured twice).
+    """The mode ``"auto"`` means for this pair, and, if it chose cross-convolution, the PSFs
+    to cross-convolve with (measured with ``psfMaxStars``; the comparison's use
+    ``autoPsfStars``).
 
     The PSFs (given, or measured as `crossPsfFields` does) are tested with
     `psfmatch._nesting.assessNesting`; PSFs that are not nested choose ``"crossConvolve"``,
@@ -397,7 +413,14 @@ def chooseAutoMode(
         return byFwhm("PSFs not compared (crossConvolve.autoMeasurePsfs is off)")
     try:
         psfs = crossPsfFields(
-            task, template, science, sizes, sciencePsf, templatePsf, candidateList
+            task,
+            template,
+            science,
+            sizes,
+            sciencePsf,
+            templatePsf,
+            candidateList,
+            maxStars=min(int(cfg.autoPsfStars), int(cfg.psfMaxStars)),
         )
     except (InsufficientKernelSourcesError, InvalidInputError) as err:
         task.log.info("mode auto: the PSFs could not be compared (%s)", err)
@@ -433,4 +456,9 @@ def chooseAutoMode(
     task.metadata["autoMode"] = "crossConvolve"
     task.metadata["autoModeReason"] = test.reason()
     task.log.info("mode auto: %s; cross-convolving", test.reason())
+    if psfs.measured and cfg.psfMaxStars > cfg.autoPsfStars:
+        # The PSFs to cross-convolve with, from every star the config allows.
+        psfs = crossPsfFields(
+            task, template, science, sizes, sciencePsf, templatePsf, candidateList
+        )
     return "crossConvolve", psfs

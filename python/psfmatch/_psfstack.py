@@ -132,9 +132,11 @@ def _starStamps(
     fwhm: float,
     badBits: int,
     neighbours: tuple[np.ndarray, np.ndarray] | None,
+    maxStars: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each usable star's centred, sky-subtracted stamp and its variance (+inf within
-    `_NEIGHBOUR_RADIUS` FWHMs of another source of ``neighbours``), and which stars those are.
+    `_NEIGHBOUR_RADIUS` FWHMs of another source of ``neighbours``), and which stars those are;
+    the first ``maxStars`` usable ones (all by default).
 
     A star is usable when its stamp (with the shift margin) lies inside the image, has no
     ``badBits`` and no non-finite value, its windowed centroid stays within 1.5 pixels of
@@ -149,8 +151,12 @@ def _starStamps(
     inner = (slice(_SHIFT_MARGIN, _SHIFT_MARGIN + size),) * 2
     offsets = np.arange(size, dtype=float) - halfWidth
     radius = max(_NEIGHBOUR_RADIUS * fwhm, 3.0)
-    stamps, variances, used = [], [], []
+    stamps: list[np.ndarray] = []
+    variances: list[np.ndarray] = []
+    used: list[int] = []
     for k, (xs, ys) in enumerate(zip(x, y, strict=True)):
+        if maxStars is not None and len(used) >= maxStars:
+            break
         ix, iy = int(math.floor(xs - x0 + 0.5)), int(math.floor(ys - y0 + 0.5))
         if ix - half < 0 or iy - half < 0 or ix + half >= nx or iy + half >= ny:
             continue
@@ -273,8 +279,7 @@ def measurePsf(
     InsufficientKernelSourcesError
         Fewer than ``minStars`` usable stars.
     """
-    stamps, variances, used = _starStamps(mi, x, y, halfWidth, fwhm, badBits, neighbours)
-    stamps, variances, used = stamps[:maxStars], variances[:maxStars], used[:maxStars]
+    stamps, variances, used = _starStamps(mi, x, y, halfWidth, fwhm, badBits, neighbours, maxStars)
     if len(used) < minStars:
         raise InsufficientKernelSourcesError(
             len(used),
