@@ -524,6 +524,13 @@ def test_cross_convolution_leaves_its_inputs_alone_and_keeps_float32() -> None:
         np.testing.assert_array_equal(mi.variance, variance)
     assert result.difference.image.dtype == np.float32
     assert result.matched is None
+    # D is in science units and κ the science/template flux ratio, as for convolveTemplate.
+    inTemplate = result.inUnits("template")
+    np.testing.assert_allclose(
+        inTemplate.difference.image[192, 192],
+        result.difference.image[192, 192] / result.kernelSum,
+        rtol=1e-6,
+    )
     # The border a PSF and the decorrelation cannot reach: NaN, +inf, EDGE | NO_DATA.
     blank = ~np.isfinite(result.difference.image)
     assert blank[:, 0].all() and blank[0].all() and not blank[192, 192]

@@ -5,8 +5,8 @@
 Image B's PSF is a blurred version of image A's when ``P_B = K ⊗ P_A`` for some kernel
 ``K ≥ 0``: a convolution only ever adds light around a point, never takes it away. Then
 Alard–Lupton matching convolves A to B's PSF with a positive, well-conditioned kernel. The
-test fits the best non-negative kernel (non-negative least squares over a square of
-delta functions, wide enough for ``3 sqrt(max(tr(C_B − C_A)/2, 1/4))`` pixels each way, C the
+test fits the best non-negative kernel (least squares with K ≥ 0 over a square of delta
+functions, `_nnls`, wide enough for ``3 sqrt(max(tr(C_B − C_A)/2, 1/4))`` pixels each way, C the
 second-moment matrices) in each direction and measures the relative residual
 
     r_{A→B} = ‖P_B − K ⊗ P_A‖ / ‖P_B‖

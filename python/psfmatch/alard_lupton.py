@@ -58,7 +58,8 @@ class AlardLuptonSubtractConfig(pexConfig.Config):
         dtype=str,
         default="convolveTemplate",
         allowed={
-            "auto": "Convolve whichever image has the narrower PSF.",
+            "auto": "Convolve whichever image has the narrower PSF, or cross-convolve when "
+            "neither is the sharper (ImagePsfMatchConfig.crossConvolve).",
             "convolveScience": "Convolve the science image to the template's PSF.",
             "convolveTemplate": "Convolve the template to the science image's PSF.",
         },
@@ -168,7 +169,8 @@ class AlardLuptonSubtractTask(Task):
         keep |= Mask.getPlaneBitMask(["EDGE", "NO_DATA"])
         if result.convolvedImage == "Science":
             scienceSide = result.matchedImage.mask
-        elif result.convolvedImage == "Preconvolution":
+        elif result.convolvedImage in ("Preconvolution", "CrossConvolution"):
+            # The science image convolved with a PSF: its mask grown by it.
             scienceSide = result.matchedScience.mask
         else:
             scienceSide = science.mask[_sameBox(science, difference)]
