@@ -10,9 +10,9 @@ PSFs of the regions of an image (`psfmatch._psfstack`). The square of the PSF, w
 propagates the variance, is a field of its own fitted the same way, so that the variance of
 ``P ⊗ I`` costs as many convolutions as its image.
 
-The convolution is done by FFT (`psfmatch._fft`), one pass per term: PSF stamps are often
-larger than matching kernels (a JWST PSF reaches tens of pixels) and the compiled direct
-convolution would spend ``O(size²)`` per pixel on them.
+The convolution is done by FFTs of tiles (`psfmatch._fft._convolveTiles`), one pass per
+term: PSF stamps are often larger than matching kernels (a JWST PSF reaches tens of pixels)
+and the compiled direct convolution would spend ``O(size²)`` per pixel on them.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from ._fft import _fftShape, _filterImage, _spectrumOfSmall
 from .errors import InvalidInputError
 from .image import Mask, MaskedImage
 
@@ -304,59 +303,62 @@ def _dilateBits(mask: np.ndarray, footprint: np.ndarray) -> np.ndarray:
 def convolveWithField(
     mi: MaskedImage, field: PsfField, badBits: int, nThreads: int = 0
 ) -> MaskedImage:
-    """``P ⊗ image`` and ``P² ⊗ variance`` for the field ``P``, by FFT, term by term:
+    """``P ⊗ image`` and ``P² ⊗ variance`` for the field ``P``, term by term:
     ``Σ_k f_k(x, y) (B_k ⊗ I)``, exact for the field (the terms are evaluated at each output
-    pixel, as the compiled spatially varying convolution does).
+    pixel, as the compiled spatially varying convolution does); each term by overlap-save FFTs
+    of tiles (`psfmatch._fft._convolveTiles`), in float32 for a float32 image.
 
-    Pixels with ``badBits`` (and non-finite ones) are replaced by the median of the others
-    before the image is convolved, and by their variance's median before the variance is, so
-    that their values reach no other pixel; every mask bit is grown by the PSF's footprint
-    (`PsfField.footprint`). Pixels within the PSF's half-width of the border, which the
-    convolution cannot reach, are copies of the input with the ``EDGE`` bit, as
-    `psfmatch.convolve` with ``doCopyEdge``. The result has the input's dtype and origin.
+    Pixels with ``badBits`` (and non-finite ones) are replaced by the mean of the others
+    before the image and the variance are convolved, so that their values reach no other
+    pixel; every mask bit is grown by the PSF's footprint (`PsfField.footprint`). Pixels
+    within the PSF's half-width of the border, which the convolution cannot reach, are copies
+    of the input with the ``EDGE`` bit, as `psfmatch.convolve` with ``doCopyEdge``. The result
+    has the input's dtype and origin.
     """
+    from ._fft import _convolveTiles
+
     image = np.asarray(mi.image)
     variance = np.asarray(mi.variance)
-    flagged = ((mi.mask & badBits) != 0) | ~np.isfinite(image) | ~np.isfinite(variance)
-    fftShape = _fftShape(image.shape, field.shape)
+    mask = np.asarray(mi.mask)
+    # A variance that is not finite makes its pixel unusable for the image too.
+    badMask = mask
+    nonFiniteVariance = ~np.isfinite(variance)
+    if nonFiniteVariance.any():
+        badMask = mask.copy()
+        badMask[nonFiniteVariance] |= Mask.getPlaneBitMask("NO_DATA")
+        badBits |= Mask.getPlaneBitMask("NO_DATA")
     ny, nx = image.shape
     x0, y0 = mi.getXY0()
-    xs = x0 + np.arange(nx, dtype=float)
-    ys = y0 + np.arange(ny, dtype=float)
+    terms: list[Any] = [None]
     if field.order:
+        xs = x0 + np.arange(nx, dtype=float)
+        ys = y0 + np.arange(ny, dtype=float)
         terms = chebyshevTerms(xs[None, :], ys[:, None], field.order, field.bbox)
-    else:
-        terms = [None]
-
-    def filled(plane: np.ndarray) -> np.ndarray:
-        out = np.array(plane, dtype=np.float64)
-        if flagged.any() and (~flagged).any():
-            out[flagged] = np.median(out[~flagged])
-        return out
 
     outputs = []
-    for plane, basis in ((filled(image), field.basis), (filled(variance), field.squaredBasis)):
-        total = np.zeros((ny, nx))
+    for plane, basis in ((image, field.basis), (variance, field.squaredBasis)):
+        total: np.ndarray | None = None
         for k in range(basis.shape[0]):
-            transfer = _spectrumOfSmall(basis[k], fftShape, nThreads)
-            result, _ = _filterImage(plane, transfer, fftShape, None, nThreads)
-            if terms[0] is None:
-                total += result
-            else:
-                total += terms[k] * result
+            result = _convolveTiles(
+                plane, basis[k], mask=badMask, maskBits=badBits, nThreads=nThreads
+            )
+            if terms[0] is not None:
+                result = result * terms[k]
+            total = result if total is None else total + result
+        assert total is not None
         outputs.append(total)
     newImage, newVariance = outputs
     np.maximum(newVariance, 0.0, out=newVariance)
-    mask = _dilateBits(np.asarray(mi.mask), field.footprint())
+    newMask = _dilateBits(mask, field.footprint())
     half = field.halfWidth
     border = np.ones((ny, nx), dtype=bool)
     border[half : ny - half, half : nx - half] = False
     newImage[border] = image[border]
     newVariance[border] = variance[border]
-    mask[border] |= Mask.getPlaneBitMask("EDGE")
+    newMask[border] |= Mask.getPlaneBitMask("EDGE")
     return MaskedImage(
-        newImage.astype(image.dtype),
-        mask.astype(mi.mask.dtype, copy=False),
-        newVariance.astype(variance.dtype),
+        newImage.astype(image.dtype, copy=False),
+        newMask.astype(mi.mask.dtype, copy=False),
+        newVariance.astype(variance.dtype, copy=False),
         xy0=mi.getXY0(),
     )

@@ -9,21 +9,25 @@ so both noises are correlated. With white per-pixel variances ``v`` (science) an
 
 and multiplying D by the real filter
 
-    φ(f) = sqrt( (v + t·κ²) / max(v·|P̂_T|² + t·|K̂|²·|P̂_S|², ε·(v + t·κ²)) ),   κ = K̂(0),
+    φ(f) = sqrt( (1 + ε)·(v + t·κ²) / (v·|P̂_T|² + t·|K̂|²·|P̂_S|² + ε·(v + t·κ²)) ),   κ = K̂(0),
 
-whitens it to the flat spectrum ``v + t·κ²`` wherever the denominator is above its floor.
-``φ(0) = 1`` (the PSFs have unit sum), so fluxes are unchanged. This is the proper image
-difference of Zackay, Ofek & Gal-Yam (2016, their eq. 13) scaled to unit DC gain, with their
-flux ratio — and whatever the PSF models miss — carried by the fitted kernel K. The PSF of the
-result is ``P̂_S·P̂_T·φ``; for two equal PSFs φ = 1/|P̂| and the result is the unconvolved
-``S − κT``, whose PSF is P itself.
+whitens it to the flat spectrum ``v + t·κ²`` wherever the denominator is well above its floor
+ε·(v + t·κ²) (to within the factor (1 + ε)/(1 + ε(v + tκ²)/den)). ``φ(0) = 1`` (the PSFs
+have unit sum), so fluxes are unchanged. The floor is added rather than a maximum so that φ
+is smooth and its real-space images compact: they are computed on a small grid, cropped
+where their tails hold less than 1e-8 and applied by float32 FFTs of tiles, as the
+Alard–Lupton decorrelation does (the whole image's grid if they reach too far). Without the
+floor this is the proper image difference of Zackay, Ofek & Gal-Yam (2016, their eq. 13)
+scaled to unit DC gain, with their flux ratio — and whatever the PSF models miss — carried by
+the fitted kernel K. The PSF of the result is ``P̂_S·P̂_T·φ``; for two equal PSFs
+φ ≈ 1/|P̂| and the result is the unconvolved ``S − κT``, whose PSF is P itself.
 
 Where both PSFs have almost no power (|P̂|² below ε, high frequencies) the data hold no
 signal, and an unfloored φ would only amplify rounding and the PSF models' errors there
 (ZOGY's known weakness; for a broad ground PSF |P̂|² falls to 1e-25 at the Nyquist
 frequency); the floor ε (``crossConvolve.decorrelationFloor``) caps the gain at
-``1/sqrt(ε)``. Those frequencies keep less than the flat noise: the result's noise is white
-where the PSF of D has its power and lower beyond, so its per-pixel variance (the variance
+``sqrt((1 + ε)/ε)``. Those frequencies keep less than the flat noise: the result's noise is
+white where the PSF of D has its power and lower beyond, so its per-pixel variance (the variance
 plane, which D/σ is right with) is below the flat level ``v + t·κ²`` (to 20–40 % of it for
 the simulated pairs). A PSF fit that takes the noise to be white — detection's S/N, a
 transient's flux error — must then use the variance plane times
@@ -48,12 +52,22 @@ from __future__ import annotations
 __all__ = ["decorrelateCrossConvolution", "rawDetectionVarianceFactor"]
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ._fft import _cropCentred, _fftShape, _filterImage, _irfft2, _rfft2, _spectrumOfSmall
-from .decorrelate import _kernelImageAt
+from ._fft import (
+    _convolveTiles,
+    _cropCentred,
+    _evenFastLength,
+    _fftShape,
+    _filterImage,
+    _irfft2,
+    _rfft2,
+    _spectrumOfSmall,
+)
+from .decorrelate import _TAIL_TOLERANCE, _cropByTail, _kernelImageAt
 from .errors import InvalidInputError
 from .image import MaskedImage
 from .task import Struct
@@ -154,6 +168,59 @@ def rawDetectionVarianceFactor(
     return _detectionVarianceFactor(noise, sPower * tPower, shape[1])
 
 
+#: The filter is first computed on a grid of this many times the PSF of D's size.
+_SMALL_GRID = 8
+
+
+@dataclass(frozen=True, eq=False)
+class _CrossFilter:
+    """φ and the spectra it is made of on one rfft2 half grid, and what they say about the
+    noise of the result."""
+
+    phi: np.ndarray
+    kHat: np.ndarray
+    sHat: np.ndarray
+    tHat: np.ndarray
+    flooredFraction: float
+    detectionVarianceFactor: float
+
+
+def _crossFilter(
+    kimg: np.ndarray,
+    pS: np.ndarray,
+    pT: np.ndarray,
+    v: float,
+    t: float,
+    floor: float,
+    grid: tuple[int, int],
+    nThreads: int,
+) -> _CrossFilter:
+    """φ of the module docstring on ``grid``."""
+    kappa = float(kimg.sum())
+    kHat = _spectrumOfSmall(kimg, grid, nThreads)
+    sHat = _spectrumOfSmall(pS, grid, nThreads)
+    tHat = _spectrumOfSmall(pT, grid, nThreads)
+    numerator = v + t * kappa * kappa
+    sPower = sHat.real**2 + sHat.imag**2
+    tPower = tHat.real**2 + tHat.imag**2
+    denominator = v * tPower + t * (kHat.real**2 + kHat.imag**2) * sPower
+    floored = denominator < floor * numerator
+    # The floor is added, not a maximum: φ stays smooth, so its real-space image is compact
+    # and can be cropped (a kink where the maximum switches leaves a slow tail); (1 + ε)
+    # keeps φ(0) = 1.
+    phi = np.sqrt((1.0 + floor) * numerator / (denominator + floor * numerator))
+    return _CrossFilter(
+        phi=phi,
+        kHat=kHat,
+        sHat=sHat,
+        tHat=tHat,
+        flooredFraction=_halfGridMean(floored.astype(float), grid[1]),
+        detectionVarianceFactor=_detectionVarianceFactor(
+            phi * phi * denominator, sPower * tPower * phi * phi, grid[1]
+        ),
+    )
+
+
 def decorrelateCrossConvolution(
     science: MaskedImage,
     template: MaskedImage,
@@ -251,49 +318,66 @@ def decorrelateCrossConvolution(
         raw.shape[0] + kimg.shape[0] - 1,
         raw.shape[1] + kimg.shape[1] - 1,
     )
-    fftShape = _fftShape(d.image.shape, psfShape, kimg.shape)
-    kHat = _spectrumOfSmall(kimg, fftShape, nThreads)
-    sHat = _spectrumOfSmall(pS, fftShape, nThreads)
-    tHat = _spectrumOfSmall(pT, fftShape, nThreads)
-    numerator = v + t * kappa * kappa
-    denominator = v * (tHat.real**2 + tHat.imag**2)
-    denominator += t * (kHat.real**2 + kHat.imag**2) * (sHat.real**2 + sHat.imag**2)
-    floored = denominator < floor * numerator
-    flooredFraction = _halfGridMean(floored.astype(float), fftShape[1])
-    phi = np.sqrt(numerator / np.maximum(denominator, floor * numerator))
-    detectionVarianceFactor = _detectionVarianceFactor(
-        phi * phi * denominator,
-        (sHat.real**2 + sHat.imag**2) * (tHat.real**2 + tHat.imag**2) * phi * phi,
-        fftShape[1],
-    )
-    del denominator, floored
-
-    flagged = (d.mask & fillBits) != 0
-    filtered, badImage = _filterImage(d.image, phi, fftShape, flagged, nThreads)
-    image = filtered.astype(d.image.dtype)
-    del filtered
-    image[badImage] = d.image[badImage]
-
-    variance = np.zeros(image.shape)
-    for mi, spectrum in ((science, tHat * phi), (template, kHat * sHat * phi)):
-        c = _irfft2(spectrum, fftShape, nThreads)
-        plane = np.asarray(mi.variance)
-        filteredPlane, _ = _filterImage(
-            plane, _rfft2(c * c, nThreads), fftShape, (mi.mask & fillBits) != 0, nThreads
+    fullGrid = _fftShape(d.image.shape, psfShape, kimg.shape)
+    # The filter on the smallest grid on which its real-space images can be cropped where
+    # their tails hold < 1e-8 (as the Alard–Lupton decorrelation does), applied by float32
+    # tiles; else on the whole image's grid.
+    side = _SMALL_GRID * max(psfShape)
+    while True:
+        grid = (
+            min(_evenFastLength(side), fullGrid[0]),
+            min(_evenFastLength(side), fullGrid[1]),
         )
-        variance += np.where(np.isfinite(plane), filteredPlane, np.inf)
-    keep = badImage | ~np.isfinite(d.variance)
+        f = _crossFilter(kimg, pS, pT, v, t, floor, grid, nThreads)
+        phiKernel = _irfft2(f.phi, grid, nThreads)
+        crops = [
+            _cropByTail(_irfft2(spectrum, grid, nThreads), kimg.shape, _TAIL_TOLERANCE)
+            for spectrum in (f.phi, f.tHat * f.phi, f.kHat * f.sHat * f.phi)
+        ]
+        if all(c is not None for c in crops) or grid == fullGrid:
+            break
+        side *= 2
+
+    fillFlags = (d.mask & fillBits) != 0
+    unusable = fillFlags | ~np.isfinite(d.image)
+    if all(c is not None for c in crops):
+        phiCrop, sCrop, tCrop = (c[0] for c in crops if c is not None)
+        image = _convolveTiles(
+            d.image, phiCrop, mask=d.mask, maskBits=fillBits, keepUnusable=True, nThreads=nThreads
+        ).astype(d.image.dtype, copy=False)
+        variance = np.zeros(image.shape)
+        for mi, c in ((science, sCrop), (template, tCrop)):
+            plane = np.asarray(mi.variance)
+            filteredPlane = _convolveTiles(
+                plane, c * c, mask=mi.mask, maskBits=fillBits, nThreads=nThreads
+            )
+            variance += np.where(np.isfinite(plane), filteredPlane, np.inf)
+        decorrelationKernel = phiCrop
+    else:
+        filtered, _ = _filterImage(d.image, f.phi, grid, fillFlags, nThreads)
+        image = filtered.astype(d.image.dtype)
+        del filtered
+        image[unusable] = d.image[unusable]
+        variance = np.zeros(image.shape)
+        for mi, spectrum in ((science, f.tHat * f.phi), (template, f.kHat * f.sHat * f.phi)):
+            c = _irfft2(spectrum, grid, nThreads)
+            plane = np.asarray(mi.variance)
+            filteredPlane, _ = _filterImage(
+                plane, _rfft2(c * c, nThreads), grid, (mi.mask & fillBits) != 0, nThreads
+            )
+            variance += np.where(np.isfinite(plane), filteredPlane, np.inf)
+        decorrelationKernel = _cropCentred(phiKernel, psfShape)
+    keep = unusable | ~np.isfinite(d.variance)
     variance[keep] = d.variance[keep]
     corrected = MaskedImage(image, d.mask.copy(), variance.astype(d.variance.dtype), xy0=d.getXY0())
 
-    phiKernel = _irfft2(phi, fftShape, nThreads)
     reach = _energyReach(phiKernel)
     _blankNearUnusable(corrected, d, reach, fillBits)
 
-    psfSpectrum = sHat * tHat * phi
-    correctedPsf = _cropCentred(_irfft2(psfSpectrum, fftShape, nThreads), psfShape)
+    correctedPsf = _cropCentred(_irfft2(f.sHat * f.tHat * f.phi, grid, nThreads), psfShape)
     correctedPsf = correctedPsf / correctedPsf.sum()
-    decorrelationKernel = _cropCentred(phiKernel, psfShape)
+    flooredFraction, detectionVarianceFactor = f.flooredFraction, f.detectionVarianceFactor
+    phi = f.phi
     return Struct(
         correctedMaskedImage=corrected,
         correctedPsf=correctedPsf,
