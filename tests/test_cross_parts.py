@@ -487,6 +487,27 @@ def test_nesting_allows_for_the_noise_of_measured_psfs(rng: np.random.Generator)
     assert not crossed.nested
 
 
+def test_pixels_without_a_variance_estimate_do_not_blind_the_nesting_test() -> None:
+    # A stacked PSF has +inf variance where fewer than two stars count (at its edges, among
+    # masked neighbours). Such pixels are left out of the noise: with them the noise was
+    # infinite, no misfit was significant, crossed ellipses were called nested (as on a
+    # default 4096² run) and the metadata held an inf that no FITS card can carry.
+    noise = (0.001 * gaussian(1.6, 41).max()) ** 2 * np.ones((41, 41))
+    holed = noise.copy()
+    holed[0, :5] = np.inf
+    a, b = _elliptical(2.2, 1.4, math.pi / 2), _elliptical(2.2, 1.4, 0.0)
+    crossed = assessNesting(a, b, holed, holed)
+    assert math.isfinite(crossed.noiseScienceFromTemplate)
+    assert math.isfinite(crossed.noiseTemplateFromScience)
+    assert not crossed.nested
+    # The noise is that of the finite pixels: within 1 % of the unholed noise (5 of 1681
+    # pixels, each as noisy as the others, are left out).
+    whole = assessNesting(a, b, noise, noise)
+    assert crossed.noiseScienceFromTemplate == pytest.approx(
+        whole.noiseScienceFromTemplate, rel=0.01
+    )
+
+
 # -- the matching kernel's basis ------------------------------------------------------------
 
 

@@ -443,12 +443,15 @@ def chooseAutoMode(
         threshold=float(cfg.nestedThreshold),
         nSigma=float(cfg.nestedNSigma),
     )
-    task.metadata["psfNestingResidualScienceFromTemplate"] = test.residualScienceFromTemplate
-    task.metadata["psfNestingResidualTemplateFromScience"] = test.residualTemplateFromScience
-    task.metadata["psfNestingNoiseScienceFromTemplate"] = test.noiseScienceFromTemplate
-    task.metadata["psfNestingNoiseTemplateFromScience"] = test.noiseTemplateFromScience
-    task.metadata["psfNestingMisfitScienceFromTemplate"] = test.misfitScienceFromTemplate
-    task.metadata["psfNestingMisfitTemplateFromScience"] = test.misfitTemplateFromScience
+    for key, attribute in (
+        ("psfNestingResidualScienceFromTemplate", "residualScienceFromTemplate"),
+        ("psfNestingResidualTemplateFromScience", "residualTemplateFromScience"),
+        ("psfNestingNoiseScienceFromTemplate", "noiseScienceFromTemplate"),
+        ("psfNestingNoiseTemplateFromScience", "noiseTemplateFromScience"),
+        ("psfNestingMisfitScienceFromTemplate", "misfitScienceFromTemplate"),
+        ("psfNestingMisfitTemplateFromScience", "misfitTemplateFromScience"),
+    ):
+        task.metadata[key] = _cardValue(getattr(test, attribute))
     task.metadata["psfNestingMomentEigenvalues"] = list(test.momentEigenvalues)
     task.metadata["psfNested"] = bool(test.nested)
     if test.nested:
@@ -462,3 +465,9 @@ def chooseAutoMode(
             task, template, science, sizes, sciencePsf, templatePsf, candidateList
         )
     return "crossConvolve", psfs
+
+
+def _cardValue(value: float) -> float | str:
+    """``value``, or its name ("inf", "nan") if it is not finite: the metadata goes into FITS
+    headers, whose cards hold finite numbers only."""
+    return float(value) if math.isfinite(value) else str(float(value))

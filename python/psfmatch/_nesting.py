@@ -189,6 +189,11 @@ def _nonNegativeFit(
     return kernel.reshape(2 * half + 1, 2 * half + 1), residual / float(np.linalg.norm(target))
 
 
+def _finiteSum(values: np.ndarray) -> float:
+    """The sum of the finite ``values``."""
+    return float(values[np.isfinite(values)].sum())
+
+
 def assessNesting(
     sciencePsf: np.ndarray,
     templatePsf: np.ndarray,
@@ -226,7 +231,11 @@ def assessNesting(
         half = min(half, source.shape[0] // 2)
         # A residual below a quarter of the threshold decides: nested, whatever the noise.
         kernel, residual = _nonNegativeFit(source, target, half, 0.25 * threshold)
-        noise = math.sqrt(float(vTarget.sum()) + float((kernel**2).sum()) * float(vSource.sum()))
+        # A stacked PSF's pixels where fewer than two stars count have no variance estimate
+        # (+inf, `psfmatch._psfstack`): they are left out of the noise (they are at the
+        # stamps' edges, where the PSF is faint), which an infinite sum would otherwise make
+        # infinite, so that no misfit were ever significant.
+        noise = math.sqrt(_finiteSum(vTarget) + float((kernel**2).sum()) * _finiteSum(vSource))
         return residual, noise / float(np.linalg.norm(target))
 
     rST, nST = direction(t, s, vt, vs)
