@@ -81,7 +81,7 @@ def test_reuseSkipsTheTemplateWork(sims: dict[str, Any], monkeypatch: pytest.Mon
         return scale(*args, **kwargs)
 
     # Every stage module that looks the two up.
-    for module in (inputs, make_kernel, subtract_images):
+    for module in (inputs, make_kernel):
         monkeypatch.setattr(module, "detectSources", countingDetect)
     for module in (inputs, subtract_images):
         monkeypatch.setattr(module, "_varianceScaleFactor", countingScale)

@@ -21,7 +21,7 @@ import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sep
@@ -34,6 +34,9 @@ from .config import PsfMatchConfig
 from .convolution import _allFinite, _checkFinite
 from .errors import InvalidInputError, OriginMismatchError, TemplateCoverageError
 from .image import Mask, MaskedImage, _rowBands
+
+if TYPE_CHECKING:
+    from ._modes import _Subtraction
 
 
 @dataclass(frozen=True, eq=False)
@@ -482,6 +485,25 @@ class InputPreparation:
             ("diaSourceThreshold", float(config.diaSourceThreshold)),
             ("medianFilled", config.mode == "preconvolve"),
         )
+
+    def _templateDetections(self, fit: _Subtraction) -> tuple[np.ndarray, tuple[int, int]]:
+        """The template's detections (`analyzeTemplate`'s, or made now) and the origin of the
+        image they were made on: the whole template when it was placed on the science box."""
+        template = fit.template if fit.templateFull is None else fit.templateFull
+        if fit.templateDiaDetections is not None:
+            return fit.templateDiaDetections, template.getXY0()
+        if fit.templateFull is not None and fit.templateVarianceFactor is not None:
+            factor = fit.templateVarianceFactor
+            template = MaskedImage(
+                template.image,
+                template.mask,
+                template.variance * template.variance.dtype.type(factor),
+                xy0=template.getXY0(),
+            )
+        detections = detectSources(
+            template, self.config.diaSourceThreshold, self._badBits(), measureRadii=False
+        )
+        return detections, template.getXY0()
 
     @timeMethod
     def analyzeTemplate(self, templateMaskedImage: MaskedImage) -> TemplateAnalysis:

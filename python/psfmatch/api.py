@@ -302,7 +302,7 @@ optional
         )
         alignGrid = None
         if align is not None:
-            from .align import checkAlign
+            from ._align_pair import checkAlign
 
             alignGrid = checkAlign(align)
         if alignGrid is None and ignoreOrigins and tmp.getXY0() != sci.getXY0():
@@ -341,7 +341,7 @@ optional
                 tmp, sci, templateAnalysis=templateAnalysis, **fitArguments
             )
         else:
-            from .align import subtractAligned
+            from ._align_pair import subtractAligned
 
             res, differenceWcs = subtractAligned(
                 task,

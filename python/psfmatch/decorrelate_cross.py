@@ -69,7 +69,7 @@ from ._fft import (
 )
 from .decorrelate import _TAIL_TOLERANCE, _cropByTail, _kernelImageAt
 from .errors import InvalidInputError
-from .image import MaskedImage
+from .image import Mask, MaskedImage
 from .task import Struct
 
 
@@ -391,3 +391,57 @@ def decorrelateCrossConvolution(
         reach=reach,
         decorrelated=True,
     )
+
+
+def detectionImageForTask(
+    task: Any, fit: Any, difference: MaskedImage, factor: float | None
+) -> MaskedImage:
+    """`ImagePsfMatchTask`'s detection image of a cross-convolved difference: D with its
+    variance times ρ (``factor``, the decorrelation's; else computed for the
+    undecorrelated D), the factor that makes detection's white-noise PSF fit right for a
+    cross-convolved difference, whose noise is not white (§7.11); recorded as
+    ``crossDetectionVarianceFactor``."""
+    if factor is None:
+        # Not decorrelated: the noise of P_T ⊗ S − K ⊗ P_S ⊗ T itself.
+        factor = rawDetectionVarianceFactor(
+            fit.psfMatchingKernel,
+            fit.sciencePsf,
+            fit.templatePsf,
+            difference.getBBox(),
+            svar=task.decorrelate._clippedMeanVariance(fit.science),
+            tvar=task.decorrelate._clippedMeanVariance(fit.template),
+        )
+    task.metadata["crossDetectionVarianceFactor"] = factor
+    variance = difference.variance * difference.variance.dtype.type(factor)
+    return MaskedImage(difference.image, difference.mask, variance, xy0=difference.getXY0())
+
+
+def decorrelateForTask(task: Any, fit: Any, raw: MaskedImage) -> Struct:
+    """`ImagePsfMatchTask`'s decorrelation of a cross-convolved difference (the fit's
+    `_Subtraction` ``fit``): `decorrelateCrossConvolution` with the variances and mask planes of
+    the task's ``decorrelate`` subtask, its floor recorded in the task's metadata."""
+    dec = decorrelateCrossConvolution(
+        fit.science,
+        fit.template,
+        raw,
+        fit.psfMatchingKernel,
+        fit.sciencePsf,
+        fit.templatePsf,
+        svar=task.decorrelate._clippedMeanVariance(fit.science),
+        tvar=task.decorrelate._clippedMeanVariance(fit.template),
+        floor=float(task.config.crossConvolve.decorrelationFloor),
+        fillBits=Mask.getPlaneBitMask(
+            list(task.decorrelate.config.fillMaskPlanes), skipUnknown=True
+        ),
+        nThreads=int(task.kConfig.nThreads),
+    )
+    if not dec.decorrelated:
+        task.log.warning(
+            "Not decorrelating: the clipped mean variances are unusable (science %s, "
+            "template %s); the difference is returned unchanged",
+            dec.svar,
+            dec.tvar,
+        )
+    else:
+        task.metadata["decorrelationFlooredFraction"] = dec.flooredFraction
+    return dec

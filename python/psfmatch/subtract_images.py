@@ -116,7 +116,6 @@ from ._modes import _MODES, _Subtraction
 from ._placement import cropView
 from ._psffield import readPsfInput
 from ._psfutil import _psfFwhm, _psfImage
-from ._sources import detectSources
 from .convolution import _convolveChecked
 from .decorrelate import DecorrelateALKernelTask
 from .detect_and_measure import associate, detectDifferenceSources, recordAssociation
@@ -542,7 +541,9 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
         if self.config.doDecorrelation:
             with self.timer("decorrelate"):
                 if fit.mode == "crossConvolve":
-                    dec = self._decorrelateCross(fit, raw)
+                    from .decorrelate_cross import decorrelateForTask
+
+                    dec = decorrelateForTask(self, fit, raw)
                     if dec.decorrelated:
                         detectionFactor = float(dec.detectionVarianceFactor)
                 else:
@@ -574,7 +575,9 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
             with self.timer("detectDiaSources"):
                 detectIn = difference
                 if fit.mode == "crossConvolve":
-                    detectIn = self._crossDetectionImage(fit, difference, detectionFactor)
+                    from .decorrelate_cross import detectionImageForTask
+
+                    detectIn = detectionImageForTask(self, fit, difference, detectionFactor)
                 diaSources = self._detectDiaSources(fit, detectIn, psf)
         return self._result(
             fit,
@@ -585,60 +588,6 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
             decorrelationKernel=decorrelationKernel,
             diaSources=diaSources,
         )
-
-    def _crossDetectionImage(
-        self, fit: _Subtraction, difference: MaskedImage, factor: float | None
-    ) -> MaskedImage:
-        """D with its variance times ρ (``factor``, the decorrelation's; else computed for the
-        undecorrelated D), the factor that makes detection's white-noise PSF fit right for a
-        cross-convolved difference, whose noise is not white (§7.11); recorded as
-        ``crossDetectionVarianceFactor``."""
-        if factor is None:
-            # Not decorrelated: the noise of P_T ⊗ S − K ⊗ P_S ⊗ T itself.
-            from .decorrelate_cross import rawDetectionVarianceFactor
-
-            factor = rawDetectionVarianceFactor(
-                fit.psfMatchingKernel,
-                fit.sciencePsf,
-                fit.templatePsf,
-                difference.getBBox(),
-                svar=self.decorrelate._clippedMeanVariance(fit.science),
-                tvar=self.decorrelate._clippedMeanVariance(fit.template),
-            )
-        self.metadata["crossDetectionVarianceFactor"] = factor
-        variance = difference.variance * difference.variance.dtype.type(factor)
-        return MaskedImage(difference.image, difference.mask, variance, xy0=difference.getXY0())
-
-    def _decorrelateCross(self, fit: _Subtraction, raw: MaskedImage) -> Struct:
-        """The decorrelation of a cross-convolved difference (`decorrelateCrossConvolution`),
-        with the variances and mask planes of the ``decorrelate`` subtask's config."""
-        from .decorrelate_cross import decorrelateCrossConvolution
-
-        dec = decorrelateCrossConvolution(
-            fit.science,
-            fit.template,
-            raw,
-            fit.psfMatchingKernel,
-            fit.sciencePsf,
-            fit.templatePsf,
-            svar=self.decorrelate._clippedMeanVariance(fit.science),
-            tvar=self.decorrelate._clippedMeanVariance(fit.template),
-            floor=float(self.config.crossConvolve.decorrelationFloor),
-            fillBits=Mask.getPlaneBitMask(
-                list(self.decorrelate.config.fillMaskPlanes), skipUnknown=True
-            ),
-            nThreads=int(self.kConfig.nThreads),
-        )
-        if not dec.decorrelated:
-            self.log.warning(
-                "Not decorrelating: the clipped mean variances are unusable (science %s, "
-                "template %s); the difference is returned unchanged",
-                dec.svar,
-                dec.tvar,
-            )
-        else:
-            self.metadata["decorrelationFlooredFraction"] = dec.flooredFraction
-        return dec
 
     def _displayDebugDifference(self, fit: _Subtraction, difference: MaskedImage) -> None:
         """The ``displayDiffIm`` debugging switch (see the module docstring)."""
@@ -714,25 +663,6 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
             variance.astype(dtype, copy=False),
             xy0=matched.getXY0(),
         )
-
-    def _templateDetections(self, fit: _Subtraction) -> tuple[np.ndarray, tuple[int, int]]:
-        """The template's detections (`analyzeTemplate`'s, or made now) and the origin of the
-        image they were made on: the whole template when it was placed on the science box."""
-        template = fit.template if fit.templateFull is None else fit.templateFull
-        if fit.templateDiaDetections is not None:
-            return fit.templateDiaDetections, template.getXY0()
-        if fit.templateFull is not None and fit.templateVarianceFactor is not None:
-            factor = fit.templateVarianceFactor
-            template = MaskedImage(
-                template.image,
-                template.mask,
-                template.variance * template.variance.dtype.type(factor),
-                xy0=template.getXY0(),
-            )
-        detections = detectSources(
-            template, self.config.diaSourceThreshold, self._badBits(), measureRadii=False
-        )
-        return detections, template.getXY0()
 
     def _detectDiaSources(
         self, fit: _Subtraction, difference: MaskedImage, psf: np.ndarray
