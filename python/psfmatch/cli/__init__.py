@@ -40,11 +40,10 @@ __all__ = ["main"]
 import sys
 from collections.abc import Sequence
 
-from ..errors import PsfMatchError
-from .hotpants import _checkSupported
-from .logs import _logging, _parseTrace
-from .parser import _buildParser, _parseArguments
-from .usage import _errorMessage, _UsageError
+# Nothing heavier at import: SIGINT and SIGTERM are handled from the first line of `main`, and
+# what it imports after that (argparse, numpy, astropy, the pipeline) is interruptible cleanly.
+from . import signals as _signals
+from .signals import _ended, _handlingSignals
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,8 +58,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     status : `int`
         0 on success, 1 if the work failed, 2 for a usage error, 3 if ``psfmatch demo`` found
-        a figure outside its threshold.
+        a figure outside its threshold, 130 after SIGINT (Ctrl-C) and 143 after SIGTERM (with
+        the one line ``psfmatch: interrupted`` or ``psfmatch: terminated``, and the outputs
+        either all written or none).
     """
+    with _handlingSignals() as state:
+        try:
+            status = _main(argv)
+        except (KeyboardInterrupt, _signals._Terminated) as err:
+            return _ended(state, err)
+        if state.received is not None:
+            # The signal's exception went astray (raised in a destructor, see .signals).
+            return _ended(state, None)
+        return status
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    from ..errors import PsfMatchError
+    from .hotpants import _checkSupported
+    from .logs import _logging, _parseTrace
+    from .parser import _buildParser, _parseArguments
+    from .usage import _errorMessage, _UsageError
+
     parser = _buildParser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -88,6 +107,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             # psfmatch's own PsfMatchIOError family.
             print(f"psfmatch: error: {_errorMessage(err)}", file=sys.stderr)
             return 1
-        except KeyboardInterrupt:
-            print("psfmatch: interrupted", file=sys.stderr)
-            return 130

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OutputExistsError
+from ..errors import OutputExistsError, PsfMatchIOError
 from ..simulate.compare import (
     KSUM_TOLERANCE,
     MEAN_TOLERANCE,
@@ -22,6 +22,7 @@ from ..simulate.compare import (
     TRANSIENT_TOLERANCE,
 )
 from .outputs import _checkPlots, _writePlots
+from .signals import _checkNotInterrupted
 from .usage import _UsageError
 
 
@@ -71,6 +72,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from .. import io as pmio
     from ..api import subtract
+    from ..io.writing import _ioErrors, _rmdirIfEmpty, _stageFile, _writingTogether
     from ..simulate import compareToTruth, simulatePair
 
     size = args.size
@@ -108,29 +110,51 @@ def _run(args: argparse.Namespace) -> int:
         nTransients=nTransients,
         transientFlux=transientFlux,
     )
-    outDir.mkdir(parents=True, exist_ok=True)
-    pmio.writeMaskedImage(paths["template"], sim.template, overwrite=args.overwrite)
-    pmio.writeMaskedImage(paths["science"], sim.science, overwrite=args.overwrite)
+    created = not outDir.exists()
+    try:
+        outDir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PsfMatchIOError(
+            f"cannot create --output-dir {str(outDir)!r}: {err.strerror or err}", str(outDir)
+        ) from err
+    # Every file lands at the end of the block, or (a full disk, an interrupt) none does. The
+    # pair is subtracted from its temporaries, through the same FITS path as the command line.
+    with _writingTogether() as group:
+        if created:
+            group.cleanups.append(_rmdirIfEmpty(outDir))  # nothing left of a failed run
+        pmio.writeMaskedImage(paths["template"], sim.template, overwrite=args.overwrite)
+        templateFile = group.staged[-1].temporary
+        pmio.writeMaskedImage(paths["science"], sim.science, overwrite=args.overwrite)
+        scienceFile = group.staged[-1].temporary
 
-    start = time.perf_counter()
-    result = subtract(str(paths["science"]), str(paths["template"]))
-    elapsed = time.perf_counter() - start
-    result.metadata["differenceUnits"] = result.differenceUnits
-    result.metadata["matchedUnits"] = result.matchedUnits
-    result.writeFits(paths["difference"], matchedPath=paths["matched"], overwrite=args.overwrite)
-    report = _writePlots(
-        result,
-        args,
-        {
-            "science": str(paths["science"]),
-            "template": str(paths["template"]),
-            "difference": str(paths["difference"]),
-            "elapsed (s)": round(elapsed, 2),
-        },
-    )
+        start = time.perf_counter()
+        result = subtract(str(scienceFile), str(templateFile))
+        elapsed = time.perf_counter() - start
+        result.metadata["differenceUnits"] = result.differenceUnits
+        result.metadata["matchedUnits"] = result.matchedUnits
+        result.writeFits(
+            paths["difference"], matchedPath=paths["matched"], overwrite=args.overwrite
+        )
+        report = _writePlots(
+            result,
+            args,
+            {
+                "science": str(paths["science"]),
+                "template": str(paths["template"]),
+                "difference": str(paths["difference"]),
+                "elapsed (s)": round(elapsed, 2),
+            },
+        )
 
-    c = compareToTruth(sim, result)
-    Table(c.transients).write(paths["transients"], format="ascii.ecsv", overwrite=args.overwrite)
+        c = compareToTruth(sim, result)
+        table = Table(c.transients)
+
+        def writeTable(temporary: Path) -> None:
+            with _ioErrors(paths["transients"], "write"):
+                table.write(temporary, format="ascii.ecsv")
+
+        _stageFile(paths["transients"], writeTable, args.overwrite)
+        _checkNotInterrupted()
 
     truth = sim.truth
     corners = np.array([0.0, size - 1.0])

@@ -24,6 +24,7 @@ from .hotpants import (
     _ownOptionsFor,
 )
 from .outputs import _checkOutputs, _checkPlots, _writePlots
+from .signals import _checkNotInterrupted
 from .usage import _UsageError
 
 _log = logging.getLogger("psfmatch.cli")
@@ -381,6 +382,7 @@ def _run(args: argparse.Namespace) -> int:
     from .. import io as pmio
     from .._logcapture import collectWarnings
     from ..api import subtract
+    from ..io.writing import _writingTogether
 
     _checkNoiseModel(args)
     _checkValidRange(args)
@@ -453,17 +455,20 @@ def _run(args: argparse.Namespace) -> int:
     result.warnings = list(dict.fromkeys(warned))
     result.metadata["differenceUnits"] = result.differenceUnits
     result.metadata["matchedUnits"] = result.matchedUnits
-    result.writeFits(args.output, matchedPath=args.matched, overwrite=args.overwrite)
-    report = _writePlots(
-        result,
-        args,
-        {
-            "science": args.science,
-            "template": args.template,
-            "difference": args.output,
-            "elapsed (s)": round(elapsed, 2),
-        },
-    )
+    # The outputs land together at the end of the block, or none of them does.
+    with _writingTogether():
+        result.writeFits(args.output, matchedPath=args.matched, overwrite=args.overwrite)
+        report = _writePlots(
+            result,
+            args,
+            {
+                "science": args.science,
+                "template": args.template,
+                "difference": args.output,
+                "elapsed (s)": round(elapsed, 2),
+            },
+        )
+        _checkNotInterrupted()
 
     if not args.quiet:
         _printSummary(result, args, elapsed)
