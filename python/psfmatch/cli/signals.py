@@ -21,6 +21,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
 _STATUS: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
 """Exit status for each signal: 128 + its number, as a shell reports a process it ended."""
@@ -83,6 +84,16 @@ def _handlingSignals() -> Iterator[_State]:
         yield state
         return
     previous = {}
+    unraisable = sys.unraisablehook
+
+    def quietHook(info: Any) -> None:
+        # "Exception ignored in ..." for the signal's own exception, raised in a destructor:
+        # noted already (state.received), and reported by the one line at the end.
+        ours = isinstance(info.exc_value, KeyboardInterrupt | _Terminated)
+        if not (ours and state.received is not None):
+            unraisable(info)
+
+    sys.unraisablehook = quietHook
     for number in _STATUS:
         old = signal.getsignal(number)
         if old is signal.SIG_IGN:
@@ -93,6 +104,7 @@ def _handlingSignals() -> Iterator[_State]:
     finally:
         for number, old in previous.items():
             signal.signal(number, old)
+        sys.unraisablehook = unraisable
 
 
 def _ended(state: _State, err: BaseException | None) -> int:

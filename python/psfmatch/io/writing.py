@@ -359,7 +359,13 @@ def _keepOld(target: Path) -> Path | None:
 
 
 def _restore(backup: Path, target: Path) -> None:
-    os.replace(backup, target)
+    """Put the old file kept by `_keepOld` back at ``target``."""
+    if os.path.lexists(target) and os.path.samefile(backup, target):
+        # Still the same file (the move failed before replacing it); rename() between two
+        # links of one file does nothing and would leave the backup behind.
+        os.unlink(backup)
+    else:
+        os.replace(backup, target)
 
 
 _GROUP: contextvars.ContextVar[_OutputGroup | None] = contextvars.ContextVar(
