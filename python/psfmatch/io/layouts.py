@@ -24,7 +24,7 @@ from ..image import MaskedImage
 from .fitsdata import _FitsReader, _openStream
 from .nddata import _fromNDData
 from .paths import _asPath, _checkInputFile
-from .planes import _mapMask, _planeBit, _xy0FromHeader
+from .planes import _checkHeaderOrigin, _mapMask, _planeBit, _xy0FromHeader
 
 _log = logging.getLogger("psfmatch.io")
 
@@ -244,6 +244,7 @@ def _readLayout(
         raise InvalidInputError(f"{where}: the image HDU {imageIndex} holds no data")
     info["imageHeader"] = imageHdu.header.copy()
     xy0, xy0Source = _xy0FromHeader(imageHdu.header, where)
+    _checkHeaderOrigin(imageHdu.header, xy0, xy0Source, image.shape, where)
     info["xy0Source"] = xy0Source
     mask = variance = None
     maskIndex = roles.get("MASK") if layout in ("lsst", "extname") else roles.get("DQ")
