@@ -18,9 +18,12 @@ and reports how close the kernel sum, the noise of the difference image and the 
 fluxes are to the truth (`psfmatch.simulate.compareToTruth`).
 
 Exit status: 0 on success, 1 when the work fails (missing or unreadable input, existing
-output, too few stars, ...), 2 for a usage error (unknown option, bad value, bad ``--set``);
-``psfmatch demo`` exits 3 when it ran but a figure is outside its threshold. Expected errors are
-reported on one line, ``psfmatch: error: ...``, never as a traceback.
+output, too few stars, a full disk, ...), 2 for a usage error (unknown option, bad value, bad
+``--set``); ``psfmatch demo`` exits 3 when it ran but a figure is outside its threshold; 130
+after SIGINT (Ctrl-C) and 143 after SIGTERM (`signals`). Expected errors are reported on one
+line, ``psfmatch: error: ...``, never as a traceback. A command's output files are written as
+one unit (`psfmatch.io.writing._writingTogether`): all of them, or, after a failure or a signal,
+none, the old files left as they were.
 
 Configuration is applied in this order: the defaults of `ImagePsfMatchConfig` with
 ``mode = "auto"`` (as `psfmatch.subtract` uses), each ``--config-file``, each ``--set``, then
@@ -30,7 +33,8 @@ which therefore win.
 One module per sub-command (`subtract`, `batch`, `demo`), each adding its part of the parser;
 `parser` assembles them, `hotpants` declares the HOTPANTS aliases, `config` builds the
 configuration, `outputs` checks and writes what is not an image, `logs` sets up the log, and
-`usage` holds the usage error and the one-line error messages.
+`usage` holds the usage error and the one-line error messages, `signals` the answer to SIGINT
+and SIGTERM.
 """
 
 from __future__ import annotations

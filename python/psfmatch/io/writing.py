@@ -496,7 +496,10 @@ def writeMaskedImage(
 
     The write is atomic: the file is written to a temporary file in the same directory and
     moved into place with `os.replace` (without ``overwrite``, hard-linked, which fails if the
-    target appeared meanwhile). A failure leaves neither a partial file nor the temporary one.
+    target appeared meanwhile), with SIGINT, SIGTERM and SIGHUP held back while it moves. A
+    failure or an interrupt leaves neither a partial file nor the temporary one. Inside a
+    `_writingTogether` block (`SubtractionResult.writeFits`, the command line) the file is
+    moved into place with the block's other files at its end, or not at all.
     """
     target = _asPath(path, "path")
     if not isinstance(maskedImage, MaskedImage):
