@@ -81,13 +81,14 @@ _originals: dict[str, Any] = {}
 
 
 def _routedWarn(
-    message: Any, category: Any = None, stacklevel: int = 1, source: Any = None
+    message: Any, category: Any = None, stacklevel: int = 1, source: Any = None, **more: Any
 ) -> None:
     """`warnings.warn` while some thread captures: recorded for a capturing thread (every
     warning, as under ``simplefilter("always")``), passed on unchanged for the others."""
     sink = getattr(_capture, "sink", None)
     if sink is None:
-        _originals["warn"](message, category, stacklevel + 1, source)
+        # ``more``: what later Pythons add (skip_file_prefixes), passed on as given.
+        _originals["warn"](message, category, stacklevel + 1, source, **more)
         return
     if isinstance(message, Warning):
         category = type(message)

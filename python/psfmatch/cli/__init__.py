@@ -66,15 +66,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         the one line ``psfmatch: interrupted`` or ``psfmatch: terminated``, and the outputs
         either all written or none).
     """
-    with _handlingSignals() as state:
-        try:
-            status = _main(argv)
-        except (KeyboardInterrupt, _signals._Terminated) as err:
-            return _ended(state, err)
-        if state.received is not None:
-            # The signal's exception went astray (raised in a destructor, see .signals).
-            return _ended(state, None)
-        return status
+    state = _signals._State()
+    try:
+        with _handlingSignals() as state:
+            try:
+                status = _main(argv)
+            except (KeyboardInterrupt, _signals._Terminated) as err:
+                return _ended(state, err)
+            if state.received is not None:
+                # The signal's exception went astray (raised in a destructor, see .signals).
+                return _ended(state, None)
+            return status
+    except KeyboardInterrupt as err:  # Python's own handler, just before or after ours
+        return _ended(state, err)
 
 
 def _main(argv: Sequence[str] | None) -> int:

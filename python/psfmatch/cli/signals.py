@@ -93,13 +93,14 @@ def _handlingSignals() -> Iterator[_State]:
         if not (ours and state.received is not None):
             unraisable(info)
 
-    sys.unraisablehook = quietHook
-    for number in _STATUS:
-        old = signal.getsignal(number)
-        if old is signal.SIG_IGN:
-            continue  # e.g. SIGINT of a background job, or nohup: stays ignored
-        previous[number] = signal.signal(number, state.handler)
     try:
+        sys.unraisablehook = quietHook
+        for number in _STATUS:
+            old = signal.getsignal(number)
+            if old is signal.SIG_IGN:
+                continue  # e.g. SIGINT of a background job, or nohup: stays ignored
+            previous[number] = old  # noted first: restored even if a signal comes in between
+            signal.signal(number, state.handler)
         yield state
     finally:
         for number, old in previous.items():

@@ -221,12 +221,14 @@ def _signalsDeferred() -> Iterator[None]:
         return
     pending: list[int] = []
     previous: dict[int, Any] = {}
-    for number in _DEFERRED_SIGNALS:
-        handler = signal.getsignal(number)
-        if handler is signal.SIG_IGN or handler is None:
-            continue  # ignored, or installed outside Python: left alone
-        previous[number] = signal.signal(number, lambda n, _frame: pending.append(n))
     try:
+        for number in _DEFERRED_SIGNALS:
+            handler = signal.getsignal(number)
+            if handler is signal.SIG_IGN or handler is None:
+                continue  # ignored, or installed outside Python: left alone
+            # Noted before it is replaced: a signal between the two lines is restored below.
+            previous[number] = handler
+            signal.signal(number, lambda n, _frame: pending.append(n))
         yield
     finally:
         for number, handler in previous.items():
