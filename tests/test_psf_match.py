@@ -724,7 +724,11 @@ def test_diagnostic_warns_on_negative_condition_number(
         task._diagnostic(cells, IndefiniteSolution(), kernel, bg)
     assert task.metadata["spatialConditionNum"] == -42.0
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("Condition number is negative" in m for m in warnings), warnings
+    # Says what it means for the user and what to do (it used to read "Condition number is
+    # negative (-4.200e+01)").
+    (message,) = [m for m in warnings if "degenerate" in m]
+    assert "singular to numerical precision" in message and "-42" in message
+    assert "lower spatialKernelOrder" in message and "Check the difference image" in message
 
 
 def _residualStats(cand: Any, kernelImage: np.ndarray, bg: float, core: int) -> tuple[float, float]:

@@ -507,7 +507,17 @@ class PsfMatchTask(Task, abc.ABC):
         self.metadata["spatialConditionNum"] = conditionNum
         self.log.info("Spatial model condition number %.3e", conditionNum)
         if conditionNum < 0.0:
-            self.log.warning("Condition number is negative (%.3e)", conditionNum)
+            # A ratio of eigenvalues below zero: the smallest came out negative by rounding,
+            # so the matrix is singular to working precision (no real condition number).
+            self.log.warning(
+                "The spatial kernel fit is degenerate: its matrix is singular to numerical "
+                "precision (the smallest eigenvalue came out negative, condition number %.3g), "
+                "so some kernel terms are not constrained by the kernel sources and the kernel "
+                "between them may be wrong. Check the difference image; a lower "
+                "spatialKernelOrder (or spatialBgOrder), fewer basis functions or more kernel "
+                "sources make the fit well determined.",
+                conditionNum,
+            )
         if conditionNum > kConfig.maxSpatialConditionNumber:
             self.log.warning(
                 "Spatial solution exceeds max condition number (%.3e > %.3e)",
