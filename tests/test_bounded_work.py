@@ -4,8 +4,8 @@ the machine cannot hold are refused up front with the numbers, before anything i
 
 Today ``--kernel-order 50`` took 18.7 GB and ended in ``std::bad_alloc``, ``--kernel-order
 20`` ran for minutes, and ``-r 1`` (a 3 x 3 kernel for 27 basis kernels) "succeeded" with D's
-standard deviation 1000 times its noise. The sizes here are computed in the tests from the
-definitions (§5.2), not read back from psfmatch.
+standard deviation 6 times its noise (on a 512² pair; the issue saw 1.16e4 against 8.4). The
+sizes here are computed in the tests from the definitions (§5.2), not read back from psfmatch.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import pytest
 
 import psfmatch as pm
 from helpers import simulatedFitsPair
-from psfmatch import _spatial_orders
 from psfmatch.cli import main
 from psfmatch.image_psf_match import ImagePsfMatchConfig
 from psfmatch.simulate import simulatePair
@@ -56,6 +55,8 @@ def test_kernel_order_50_is_refused_by_the_stars(sim: Any) -> None:
 
 
 def test_a_fit_too_large_to_solve_is_refused_before_it_is_built() -> None:
+    from psfmatch import _spatial_orders
+
     # Order 20 with stars enough for its 231 terms: 26·231 + 1 + 3 = 6010 unknowns, a 289 MB
     # matrix whose solve grows as the cube; refused against maxSpatialUnknowns (4000).
     kConfig = _kernelConfig(spatialKernelOrder=20)
@@ -70,6 +71,8 @@ def test_a_fit_too_large_to_solve_is_refused_before_it_is_built() -> None:
 
 
 def test_a_fit_larger_than_the_memory_is_a_memory_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from psfmatch import _spatial_orders
+
     # With the size limit raised, the memory estimate (4 copies of the nt² matrix) is checked
     # against half the physical memory: here a pretended 1 GiB machine.
     monkeypatch.setattr(_spatial_orders, "_physicalMemory", lambda: float(2**30))
@@ -91,7 +94,7 @@ def test_bad_alloc_in_the_core_becomes_a_named_memory_error(
 ) -> None:
     # Should a request slip past the checks, the core's std::bad_alloc (order 600: ~4.7e6
     # unknowns, a 177 TB matrix) is a PsfMatchMemoryError, not a bare MemoryError.
-    from psfmatch import psf_match
+    from psfmatch import _spatial_orders, psf_match
 
     def unchecked(config: Any, nStars: int, nBasis: int, constantFirstTerm: bool, **_: Any) -> Any:
         return _spatial_orders.SpatialOrders(600, 1, False, False, 600, 1)

@@ -191,7 +191,8 @@ class MakeKernelTask(PsfMatchTask):
         """Raise `InvalidInputError` when the basis has more kernels than the kernel has
         pixels: they are then linearly dependent, every candidate's normal equations are
         singular, and the fit is whatever the pseudo-inverse makes of it (a 3 x 3 kernel with
-        the default 27 Alard-Lupton kernels gave D a standard deviation 1000 times its noise)."""
+        the default 27 Alard-Lupton kernels gave D a standard deviation 6 times its noise on a
+        simulated 512² pair)."""
         width, height = basisList[0].getWidth(), basisList[0].getHeight()
         if len(basisList) > width * height:
             raise InvalidInputError(
