@@ -96,10 +96,11 @@ def test_bad_alloc_in_the_core_becomes_a_named_memory_error(
     # unknowns, a 177 TB matrix) is a PsfMatchMemoryError, not a bare MemoryError.
     from psfmatch import _spatial_orders, psf_match
 
-    def unchecked(config: Any, nStars: int, nBasis: int, constantFirstTerm: bool, **_: Any) -> Any:
-        return _spatial_orders.SpatialOrders(600, 1, False, False, 600, 1)
+    def unchecked(*_: Any) -> Any:
+        orders = _spatial_orders.SpatialOrders(600, 1, False, False, 600, 1)
+        return orders, "order 600"
 
-    monkeypatch.setattr(psf_match, "planOrders", unchecked)
+    monkeypatch.setattr(psf_match, "planForCellSet", unchecked)
     with pytest.raises(pm.PsfMatchMemoryError, match="out of memory while fitting the kernel"):
         pm.subtract(sim.science, sim.template)
 

@@ -30,10 +30,13 @@ __all__ = [
     "SpatialOrders",
     "isExplicit",
     "isSingular",
+    "lowerOrders",
     "nSpatialTerms",
     "ordersForStars",
+    "planForCellSet",
     "planOrders",
     "spatialUnknowns",
+    "unknownsOf",
 ]
 
 # A spatial system whose equilibrated matrix has its smallest eigenvalue below this fraction
@@ -268,3 +271,67 @@ def isSingular(spatialSolution: Any) -> tuple[bool, float]:
     condition = float(_core.conditionNumber(scaled, _core.ConditionNumberType.EIGENVALUE))
     ratio = 1.0 / condition if condition != 0.0 else -math.inf
     return not (ratio > _SINGULAR_EIGENVALUE_RATIO), ratio
+
+
+def lowerOrders(orders: SpatialOrders, nStars: int, singular: float | None) -> bool:
+    """Lower the adaptive orders in place for a fit of ``nStars`` stars (§5.8, step 3); with
+    ``singular`` (the eigenvalue ratio of a singular spatial system) lower the kernel order,
+    else the background order, by one step. Return whether anything changed."""
+    if singular is None:
+        kernelOrder, bgOrder = ordersForStars(nStars, orders)
+        why = f"{nStars} stars in the spatial fit: an order of n terms needs more than 2n"
+    else:
+        kernelOrder, bgOrder = orders.kernel, orders.background
+        if orders.kernelAdaptive and kernelOrder > 0:
+            kernelOrder -= 1
+        elif orders.backgroundAdaptive and bgOrder > 0:
+            bgOrder -= 1
+        why = (
+            f"the spatial normal equations of {nStars} stars are singular (smallest to "
+            f"largest eigenvalue {singular:.2g}): the stars cannot constrain every term"
+        )
+    if (kernelOrder, bgOrder) == (orders.kernel, orders.background):
+        return False
+    orders.kernel, orders.background = kernelOrder, bgOrder
+    orders.reason = why
+    return True
+
+
+def unknownsOf(spatialKernel: Any, spatialBackground: Any, constantFirstTerm: bool) -> int:
+    """nt of §5.2 for a fitted kernel and background."""
+    nb = int(spatialKernel.getNBasisKernels())
+    nkt = int(spatialKernel.getNSpatialParameters()) or 1
+    bgParams = np.asarray(spatialBackground.getParameters())
+    nbt = 0 if (bgParams.size == 1 and bgParams[0] == 0.0) else int(bgParams.size)
+    return ((nb - 1) * nkt + 1 if constantFirstTerm else nb * nkt) + nbt
+
+
+def planForCellSet(
+    config: PsfMatchConfig, kernelCellSet: Any, basisList: list[Any], constantFirstTerm: bool
+) -> tuple[SpatialOrders, str]:
+    """`planOrders` for the candidates of a cell set (§5.8, step 2): the stars are those the
+    spatial fit can use (``nStarPerCell`` per cell), the basis the PCA's when it replaces the
+    given one. Return the orders and a description of the fit's size for error messages."""
+    nStarPerCell = int(config.nStarPerCell)
+    cells = [len(cell.getCandidates(True)) for cell in kernelCellSet.getCellList()]
+    nStars = sum(min(n, nStarPerCell) if nStarPerCell > 0 else n for n in cells)
+    nBasis = len(basisList)
+    if config.usePcaForSpatialKernel:
+        nBasis = min(nBasis, int(config.numPrincipalComponents))
+    stampPixels = 0
+    for cand in kernelCellSet.getAllCandidates(ignoreBad=False):
+        box = cand.getStampBBox()
+        stampPixels = int(box.getWidth()) * int(box.getHeight())
+        break
+    orders = planOrders(
+        config,
+        nStars,
+        nBasis,
+        constantFirstTerm,
+        nCandidates=sum(cells),
+        stampPixels=stampPixels,
+    )
+    nt = spatialUnknowns(
+        nBasis, orders.kernel, orders.background, constantFirstTerm, bool(config.fitForBackground)
+    )
+    return orders, f"{len(basisList)} basis kernels, {sum(cells)} candidates, {nt} spatial unknowns"

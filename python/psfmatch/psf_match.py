@@ -15,6 +15,9 @@ Metadata
     Condition number of the spatial normal matrix (``conditionNumberType``).
 ``nCandidatesTotal``, ``nCandidatesGood``, ``nCandidatesBad``
     The candidates of the cell set after the fit, by status.
+``spatialKernelOrderUsed``, ``spatialBgOrderUsed``, ``spatialOrderReason``
+    The spatial orders the fit used and why they differ from the config's ("" if they do
+    not): default orders the stars cannot carry are lowered (docs/algorithm.md §5.8).
 ``spatialKernelConstraint``, ``spatialBackgroundConstraint``
     ``"well"``, ``"poorly"`` or ``"under"``: how many good candidates constrain the spatial
     kernel and background terms (§6.1).
@@ -61,9 +64,9 @@ from . import debug as psfmatchDebug
 from ._spatial_orders import (
     SpatialOrders,
     isSingular,
-    ordersForStars,
-    planOrders,
-    spatialUnknowns,
+    lowerOrders,
+    planForCellSet,
+    unknownsOf,
 )
 from .basis import makeKernelBasisList, makeRegularizationMatrix, renormalizeKernelList
 from .config import PsfMatchConfig, PsfMatchConfigAL, PsfMatchConfigDF, makeKernelControl
@@ -215,45 +218,18 @@ class PsfMatchTask(Task, abc.ABC):
             for the spatial fit.
         """
         kConfig = self.kConfig
-        nStarPerCell = int(kConfig.nStarPerCell)
-        usePca = bool(kConfig.usePcaForSpatialKernel)
         constantFirstTerm = isConstantFirstTerm(kConfig)
         # Up front (§5.8): orders the stars cannot carry, and fits too large to solve, are
         # refused (or, for default orders, lowered) before anything is allocated.
-        cells = [len(cell.getCandidates(True)) for cell in kernelCellSet.getCellList()]
-        nStars = sum(min(n, nStarPerCell) if nStarPerCell > 0 else n for n in cells)
-        nSpatialBasis = len(basisList)
-        if usePca:
-            nSpatialBasis = min(nSpatialBasis, int(kConfig.numPrincipalComponents))
-        stampPixels = 0
-        for cand in kernelCellSet.getAllCandidates(ignoreBad=False):
-            box = cand.getStampBBox()
-            stampPixels = int(box.getWidth()) * int(box.getHeight())
-            break
-        orders = planOrders(
-            kConfig,
-            nStars,
-            nSpatialBasis,
-            constantFirstTerm,
-            nCandidates=sum(cells),
-            stampPixels=stampPixels,
-        )
+        orders, work = planForCellSet(kConfig, kernelCellSet, basisList, constantFirstTerm)
         self._spatialOrders = orders
         try:
             return self._solveLoop(kernelCellSet, basisList, orders, useRegularization)
         except PsfMatchMemoryError:
             raise
         except MemoryError as err:
-            nt = spatialUnknowns(
-                nSpatialBasis,
-                orders.kernel,
-                orders.background,
-                constantFirstTerm,
-                bool(kConfig.fitForBackground),
-            )
             raise PsfMatchMemoryError(
-                f"out of memory while fitting the kernel ({len(basisList)} basis kernels, "
-                f"{sum(cells)} candidates, {nt} spatial unknowns): {err or type(err).__name__}"
+                f"out of memory while fitting the kernel ({work}): {err or type(err).__name__}"
             ) from err
 
     def _orderedControl(self, orders: SpatialOrders) -> Any:
@@ -262,29 +238,6 @@ class PsfMatchTask(Task, abc.ABC):
         control.spatialKernelOrder = int(orders.kernel)
         control.spatialBgOrder = int(orders.background)
         return control
-
-    def _lowerOrders(self, orders: SpatialOrders, nStars: int, singular: float | None) -> bool:
-        """Lower the adaptive orders for a fit of ``nStars`` stars (§5.8); with ``singular``
-        (the eigenvalue ratio of a singular spatial system), lower the highest one by one
-        step. Return whether anything changed."""
-        if singular is None:
-            kernelOrder, bgOrder = ordersForStars(nStars, orders)
-            why = f"{nStars} stars in the spatial fit: an order of n terms needs more than 2n"
-        else:
-            kernelOrder, bgOrder = orders.kernel, orders.background
-            if orders.kernelAdaptive and kernelOrder > 0:
-                kernelOrder -= 1
-            elif orders.backgroundAdaptive and bgOrder > 0:
-                bgOrder -= 1
-            why = (
-                f"the spatial normal equations of {nStars} stars are singular (smallest to "
-                f"largest eigenvalue {singular:.2g}): the stars cannot constrain every term"
-            )
-        if (kernelOrder, bgOrder) == (orders.kernel, orders.background):
-            return False
-        orders.kernel, orders.background = kernelOrder, bgOrder
-        orders.reason = why
-        return True
 
     def _solveLoop(
         self,
@@ -327,7 +280,7 @@ class PsfMatchTask(Task, abc.ABC):
                             "orders or loosen the candidate clipping"
                         )
                     self._nSpatialStars = nUsed
-                    if canLower and self._lowerOrders(orders, nUsed, None):
+                    if canLower and lowerOrders(orders, nUsed, None):
                         continue
                     spatialkv.solveLinearEquation()
                     # The eigenvalues cost nt³: checked where that is small next to the fit
@@ -340,7 +293,7 @@ class PsfMatchTask(Task, abc.ABC):
                         and solution.getNt() <= _MAX_SINGULAR_CHECK_UNKNOWNS
                     ):
                         singular, ratio = isSingular(solution)
-                        if singular and self._lowerOrders(orders, nUsed, ratio):
+                        if singular and lowerOrders(orders, nUsed, ratio):
                             continue
                     break
                 spatialKernel, spatialBackground = spatialkv.getSolutionPair()
@@ -660,7 +613,7 @@ class PsfMatchTask(Task, abc.ABC):
                 "more kernel stars",
                 conditionNum,
                 nStars,
-                self._nSpatialUnknowns(spatialKernel, spatialBg),
+                unknownsOf(spatialKernel, spatialBg, isConstantFirstTerm(kConfig)),
                 orders.kernel if orders else int(kConfig.spatialKernelOrder),
                 int(spatialKernel.getNSpatialParameters()),
                 orders.background if orders else int(kConfig.spatialBgOrder),
@@ -713,16 +666,6 @@ class PsfMatchTask(Task, abc.ABC):
                 explicitNote if orders is not None and not orders.backgroundAdaptive else "",
             )
         self._recordMetrics(kernelCellSet, spatialKernel, spatialBg)
-
-    def _nSpatialUnknowns(self, spatialKernel: Any, spatialBg: Any) -> int:
-        """nt of the spatial fit (§5.2), from the kernel and background it gave."""
-        nb = int(spatialKernel.getNBasisKernels())
-        nkt = int(spatialKernel.getNSpatialParameters()) or 1
-        bgParams = np.asarray(spatialBg.getParameters())
-        nbt = 0 if (bgParams.size == 1 and bgParams[0] == 0.0) else int(bgParams.size)
-        if isConstantFirstTerm(self.kConfig):
-            return (nb - 1) * nkt + 1 + nbt
-        return nb * nkt + nbt
 
     def _recordOrders(self, orders: SpatialOrders | None) -> None:
         """Record the spatial orders used (§5.8) and say once why they were lowered."""
