@@ -322,8 +322,12 @@ class SubtractionResult:
                 "CrossConvolution": "CROSS",
             }.get(self.convolved, "IMAGE"),
             "NGAUSS": int(mdValue("ALBasisNGauss", 0)),
-            "KO": int(kConfig.spatialKernelOrder),
-            "BGO": int(kConfig.spatialBgOrder) if kConfig.fitForBackground else 0,
+            # The orders the fit used (lowered from the config's when the stars could not
+            # carry them, docs/algorithm.md §5.8).
+            "KO": int(mdValue("spatialKernelOrderUsed", kConfig.spatialKernelOrder)),
+            "BGO": int(mdValue("spatialBgOrderUsed", kConfig.spatialBgOrder))
+            if kConfig.fitForBackground
+            else 0,
             "NSTAMP": int(mdValue("nCandidatesGood", 0)),
             "SSSIG": mdValue("metric_MEAN.SPATIAL_residualStd"),
             "SSSCAT": mdValue("metric_STDEV.SPATIAL_residualStd"),

@@ -529,8 +529,9 @@ def _printSummary(result: Any, args: argparse.Namespace, elapsed: float) -> None
         f"  kernel sum      : {result.kernelSum:.6f} (at the image centre)",
         *([f"  mode auto       : {get('autoModeReason')}"] if "autoModeReason" in md else []),
         f"  kernel sources  : {get('nCandidatesGood', 0)} used of {get('nPsfSources', 0)} "
-        f"candidates; spatial orders kernel {result.config.kernel.active.spatialKernelOrder}, "
-        f"background {result.config.kernel.active.spatialBgOrder}",
+        f"candidates; spatial orders kernel "
+        f"{get('spatialKernelOrderUsed', result.config.kernel.active.spatialKernelOrder)}, "
+        f"background {get('spatialBgOrderUsed', result.config.kernel.active.spatialBgOrder)}",
         f"  difference      : {result.differenceUnits} units; mean {stats['DMEAN']:.4g}, std "
         f"{stats['DSIG']:.4g} (expected {stats['DSIGE']:.4g}), mean (D/sigma)^2 "
         f"{stats['X2NRM']:.3f}",
