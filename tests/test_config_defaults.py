@@ -276,3 +276,47 @@ def test_every_config_class_has_a_table() -> None:
     covered = set(EXPECTED) | set(EXPECTED_DEFAULTS)
     missing = {cls.__qualname__ for cls in _configClasses() - covered}
     assert missing == set(), "configs without a defaults table"
+
+
+# (config class, field, a value its check rejects, a value at the edge of what it accepts):
+# the bounds of the selection's, the detection's and the image task's own fields.
+CHECK_CASES: list[tuple[type[pexConfig.Config], str, Any, Any]] = [
+    (KernelSourceSelectionConfig, "detectionThreshold", 0.0, 1e-3),
+    (KernelSourceSelectionConfig, "backgroundMeshSize", 7, 8),
+    (KernelSourceSelectionConfig, "minSnr", -0.01, 0.0),
+    (KernelSourceSelectionConfig, "maxSnr", -0.01, 0.0),  # 0: no upper limit
+    (KernelSourceSelectionConfig, "maxSnr", 10.0, 10.01),  # must exceed minSnr (10)
+    (KernelSourceSelectionConfig, "minTemplateSnr", -0.01, 0.0),
+    (KernelSourceSelectionConfig, "matchRadius", 0.0, 1e-3),
+    (KernelSourceSelectionConfig, "isolationFwhm", -0.01, 0.0),
+    (KernelSourceSelectionConfig, "maxKernelSources", 0, 1),
+    (KernelSourceSelectionConfig, "maxKernelSources", -2, -1),  # -1: no limit
+    (KernelSourceSelectionConfig, "minKernelSources", 0, 1),
+    (DetectAndMeasureConfig, "detectionThreshold", 0.0, 1e-3),
+    (DetectAndMeasureConfig, "matchRadius", -0.01, 0.0),
+    (ImagePsfMatchConfig, "requiredTemplateFraction", -0.01, 0.0),
+    # pex_config's default range excludes its max, as the reference's field does: 1 itself
+    # (require every pixel) is refused.
+    (ImagePsfMatchConfig, "requiredTemplateFraction", 1.0, 0.999),
+    (ImagePsfMatchConfig, "maxVarianceScaleFactor", 0.99, 1.0),
+    (ImagePsfMatchConfig, "diaSourceThreshold", 0.0, 1e-3),
+    (ImagePsfMatchConfig, "diaSourceMatchRadius", -0.01, 0.0),
+]
+
+
+@pytest.mark.parametrize(
+    ("cls", "name", "bad", "good"),
+    [
+        pytest.param(cls, name, bad, good, id=f"{cls.__name__}.{name}={bad!r}")
+        for cls, name, bad, good in CHECK_CASES
+    ],
+)
+def test_field_bounds(cls: type[pexConfig.Config], name: str, bad: Any, good: Any) -> None:
+    config = cls()
+    config.validate()
+    config.__setattr__(name, good)
+    config.validate()
+    # pex_config checks a range when the value is set, a cross-field rule in validate().
+    with pytest.raises(pexConfig.FieldValidationError):
+        config.__setattr__(name, bad)
+        config.validate()

@@ -47,27 +47,35 @@ def boundaryStars(reach: int) -> list[tuple[int, int]]:
     return stars
 
 
-def render(stars: list[tuple[int, int]], sigma: float, rng: np.random.Generator) -> pm.MaskedImage:
-    """Pixel-integrated Gaussians at the integer positions ``stars`` plus Gaussian noise."""
+def render(
+    stars: list[tuple[int, int]], sigma: float, rng: np.random.Generator, offset: float = 0.0
+) -> pm.MaskedImage:
+    """Pixel-integrated Gaussians at ``stars`` + ``offset`` (both axes) plus Gaussian noise."""
     image = np.zeros((NY, NX))
     xEdges = np.arange(NX + 1) - 0.5
     yEdges = np.arange(NY + 1) - 0.5
     for x, y in stars:
-        fx = np.diff(0.5 * erf((xEdges - x) / (math.sqrt(2.0) * sigma)))
-        fy = np.diff(0.5 * erf((yEdges - y) / (math.sqrt(2.0) * sigma)))
+        fx = np.diff(0.5 * erf((xEdges - x - offset) / (math.sqrt(2.0) * sigma)))
+        fy = np.diff(0.5 * erf((yEdges - y - offset) / (math.sqrt(2.0) * sigma)))
         image += FLUX * np.outer(fy, fx)
     image += rng.normal(0.0, NOISE, image.shape)
     variance = np.full(image.shape, NOISE**2, dtype=np.float32)
     return pm.MaskedImage(image.astype(np.float32), variance=variance, xy0=XY0)
 
 
+@pytest.mark.parametrize("offset", [0.0, -0.35, 0.35])
 @pytest.mark.parametrize("restrict", [False, True], ids=["stampInside", "restricted"])
-def test_selection_edge_cut_at_both_sides_of_each_boundary_pixel(restrict: bool) -> None:
+def test_selection_edge_cut_at_both_sides_of_each_boundary_pixel(
+    restrict: bool, offset: float
+) -> None:
+    # ``offset``: the stars sit that far off their pixel's centre (on both axes); a star's
+    # pixel is the nearest one, so the answer is the same (sep's centroids of these stars
+    # are good to ~0.05 px, well inside the 0.15 px left before another pixel is nearest).
     reach = 2 * HALF if restrict else HALF
     stars = boundaryStars(reach)
     rng = np.random.default_rng(17)
-    template = render(stars, 1.7, rng)
-    science = render(stars, 2.2, rng)
+    template = render(stars, 1.7, rng, offset)
+    science = render(stars, 2.2, rng, offset)
     config = KernelSourceSelectionConfig()
     config.restrictKernelEdgeSources = restrict
     config.minKernelSources = 1
@@ -77,9 +85,9 @@ def test_selection_edge_cut_at_both_sides_of_each_boundary_pixel(restrict: bool)
         (ix, iy) for ix, iy in stars if stampInside(ix, NX, reach) and stampInside(iy, NY, reach)
     }
     # Each kept row is the star nearest to it (centroids of S/N-400 stars are good to ~0.05
-    # px; 0.3 leaves no doubt which integer pixel a row belongs to and none is ambiguous).
+    # px; 0.3 leaves no doubt which star a row is).
     kept = set()
-    for x, y in zip(table["x"] - XY0[0], table["y"] - XY0[1], strict=True):
+    for x, y in zip(table["x"] - XY0[0] - offset, table["y"] - XY0[1] - offset, strict=True):
         distance = [math.hypot(x - ix, y - iy) for ix, iy in stars]
         assert min(distance) < 0.3
         kept.add(stars[int(np.argmin(distance))])
@@ -112,3 +120,35 @@ def test_user_positions_edge_cut_at_both_sides_of_each_boundary_pixel() -> None:
     assert sorted(zip(table["x"], table["y"], strict=True)) == sorted(expected)
     assert len(expected) == len(positions) // 2
     assert table.meta["nRejectedEdge"] == len(positions) - len(expected)
+
+
+def test_no_star_left_after_the_edge_cut_is_an_error() -> None:
+    # Every star's stamp crosses the edge for a kernel this wide: the selection finds none,
+    # says so, and never returns a row it did not select.
+    stars = boundaryStars(HALF)
+    rng = np.random.default_rng(18)
+    template, science = render(stars, 1.7, rng), render(stars, 2.2, rng)
+    config = KernelSourceSelectionConfig()
+    config.minKernelSources = 1
+    with pytest.raises(pm.InsufficientKernelSourcesError, match="found 0 usable"):
+        selectKernelSources(template, science, config, kernelSize=NY // 2)
+
+
+@pytest.mark.parametrize("nStars", [0, 1])
+def test_zero_or_one_detection(nStars: int) -> None:
+    # One star in the middle: with minKernelSources = 1 it is the kernel source; with none
+    # there is nothing to detect, which is an error that says so.
+    stars = [(NX // 2, NY // 2)][:nStars]
+    rng = np.random.default_rng(19)
+    template, science = render(stars, 1.7, rng), render(stars, 2.2, rng)
+    config = KernelSourceSelectionConfig()
+    config.minKernelSources = 1
+    if nStars == 0:
+        with pytest.raises(pm.InsufficientKernelSourcesError, match="found 0 usable"):
+            selectKernelSources(template, science, config, kernelSize=HALF)
+        return
+    table = selectKernelSources(template, science, config, kernelSize=HALF)
+    assert len(table) == 1
+    # The centroid of an S/N-400 star: ~0.05 px.
+    assert table["x"][0] - XY0[0] == pytest.approx(NX // 2, abs=0.2)
+    assert table["y"][0] - XY0[1] == pytest.approx(NY // 2, abs=0.2)
