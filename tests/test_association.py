@@ -146,3 +146,46 @@ def test_task_default_radius_decides_association() -> None:
         row = dia[near][0]
         assert not row["isNegative"]
         assert bool(row["refAssociated"]) is associated, name
+
+
+def test_associate_radius_is_in_pixels_for_a_psf_without_width() -> None:
+    # A one-pixel PSF has no second moment, so no FWHM: the radius is then matchRadius
+    # pixels (1 pixel per "FWHM"), as documented.
+    origin = np.array([(50.0, 60.0)], dtype=[("x", float), ("y", float)])
+    table = Table(
+        {
+            "x": [51.4, 50.0, 48.3],
+            "y": [60.0, 61.6, 60.0],
+            "snr": [9.0, 8.0, 7.0],
+            "isNegative": [False, False, False],
+        }
+    )
+    out, counts = associate(table, np.ones((1, 1)), 1.5, origin, (0, 0), Table({"x": [], "y": []}))
+    assert counts.radius == 1.5
+    # 1.4 px and 1.7 px from the template detection; 1.6 px.
+    assert list(out["refAssociated"]) == [True, False, False]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pairs_within_finds_exactly_the_brute_force_pairs(seed: int) -> None:
+    # The cell hashing of _pairsWithin against all-pairs distances: points clustered and
+    # spread, negative coordinates, radii from much smaller to larger than the spacing.
+    from psfmatch._sources import _pairsWithin
+
+    rng = np.random.default_rng(seed)
+    n, m = int(rng.integers(1, 60)), int(rng.integers(1, 60))
+    offset = rng.uniform(-500, 500, 2)
+    scale = float(rng.choice([3.0, 30.0, 300.0]))
+    xa, ya = (offset[k] + scale * rng.standard_normal(n) for k in (0, 1))
+    xb, yb = (offset[k] + scale * rng.standard_normal(m) for k in (0, 1))
+    # Some points of b exactly on points of a, some exactly one radius away along x.
+    radius = float(rng.choice([0.5, 2.0, 10.0, 100.0]))
+    k = min(n, m) // 3
+    xb[:k], yb[:k] = xa[:k], ya[:k]
+    xb[k : 2 * k], yb[k : 2 * k] = xa[:k] + radius, ya[:k]
+    i, j, d = _pairsWithin(xa, ya, xb, yb, radius)
+    distance = np.hypot(xa[:, None] - xb[None, :], ya[:, None] - yb[None, :])
+    expected = set(zip(*np.nonzero(distance <= radius), strict=True))
+    assert set(zip(i.tolist(), j.tolist(), strict=True)) == expected
+    assert len(i) == len(expected)  # no pair twice
+    np.testing.assert_allclose(d, distance[i, j], rtol=0, atol=0)
