@@ -101,15 +101,56 @@ def test_known_answer_transients(solved: dict[str, Any]) -> None:
     assert ratios.mean() == pytest.approx(1.0, abs=0.02)
 
 
+def expectedBackground(sim: Any, convolvesScience: bool, x: float, y: float) -> float:
+    """The background psfmatch fits, from the simulation's truth. The simulated science image
+    is S = f·(K_true ⊗ T) + b_s with b_s linear (``sim.truth.background``, science units).
+    Convolving the template, R = S ≈ K ⊗ T + b, so b = b_s. Convolving the science image, the
+    fit is T ≈ K ⊗ S + b with K ⊗ K_true = δ/f: K ⊗ S = T + K ⊗ b_s, and K ⊗ b_s = (ΣK)·b_s =
+    b_s/f for a linear b_s and a kernel centred on the origin, so b = −b_s/f (template
+    units, opposite sign)."""
+    truth = float(sim.truth.background(x, y))
+    return -truth / float(sim.truth.kernelSum(x, y)) if convolvesScience else truth
+
+
 @pytest.mark.slow
 def test_background_recovered(solved: dict[str, Any]) -> None:
     sim, result, mode = solved["sim"], solved["result"], solved["mode"]
-    if mode in ("convolveScience", "autoSwap"):
-        pytest.skip("the background is fitted in template units in this mode")
+    convolvesScience = mode in ("convolveScience", "autoSwap")
     for x, y in [(100.0, 100.0), (900.0, 200.0), (512.0, 512.0), (200.0, 900.0)]:
         # b is fitted from hundreds of stamps with σ = 8 noise; 0.5 is ≳ 5σ of the corner
-        # extrapolation of a first-order model.
-        assert result.background(x, y) == pytest.approx(float(sim.truth.background(x, y)), abs=0.5)
+        # extrapolation of a first-order model, and covers the sky times the kernel sum's
+        # 0.2 % error (100·0.002 in either image's units: b absorbs it).
+        expected = expectedBackground(sim, convolvesScience, x, y)
+        assert result.background(x, y) == pytest.approx(expected, abs=0.5)
+
+
+@pytest.mark.parametrize("mode", ["convolveTemplate", "convolveScience"])
+def test_background_sign_without_detection(mode: str) -> None:
+    """The fitted background and its sign in D, with difference-image detection off (so no
+    later stage can be what notices a wrong sign)."""
+    kwargs = SWAPPED if mode == "convolveScience" else {}
+    sim = simulatePair((512, 512), nStars=200, seed=11, nTransients=0, **kwargs)
+    config = ImagePsfMatchConfig()
+    config.mode = mode
+    config.doDetectDiaSources = False
+    task = ImagePsfMatchTask(config=config)
+    result = task.subtractMaskedImages(sim.template, sim.science)
+    assert result.diaSources is None
+    background = result.backgroundModel
+    for x, y in [(50.0, 50.0), (450.0, 100.0), (256.0, 256.0), (100.0, 450.0)]:
+        # |b| ≈ 50 (science units) or 40 (template units): a sign error is off by ~80-100.
+        # 0.5 as in test_background_recovered (fewer stars here, but a smaller image to
+        # extrapolate over).
+        expected = expectedBackground(sim, mode == "convolveScience", x, y)
+        assert background(x, y) == pytest.approx(expected, abs=0.5)
+    # D is R − K⊗T − b (or (K⊗S + b − T)/κ): with b of the wrong sign in either the fit or
+    # the subtraction the sky of D/σ would sit at ≈ 2·50/8 ≈ 12; it averages 0 to the §9
+    # acceptance figure of 0.05 (statistical error on ~1e5 sky pixels: 0.003).
+    d = result.subtractedMaskedImage
+    z = d.image / np.sqrt(d.variance)
+    good = awayFromSources(sim, d.image.shape) & np.isfinite(z)
+    assert good.sum() > 50_000
+    assert abs(float(z[good].astype(np.float64).mean())) < 0.05
 
 
 def test_subtract_metadata_and_candidates() -> None:

@@ -452,3 +452,14 @@ def test_template_is_measured_only_as_far_as_needed() -> None:
         np.testing.assert_array_equal(limited[column], everything[column][:10])
     # 256 for the FWHM sample, at most one batch of 64 for the table (some may be both).
     assert int(cache["templateMeasured"].sum()) <= 256 + 64
+
+
+def test_unknown_exclude_planes_are_ignored(field: tuple[pm.MaskedImage, pm.MaskedImage]) -> None:
+    # As documented: a plane name the mask does not define excludes nothing and is no error.
+    template, science = field
+    plain = selectKernelSources(template, science, KernelSourceSelectionConfig(), kernelSize=21)
+    config = KernelSourceSelectionConfig()
+    config.excludeMaskPlanes = [*config.excludeMaskPlanes, "NOT_A_PLANE"]
+    table = selectKernelSources(template, science, config, kernelSize=21)
+    np.testing.assert_array_equal(table["x"], plain["x"])
+    assert table.meta["nRejectedMasked"] == plain.meta["nRejectedMasked"] == 2
