@@ -321,7 +321,11 @@ class PsfMatchTask(Task, abc.ABC):
         return spatialSolution, spatialKernel, spatialBackground
 
     def _selectBasisByBic(
-        self, kernelCellSet: Any, targetFwhmPix: float | None, referenceFwhmPix: float | None
+        self,
+        kernelCellSet: Any,
+        targetFwhmPix: float | None,
+        referenceFwhmPix: float | None,
+        wings: Any = None,
     ) -> list[Any]:
         """Choose the Alard–Lupton polynomial degrees by the Bayesian Information Criterion.
 
@@ -343,6 +347,8 @@ class PsfMatchTask(Task, abc.ABC):
         targetFwhmPix, referenceFwhmPix : `float` or `None`
             As for `makeKernelBasisList`: they set the Gaussians' widths and the kernel size,
             which the degrees do not change.
+        wings : `PsfWings`, optional
+            As for `makeKernelBasisList` (the wing Gaussian keeps its degree).
 
         Returns
         -------
@@ -381,7 +387,7 @@ class PsfMatchTask(Task, abc.ABC):
         nBasisOf: dict[tuple[int, ...], int] = {}
         for degrees in itertools.product(*ranges):
             basisList = makeKernelBasisList(
-                kConfig, targetFwhmPix, referenceFwhmPix, basisDegGauss=degrees
+                kConfig, targetFwhmPix, referenceFwhmPix, basisDegGauss=degrees, wings=wings
             )
             nBasisOf[degrees] = len(basisList)
             for cand in candidates:
@@ -404,7 +410,7 @@ class PsfMatchTask(Task, abc.ABC):
             )
             self.metadata["ALBasisBicNCandidates"] = 0
             return makeKernelBasisList(
-                kConfig, targetFwhmPix, referenceFwhmPix, metadata=self.metadata
+                kConfig, targetFwhmPix, referenceFwhmPix, metadata=self.metadata, wings=wings
             )
 
         votes = Counter(
@@ -421,7 +427,12 @@ class PsfMatchTask(Task, abc.ABC):
         self.metadata["ALBasisBicVotes"] = nVotes
         self.metadata["ALBasisBicNCandidates"] = len(bicByCandidate)
         return makeKernelBasisList(
-            kConfig, targetFwhmPix, referenceFwhmPix, basisDegGauss=best, metadata=self.metadata
+            kConfig,
+            targetFwhmPix,
+            referenceFwhmPix,
+            basisDegGauss=best,
+            metadata=self.metadata,
+            wings=wings,
         )
 
     def _createPcaBasis(
