@@ -166,10 +166,11 @@ def generateAlardLuptonBasisList(
         ``ALBasisWingSigma`` (0 when no wing Gaussian was added).
     wings : `PsfWings`, optional
         The growth curves' verdict (`psfmatch._psfwings`). With ``scaleByWings`` on where the
-        FWHMs set the basis and ``wings.hasWings``, one more Gaussian of σ =
+        FWHMs set the basis, ``wings.hasWings`` and ``wingKernelScaling`` ×
+        ``wings.broadFwhm`` reaches beyond the FWHM-sized kernel, one more Gaussian of σ =
         ``wingSigmaScaling`` × ``wings.broadFwhm`` and degree ``wingDegGauss`` is appended and
-        the kernel reaches at least ``wingKernelScaling`` × ``wings.broadFwhm``
-        (docs/algorithm.md §2.3, docs/decisions.md D18).
+        the kernel reaches that far (within ``kernelSizeMax``) (docs/algorithm.md §2.3,
+        docs/decisions.md D18).
 
     Returns
     -------
@@ -228,17 +229,19 @@ def generateAlardLuptonBasisList(
         kernelSize = int(config.kernelSizeFwhmScaling * sigmas[-1])
         if kernelSize % 2 == 0:
             kernelSize += 1
+        kernelSize = min(max(kernelSize, config.kernelSizeMin), config.kernelSizeMax)
         wingSigma = 0.0
-        if wings is not None and wings.hasWings and config.scaleByWings:
+        reach = 2 * math.ceil(config.wingKernelScaling * wings.broadFwhm) + 1 if wings else 0
+        if wings is not None and wings.hasWings and config.scaleByWings and reach > kernelSize:
             # A broad, low-degree Gaussian carries the flux the PSFs' wings move out of the
-            # cores, and the kernel reaches as far (docs/decisions.md D18).
+            # cores, and the kernel reaches as far; only where the wings reach beyond the
+            # FWHM-sized kernel (on undersampled PSFs, whose kernel already reaches 3 FWHM,
+            # the extra Gaussian measured worse: docs/decisions.md D18).
             wingSigma = max(config.wingSigmaScaling * wings.broadFwhm, sigmas[-1])
             sigmas = [*sigmas, wingSigma]
             degrees = [*degrees, int(config.wingDegGauss)]
             nGauss += 1
-            reach = math.ceil(config.wingKernelScaling * wings.broadFwhm)
-            kernelSize = max(kernelSize, 2 * reach + 1)
-        kernelSize = min(max(kernelSize, config.kernelSizeMin), config.kernelSizeMax)
+            kernelSize = min(reach, config.kernelSizeMax)
         _record(metadata, ALBasisWingSigma=wingSigma)
 
     _record(
