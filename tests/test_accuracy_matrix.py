@@ -21,8 +21,8 @@ the variance planes (the ``...Err`` entries of `scoreResult`); a target is check
 would be too many over 60 checks, but the noise is ≤ 0.13 % on the transients and ≤ 0.05 % on
 the stars, so the margin never swamps a target). The seeds are fixed, so the run is repeatable.
 
-Time: ~2 minutes for the whole matrix on the 2-core CI machine (each cell renders and subtracts
-its 768² pair once, shared by its five checks).
+Time: 1.3-2 minutes for the whole matrix on the shared 2-core machine (each cell renders and
+subtracts its 768² pair once, shared by its five checks).
 """
 
 from __future__ import annotations
