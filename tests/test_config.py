@@ -79,6 +79,11 @@ AL_DEFAULTS: dict[str, Any] = {
     "alardMinSigDeconv": 0.4,
     "alardDegGaussDeconv": 3,
     "alardNGaussDeconv": 3,
+    "scaleByWings": True,
+    "wingExcessThreshold": 0.02,
+    "wingSigmaScaling": 2.0,
+    "wingKernelScaling": 3.0,
+    "wingDegGauss": 0,
 }
 
 # §8 "PsfMatchConfigDF": its own fields, and the base defaults it forces.

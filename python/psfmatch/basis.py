@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import MutableMapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from . import _core
 from ._psfutil import FWHM_PER_SIGMA
 from .config import PsfMatchConfig, PsfMatchConfigAL, PsfMatchConfigDF
 from .errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from ._psfwings import PsfWings
 
 __all__ = [
     "FWHM_PER_SIGMA",
@@ -141,6 +144,7 @@ def generateAlardLuptonBasisList(
     basisDegGauss: Sequence[int] | None = None,
     basisSigmaGauss: Sequence[float] | None = None,
     metadata: MutableMapping[str, Any] | None = None,
+    wings: PsfWings | None = None,
 ) -> list[Any]:
     """The Alard–Lupton basis for matching a target image to a reference image.
 
@@ -158,7 +162,15 @@ def generateAlardLuptonBasisList(
         Override the config's degrees / widths (same length as ``alardNGauss``).
     metadata : mapping, optional
         Receives ``ALBasisNGauss``, ``ALBasisDegGauss``, ``ALBasisSigGauss``, ``ALKernelSize``
-        and ``ALBasisMode`` ("config", "convolution" or "deconvolution").
+        and ``ALBasisMode`` ("config", "convolution" or "deconvolution"), and
+        ``ALBasisWingSigma`` (0 when no wing Gaussian was added).
+    wings : `PsfWings`, optional
+        The growth curves' verdict (`psfmatch._psfwings`). With ``scaleByWings`` on where the
+        FWHMs set the basis, ``wings.hasWings`` and ``wingKernelScaling`` ×
+        ``wings.broadFwhm`` reaches beyond the FWHM-sized kernel, one more Gaussian of σ =
+        ``wingSigmaScaling`` × ``wings.broadFwhm`` and degree ``wingDegGauss`` is appended and
+        the kernel reaches that far (within ``kernelSizeMax``) (docs/algorithm.md §2.3,
+        docs/decisions.md D18).
 
     Returns
     -------
@@ -218,6 +230,19 @@ def generateAlardLuptonBasisList(
         if kernelSize % 2 == 0:
             kernelSize += 1
         kernelSize = min(max(kernelSize, config.kernelSizeMin), config.kernelSizeMax)
+        wingSigma = 0.0
+        reach = 2 * math.ceil(config.wingKernelScaling * wings.broadFwhm) + 1 if wings else 0
+        if wings is not None and wings.hasWings and config.scaleByWings and reach > kernelSize:
+            # A broad, low-degree Gaussian carries the flux the PSFs' wings move out of the
+            # cores, and the kernel reaches as far; only where the wings reach beyond the
+            # FWHM-sized kernel (on undersampled PSFs, whose kernel already reaches 3 FWHM,
+            # the extra Gaussian measured worse: docs/decisions.md D18).
+            wingSigma = max(config.wingSigmaScaling * wings.broadFwhm, sigmas[-1])
+            sigmas = [*sigmas, wingSigma]
+            degrees = [*degrees, int(config.wingDegGauss)]
+            nGauss += 1
+            kernelSize = min(reach, config.kernelSizeMax)
+        _record(metadata, ALBasisWingSigma=wingSigma)
 
     _record(
         metadata,
@@ -237,6 +262,7 @@ def makeKernelBasisList(
     basisDegGauss: Sequence[int] | None = None,
     basisSigmaGauss: Sequence[float] | None = None,
     metadata: MutableMapping[str, Any] | None = None,
+    wings: PsfWings | None = None,
 ) -> list[Any]:
     """The basis a config asks for: Alard–Lupton (sized from the FWHMs) or delta functions.
 
@@ -251,7 +277,13 @@ def makeKernelBasisList(
         if not isinstance(config, PsfMatchConfigAL):
             raise InvalidInputError("an Alard-Lupton basis needs a PsfMatchConfigAL")
         return generateAlardLuptonBasisList(
-            config, targetFwhmPix, referenceFwhmPix, basisDegGauss, basisSigmaGauss, metadata
+            config,
+            targetFwhmPix,
+            referenceFwhmPix,
+            basisDegGauss,
+            basisSigmaGauss,
+            metadata,
+            wings,
         )
     if config.kernelBasisSet == "delta-function":
         return makeDeltaFunctionBasisList(config.kernelSize, config.kernelSize)

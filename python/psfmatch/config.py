@@ -418,6 +418,47 @@ class PsfMatchConfigAL(PsfMatchConfig):
         default=0.4,
         min=0.25,
     )
+    # The PSFs' wings (docs/algorithm.md §2.3, docs/decisions.md D18): these act only where
+    # scaleByFwhm does, so a user who sets kernelSize / alardSigGauss with scaleByFwhm off gets
+    # exactly those.
+    scaleByWings: pexConfig.Field[bool] = pexConfig.Field(
+        dtype=bool,
+        doc="With scaleByFwhm, also measure each image's growth curve on the kernel stars; when "
+        "either PSF holds more flux outside one FWHM than a Gaussian of its FWHM does (by "
+        "wingExcessThreshold), add a broad Gaussian (sigma wingSigmaScaling x the broader "
+        "FWHM, degree wingDegGauss) to the basis and make the kernel reach at least "
+        "wingKernelScaling broader FWHMs (within kernelSizeMax).",
+        default=True,
+    )
+    wingExcessThreshold: pexConfig.Field[float] = pexConfig.RangeField(
+        dtype=float,
+        doc="With scaleByWings, the excess flux fraction outside one FWHM (over a Gaussian's) "
+        "above which a PSF has wings (0 for a Gaussian, ~0.04 for a beta=4.5 Moffat, ~0.07 "
+        "for beta=3).",
+        default=0.02,
+        min=0.0,
+    )
+    wingSigmaScaling: pexConfig.Field[float] = pexConfig.RangeField(
+        dtype=float,
+        doc="With wings, the wing Gaussian's sigma in units of the broader FWHM.",
+        default=2.0,
+        min=0.0,
+        inclusiveMin=False,
+    )
+    wingKernelScaling: pexConfig.Field[float] = pexConfig.RangeField(
+        dtype=float,
+        doc="With wings, the kernel's half-width is at least this many broader FWHMs "
+        "(then clamped to kernelSizeMin..kernelSizeMax).",
+        default=3.0,
+        min=0.0,
+    )
+    wingDegGauss: pexConfig.Field[int] = pexConfig.RangeField(
+        dtype=int,
+        doc="Polynomial degree of the wing Gaussian.",
+        default=0,
+        min=0,
+    )
+
     alardDegGaussDeconv: pexConfig.Field[int] = pexConfig.RangeField(
         dtype=int,
         doc="Polynomial degree of every Gaussian when deconvolving.",

@@ -28,6 +28,7 @@ from astropy.table import Table
 
 from . import _core
 from ._psfutil import fwhmFromR50
+from ._psfwings import PsfWings, measurePsfWings
 from ._sources import _R50_SUBPIX, detectSources
 from .basis import makeKernelBasisList
 from .candidate import KernelCandidate
@@ -76,12 +77,15 @@ class PsfSizes:
         sep's detections of the science image (None for user-given positions).
     radiusCache : `dict`
         Half-light radii already measured, by the selection.
+    wings : `PsfWings` or None
+        The growth curves' verdict on the PSFs' wings (``scaleByWings``), or None.
     """
 
     template: float
     science: float
     scienceSources: np.ndarray | None = None
     radiusCache: dict[str, Any] = field(default_factory=dict)
+    wings: PsfWings | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -448,7 +452,42 @@ class MakeKernelTask(PsfMatchTask):
                 )
         self.metadata["templatePsfSize"] = templateFwhm
         self.metadata["sciencePsfSize"] = scienceFwhm
-        return PsfSizes(templateFwhm, scienceFwhm, sSources, radiusCache)
+        wings = self._measureWings(template, science, preliminary, (templateFwhm, scienceFwhm))
+        return PsfSizes(templateFwhm, scienceFwhm, sSources, radiusCache, wings)
+
+    def _measureWings(
+        self,
+        template: MaskedImage,
+        science: MaskedImage,
+        stars: Table,
+        fwhms: tuple[float, float],
+    ) -> PsfWings | None:
+        """The growth curves' `PsfWings` on the preliminary kernel stars, where the basis is
+        scaled by them (``scaleByFwhm`` and ``scaleByWings``, Alard–Lupton); records
+        ``templateWingExcess``, ``scienceWingExcess`` and ``psfHasWings``."""
+        kConfig = self.kConfig
+        if not (
+            isinstance(kConfig, PsfMatchConfigAL) and kConfig.scaleByFwhm and kConfig.scaleByWings
+        ):
+            return None
+        with self.timer("measureWings"):
+            wings = measurePsfWings(
+                template,
+                science,
+                np.asarray(stars["x"]),
+                np.asarray(stars["y"]),
+                fwhms,
+                self._badBits(),
+                float(kConfig.wingExcessThreshold),
+                snr=np.asarray(stars["snr"]) if "snr" in stars.colnames else None,
+            )
+        for key, value in (
+            ("templateWingExcess", wings.templateExcess),
+            ("scienceWingExcess", wings.scienceExcess),
+        ):
+            self.metadata[key] = value if math.isfinite(value) else "nan"
+        self.metadata["psfHasWings"] = wings.hasWings
+        return wings
 
     def makeKernel(
         self,
@@ -497,7 +536,7 @@ class MakeKernelTask(PsfMatchTask):
         ownBasis = basisList is not None
         if basisList is None:
             basisList = makeKernelBasisList(
-                self.kConfig, targetFwhm, referenceFwhm, metadata=self.metadata
+                self.kConfig, targetFwhm, referenceFwhm, metadata=self.metadata, wings=sizes.wings
             )
         self._checkBasisFits(basisList)
         # The stamp half-width: the kernel's whole width, so that its reach lies inside.
@@ -530,7 +569,7 @@ class MakeKernelTask(PsfMatchTask):
         if self.kConfig.useBicForKernelBasis and not ownBasis:
             # The BIC refits every candidate; a scratch cell set keeps the solve's clean.
             scratch = self._buildCellSet(target, reference, sources, kernelSize)
-            basisList = self._selectBasisByBic(scratch, targetFwhm, referenceFwhm)
+            basisList = self._selectBasisByBic(scratch, targetFwhm, referenceFwhm, sizes.wings)
         with self.timer("buildCellSet"):
             cellSet = self._buildCellSet(target, reference, sources, kernelSize)
         spatialSolution, kernel, background = self._solve(

@@ -413,7 +413,11 @@ class PsfMatchTask(Task, abc.ABC):
         return spatialSolution, spatialKernel, spatialBackground
 
     def _selectBasisByBic(
-        self, kernelCellSet: Any, targetFwhmPix: float | None, referenceFwhmPix: float | None
+        self,
+        kernelCellSet: Any,
+        targetFwhmPix: float | None,
+        referenceFwhmPix: float | None,
+        wings: Any = None,
     ) -> list[Any]:
         """Choose the Alard–Lupton polynomial degrees by the Bayesian Information Criterion.
 
@@ -435,6 +439,8 @@ class PsfMatchTask(Task, abc.ABC):
         targetFwhmPix, referenceFwhmPix : `float` or `None`
             As for `makeKernelBasisList`: they set the Gaussians' widths and the kernel size,
             which the degrees do not change.
+        wings : `PsfWings`, optional
+            As for `makeKernelBasisList` (the wing Gaussian keeps its degree).
 
         Returns
         -------
@@ -473,7 +479,7 @@ class PsfMatchTask(Task, abc.ABC):
         nBasisOf: dict[tuple[int, ...], int] = {}
         for degrees in itertools.product(*ranges):
             basisList = makeKernelBasisList(
-                kConfig, targetFwhmPix, referenceFwhmPix, basisDegGauss=degrees
+                kConfig, targetFwhmPix, referenceFwhmPix, basisDegGauss=degrees, wings=wings
             )
             nBasisOf[degrees] = len(basisList)
             for cand in candidates:
@@ -496,7 +502,7 @@ class PsfMatchTask(Task, abc.ABC):
             )
             self.metadata["ALBasisBicNCandidates"] = 0
             return makeKernelBasisList(
-                kConfig, targetFwhmPix, referenceFwhmPix, metadata=self.metadata
+                kConfig, targetFwhmPix, referenceFwhmPix, metadata=self.metadata, wings=wings
             )
 
         votes = Counter(
@@ -513,7 +519,12 @@ class PsfMatchTask(Task, abc.ABC):
         self.metadata["ALBasisBicVotes"] = nVotes
         self.metadata["ALBasisBicNCandidates"] = len(bicByCandidate)
         return makeKernelBasisList(
-            kConfig, targetFwhmPix, referenceFwhmPix, basisDegGauss=best, metadata=self.metadata
+            kConfig,
+            targetFwhmPix,
+            referenceFwhmPix,
+            basisDegGauss=best,
+            metadata=self.metadata,
+            wings=wings,
         )
 
     def _createPcaBasis(
