@@ -100,8 +100,10 @@ sphinx_gallery_conf = {
     "remove_config_comments": True,
     "matplotlib_animations": False,
     "image_scrapers": ("matplotlib",),
-    "within_subsection_order": "FileNameSortKey",
+    "within_subsection_order": "FileNameSortKey",  # plot_1_... to plot_5_...
     "show_memory": False,
+    # The figure functions return their Figure: not printed as a cell's output.
+    "capture_repr": (),
     "reset_modules": ("matplotlib",),
     # No links to other projects' docs: they would need their inventories (network).
     "reference_url": {},
@@ -117,12 +119,15 @@ html_theme_options = {
     "navigation_with_keys": False,
     "show_toc_level": 2,
     "navbar_align": "left",
-    "header_links_before_dropdown": 7,
+    "header_links_before_dropdown": 4,
     "secondary_sidebar_items": ["page-toc"],
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
 }
-html_sidebars = {"index": [], "install": [], "quickstart": []}
+# Only the API reference and the gallery have a section to navigate; every other page is one
+# page of its own and uses the full width.
+# ("*" matches the pages at the top of docs/ only, not those in a folder.)
+html_sidebars = {"*": []}
 html_show_sourcelink = False
 
 # Building on Read the Docs or locally; nothing differs but the canonical URL.

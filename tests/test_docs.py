@@ -129,9 +129,9 @@ def testGalleryExampleChecksItsResult(path: Path) -> None:
 def testGalleryHasTheIssueExamples() -> None:
     names = {p.name for p in (DOCS / "examples").glob("plot_*.py")}
     assert {
-        "plot_demo_subtraction.py",
-        "plot_kernel_variation.py",
-        "plot_decorrelation.py",
-        "plot_score_image.py",
-        "plot_batch_dask.py",
+        "plot_1_demo_subtraction.py",
+        "plot_2_kernel_variation.py",
+        "plot_3_decorrelation.py",
+        "plot_4_score_image.py",
+        "plot_5_batch_dask.py",
     } <= names

@@ -30,7 +30,7 @@ REFUSED: dict[str, tuple[str, str]] = {
     "-ip": ("ADU pedestal of the science image", "as `-tp`"),
     "-tni": (
         "template noise image (sigma per pixel)",
-        "psfmatch takes a *variance* (`--template-variance FITS|NUMBER`): an alias would read "
+        "psfmatch takes a variance (`--template-variance FITS|NUMBER`): an alias would read "
         "a sigma image as a variance; square it and pass it there",
     ),
     "-ini": ("science noise image (sigma per pixel)", "as `-tni`: `--science-variance`"),

@@ -64,7 +64,9 @@ def _table(
     header: Sequence[str], rows: Iterable[Sequence[Any]], widths: Sequence[int], classes: str
 ) -> nodes.table:
     """A docutils table; a cell is a string, a node or a list of nodes."""
-    table = nodes.table(classes=["psfmatch-table", classes])
+    # "colwidths-given": the HTML writer then writes the widths below (else every column is
+    # as wide as the others, whatever its content).
+    table = nodes.table(classes=["psfmatch-table", classes, "colwidths-given"])
     group = nodes.tgroup(cols=len(header))
     table += group
     for width in widths:
@@ -321,7 +323,7 @@ class ConfigDirective(SphinxDirective):
                 section += _table(
                     ["field", "type", "default", "allowed values, nested settings", "doc"],
                     rows,
-                    [16, 10, 12, 22, 40],
+                    [20, 9, 11, 22, 38],
                     "psfmatch-config-table",
                 )
             out.append(section)
