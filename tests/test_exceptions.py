@@ -27,6 +27,8 @@ HIERARCHY = [
     ("MissingDependencyError", "PsfMatchError", ImportError),
     ("TemplateCoverageError", "InvalidInputError", ValueError),
     ("OriginMismatchError", "InvalidInputError", ValueError),
+    ("SpatialOrderError", "InvalidInputError", ValueError),
+    ("PsfMatchMemoryError", "PsfMatchError", MemoryError),
 ]
 
 

@@ -44,7 +44,9 @@ from .errors import (
     PsfComputeShapeError,
     PsfMatchError,
     PsfMatchIOError,
+    PsfMatchMemoryError,
     SingularMatrixError,
+    SpatialOrderError,
     TemplateCoverageError,
 )
 
@@ -241,6 +243,7 @@ __all__ = [
     "PsfMatchConfigDF",
     "PsfMatchError",
     "PsfMatchIOError",
+    "PsfMatchMemoryError",
     "PsfMatchTask",
     "Quadrupole",
     "RegularizedKernelSolution",
@@ -256,6 +259,7 @@ __all__ = [
     "SpatialFunction",
     "SpatialKernelSolution",
     "SpatialModelType",
+    "SpatialOrderError",
     "StaticKernelSolution",
     "Struct",
     "SubtractionResult",
