@@ -121,11 +121,14 @@ class AlardLuptonSubtractTask(Task):
 
     Examples
     --------
-    >>> config = AlardLuptonSubtractConfig()                            # doctest: +SKIP
-    >>> config.makeKernel.kernel.active.spatialKernelOrder = 1          # doctest: +SKIP
-    >>> task = AlardLuptonSubtractTask(config=config)                   # doctest: +SKIP
-    >>> result = task.run(template, science)                            # doctest: +SKIP
-    >>> result.difference, result.matchedTemplate                       # doctest: +SKIP
+    >>> from psfmatch.simulate import simulatePair
+    >>> sim = simulatePair((256, 256), nStars=60, seed=0)
+    >>> config = AlardLuptonSubtractConfig()
+    >>> config.makeKernel.kernel.active.spatialKernelOrder = 1
+    >>> task = AlardLuptonSubtractTask(config=config)
+    >>> result = task.run(sim.template, sim.science)
+    >>> result.difference.image.shape, result.matchedTemplate.image.shape
+    ((256, 256), (256, 256))
     """
 
     ConfigClass = AlardLuptonSubtractConfig

@@ -256,7 +256,7 @@ class PsfMatchConfig(pexConfig.Config):
     )
     candidateResidualMeanMax: pexConfig.Field[float] = pexConfig.RangeField(
         dtype=float,
-        doc="Largest acceptable |mean| over a candidate's difference-image pixels of "
+        doc="Largest acceptable absolute mean over a candidate's difference-image pixels of "
         "difference/sqrt(variance).",
         default=0.25,
         min=0.0,

@@ -320,9 +320,15 @@ class DecorrelateALKernelTask(Task):
 
     Examples
     --------
-    >>> task = DecorrelateALKernelTask()                                   # doctest: +SKIP
-    >>> res = task.run(science, template, difference, kernel, psf=sciencePsfImage)
-    >>> res.correctedMaskedImage, res.correctedPsf                         # doctest: +SKIP
+    >>> from psfmatch import ImagePsfMatchTask
+    >>> from psfmatch.simulate import simulatePair
+    >>> sim = simulatePair((256, 256), nStars=60, seed=0)
+    >>> raw = ImagePsfMatchTask().subtractMaskedImages(sim.template, sim.science)
+    >>> task = DecorrelateALKernelTask()
+    >>> res = task.run(sim.science, sim.template, raw.subtractedMaskedImage,
+    ...                raw.psfMatchingKernel)
+    >>> res.decorrelated, res.correctedMaskedImage.image.shape
+    (True, (256, 256))
     """
 
     ConfigClass = DecorrelateALKernelConfig

@@ -478,9 +478,14 @@ class DetectAndMeasureTask(Task):
 
     Examples
     --------
-    >>> task = DetectAndMeasureTask()                                   # doctest: +SKIP
-    >>> result = task.run(science, matchedTemplate, difference)         # doctest: +SKIP
-    >>> result.diaSources["snr"]                                        # doctest: +SKIP
+    >>> from psfmatch import ImagePsfMatchTask
+    >>> from psfmatch.simulate import simulatePair
+    >>> sim = simulatePair((256, 256), nStars=60, seed=0)  # with 10 transients
+    >>> sub = ImagePsfMatchTask().subtractMaskedImages(sim.template, sim.science)
+    >>> task = DetectAndMeasureTask()
+    >>> result = task.run(sim.science, sub.matchedImage, sub.subtractedMaskedImage)
+    >>> len(result.diaSources) >= 10
+    True
     """
 
     ConfigClass = DetectAndMeasureConfig

@@ -165,9 +165,12 @@ class MakeKernelTask(PsfMatchTask):
 
     Examples
     --------
-    >>> task = MakeKernelTask()                                         # doctest: +SKIP
-    >>> result = task.run(template, science)                            # doctest: +SKIP
-    >>> result.psfMatchingKernel.getSum(x, y)                           # doctest: +SKIP
+    >>> from psfmatch.simulate import simulatePair
+    >>> sim = simulatePair((256, 256), nStars=60, seed=0)  # a known pair: flux scale 1.25
+    >>> result = MakeKernelTask().run(sim.template, sim.science)
+    >>> kernelSum = result.psfMatchingKernel.getSum(128.0, 128.0)
+    >>> abs(kernelSum - 1.25) < 0.03  # the flux scale, within the fit's noise for ~60 stars
+    True
     """
 
     ConfigClass = MakeKernelConfig

@@ -172,10 +172,13 @@ class ModelPsfMatchTask(PsfMatchTask):
 
     Examples
     --------
-    >>> task = ModelPsfMatchTask()                                          # doctest: +SKIP
-    >>> result = task.run(maskedImage, GaussianPsf(31, 31, 1.8),
-    ...                   GaussianPsf(31, 31, 2.5))                         # doctest: +SKIP
-    >>> result.psfMatchedMaskedImage                                        # doctest: +SKIP
+    >>> from psfmatch import GaussianPsf
+    >>> from psfmatch.simulate import simulatePair
+    >>> image = simulatePair((256, 256), nStars=60, seed=0).template  # PSF sigma 1.6 px
+    >>> task = ModelPsfMatchTask()
+    >>> result = task.run(image, GaussianPsf(31, 31, 1.6), GaussianPsf(31, 31, 2.5))
+    >>> result.psfMatchedMaskedImage.image.shape
+    (256, 256)
     """
 
     ConfigClass = ModelPsfMatchConfig

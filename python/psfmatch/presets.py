@@ -78,9 +78,18 @@ class SnapPsfMatchConfig(ImagePsfMatchConfig):
 
     Examples
     --------
-    >>> config = SnapPsfMatchConfig()                                   # doctest: +SKIP
-    >>> config.kernel.name = "DF"                                       # doctest: +SKIP
-    >>> ImagePsfMatchTask(config=config).subtractMaskedImages(snap1, snap2)  # doctest: +SKIP
+    Two snaps: the same PSF and photometry, no background change.
+
+    >>> from psfmatch import ImagePsfMatchTask
+    >>> from psfmatch.simulate import simulatePair
+    >>> snaps = simulatePair((256, 256), nStars=60, seed=1, scienceSigma=1.6, fluxScale=1.0,
+    ...                      background=0.0, nTransients=0)
+    >>> config = SnapPsfMatchConfig()
+    >>> config.kernel.name = "DF"
+    >>> task = ImagePsfMatchTask(config=config)
+    >>> result = task.subtractMaskedImages(snaps.template, snaps.science)
+    >>> abs(result.psfMatchingKernel.getSum(128.0, 128.0) - 1.0) < 0.03
+    True
     """
 
     kernel = pexConfig.ConfigChoiceField(

@@ -235,9 +235,14 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
 
     Examples
     --------
-    >>> task = ImagePsfMatchTask()                                      # doctest: +SKIP
-    >>> result = task.subtractMaskedImages(template, science)           # doctest: +SKIP
-    >>> result.subtractedMaskedImage.image                              # doctest: +SKIP
+    >>> from psfmatch.simulate import simulatePair
+    >>> sim = simulatePair((256, 256), nStars=60, seed=0)  # flux scale 1.25
+    >>> task = ImagePsfMatchTask()
+    >>> result = task.subtractMaskedImages(sim.template, sim.science)
+    >>> result.subtractedMaskedImage.image.shape
+    (256, 256)
+    >>> abs(result.psfMatchingKernel.getSum(128.0, 128.0) - 1.25) < 0.03
+    True
     """
 
     ConfigClass = ImagePsfMatchConfig
