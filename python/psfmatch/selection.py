@@ -22,6 +22,7 @@ __all__ = [
     "measureAt",
     "measureFwhm",
     "selectKernelSources",
+    "stellarLocus",
 ]
 
 import logging
@@ -55,9 +56,19 @@ class KernelSourceSelectionConfig(pexConfig.Config):
         default=10.0,
         min=0.0,
         inclusiveMin=False,
-        doc="Detection threshold: pixels of the sky-subtracted image, smoothed by sep's 3x3 "
-        "kernel, above this many times the per-pixel noise (sep.extract's thresh, "
-        "filter_type='conv').",
+        doc="Detection threshold, a S/N: pixels of the sky-subtracted science image, smoothed "
+        "by a Gaussian of the science PSF's FWHM (the PSF-matched filter; detectionFilterFwhm "
+        "when that is not known yet), above this many times the smoothed image's own noise. "
+        "10 means 10-sigma detections, as the reference's.",
+    )
+    detectionFilterFwhm: pexConfig.Field[float] = pexConfig.RangeField(
+        dtype=float,
+        default=4.0,
+        min=0.0,
+        inclusiveMin=False,
+        doc="FWHM (pixels) of the detection smoothing when the science FWHM is not given. A "
+        "star of FWHM 2-8 px reaches >= 80 % of its matched-filter S/N through it (a "
+        "Gaussian of FWHM f_psf through one of f: 2 f f_psf / (f^2 + f_psf^2)).",
     )
     backgroundMeshSize: pexConfig.Field[int] = pexConfig.RangeField(
         dtype=int,
@@ -174,8 +185,10 @@ def selectKernelSources(
     S/N window, isolated among the science image's detections, with its stamp inside the
     image and free of excluded mask bits in both images. The candidates are then measured in
     the template at their positions (`measureAt`), highest S/N first, and kept if seen there
-    (S/N ≥ ``minTemplateSnr`` within ``matchRadius`` of the science position), until
-    ``maxKernelSources`` are kept: the fainter ones are never measured in the template.
+    (S/N ≥ ``minTemplateSnr`` within ``matchRadius`` of the science position) and point-like
+    (a half-light radius within `STELLAR_BAND` of the stellar locus, `stellarLocus`, in both
+    images: galaxies and blends are not kernel sources), until ``maxKernelSources`` are
+    kept: the fainter ones are never measured in the template.
 
     Parameters
     ----------
@@ -233,6 +246,7 @@ def selectKernelSources(
             badBits,
             measureRadii=False,
             meshSize=config.backgroundMeshSize,
+            filterFwhm=config.detectionFilterFwhm,
         )
     sci = scienceSources
     counts: dict[str, int] = {"nDetectedScience": len(sci)}
@@ -283,14 +297,13 @@ def selectKernelSources(
     sample = np.flatnonzero(keep)
     sample = sample[np.linspace(0, len(sample) - 1, min(len(sample), _FWHM_SAMPLE)).astype(int)]
     sample = sample[seenInTemplate(sample)]
-    fwhm = 2.0 * max(
-        _nanmedian(_radii(science, sci, sample, badBits, radiusCache, "science")),
-        _nanmedian(
-            _radii(
-                template, _templateStore(sci, radiusCache), sample, badBits, radiusCache, "template"
-            )
-        ),
+    # The stellar locus: the half-light radius most of the sample shares (stars), not their
+    # median, which compact galaxies as numerous as the stars pull up.
+    locusS = stellarLocus(_radii(science, sci, sample, badBits, radiusCache, "science"))
+    locusT = stellarLocus(
+        _radii(template, _templateStore(sci, radiusCache), sample, badBits, radiusCache, "template")
     )
+    fwhm = 2.0 * max(locusS, locusT)
     isolation = config.isolationFwhm * fwhm
     if isolation > 0:
         crowded = np.zeros(len(sci), dtype=bool)
@@ -321,7 +334,23 @@ def selectKernelSources(
     order = order[np.argsort(snr[order], kind="stable")[::-1]]
     limit = config.maxKernelSources if config.maxKernelSources > 0 else len(order)
     accepted: list[np.ndarray] = []
-    nAccepted = nUnseen = 0
+    nAccepted = nUnseen = nExtended = 0
+
+    def pointLike(rows: np.ndarray) -> np.ndarray:
+        """Whether each of ``rows`` is as compact as a star in both images: a half-light
+        radius within the stellar locus's band (a galaxy is larger; a cosmic ray or hot
+        pixel, smaller). Without a locus (no sample) every source passes."""
+        ok = np.ones(len(rows), dtype=bool)
+        stores = (
+            (science, sci, "science", locusS),
+            (template, _templateStore(sci, radiusCache), "template", locusT),
+        )
+        for mi, store, which, locus in stores:
+            if math.isfinite(locus) and len(rows):
+                r50 = _radii(mi, store, rows, badBits, radiusCache, which)
+                ok &= (r50 >= STELLAR_BAND[0] * locus) & (r50 <= STELLAR_BAND[1] * locus)
+        return ok
+
     start = 0
     while start < len(order) and nAccepted < limit:
         # Batches a little larger than what is missing: one sep call for most fields.
@@ -330,10 +359,14 @@ def selectKernelSources(
         start += len(batch)
         seen = seenInTemplate(batch)
         nUnseen += int((~seen).sum())
-        batch = batch[seen][: limit - nAccepted]
+        batch = batch[seen]
+        stellar = pointLike(batch)
+        nExtended += int((~stellar).sum())
+        batch = batch[stellar][: limit - nAccepted]
         accepted.append(batch)
         nAccepted += len(batch)
     counts["nNotInTemplate"] = nUnseen
+    counts["nRejectedExtended"] = nExtended
     rows = np.concatenate(accepted) if accepted else np.zeros(0, dtype=np.intp)
     tmp = _templateStore(sci, radiusCache)
     table = Table(
@@ -380,10 +413,34 @@ def _templateAt(
 #: Stars whose half-light radii measure the FWHM that sets the isolation radius.
 _FWHM_SAMPLE = 256
 
+#: A kernel source's half-light radius must lie within this band around the stellar locus
+#: (`stellarLocus`), in both images. 1.15 above: a compact galaxy (half-light radius 1 px)
+#: seen through a PSF of FWHM ≤ 4 px is ≥ 15 % larger than a star; a star's own r50 scatters
+#: by ~5 % at S/N 20 (1 % at S/N 400). 0.8 below: cosmic rays and hot pixels are far smaller.
+STELLAR_BAND = (0.8, 1.15)
 
-def _nanmedian(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(np.median(finite)) if finite.size else math.nan
+
+def stellarLocus(r50: np.ndarray) -> float:
+    """The half-light radius (pixels) of the stars among ``r50``: the centre of the densest
+    ±7 % band of radii (stars share one size; galaxies spread over larger ones), refined as
+    the median within ±10 % of it. Holds while the stars outnumber the galaxies of any one
+    size, e.g. with as many compact galaxies as stars. NaN without radii.
+    """
+    values = np.asarray(r50, dtype=float)
+    values = np.sort(np.log(values[np.isfinite(values) & (values > 0)]))
+    if values.size == 0:
+        return math.nan
+    if values.size < 5:
+        return float(np.exp(np.median(values)))
+    half = math.log(1.07)
+    within = np.searchsorted(values, values + half, side="right") - np.searchsorted(
+        values, values - half, side="left"
+    )
+    # The densest band; among equally dense ones, the smallest radius (stars are the most
+    # compact sources with light enough for the sample).
+    centre = values[int(np.argmax(within))]
+    near = values[np.abs(values - centre) <= math.log(1.10)]
+    return float(np.exp(np.median(near)))
 
 
 def _radii(
