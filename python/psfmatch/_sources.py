@@ -179,6 +179,10 @@ def _gaussian1d(fwhm: float) -> np.ndarray:
     return np.asarray(weights / weights.sum())
 
 
+#: sep's ``deblend_nthresh`` for detection in the smoothed image (see `_extractSmoothed`).
+_DEBLEND_LEVELS = 16
+
+
 def _extractSmoothed(
     sub: np.ndarray, threshold: float, skyNoise: np.ndarray, masked: np.ndarray, fwhm: float
 ) -> np.ndarray:
@@ -196,8 +200,17 @@ def _extractSmoothed(
     smoothed = _core.convolvePlane(np.ascontiguousarray(image), kernel)
     np.nan_to_num(smoothed, copy=False, nan=0.0)
     noiseFactor = float(np.sum(weights**2))
+    # 16 deblending levels, not sep's 32: on the 2048² benchmark field the same detections but
+    # 7 of 1862, in a quarter of the time (the smoothed footprints are larger and deblending
+    # costs grow with them). A pair it leaves merged is rejected as extended by the selection.
     objects = sep.extract(
-        smoothed, threshold * noiseFactor, err=skyNoise, mask=masked, minarea=5, filter_kernel=None
+        smoothed,
+        threshold * noiseFactor,
+        err=skyNoise,
+        mask=masked,
+        minarea=5,
+        filter_kernel=None,
+        deblend_nthresh=_DEBLEND_LEVELS,
     )
     # The moments are the smoothed image's: a Gaussian source's σ² plus the kernel's.
     sigma2 = (fwhm / 2.3548200450309493) ** 2

@@ -27,6 +27,7 @@ __all__ = [
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import lsst.pex.config as pexConfig
@@ -299,11 +300,23 @@ def selectKernelSources(
     sample = sample[seenInTemplate(sample)]
     # The stellar locus: the half-light radius most of the sample shares (stars), not their
     # median, which compact galaxies as numerous as the stars pull up.
-    locusS = stellarLocus(_radii(science, sci, sample, badBits, radiusCache, "science"))
-    locusT = stellarLocus(
-        _radii(template, _templateStore(sci, radiusCache), sample, badBits, radiusCache, "template")
+    # A PSF that varies over the field moves the locus with position: it is fitted as a plane
+    # in log r50 (x, y) to the sample's stars.
+    ny, nx = science.image.shape
+    sampleX, sampleY = sci["x"][sample], sci["y"][sample]
+    locusS = _LocusPlane.fit(
+        sampleX, sampleY, _radii(science, sci, sample, badBits, radiusCache, "science"), nx, ny
     )
-    fwhm = 2.0 * max(locusS, locusT)
+    locusT = _LocusPlane.fit(
+        sampleX,
+        sampleY,
+        _radii(
+            template, _templateStore(sci, radiusCache), sample, badBits, radiusCache, "template"
+        ),
+        nx,
+        ny,
+    )
+    fwhm = 2.0 * max(locusS.centre, locusT.centre)
     isolation = config.isolationFwhm * fwhm
     if isolation > 0:
         crowded = np.zeros(len(sci), dtype=bool)
@@ -346,9 +359,9 @@ def selectKernelSources(
             (template, _templateStore(sci, radiusCache), "template", locusT),
         )
         for mi, store, which, locus in stores:
-            if math.isfinite(locus) and len(rows):
+            if math.isfinite(locus.centre) and len(rows):
                 r50 = _radii(mi, store, rows, badBits, radiusCache, which)
-                ok &= (r50 >= STELLAR_BAND[0] * locus) & (r50 <= STELLAR_BAND[1] * locus)
+                ok &= locus.contains(sci["x"][rows], sci["y"][rows], r50)
         return ok
 
     start = 0
@@ -418,6 +431,58 @@ _FWHM_SAMPLE = 256
 #: seen through a PSF of FWHM ≤ 4 px is ≥ 15 % larger than a star; a star's own r50 scatters
 #: by ~5 % at S/N 20 (1 % at S/N 400). 0.8 below: cosmic rays and hot pixels are far smaller.
 STELLAR_BAND = (0.8, 1.15)
+
+
+@dataclass(frozen=True)
+class _LocusPlane:
+    """The stellar locus over the field: log r50 = c0 + c1·u + c2·v, with u, v the position
+    scaled to [-1, 1] across the image (a PSF whose width varies by ±12 % over the field, as
+    the benchmark's, would otherwise leave its corner stars outside a constant band)."""
+
+    coefficients: tuple[float, float, float]
+    nx: int
+    ny: int
+
+    @property
+    def centre(self) -> float:
+        """The locus's r50 at the image's centre (NaN without one)."""
+        return math.exp(self.coefficients[0])
+
+    def logAt(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        c0, c1, c2 = self.coefficients
+        u = 2.0 * np.asarray(x, dtype=float) / max(self.nx - 1, 1) - 1.0
+        v = 2.0 * np.asarray(y, dtype=float) / max(self.ny - 1, 1) - 1.0
+        return np.asarray(c0 + c1 * u + c2 * v)
+
+    def contains(self, x: np.ndarray, y: np.ndarray, r50: np.ndarray) -> np.ndarray:
+        """Whether each r50 lies within `STELLAR_BAND` of the locus at its position."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.asarray(r50, dtype=float) / np.exp(self.logAt(x, y))
+        return np.asarray((ratio >= STELLAR_BAND[0]) & (ratio <= STELLAR_BAND[1]))
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray, r50: np.ndarray, nx: int, ny: int) -> _LocusPlane:
+        """The plane through the sample's stars: a constant locus (`stellarLocus`) first,
+        then twice a least-squares plane through the radii within the band around the last
+        (a plane needs ≥ 10 of them; with fewer it stays constant)."""
+        plane = cls(
+            (math.log(stellarLocus(r50)) if np.any(r50 > 0) else math.nan, 0.0, 0.0), nx, ny
+        )
+        if not math.isfinite(plane.coefficients[0]):
+            return plane
+        r50 = np.asarray(r50, dtype=float)
+        for _ in range(2):
+            inBand = np.isfinite(r50) & (r50 > 0) & plane.contains(x, y, r50)
+            if np.count_nonzero(inBand) < 10:
+                break
+            u = 2.0 * np.asarray(x, dtype=float)[inBand] / max(nx - 1, 1) - 1.0
+            v = 2.0 * np.asarray(y, dtype=float)[inBand] / max(ny - 1, 1) - 1.0
+            design = np.column_stack([np.ones_like(u), u, v])
+            coefficients, *_ = np.linalg.lstsq(design, np.log(r50[inBand]), rcond=None)
+            plane = cls(
+                (float(coefficients[0]), float(coefficients[1]), float(coefficients[2])), nx, ny
+            )
+        return plane
 
 
 def stellarLocus(r50: np.ndarray) -> float:
