@@ -2,15 +2,16 @@
 """Kernel-source selection: the stars a PSF-matching kernel is fitted on (sep's detection and
 measurement of one image's sources are in `psfmatch._sources`).
 
-Stars are found with `sep` in the science image (after subtracting a `sep.Background`) and
-measured in the template at their positions (`measureAt`: local sky, windowed centroid,
-aperture flux, on stamps), as the reference selects on the science image's sources
-(docs/algorithm.md §7.3 step 3, with sep in place of the reference's measurement framework,
-docs/decisions.md D2). A star is kept when it is bright but not too bright, isolated, unblended,
-away from the edges, free of bad mask bits in both stamps and seen in the template at the same
-place; only as many candidates as needed, the brightest first, are measured in the template.
-Each image's FWHM is measured from the kept stars as twice their half-light radius, which for a
-Gaussian PSF is its FWHM.
+Stars are found with `sep` in the science image (after subtracting a `sep.Background`, at a
+S/N of the PSF-matched-filtered image) and measured in the template at their positions
+(`measureAt`: local sky, windowed centroid, aperture flux, on stamps), as the reference
+selects on the science image's sources (docs/algorithm.md §7.3 step 3, with sep in place of
+the reference's measurement framework, docs/decisions.md D2). A star is kept when it is bright
+but not too bright, isolated, not truncated, away from the edges, free of bad mask bits in
+both stamps, seen in the template at the same place and point-like (its half-light radius on
+the stellar locus in both images: no galaxies, no unresolved pairs); only as many candidates
+as needed, the brightest first, are measured in the template. Each image's FWHM is measured
+from the kept stars as twice their half-light radius, which for a Gaussian PSF is its FWHM.
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ def selectKernelSources(
 ) -> Table:
     """Find the stars to fit the matching kernel on.
 
-    A science-image detection (`detectSources`) is a candidate if it is unblended, within the
+    A science-image detection (`detectSources`) is a candidate if it is not truncated, within the
     S/N window, isolated among the science image's detections, with its stamp inside the
     image and free of excluded mask bits in both images. The candidates are then measured in
     the template at their positions (`measureAt`), highest S/N first, and kept if seen there
@@ -275,7 +276,11 @@ def selectKernelSources(
         counts[name] = int((keep & ~good).sum())
         keep &= good
 
-    blended = int(sep.OBJ_MERGED | sep.OBJ_TRUNC)
+    # Only truncated objects (sep's OBJ_TRUNC) are rejected here: the smoothed image's
+    # 10σ footprints join stars 3-4 FWHM apart, which sep then deblends and flags OBJ_MERGED,
+    # though each is a good star (on the golden 512² field that flag took 161 of 358). Close
+    # neighbours are the isolation cut's, unresolved pairs the stellar locus's.
+    blended = int(sep.OBJ_TRUNC)
     cut("nRejectedBlended", (sci["flag"] & blended) == 0)
     snr = sci["snr"]
     good = snr >= config.minSnr
