@@ -431,6 +431,9 @@ def _templateAt(
 #: Stars whose half-light radii measure the FWHM that sets the isolation radius.
 _FWHM_SAMPLE = 256
 
+#: Fewer sample radii than this leave the stellarity cut out (`_LocusPlane.fit`).
+_MIN_LOCUS_SAMPLE = 15
+
 #: A kernel source's half-light radius must lie within this band around the stellar locus
 #: (`stellarLocus`), in both images. 1.15 above: a compact galaxy (half-light radius 1 px)
 #: seen through a PSF of FWHM ≤ 4 px is ≥ 15 % larger than a star; a star's own r50 scatters
@@ -447,6 +450,8 @@ class _LocusPlane:
     coefficients: tuple[float, float, float]
     nx: int
     ny: int
+    #: Whether the sample was large enough to say which sources are stars (see `fit`).
+    decisive: bool = True
 
     @property
     def centre(self) -> float:
@@ -460,7 +465,10 @@ class _LocusPlane:
         return np.asarray(c0 + c1 * u + c2 * v)
 
     def contains(self, x: np.ndarray, y: np.ndarray, r50: np.ndarray) -> np.ndarray:
-        """Whether each r50 lies within `STELLAR_BAND` of the locus at its position."""
+        """Whether each r50 lies within `STELLAR_BAND` of the locus at its position (all do
+        when the locus is not `decisive`)."""
+        if not self.decisive:
+            return np.ones(np.shape(r50), dtype=bool)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.asarray(r50, dtype=float) / np.exp(self.logAt(x, y))
         return np.asarray((ratio >= STELLAR_BAND[0]) & (ratio <= STELLAR_BAND[1]))
@@ -469,13 +477,17 @@ class _LocusPlane:
     def fit(cls, x: np.ndarray, y: np.ndarray, r50: np.ndarray, nx: int, ny: int) -> _LocusPlane:
         """The plane through the sample's stars: a constant locus (`stellarLocus`) first,
         then twice a least-squares plane through the radii within the band around the last
-        (a plane needs ≥ 10 of them; with fewer it stays constant)."""
-        plane = cls(
-            (math.log(stellarLocus(r50)) if np.any(r50 > 0) else math.nan, 0.0, 0.0), nx, ny
-        )
-        if not math.isfinite(plane.coefficients[0]):
-            return plane
+        (a plane needs ≥ 10 of them; with fewer it stays constant). With fewer than
+        `_MIN_LOCUS_SAMPLE` radii the locus is not `decisive`."""
         r50 = np.asarray(r50, dtype=float)
+        measured = int(np.count_nonzero(np.isfinite(r50) & (r50 > 0)))
+        centre = math.log(stellarLocus(r50)) if measured else math.nan
+        # Below _MIN_LOCUS_SAMPLE radii a mode says little: on a 128² cut-out's 13 stars,
+        # faint and under a PSF 25 % wider on one side, the radii spread over 2.6-3.7 px and
+        # the band left 2 kernel sources. The locus then sets the isolation radius only.
+        plane = cls((centre, 0.0, 0.0), nx, ny, decisive=measured >= _MIN_LOCUS_SAMPLE)
+        if not math.isfinite(centre) or not plane.decisive:
+            return plane
         for _ in range(2):
             inBand = np.isfinite(r50) & (r50 > 0) & plane.contains(x, y, r50)
             if np.count_nonzero(inBand) < 10:
@@ -485,7 +497,9 @@ class _LocusPlane:
             design = np.column_stack([np.ones_like(u), u, v])
             coefficients, *_ = np.linalg.lstsq(design, np.log(r50[inBand]), rcond=None)
             plane = cls(
-                (float(coefficients[0]), float(coefficients[1]), float(coefficients[2])), nx, ny
+                (float(coefficients[0]), float(coefficients[1]), float(coefficients[2])),
+                nx,
+                ny,
             )
         return plane
 
