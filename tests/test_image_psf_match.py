@@ -460,46 +460,6 @@ def test_variance_scale_factor_known_answer_on_an_odd_sized_image() -> None:
     assert factor == pytest.approx(2.5, rel=0.04)
 
 
-@pytest.mark.parametrize("case", ["random", "ties", "tiny", "unrepresentative rows"])
-def test_sky_percentiles_equal_numpy_bit_for_bit(
-    case: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """`_skyPercentiles` (a sampled window, then a small partition) gives exactly what
-    ``np.percentile`` gives on every normalised sky residual gathered: the variance factor, so
-    the kernel, does not change by a bit. "unrepresentative rows": the sampled rows (every
-    other one here) hold values far from the others', so no window holds its order statistics
-    and the fallback (every value, partitioned) answers."""
-    from psfmatch import _inputs
-
-    # A sample of ~1000 values: every 65th row of 300 × 450.
-    monkeypatch.setattr(_inputs, "_QUANTILE_SAMPLE", 1024)
-    fallbacks: list[int] = []
-    allPercentiles = _inputs._allPercentiles
-
-    def spy(values: np.ndarray, percentiles: tuple[float, ...]) -> list[float]:
-        fallbacks.append(len(values))
-        return allPercentiles(values, percentiles)
-
-    monkeypatch.setattr(_inputs, "_allPercentiles", spy)
-    rng = np.random.default_rng(31)
-    ny, nx = {"tiny": (3, 4)}.get(case, (300, 450))
-    sub = rng.standard_t(3, size=(ny, nx)).astype(np.float32) * np.float32(30.0)
-    if case == "ties":
-        sub = np.round(sub / 10).astype(np.float32)
-    if case == "unrepresentative rows":
-        sub[::65] += np.float32(1e4)
-    var = rng.uniform(0.5, 2.0, size=(ny, nx)).astype(np.float32)
-    sky = rng.random((ny, nx)) < 0.8
-    n = int(sky.sum())
-    z = sub[sky].astype(np.float64) / np.sqrt(var[sky].astype(np.float64))
-    for percentiles in ((25.0, 75.0), (0.0, 12.5, 50.0, 100.0)):
-        expected = np.percentile(z, percentiles)
-        got = _inputs._skyPercentiles(sub, var, sky, n, percentiles)
-        assert np.array_equal(got, expected), (got, expected)
-    # The window answered unless the sample could not represent the values.
-    assert bool(fallbacks) == (case == "unrepresentative rows")
-
-
 @pytest.fixture(scope="module")
 def wrongVariance() -> dict[str, Any]:
     """A pair whose science variance plane is half the true pixel variance."""

@@ -3,9 +3,9 @@
 
 Every star is a pixel-integrated Gaussian rendered here (erf differences), placed so that each
 cut of `selectKernelSources` has exactly the stars it must reject: stars in one image only,
-a pair too far apart to cross-match, a deblended pair, a crowded pair, faint and very bright
-stars, stars at the edge, stars with bad mask bits in their stamps. The truth is where each
-star was put and why; nothing is taken from psfmatch's own output.
+a pair too far apart to cross-match, a pair too close to deblend, a crowded pair, faint and
+very bright stars, stars at the edge, stars with bad mask bits in their stamps. The truth is
+where each star was put and why; nothing is taken from psfmatch's own output.
 """
 
 from __future__ import annotations
@@ -46,14 +46,14 @@ SPECIAL = {
     "templateOnly": (190.0, 190.0, GOOD, True, False),
     "scienceOnly": (250.0, 190.0, GOOD, False, True),
     "edge": (12.0, 130.0, GOOD, True, True),  # inside the image, but its stamp is not
-    # A pair 6 px apart: one detection each, which sep deblends and flags OBJ_MERGED.
+    # A pair 6 px apart: one detection in the PSF-smoothed image, too large for a star.
     "blendA": (67.0, 255.0, GOOD, True, True),
     "blendB": (73.0, 255.0, GOOD, True, True),
-    # A star with a faint neighbour 14 px away: two separate detections (their 10σ footprints,
-    # of radius ≈ 4 and 3 px, do not touch), farther apart than the default isolation radius
-    # of 2 FWHM (≈ 2 × 5.2 px), closer than 3 FWHM.
+    # A star with a faint neighbour 20 px away: two separate detections (their footprints at
+    # 10σ of the PSF-smoothed image, of radius ≈ 8.8 and 7.9 px, do not touch), farther apart
+    # than the default isolation radius of 2 FWHM (≈ 2 × 5.2 px), closer than 4 FWHM.
     "crowdA": (125.0, 255.0, GOOD / 2, True, True),
-    "crowdB": (139.0, 255.0, 2 * FAINT, True, True),
+    "crowdB": (145.0, 255.0, 2 * FAINT, True, True),
     "masked": (190.0, 255.0, GOOD, True, True),
     "maskedTemplate": (250.0, 255.0, GOOD, True, True),
     "harmlessBit": (250.0, 295.0, GOOD, True, True),
@@ -110,15 +110,17 @@ def test_each_cut_rejects_exactly_its_stars(field: tuple[pm.MaskedImage, pm.Mask
     assert len(table) == len(kept)
     meta = table.meta
     # Detections (science image only): every star of the image plus the shifted one; the
-    # deblended pair is two.
-    nScience = sum(1 for s in STARS.values() if s[4]) + 1
+    # pair 6 px apart is one detection (the PSF-smoothed image has one peak), rejected as
+    # extended: its half-light radius is ~1.4× a star's.
+    nScience = sum(1 for s in STARS.values() if s[4]) + 1 - 1
     assert "nDetectedTemplate" not in meta
     assert meta["nDetectedScience"] == nScience
     # Not seen in the template (S/N ≥ 5 within 2 px), of the candidates that passed every
     # other cut: the science-only star (nothing there) and the shifted one (3 px away); the
     # template-only star was never a candidate.
     assert meta["nNotInTemplate"] == 2
-    assert meta["nRejectedBlended"] == 2
+    assert meta["nRejectedBlended"] == 0
+    assert meta["nRejectedExtended"] == 1
     assert meta["nRejectedSnr"] == 1  # "bright"
     assert meta["nRejectedCrowded"] == 0  # see test_isolation
     assert meta["nRejectedEdge"] == 1
@@ -159,11 +161,11 @@ def test_snr_window(field: tuple[pm.MaskedImage, pm.MaskedImage]) -> None:
 def test_isolation(field: tuple[pm.MaskedImage, pm.MaskedImage]) -> None:
     template, science = field
     config = KernelSourceSelectionConfig()
-    config.isolationFwhm = 3.0  # ≈ 15.7 px: the 14-px pair is now too close
+    config.isolationFwhm = 4.0  # ≈ 20.9 px: the 20-px pair is now too close
     table = selectKernelSources(template, science, config, kernelSize=KERNEL_SIZE)
     assert not near(table, "crowdA") and not near(table, "crowdB")
     assert table.meta["nRejectedCrowded"] == 2
-    # The deblended pair is rejected as blended before the isolation cut sees it, and the
+    # The close pair is one detection, rejected as extended after the isolation cut, and the
     # grid stars are 60 px from each other.
     assert all(near(table, name) for name in GRID)
 

@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import sep
 from lsst.utils.timer import timeMethod
 
-from ._masks import dilate
 from ._placement import Placement, cropView, placeTemplate, starOffset
 from ._sources import detectSources
+from ._varscale import skySample
 from .config import PsfMatchConfig
 from .convolution import _allFinite, _checkFinite
 from .errors import InvalidInputError, OriginMismatchError, TemplateCoverageError
@@ -106,147 +105,25 @@ def _readOnly(array: np.ndarray) -> np.ndarray:
     return array
 
 
+#: Variance factors a pipeline's variance plane plausibly needs (read noise or gain slightly
+#: off, a resampled template's lost covariance); outside them the factor is applied, but said.
+_PLAUSIBLE_VARIANCE_FACTORS = (0.8, 1.25)
+
+
 def _varianceScaleFactor(mi: MaskedImage, badBits: int) -> float:
-    """(0.7413·IQR of (image − background)/sqrt(variance))² over sky pixels, or NaN.
+    """(0.7413·IQR of (image − sky)/sqrt(variance))² over sky pixels, or NaN.
 
-    Sky pixels are the usable ones outside every source: sep's segmentation at 4σ of the
-    smoothed image, grown by 4 pixels, so that the wings of bright stars do not widen the
-    distribution.
+    Sky pixels are the usable ones without source light (`psfmatch._varscale.skySample`:
+    not in the DETECTED, DETECTED_NEGATIVE or INTRP planes, nor above 4σ of the sky noise in
+    the PSF-scale smoothed image), sampled one in each 2×2 bin.
     """
-    # sep works in single precision anyway: a float32 image is given to it as it is.
-    dtype: Any = np.float32 if mi.image.dtype == np.float32 else np.float64
-    data = np.ascontiguousarray(mi.image, dtype=dtype)
-    var = np.asarray(mi.variance, dtype=dtype)
-    # Per-pixel work a band of rows at a time: each image-sized temporary is fresh memory that
-    # must be page-faulted in, once per call (this function made a dozen).
-    bands = _rowBands(data.shape[0])
-    usable = np.empty(data.shape, dtype=bool)
-    for band in bands:
-        u = (mi.mask[band] & badBits) == 0
-        u &= np.isfinite(data[band])
-        u &= np.isfinite(var[band])
-        u &= var[band] > 0
-        usable[band] = u
-    if np.count_nonzero(usable) < 100:
+    sample = skySample(mi, badBits)
+    if sample is None:
         return math.nan
-    unusable = ~usable
-    data = np.where(usable, data, dtype(0.0))
-    background = sep.Background(data, mask=unusable)
-    background.subfrom(data)  # in place: data − sky, without a full-size sky map
-    sub = data
-    varUsable = np.where(usable, var, dtype(1.0))
-    # Source pixels: sep's segmentation at 1.5σ of the per-pixel noise after its 3×3 "conv"
-    # smoothing (whose own noise is 6/16 of the per-pixel σ: this is 4σ of the smoothed
-    # image, as sep's slower matched filter puts it), without deblending (only the pixels
-    # matter here).
-    _, segmentation = sep.extract(
-        sub,
-        1.5,
-        var=varUsable,
-        mask=unusable,
-        minarea=5,
-        segmentation_map=True,
-        filter_type="conv",
-        deblend_nthresh=1,
-    )
-    sky = dilate(segmentation > 0, 4)
-    np.logical_not(sky, out=sky)
-    sky &= usable
-    count = int(np.count_nonzero(sky))
-    if count < 100:
-        return math.nan
-    q25, q75 = _skyPercentiles(sub, varUsable, sky, count, (25.0, 75.0))
+    values, var = sample
+    values /= np.sqrt(var)
+    q25, q75 = np.percentile(values, (25.0, 75.0), overwrite_input=True)
     return float((0.741301109 * (q75 - q25)) ** 2)
-
-
-def _allPercentiles(values: np.ndarray, percentiles: tuple[float, ...]) -> list[float]:
-    """``np.percentile`` of every value: `_skyPercentiles`'s fallback."""
-    return [float(v) for v in np.percentile(values, percentiles, overwrite_input=True)]
-
-
-#: About this many sky pixels are sampled to bracket each quantile (`_skyPercentiles`).
-_QUANTILE_SAMPLE = 1 << 16
-
-
-def _skyPercentiles(
-    sub: np.ndarray,
-    var: np.ndarray,
-    sky: np.ndarray,
-    count: int,
-    percentiles: tuple[float, ...],
-) -> list[float]:
-    """``np.percentile(z, percentiles)``, bit for bit, of the ``count`` normalised sky
-    residuals ``z = sub[sky] / sqrt(var[sky])`` (in float64, in raster order), without
-    gathering and partitioning all of them.
-
-    A percentile of the default ("linear") method is the interpolation between the order
-    statistics ``k`` and ``k + 1`` of the sorted values, ``k = floor((n − 1)·q/100)``. The
-    values of a sample of the rows bracket each such pair in a window of values a few
-    sample-σ of rank wide; one pass over the image counts the values below each window and
-    keeps those inside it, and the order statistics are the right ones of that small set.
-    Where a window does not hold them (possible only for a sample that is far from
-    representative) every value is gathered and partitioned instead, as ``np.percentile``
-    does: the answer is the same either way, only slower.
-    """
-    bands = _rowBands(sky.shape[0])
-
-    def normalised(band: slice) -> np.ndarray:
-        inBand = sky[band]
-        z: np.ndarray = sub[band][inBand].astype(np.float64)
-        z /= np.sqrt(var[band][inBand].astype(np.float64))
-        return z
-
-    # Where the order statistics are, as np.percentile ("linear") computes it.
-    quantiles = np.true_divide(np.asarray(percentiles, dtype=np.float64), 100)
-    virtual = (count - 1) * quantiles
-    previous = np.floor(virtual)
-    gamma = virtual - previous
-    ranks = previous.astype(np.int64)
-
-    # A sample of whole rows (every step-th), sorted, gives each window's value limits.
-    step = max(1, sky.shape[0] * sky.shape[1] // (2 * _QUANTILE_SAMPLE))
-    step = min(step, sky.shape[0])
-    sample = np.sort(
-        np.concatenate([normalised(slice(y, y + 1)) for y in range(0, sky.shape[0], step)])
-    )
-    m = len(sample)
-    windows = []
-    for rank in ranks:
-        p = rank / max(count - 1, 1)
-        margin = 8.0 * math.sqrt(m * p * (1.0 - p)) + 8.0
-        lo = int(math.floor(p * (m - 1) - margin))
-        hi = int(math.ceil(p * (m - 1) + margin))
-        windows.append(
-            (
-                -np.inf if lo < 0 or m == 0 else float(sample[lo]),
-                np.inf if hi >= m or m == 0 else float(sample[hi]),
-            )
-        )
-    below = [0] * len(windows)
-    inside: list[list[np.ndarray]] = [[] for _ in windows]
-    for band in bands:
-        z = normalised(band)
-        for i, (low, high) in enumerate(windows):
-            below[i] += int(np.count_nonzero(z < low))
-            inside[i].append(z[(z >= low) & (z <= high)])
-    statistics: list[tuple[float, float]] = []
-    for i, rank in enumerate(ranks):
-        window = np.concatenate(inside[i])
-        need = [int(rank - below[i]), int(min(rank + 1, count - 1) - below[i])]
-        if need[0] < 0 or need[1] >= len(window):
-            return _allPercentiles(
-                np.concatenate([normalised(band) for band in bands]), percentiles
-            )
-        window.partition(need)
-        statistics.append((window[need[0]], window[need[1]]))
-    # np.percentile's interpolation (numpy's _lerp), operation for operation.
-    out = []
-    for (a, b), t in zip(statistics, gamma, strict=True):
-        a64, b64, t64 = np.float64(a), np.float64(b), np.float64(t)
-        diff = b64 - a64
-        value = b64 - diff * (1 - t64) if t64 >= 0.5 else a64 + diff * t64
-        out.append(float(value))
-    return out
 
 
 def _medianFilled(mi: MaskedImage, badBits: int) -> MaskedImage:
@@ -462,6 +339,16 @@ class InputPreparation:
             self.metadata[key] = float(factor) if math.isfinite(factor) else "nan"
             self.metadata[f"scale{which}VarianceApplied"] = False
             return None
+        if not _PLAUSIBLE_VARIANCE_FACTORS[0] <= factor <= _PLAUSIBLE_VARIANCE_FACTORS[1]:
+            self.log.warning(
+                "%s variance plane multiplied by %.4g, outside [%.3g, %.3g]: the plane given "
+                "does not describe the pixel noise (sky σ off by a factor %.3g); check how it "
+                "was made",
+                which,
+                factor,
+                *_PLAUSIBLE_VARIANCE_FACTORS,
+                math.sqrt(factor),
+            )
         # A new plane: the working version may be a view of the caller's.
         mi.variance = mi.variance * mi.variance.dtype.type(factor)
         self.metadata[key] = factor

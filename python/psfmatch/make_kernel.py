@@ -424,12 +424,15 @@ class MakeKernelTask(PsfMatchTask):
         with self.timer("selectSources"):
             if candidateList is None:
                 badBits = self._badBits()
+                # Detection through the PSF-matched filter: the given FWHM's, else the
+                # config's stand-in (the FWHM is what this measures).
                 sSources = detectSources(
                     science,
                     selection.detectionThreshold,
                     badBits,
                     measureRadii=False,
                     meshSize=selection.backgroundMeshSize,
+                    filterFwhm=float(scienceFwhmPix or selection.detectionFilterFwhm),
                 )
                 preliminary = selectKernelSources(
                     template,
