@@ -37,6 +37,7 @@ UNUSABLE = ["NO_DATA", "EDGE", "SAT", "BAD", "CR"]
 
 SELECTION: dict[str, Any] = {
     "detectionThreshold": 10.0,
+    "detectionFilterFwhm": 4.0,
     "backgroundMeshSize": 128,
     "minSnr": 10.0,
     "maxSnr": 1000.0,
