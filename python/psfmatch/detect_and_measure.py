@@ -21,6 +21,7 @@ __all__ = [
     "DetectAndMeasureTask",
     "associate",
     "detectDifferenceSources",
+    "differenceChi2",
 ]
 
 import math
@@ -372,6 +373,41 @@ class Association:
     nSrcAssociated: int
     nUnassociated: int
     radius: float
+
+
+#: The mean of z² over the 99 % of a standard normal sample with the smallest |z|:
+#: P(|z| < c) − 2cφ(c) over 0.99, c = 2.5758 (`differenceChi2` divides by it).
+_TRIMMED_CHI2_NORMAL = (0.99 - 2 * 2.5758293035489 * 0.0144597373) / 0.99
+
+#: About this many pixels are sampled by `differenceChi2` (a 1 % quantile of 2^20 values is
+#: known to ~1e-3 of itself).
+_CHI2_SAMPLE = 1 << 20
+
+
+def differenceChi2(difference: MaskedImage, badBits: int) -> tuple[float, int]:
+    """The mean of (D/σ)² over the sky of a difference image, and how many pixels it is over.
+
+    Sky pixels are the usable ones (finite D, finite positive variance, none of ``badBits``),
+    on a regular sample of about `_CHI2_SAMPLE`, without the 1 % of largest |D/σ| (the
+    transients' and stars' cores, which are not noise); the mean of the rest is divided by
+    that of a standard normal sample trimmed the same way (0.9248), so that a difference
+    that is its own noise gives 1 and one whose scatter is k times its noise gives ~k².
+    NaN when fewer than 100 pixels are usable."""
+    ny, nx = difference.image.shape
+    step = max(1, int(math.sqrt(ny * nx / _CHI2_SAMPLE)))
+    image = np.asarray(difference.image[::step, ::step], dtype=np.float64)
+    variance = np.asarray(difference.variance[::step, ::step], dtype=np.float64)
+    mask = difference.mask[::step, ::step]
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        good = np.isfinite(image) & np.isfinite(variance) & (variance > 0)
+        good &= (mask & badBits) == 0
+        z2 = np.square(image[good]) / variance[good]
+    z2 = z2[np.isfinite(z2)]
+    if z2.size < 100:
+        return math.nan, int(z2.size)
+    keep = int(math.floor(0.99 * z2.size))
+    z2.partition(keep - 1)
+    return float(z2[:keep].mean() / _TRIMMED_CHI2_NORMAL), keep * step * step
 
 
 def associate(

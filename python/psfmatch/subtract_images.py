@@ -118,11 +118,46 @@ from ._psffield import readPsfInput
 from ._psfutil import _psfFwhm, _psfImage
 from .convolution import _convolveChecked
 from .decorrelate import DecorrelateALKernelTask
-from .detect_and_measure import associate, detectDifferenceSources, recordAssociation
-from .errors import InvalidInputError
+from .detect_and_measure import (
+    associate,
+    detectDifferenceSources,
+    differenceChi2,
+    recordAssociation,
+)
+from .errors import InvalidInputError, PoorSubtractionError
 from .image import Mask, MaskedImage
 from .make_kernel import MakeKernelConfig, MakeKernelTask
 from .task import Struct
+
+
+def _blankNoData(mi: MaskedImage) -> None:
+    """NaN and +inf variance in every ``NO_DATA`` pixel of a difference image (as
+    `psfmatch._align_pair` does for aligned pairs)."""
+    noData = (mi.mask & Mask.getPlaneBitMask("NO_DATA")) != 0
+    if noData.any():
+        mi.image[noData] = np.nan
+        mi.variance[noData] = np.inf
+
+
+def _toUnits(images: list[MaskedImage | None], scale: float) -> None:
+    """Multiply each image (in place: the task's own planes) by ``scale``, its variance by
+    ``scale²``: from the working units back to the inputs' (`psfmatch._inputs._unitScale`)."""
+    if scale == 1.0:
+        return
+    seen: set[int] = set()
+    for mi in images:
+        if mi is None or id(mi) in seen:
+            continue
+        seen.add(id(mi))
+        mi.image *= mi.image.dtype.type(scale)
+        mi.variance *= mi.variance.dtype.type(scale * scale)
+
+
+#: A forced mode whose convolved image's FWHM exceeds the other's by more than this factor
+#: deconvolves (`ImagePsfMatchTask._checkDirection`). The FWHMs measured from the same stars
+#: scatter by ~1 % between two images of one PSF; 5 % is beyond that, and a kernel that must
+#: narrow a PSF by 5 % already amplifies the noise at high frequencies.
+_DECONVOLUTION_TOLERANCE = 1.05
 
 #: The module name of the ``displayDiffIm`` debugging switch: the reference's module of
 #: ImagePsfMatchTask, whatever module now holds the code.
@@ -220,6 +255,22 @@ class ImagePsfMatchConfig(MakeKernelConfig):
         "source, in units of the difference PSF's FWHM (``differencePsfSize``): the residual "
         "lobes of a badly subtracted star lie within about one FWHM of it.",
     )
+    maxDifferenceChi2: pexConfig.Field[float] = pexConfig.RangeField(
+        dtype=float,
+        default=4.0,
+        min=0.0,
+        inclusiveMin=False,
+        doc="The largest mean of (D/σ)² over the difference image's sky pixels (those of no "
+        "source's footprint, metadata differenceSkyChi2) a subtraction may end with; above it "
+        "the run raises PoorSubtractionError unless allowPoorSubtraction. Healthy runs give "
+        "0.95-1.3 (docs/errors.md); 4 means D's scatter is twice its noise.",
+    )
+    allowPoorSubtraction: pexConfig.Field[bool] = pexConfig.Field(
+        dtype=bool,
+        default=False,
+        doc="Keep a difference image whose sky is far from its noise (differenceSkyChi2 > "
+        "maxDifferenceChi2) with a warning, rather than raising PoorSubtractionError.",
+    )
     diaSourceBadMaskPlanes: pexConfig.ListField[str] = pexConfig.ListField(
         dtype=str,
         default=list(UNUSABLE_PLANES),
@@ -267,7 +318,7 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
         """Everything up to and including the kernel fit."""
         analysis: TemplateAnalysis | None = None
         with self.timer("prepare"):
-            fullTemplate, science, placement = self._prepareInputs(
+            fullTemplate, science, placement, unitScale = self._prepareInputs(
                 templateMaskedImage, scienceMaskedImage
             )
             kConfig = self.kConfig
@@ -308,6 +359,7 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
                 self, template, science, sizes, sciencePsf, templatePsf, candidateList
             )
         mode = _MODES[modeName]
+        self._checkDirection(mode.name, sizes)
         if mode.name == "crossConvolve" and crossPsfs is None:
             crossPsfs = crossPsfFields(
                 self, template, science, sizes, sciencePsf, templatePsf, candidateList
@@ -364,7 +416,37 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
             templateVarianceFactor=templateFactor,
             templateWide=templateWide,
             uncovered=None if placement is None else placement.uncovered,
+            unitScale=unitScale,
         )
+
+    def _checkDirection(self, modeName: str, sizes: Any) -> None:
+        """Warn once, and say so in the metadata (``deconvolution``), when a mode the user
+        forced convolves the image with the broader PSF: the kernel must then sharpen it, which
+        it can only do by amplifying noise (a kernel sum off by several per cent and spurious
+        detections around every star). ``mode="auto"`` never chooses that."""
+        convolved = {"convolveTemplate": "template", "convolveScience": "science"}.get(modeName)
+        deconvolves = False
+        if convolved is not None:
+            target, other = (
+                (sizes.template, sizes.science)
+                if convolved == "template"
+                else (sizes.science, sizes.template)
+            )
+            deconvolves = bool(target > _DECONVOLUTION_TOLERANCE * other)
+            if deconvolves:
+                self.log.warning(
+                    "mode=%s deconvolves: the %s image's PSF (FWHM %.2f px) is broader than "
+                    "the %s image's (FWHM %.2f px), so the matching kernel must sharpen it; "
+                    "expect a biased kernel sum and spurious detections. Use mode='auto' (or "
+                    "'%s'), which convolves the image with the narrower PSF",
+                    modeName,
+                    convolved,
+                    target,
+                    "science" if convolved == "template" else "template",
+                    other,
+                    "convolveScience" if convolved == "template" else "convolveTemplate",
+                )
+        self.metadata["deconvolution"] = deconvolves
 
     def _convolve(self, fit: _Subtraction) -> MaskedImage:
         # The target is a working image: every pixel finite (_prepareOne, _medianFilled).
@@ -473,17 +555,31 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
         )
         with self.timer("convolve"):
             matched = self._convolve(fit)
+        _toUnits([matched], fit.unitScale)
         return self._result(fit, matched)
 
     def _result(self, fit: _Subtraction, matched: MaskedImage | None, **extra: Any) -> Struct:
         for key, value in _MODES[fit.mode].resultExtras(fit).items():
             extra.setdefault(key, value)
+        scale = fit.unitScale
+        background = fit.backgroundModel
+        sources = self.kernelSourceTable(fit.kernel)
+        if scale != 1.0:
+            # Back from the working units (_inputs._unitScale) to the images': b and every
+            # flux scale with the images; the kernel, S/N and χ² do not.
+            _toUnits([extra.get("matchedScience")], scale)
+            background = _core.SpatialBackground(
+                background.getSpatialFunction(), np.asarray(background.getParameters()) * scale
+            )
+            for name in sources.colnames:
+                if "Flux" in name or name == "backgroundErr":
+                    sources[name] = np.asarray(sources[name]) * scale
         return Struct(
             matchedImage=matched,
             psfMatchingKernel=fit.psfMatchingKernel,
-            backgroundModel=fit.backgroundModel,
+            backgroundModel=background,
             kernelCellSet=fit.kernelCellSet,
-            kernelSources=self.kernelSourceTable(fit.kernel),
+            kernelSources=sources,
             convolvedImage=_MODES[fit.mode].convolvedName,
             **extra,
         )
@@ -531,6 +627,10 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
         with self.timer("subtract"):
             raw = self._subtract(fit, convolved, inPlace=not self.config.keepMatchedImage)
             self._blankUncovered(fit, raw)
+            # NaN in, NaN out: a pixel with no data in either input (NaN, inf or absurd,
+            # _prepareOne), in the convolved one within the kernel's reach, is NaN in D with
+            # +inf variance, not the other image's value.
+            _blankNoData(raw)
         # Without keepMatchedImage the convolved image's planes hold the difference now.
         matched = convolved if self.config.keepMatchedImage else None
         # The PSF of the raw difference: that of the unconvolved image (times the
@@ -568,6 +668,8 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
             ):
                 self.metadata[key] = value if math.isfinite(value) else "nan"
             self.metadata["decorrelated"] = bool(dec.decorrelated)
+            if difference is not raw:
+                _blankNoData(difference)
         self.metadata["differencePsfSize"] = _psfFwhm(psf)
         self._displayDebugDifference(fit, difference)
         diaSources = None
@@ -579,6 +681,17 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
 
                     detectIn = detectionImageForTask(self, fit, difference, detectionFactor)
                 diaSources = self._detectDiaSources(fit, detectIn, psf)
+        self._checkQuality(difference)
+        scale = fit.unitScale
+        if scale != 1.0:
+            _toUnits([matched, raw] + ([] if difference is raw else [difference]), scale)
+            if diaSources is not None:
+                for name in ("flux", "fluxErr"):
+                    diaSources[name] = np.asarray(diaSources[name]) * scale
+            for key in ("decorrelationSvar", "decorrelationTvar"):
+                value = self.metadata.get(key) if key in self.metadata else None
+                if isinstance(value, float):
+                    self.metadata[key] = value * scale * scale
         return self._result(
             fit,
             matched,
@@ -587,6 +700,32 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
             differencePsf=psf,
             decorrelationKernel=decorrelationKernel,
             diaSources=diaSources,
+        )
+
+    def _checkQuality(self, difference: MaskedImage) -> None:
+        """Raise `PoorSubtractionError` when D is far from its own noise: the mean of (D/σ)²
+        over its sky pixels (`differenceChi2`, metadata ``differenceSkyChi2``) above
+        ``maxDifferenceChi2``, unless ``allowPoorSubtraction``."""
+        badBits = Mask.getPlaneBitMask(list(self.config.diaSourceBadMaskPlanes), skipUnknown=True)
+        chi2, nSky = differenceChi2(difference, badBits)
+        self.metadata["differenceSkyChi2"] = chi2 if math.isfinite(chi2) else "nan"
+        limit = float(self.config.maxDifferenceChi2)
+        if not (math.isfinite(chi2) and chi2 > limit):
+            return
+        message = (
+            f"the difference image is far from its own noise: the mean of (D/σ)² over its "
+            f"{nSky} sky pixels is {chi2:.4g}, more than maxDifferenceChi2 = {limit:g} (a "
+            "good subtraction gives about 1): the kernel does not match the images (too "
+            "high a spatial order for the stars, a deconvolution, a wrong variance plane)"
+        )
+        if self.config.allowPoorSubtraction:
+            self.log.warning("%s; kept, as allowPoorSubtraction asks", message)
+            return
+        raise PoorSubtractionError(
+            message + "; set allowPoorSubtraction (command line --allow-poor-subtraction) to "
+            "keep such a result",
+            chi2,
+            limit,
         )
 
     def _displayDebugDifference(self, fit: _Subtraction, difference: MaskedImage) -> None:
