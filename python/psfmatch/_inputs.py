@@ -276,8 +276,13 @@ def _robustLocation(image: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
     if values.size == 0:
         return math.nan, math.nan
     median = float(np.median(values))
-    mad = float(np.median(np.abs(values - median)))
-    return median, 1.482602218505602 * mad
+    deviation = np.abs(values - median)
+    mad = float(np.median(deviation))
+    # A noise-free image (a model, a simulation) has a MAD of rounding errors: its spread is
+    # then at least 1 % of its stars' (the 99th percentile of the deviations), so that its
+    # own stars are never taken for absurd values.
+    spread = 0.01 * float(np.percentile(deviation, 99.0))
+    return median, max(1.482602218505602 * mad, spread)
 
 
 def _absurdPixels(mi: MaskedImage, nonFinite: np.ndarray | None) -> np.ndarray | None:
@@ -290,6 +295,8 @@ def _absurdPixels(mi: MaskedImage, nonFinite: np.ndarray | None) -> np.ndarray |
     finite = image if nonFinite is None else np.where(nonFinite, 0.0, image)
     lo, hi = float(finite.min()), float(finite.max())
     median, sigma = _robustLocation(image, mi.mask)
+    # Nor below the noise the variance plane gives, where it gives one.
+    sigma = max(sigma, _planeNoise(mi)) if math.isfinite(sigma) else sigma
     limit = _ABSURD_SIGMAS * sigma if math.isfinite(sigma) and sigma > 0 else math.inf
     low = max(median - limit, -_FLOAT32_MAX) if math.isfinite(median) else -_FLOAT32_MAX
     high = min(median + limit, _FLOAT32_MAX) if math.isfinite(median) else _FLOAT32_MAX
@@ -310,16 +317,25 @@ _UNIT_NOISE = 8.0
 _UNIT_OCTAVES = 10
 
 
-def _unitNoise(mi: MaskedImage) -> float:
-    """The science image's typical per-pixel noise: the square root of the median of its
-    positive finite variances over unmasked pixels (a sample), else its robust σ; NaN if
-    neither is known."""
+def _planeNoise(mi: MaskedImage) -> float:
+    """The square root of the median of the positive finite variances of ``mi`` over unmasked
+    pixels (a sample); 0 when there is none."""
     ny, nx = mi.image.shape
     step = max(1, int(math.sqrt(ny * nx / _ABSURD_SAMPLE)))
     var = mi.variance[::step, ::step]
-    good = (mi.mask[::step, ::step] == 0) & np.isfinite(var) & (var > 0)
-    if np.any(good):
-        return math.sqrt(float(np.median(var[good].astype(np.float64))))
+    with np.errstate(invalid="ignore"):
+        good = (mi.mask[::step, ::step] == 0) & np.isfinite(var) & (var > 0)
+    if not np.any(good):
+        return 0.0
+    return math.sqrt(float(np.median(var[good].astype(np.float64))))
+
+
+def _unitNoise(mi: MaskedImage) -> float:
+    """The science image's typical per-pixel noise: `_planeNoise`, else its robust σ; NaN if
+    neither is known."""
+    noise = _planeNoise(mi)
+    if noise > 0:
+        return noise
     _, sigma = _robustLocation(mi.image, mi.mask)
     return sigma if sigma > 0 else math.nan
 

@@ -35,7 +35,7 @@ from astropy.table import Table
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ._fft import _correlateRowBands
-from ._masks import UNUSABLE_PLANES
+from ._masks import UNUSABLE_PLANES, dilate
 from ._psfutil import _gaussianPsfImage, _psfFwhm, _psfImage
 from ._sources import _pairsWithin, detectSources
 from .errors import InvalidInputError
@@ -375,24 +375,43 @@ class Association:
     radius: float
 
 
-#: The mean of z² over the 99 % of a standard normal sample with the smallest |z|:
-#: P(|z| < c) − 2cφ(c) over 0.99, c = 2.5758 (`differenceChi2` divides by it).
-_TRIMMED_CHI2_NORMAL = (0.99 - 2 * 2.5758293035489 * 0.0144597373) / 0.99
-
-#: About this many pixels are sampled by `differenceChi2` (a 1 % quantile of 2^20 values is
-#: known to ~1e-3 of itself).
+#: About this many pixels are sampled by `differenceChi2`.
 _CHI2_SAMPLE = 1 << 20
 
+#: A pixel of an input further than this many robust σ from its median is a source's.
+_SOURCE_SIGMAS = 3.0
 
-def differenceChi2(difference: MaskedImage, badBits: int) -> tuple[float, int]:
+
+def _sourcePixels(mi: MaskedImage, step: int) -> np.ndarray:
+    """The pixels of a regular sample (every ``step``-th row and column) of ``mi`` that lie
+    on a source: further than `_SOURCE_SIGMAS` robust σ from the median, grown by 2
+    samples so that the wings go with the cores."""
+    sample = np.asarray(mi.image[::step, ::step], dtype=np.float64)
+    finite = np.isfinite(sample)
+    values = sample[finite & (mi.mask[::step, ::step] == 0)]
+    if values.size < 100:
+        return np.zeros(sample.shape, dtype=bool)
+    median = float(np.median(values))
+    sigma = 1.482602218505602 * float(np.median(np.abs(values - median)))
+    if not sigma > 0:
+        return np.zeros(sample.shape, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        source = np.abs(sample - median) > _SOURCE_SIGMAS * sigma
+    return dilate(source, 2)
+
+
+def differenceChi2(
+    difference: MaskedImage, badBits: int, inputs: tuple[MaskedImage, ...] = ()
+) -> tuple[float, int]:
     """The mean of (D/σ)² over the sky of a difference image, and how many pixels it is over.
 
-    Sky pixels are the usable ones (finite D, finite positive variance, none of ``badBits``),
-    on a regular sample of about `_CHI2_SAMPLE`, without the 1 % of largest |D/σ| (the
-    transients' and stars' cores, which are not noise); the mean of the rest is divided by
-    that of a standard normal sample trimmed the same way (0.9248), so that a difference
-    that is its own noise gives 1 and one whose scatter is k times its noise gives ~k².
-    NaN when fewer than 100 pixels are usable."""
+    Sky pixels are the usable ones of D (finite, finite positive variance, none of
+    ``badBits``) on a regular sample of about `_CHI2_SAMPLE`, off every source of the
+    ``inputs`` (the images that were subtracted, on D's box: their pixels more than 3 robust σ
+    from their median, grown by 2): there D is noise alone in a good subtraction, so the
+    figure is ~1, and k² when D scatters k times its noise. Stars' and transients' residuals,
+    which are not noise, do not count (in a crowded field they cover several per cent of
+    the image). NaN when fewer than 100 sky pixels are usable."""
     ny, nx = difference.image.shape
     step = max(1, int(math.sqrt(ny * nx / _CHI2_SAMPLE)))
     image = np.asarray(difference.image[::step, ::step], dtype=np.float64)
@@ -401,13 +420,14 @@ def differenceChi2(difference: MaskedImage, badBits: int) -> tuple[float, int]:
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         good = np.isfinite(image) & np.isfinite(variance) & (variance > 0)
         good &= (mask & badBits) == 0
+        for mi in inputs:
+            if mi.image.shape == difference.image.shape:
+                good &= ~_sourcePixels(mi, step)
         z2 = np.square(image[good]) / variance[good]
     z2 = z2[np.isfinite(z2)]
     if z2.size < 100:
         return math.nan, int(z2.size)
-    keep = int(math.floor(0.99 * z2.size))
-    z2.partition(keep - 1)
-    return float(z2[:keep].mean() / _TRIMMED_CHI2_NORMAL), keep * step * step
+    return float(z2.mean()), int(z2.size) * step * step
 
 
 def associate(

@@ -681,7 +681,7 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
 
                     detectIn = detectionImageForTask(self, fit, difference, detectionFactor)
                 diaSources = self._detectDiaSources(fit, detectIn, psf)
-        self._checkQuality(difference)
+        self._checkQuality(fit, difference)
         scale = fit.unitScale
         if scale != 1.0:
             _toUnits([matched, raw] + ([] if difference is raw else [difference]), scale)
@@ -702,12 +702,12 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
             diaSources=diaSources,
         )
 
-    def _checkQuality(self, difference: MaskedImage) -> None:
+    def _checkQuality(self, fit: _Subtraction, difference: MaskedImage) -> None:
         """Raise `PoorSubtractionError` when D is far from its own noise: the mean of (D/σ)²
         over its sky pixels (`differenceChi2`, metadata ``differenceSkyChi2``) above
         ``maxDifferenceChi2``, unless ``allowPoorSubtraction``."""
         badBits = Mask.getPlaneBitMask(list(self.config.diaSourceBadMaskPlanes), skipUnknown=True)
-        chi2, nSky = differenceChi2(difference, badBits)
+        chi2, nSky = differenceChi2(difference, badBits, (fit.science, fit.template))
         self.metadata["differenceSkyChi2"] = chi2 if math.isfinite(chi2) else "nan"
         limit = float(self.config.maxDifferenceChi2)
         if not (math.isfinite(chi2) and chi2 > limit):
