@@ -23,8 +23,7 @@ import numpy as np
 import pytest
 
 import psfmatch
-from psfmatch import ImagePsfMatchConfig
-from psfmatch.errors import PoorSubtractionError
+from psfmatch import ImagePsfMatchConfig, errors
 from psfmatch.image import Mask
 from psfmatch.simulate import simulatePair
 
@@ -138,7 +137,7 @@ def test_masked_absurd_values_do_not_spread(pair: Any) -> None:
     assert not any("absurd" in w for w in result.warnings)
 
 
-MODES = ["convolveTemplate", "convolveScience", "auto", "preconvolve"]
+MODES = ["convolveTemplate", "convolveScience", "auto", "preconvolve", "crossConvolve"]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -224,7 +223,7 @@ def test_a_subtraction_far_from_its_noise_is_an_error(pair: Any) -> None:
     science = pair.science.image + ripple.astype(np.float32)
     config = ImagePsfMatchConfig()
     config.doScaleVariance = False
-    with pytest.raises(PoorSubtractionError, match="allowPoorSubtraction") as info:
+    with pytest.raises(errors.PoorSubtractionError, match="allowPoorSubtraction") as info:
         _subtract(pair, science, pair.template.image, config=config)
     # Measured 18.0; 8..40 holds it with room for another noise draw, and is far above 4.
     assert 8 < info.value.chi2 < 40

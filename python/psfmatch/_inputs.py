@@ -27,6 +27,8 @@ import numpy as np
 import sep
 from lsst.utils.timer import timeMethod
 
+from . import _hostile
+from ._hostile import _ABSURD_SIGMAS, _unitNoise, absurdPixels, scaled
 from ._masks import dilate
 from ._placement import Placement, cropView, placeTemplate, starOffset
 from ._sources import detectSources
@@ -249,124 +251,6 @@ def _skyPercentiles(
     return out
 
 
-#: A finite pixel further than this many robust σ (1.4826·MAD of the image) from the image's
-#: median is no measurement (`_absurdPixels`). Real dynamic ranges stay well below it: a
-#: saturated star is ~1e4 σ of sky, a deep space-telescope image's brightest unsaturated
-#: peaks ~1e6 σ. Above it a pixel is a sentinel (−1e30), an overflow or a corrupted value, and
-#: the decorrelation filter's tails (≤ 1e-8 of the largest |D|, decorrelate.py) would carry
-#: ≥ 0.1 σ of it to every pixel of the image.
-_ABSURD_SIGMAS = 1e7
-
-#: The largest finite float32: a pixel beyond it cannot be held by a float32 plane (D, sep).
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-#: About this many pixels are sampled for the median and MAD of `_absurdPixels`.
-_ABSURD_SAMPLE = 1 << 18
-
-
-def _robustLocation(image: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
-    """Median and 1.4826·MAD of a sample of the unmasked finite pixels of ``image`` (every
-    pixel for small images); (NaN, NaN) if there is none. Scale-free: the same answer, times
-    the scale, for the image in any units."""
-    ny, nx = image.shape
-    step = max(1, int(math.sqrt(ny * nx / _ABSURD_SAMPLE)))
-    sample = image[::step, ::step]
-    good = np.isfinite(sample) & (mask[::step, ::step] == 0)
-    values = sample[good].astype(np.float64)
-    if values.size == 0:
-        return math.nan, math.nan
-    median = float(np.median(values))
-    deviation = np.abs(values - median)
-    mad = float(np.median(deviation))
-    # A noise-free image (a model, a simulation) has a MAD of rounding errors: its spread is
-    # then at least 1 % of its stars' (the 99th percentile of the deviations), so that its
-    # own stars are never taken for absurd values.
-    spread = 0.01 * float(np.percentile(deviation, 99.0))
-    return median, max(1.482602218505602 * mad, spread)
-
-
-def _absurdPixels(mi: MaskedImage, nonFinite: np.ndarray | None) -> np.ndarray | None:
-    """The finite pixels of ``mi`` whose values no measurement has: further than
-    `_ABSURD_SIGMAS` robust σ from the median (judged on the image itself, so in any units;
-    skipped for an image without scatter, such as a noiseless template), or beyond float32's
-    range. None when there is none (decided from the image's min and max, without
-    temporaries, for the usual clean image)."""
-    image = mi.image
-    finite = image if nonFinite is None else np.where(nonFinite, 0.0, image)
-    lo, hi = float(finite.min()), float(finite.max())
-    median, sigma = _robustLocation(image, mi.mask)
-    # Nor below the noise the variance plane gives, where it gives one.
-    sigma = max(sigma, _planeNoise(mi)) if math.isfinite(sigma) else sigma
-    limit = _ABSURD_SIGMAS * sigma if math.isfinite(sigma) and sigma > 0 else math.inf
-    low = max(median - limit, -_FLOAT32_MAX) if math.isfinite(median) else -_FLOAT32_MAX
-    high = min(median + limit, _FLOAT32_MAX) if math.isfinite(median) else _FLOAT32_MAX
-    if lo >= low and hi <= high:
-        return None
-    with np.errstate(invalid="ignore"):
-        absurd = (finite < low) | (finite > high)
-    if nonFinite is not None:
-        absurd &= ~nonFinite
-    return absurd if absurd.any() else None
-
-
-#: The working units: the science sky noise is brought near this σ when it is far from it
-#: (`_unitScale`). Typical images in ADU or electrons (σ of ~1 to ~1000) are worked on as given.
-_UNIT_NOISE = 8.0
-
-#: Images whose sky noise is within 2**±_UNIT_OCTAVES of `_UNIT_NOISE` are not rescaled.
-_UNIT_OCTAVES = 10
-
-
-def _planeNoise(mi: MaskedImage) -> float:
-    """The square root of the median of the positive finite variances of ``mi`` over unmasked
-    pixels (a sample); 0 when there is none."""
-    ny, nx = mi.image.shape
-    step = max(1, int(math.sqrt(ny * nx / _ABSURD_SAMPLE)))
-    var = mi.variance[::step, ::step]
-    with np.errstate(invalid="ignore"):
-        good = (mi.mask[::step, ::step] == 0) & np.isfinite(var) & (var > 0)
-    if not np.any(good):
-        return 0.0
-    return math.sqrt(float(np.median(var[good].astype(np.float64))))
-
-
-def _unitNoise(mi: MaskedImage) -> float:
-    """The science image's typical per-pixel noise: `_planeNoise`, else its robust σ; NaN if
-    neither is known."""
-    noise = _planeNoise(mi)
-    if noise > 0:
-        return noise
-    _, sigma = _robustLocation(mi.image, mi.mask)
-    return sigma if sigma > 0 else math.nan
-
-
-def _unitScale(science: MaskedImage) -> float:
-    """A power of two ``s`` such that the science image's sky noise over ``s`` is within a
-    factor √2 of `_UNIT_NOISE`, or 1 when it already is within 2**±`_UNIT_OCTAVES` of it.
-
-    Several steps have absolute scales (the kernel fit's condition number and rank
-    tolerance weigh the background term, whose normal-matrix entries go as 1/variance,
-    against the kernel terms, which do not scale; sep's single precision): images in
-    physical units (×1e-10) lost every star and ×1e10 dropped the background. Working on the
-    images divided by ``s`` makes the answer the same, up to the scale, in any units; a power
-    of two keeps the division exact."""
-    noise = _unitNoise(science)
-    if not (math.isfinite(noise) and noise > 0):
-        return 1.0
-    octaves = round(math.log2(noise / _UNIT_NOISE))
-    if abs(octaves) <= _UNIT_OCTAVES:
-        return 1.0
-    return math.ldexp(1.0, octaves)
-
-
-def _scaled(mi: MaskedImage, factor: float) -> MaskedImage:
-    """``mi`` times ``factor`` (variance times its square), in new planes of the same
-    dtype; the mask is shared."""
-    f = mi.image.dtype.type(factor)
-    f2 = mi.variance.dtype.type(factor * factor)
-    return MaskedImage(mi.image * f, mi.mask, mi.variance * f2, xy0=mi.getXY0())
-
-
 def _medianFilled(mi: MaskedImage, badBits: int) -> MaskedImage:
     """A copy whose pixels with any of ``badBits`` hold the median of the others (the
     reference's "interpolation" before preconvolution)."""
@@ -396,7 +280,8 @@ class InputPreparation:
         """Check the inputs and return working copies (masked non-finite pixels zeroed): the
         whole template, the science image and, when the template's box is not the science
         image's, the template placed on the science box (`_placeTemplate`), all in internal
-        units, and the unit scale (`_unitScale`): a working pixel times it is the input's."""
+        units, and the unit scale (`psfmatch._hostile.unitScale`): a working pixel times it
+        is the input's."""
         for name, mi in (
             ("templateMaskedImage", templateMaskedImage),
             ("scienceMaskedImage", scienceMaskedImage),
@@ -405,7 +290,7 @@ class InputPreparation:
                 raise InvalidInputError(f"{name}: expected a MaskedImage, got {type(mi).__name__}")
         template = self._prepareOne(templateMaskedImage, "templateMaskedImage")
         science = self._prepareOne(scienceMaskedImage, "scienceMaskedImage")
-        unitScale = _unitScale(science)
+        unitScale = _hostile.unitScale(science)
         self.metadata["internalUnitScale"] = unitScale
         if unitScale != 1.0:
             self.log.info(
@@ -415,8 +300,8 @@ class InputPreparation:
                 unitScale,
                 int(math.log2(unitScale)),
             )
-            template = _scaled(template, 1.0 / unitScale)
-            science = _scaled(science, 1.0 / unitScale)
+            template = scaled(template, 1.0 / unitScale)
+            science = scaled(science, 1.0 / unitScale)
         placement = None
         onScience = template
         self.metadata["templatePlacedByOrigin"] = False
@@ -543,11 +428,11 @@ class InputPreparation:
         ``NO_DATA`` (so that D is NaN with +inf variance wherever they reach). A view costs no
         memory (a 4096² pair's copies were 400 MB) and cannot be written by mistake.
 
-        Absurd pixels (`_absurdPixels`: finite values no measurement can have, such as a
-        −1e30 "no data" sentinel) are treated as non-finite ones: unmasked, they are flagged
-        ``BAD`` and ``NO_DATA`` with one warning giving how many and where (metadata
-        ``<image>AbsurdPixelsFlagged``); masked, their value is zeroed all the same, so that
-        no convolution or filter can carry it beyond its own mask bits."""
+        Absurd pixels (`psfmatch._hostile.absurdPixels`: finite values no measurement can
+        have, such as a −1e30 "no data" sentinel) are treated as non-finite ones: unmasked,
+        they are flagged ``BAD`` and ``NO_DATA`` with one warning giving how many and where
+        (metadata ``<image>AbsurdPixelsFlagged``); masked, their value is zeroed all the same,
+        so that no convolution or filter can carry it beyond its own mask bits."""
         # The usual, clean input is accepted from each plane's min and max (no temporaries);
         # a variance whose minimum is ≥ 0 has no negative pixel.
         anyNonFinite = False
@@ -567,7 +452,7 @@ class InputPreparation:
                     f"{name}: the variance is negative at (x, y) = ({x + mi.getXY0()[0]}, "
                     f"{y + mi.getXY0()[1]})"
                 )
-        absurd = _absurdPixels(mi, nonFinite if anyNonFinite else None)
+        absurd = absurdPixels(mi, nonFinite if anyNonFinite else None)
         key = name.replace("MaskedImage", "")
         self.metadata[f"{key}AbsurdPixelsFlagged"] = 0
         if not anyNonFinite and absurd is None:

@@ -40,8 +40,16 @@ decorrelation is `psfmatch.decorrelate_cross`'s.
 Pixels within a kernel half-width of the edge cannot be convolved: in the matched image they
 are copies of the input with the ``EDGE`` bit; in the difference they are NaN with variance
 +inf and the ``EDGE`` and ``NO_DATA`` bits. Input pixels that are NaN or infinite must carry a
-mask bit; they are treated as 0 in the convolution and every output pixel they reach carries
-their bits.
+mask bit; they are treated as 0 in the convolution, get ``NO_DATA``, and every output pixel
+they reach carries their bits: NaN in, NaN out, as every ``NO_DATA`` pixel of D is NaN with
++inf variance. Absurd finite values (`psfmatch._hostile.absurdPixels`) are treated alike,
+flagged ``BAD`` and ``NO_DATA`` with a warning. Images whose sky noise is far from ~8 (in
+physical units, ×1e-10, or ×1e10) are worked on divided by a power of two and the results
+given back in their units (`psfmatch._hostile.unitScale`), so that no absolute constant of
+the fit or of sep decides anything. A forced mode that convolves the image with the broader
+PSF warns (metadata ``deconvolution``). A difference whose sky is far from its noise
+(``differenceSkyChi2`` above ``maxDifferenceChi2``) raises `PoorSubtractionError` unless
+``allowPoorSubtraction``.
 
 ``mode="preconvolve"`` makes the *score image* (docs/algorithm.md §7.4): the science image is
 first convolved with its own PSF (reflected, unit sum: a matched filter), the kernel is fitted
@@ -105,6 +113,7 @@ from lsst.utils.timer import timeMethod
 from . import _core
 from . import debug as psfmatchDebug
 from ._cross import CrossConvolveConfig, chooseAutoMode, crossPsfFields
+from ._hostile import blankNoData, checkDirection, checkQuality, toUnits
 from ._inputs import (
     InputPreparation,
     TemplateAnalysis,
@@ -118,46 +127,11 @@ from ._psffield import readPsfInput
 from ._psfutil import _psfFwhm, _psfImage
 from .convolution import _convolveChecked
 from .decorrelate import DecorrelateALKernelTask
-from .detect_and_measure import (
-    associate,
-    detectDifferenceSources,
-    differenceChi2,
-    recordAssociation,
-)
-from .errors import InvalidInputError, PoorSubtractionError
+from .detect_and_measure import associate, detectDifferenceSources, recordAssociation
+from .errors import InvalidInputError
 from .image import Mask, MaskedImage
 from .make_kernel import MakeKernelConfig, MakeKernelTask
 from .task import Struct
-
-
-def _blankNoData(mi: MaskedImage) -> None:
-    """NaN and +inf variance in every ``NO_DATA`` pixel of a difference image (as
-    `psfmatch._align_pair` does for aligned pairs)."""
-    noData = (mi.mask & Mask.getPlaneBitMask("NO_DATA")) != 0
-    if noData.any():
-        mi.image[noData] = np.nan
-        mi.variance[noData] = np.inf
-
-
-def _toUnits(images: list[MaskedImage | None], scale: float) -> None:
-    """Multiply each image (in place: the task's own planes) by ``scale``, its variance by
-    ``scale²``: from the working units back to the inputs' (`psfmatch._inputs._unitScale`)."""
-    if scale == 1.0:
-        return
-    seen: set[int] = set()
-    for mi in images:
-        if mi is None or id(mi) in seen:
-            continue
-        seen.add(id(mi))
-        mi.image *= mi.image.dtype.type(scale)
-        mi.variance *= mi.variance.dtype.type(scale * scale)
-
-
-#: A forced mode whose convolved image's FWHM exceeds the other's by more than this factor
-#: deconvolves (`ImagePsfMatchTask._checkDirection`). The FWHMs measured from the same stars
-#: scatter by ~1 % between two images of one PSF; 5 % is beyond that, and a kernel that must
-#: narrow a PSF by 5 % already amplifies the noise at high frequencies.
-_DECONVOLUTION_TOLERANCE = 1.05
 
 #: The module name of the ``displayDiffIm`` debugging switch: the reference's module of
 #: ImagePsfMatchTask, whatever module now holds the code.
@@ -359,7 +333,7 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
                 self, template, science, sizes, sciencePsf, templatePsf, candidateList
             )
         mode = _MODES[modeName]
-        self._checkDirection(mode.name, sizes)
+        checkDirection(self, mode.name, sizes)
         if mode.name == "crossConvolve" and crossPsfs is None:
             crossPsfs = crossPsfFields(
                 self, template, science, sizes, sciencePsf, templatePsf, candidateList
@@ -418,35 +392,6 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
             uncovered=None if placement is None else placement.uncovered,
             unitScale=unitScale,
         )
-
-    def _checkDirection(self, modeName: str, sizes: Any) -> None:
-        """Warn once, and say so in the metadata (``deconvolution``), when a mode the user
-        forced convolves the image with the broader PSF: the kernel must then sharpen it, which
-        it can only do by amplifying noise (a kernel sum off by several per cent and spurious
-        detections around every star). ``mode="auto"`` never chooses that."""
-        convolved = {"convolveTemplate": "template", "convolveScience": "science"}.get(modeName)
-        deconvolves = False
-        if convolved is not None:
-            target, other = (
-                (sizes.template, sizes.science)
-                if convolved == "template"
-                else (sizes.science, sizes.template)
-            )
-            deconvolves = bool(target > _DECONVOLUTION_TOLERANCE * other)
-            if deconvolves:
-                self.log.warning(
-                    "mode=%s deconvolves: the %s image's PSF (FWHM %.2f px) is broader than "
-                    "the %s image's (FWHM %.2f px), so the matching kernel must sharpen it; "
-                    "expect a biased kernel sum and spurious detections. Use mode='auto' (or "
-                    "'%s'), which convolves the image with the narrower PSF",
-                    modeName,
-                    convolved,
-                    target,
-                    "science" if convolved == "template" else "template",
-                    other,
-                    "convolveScience" if convolved == "template" else "convolveTemplate",
-                )
-        self.metadata["deconvolution"] = deconvolves
 
     def _convolve(self, fit: _Subtraction) -> MaskedImage:
         # The target is a working image: every pixel finite (_prepareOne, _medianFilled).
@@ -555,7 +500,7 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
         )
         with self.timer("convolve"):
             matched = self._convolve(fit)
-        _toUnits([matched], fit.unitScale)
+        toUnits([matched], fit.unitScale)
         return self._result(fit, matched)
 
     def _result(self, fit: _Subtraction, matched: MaskedImage | None, **extra: Any) -> Struct:
@@ -565,9 +510,9 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
         background = fit.backgroundModel
         sources = self.kernelSourceTable(fit.kernel)
         if scale != 1.0:
-            # Back from the working units (_inputs._unitScale) to the images': b and every
+            # Back from the working units (_hostile.unitScale) to the images': b and every
             # flux scale with the images; the kernel, S/N and χ² do not.
-            _toUnits([extra.get("matchedScience")], scale)
+            toUnits([extra.get("matchedScience")], scale)
             background = _core.SpatialBackground(
                 background.getSpatialFunction(), np.asarray(background.getParameters()) * scale
             )
@@ -630,7 +575,7 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
             # NaN in, NaN out: a pixel with no data in either input (NaN, inf or absurd,
             # _prepareOne), in the convolved one within the kernel's reach, is NaN in D with
             # +inf variance, not the other image's value.
-            _blankNoData(raw)
+            blankNoData(raw)
         # Without keepMatchedImage the convolved image's planes hold the difference now.
         matched = convolved if self.config.keepMatchedImage else None
         # The PSF of the raw difference: that of the unconvolved image (times the
@@ -669,7 +614,7 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
                 self.metadata[key] = value if math.isfinite(value) else "nan"
             self.metadata["decorrelated"] = bool(dec.decorrelated)
             if difference is not raw:
-                _blankNoData(difference)
+                blankNoData(difference)
         self.metadata["differencePsfSize"] = _psfFwhm(psf)
         self._displayDebugDifference(fit, difference)
         diaSources = None
@@ -681,10 +626,10 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
 
                     detectIn = detectionImageForTask(self, fit, difference, detectionFactor)
                 diaSources = self._detectDiaSources(fit, detectIn, psf)
-        self._checkQuality(fit, difference)
+        checkQuality(self, fit, difference)
         scale = fit.unitScale
         if scale != 1.0:
-            _toUnits([matched, raw] + ([] if difference is raw else [difference]), scale)
+            toUnits([matched, raw] + ([] if difference is raw else [difference]), scale)
             if diaSources is not None:
                 for name in ("flux", "fluxErr"):
                     diaSources[name] = np.asarray(diaSources[name]) * scale
@@ -700,32 +645,6 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
             differencePsf=psf,
             decorrelationKernel=decorrelationKernel,
             diaSources=diaSources,
-        )
-
-    def _checkQuality(self, fit: _Subtraction, difference: MaskedImage) -> None:
-        """Raise `PoorSubtractionError` when D is far from its own noise: the mean of (D/σ)²
-        over its sky pixels (`differenceChi2`, metadata ``differenceSkyChi2``) above
-        ``maxDifferenceChi2``, unless ``allowPoorSubtraction``."""
-        badBits = Mask.getPlaneBitMask(list(self.config.diaSourceBadMaskPlanes), skipUnknown=True)
-        chi2, nSky = differenceChi2(difference, badBits, (fit.science, fit.template))
-        self.metadata["differenceSkyChi2"] = chi2 if math.isfinite(chi2) else "nan"
-        limit = float(self.config.maxDifferenceChi2)
-        if not (math.isfinite(chi2) and chi2 > limit):
-            return
-        message = (
-            f"the difference image is far from its own noise: the mean of (D/σ)² over its "
-            f"{nSky} sky pixels is {chi2:.4g}, more than maxDifferenceChi2 = {limit:g} (a "
-            "good subtraction gives about 1): the kernel does not match the images (too "
-            "high a spatial order for the stars, a deconvolution, a wrong variance plane)"
-        )
-        if self.config.allowPoorSubtraction:
-            self.log.warning("%s; kept, as allowPoorSubtraction asks", message)
-            return
-        raise PoorSubtractionError(
-            message + "; set allowPoorSubtraction (command line --allow-poor-subtraction) to "
-            "keep such a result",
-            chi2,
-            limit,
         )
 
     def _displayDebugDifference(self, fit: _Subtraction, difference: MaskedImage) -> None:
