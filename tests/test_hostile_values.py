@@ -257,3 +257,31 @@ def test_flux_scale_is_science_over_template_in_every_mode() -> None:
     )
     assert ct.convolved == "Template"
     assert ct.fluxScale == ct.kernelSum == pytest.approx(broad.truth.fluxScale, rel=1e-2)
+
+
+def test_sep_deblending_overflow_is_retried_or_named(pair: Any, monkeypatch: Any) -> None:
+    """sep's bare ``Exception("object deblending overflow")`` (seen with one unmasked 1e30
+    pixel) is retried without deblending; if sep still fails, a named PsfMatchError."""
+    import sep
+
+    from psfmatch import _sepguard
+
+    real = sep.extract
+
+    def overflowing(data: Any, thresh: float, **kwargs: Any) -> Any:
+        # Only a deblending extraction can overflow the deblending buffer.
+        if kwargs.get("deblend_cont") != 1.0 and kwargs.get("deblend_nthresh", 32) > 1:
+            raise Exception("object deblending overflow")
+        return real(data, thresh, **kwargs)
+
+    monkeypatch.setattr(sep, "extract", overflowing)
+    result = _subtract(pair, pair.science.image, pair.template.image)
+    assert result.diaSources is not None and len(result.diaSources) >= 10
+
+    def broken(data: Any, thresh: float, **kwargs: Any) -> Any:
+        raise Exception("internal pixel buffer full")
+
+    monkeypatch.setattr(sep, "extract", broken)
+    data = np.ascontiguousarray(pair.science.image)
+    with pytest.raises(errors.PsfMatchError, match="sep could not detect the stars"):
+        _sepguard.extract(data, 5.0, what="stars")

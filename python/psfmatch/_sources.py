@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import sep
 
+from . import _sepguard
 from ._psfutil import fwhmFromR50
 from .convolution import _allFinite
 from .image import MaskedImage, _rowBands
@@ -111,7 +112,9 @@ def detectSources(
     # per-pixel σ, as in SExtractor. sep's default "matched" filter also smooths the
     # variance map, which costs twice the whole extraction and changes nothing for the
     # bright, isolated stars the kernel is fitted on.
-    objects = sep.extract(sub, threshold, var=var, mask=masked, minarea=5, filter_type="conv")
+    objects = _sepguard.extract(
+        sub, threshold, var=var, mask=masked, minarea=5, filter_type="conv", what="stars"
+    )
     # Absurd but finite pixel values (~1e38) overflow sep's moments: such a detection has no
     # position and cannot be a kernel source.
     objects = objects[np.isfinite(objects["x"]) & np.isfinite(objects["y"])]

@@ -30,10 +30,10 @@ from typing import Any
 
 import lsst.pex.config as pexConfig
 import numpy as np
-import sep
 from astropy.table import Table
 from numpy.lib.stride_tricks import sliding_window_view
 
+from . import _sepguard
 from ._fft import _correlateRowBands
 from ._masks import UNUSABLE_PLANES, dilate
 from ._psfutil import _gaussianPsfImage, _psfFwhm, _psfImage
@@ -339,7 +339,9 @@ def detectDifferenceSources(
             np.negative(snr, out=snr)  # exact; the negative sources are the peaks of −S/N
         # Unusable pixels are 0 in snr, below any threshold > 0: what sep's mask would make
         # of them (sep zeroes masked pixels), without its pass over a mask.
-        objects = sep.extract(snr, float(threshold), minarea=1, filter_kernel=None)
+        objects = _sepguard.extract(
+            snr, float(threshold), minarea=1, filter_kernel=None, what="difference's sources"
+        )
         ix = np.asarray(objects["xpeak"], dtype=np.int64)
         iy = np.asarray(objects["ypeak"], dtype=np.int64)
         flux, fluxErr = _pointFluxes(difference, psf, badBits, iy, ix, isScore)
