@@ -237,7 +237,7 @@ class ImagePsfMatchConfig(MakeKernelConfig):
         doc="The largest mean of (D/σ)² over the difference image's sky pixels (those of no "
         "source's footprint, metadata differenceSkyChi2) a subtraction may end with; above it "
         "the run raises PoorSubtractionError unless allowPoorSubtraction. Healthy runs give "
-        "0.95-1.3 (docs/errors.md); 4 means D's scatter is twice its noise.",
+        "0.99-1.42 (docs/errors.md); 4 means D's scatter is twice its noise.",
     )
     allowPoorSubtraction: pexConfig.Field[bool] = pexConfig.Field(
         dtype=bool,
