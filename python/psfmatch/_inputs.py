@@ -17,6 +17,7 @@ the caller's arrays.
 
 from __future__ import annotations
 
+import logging
 import math
 import zlib
 from collections.abc import Callable
@@ -39,6 +40,8 @@ from .image import Mask, MaskedImage, _rowBands
 
 if TYPE_CHECKING:
     from ._modes import _Subtraction
+
+_log = logging.getLogger("psfmatch.imagePsfMatch")
 
 
 @dataclass(frozen=True, eq=False)
@@ -261,6 +264,32 @@ def _medianFilled(mi: MaskedImage, badBits: int) -> MaskedImage:
     return out
 
 
+def _warnAbsurd(task: Any, mi: MaskedImage, key: str, unmasked: np.ndarray, count: int) -> None:
+    """One warning: how many absurd pixels ``key``'s image has, their range and where (the
+    task's log; this module's without a task)."""
+    ys, xs = np.nonzero(unmasked)
+    x0, y0 = mi.getXY0()
+    values = mi.image[unmasked]
+    log = task.log if task is not None else _log
+    log.warning(
+        "%s: %d pixel(s) with absurd values (%.3g to %.3g: further than %.0e robust σ from "
+        "the image's median, or beyond float32's range) were flagged BAD and NO_DATA and "
+        "take no part (NaN in the difference wherever they reach); the first at (x, y) = "
+        "(%d, %d), all within x %d..%d, y %d..%d",
+        key,
+        count,
+        float(values.min()),
+        float(values.max()),
+        _ABSURD_SIGMAS,
+        int(xs[0]) + x0,
+        int(ys[0]) + y0,
+        int(xs.min()) + x0,
+        int(xs.max()) + x0,
+        int(ys.min()) + y0,
+        int(ys.max()) + y0,
+    )
+
+
 class InputPreparation:
     """The input stage of `ImagePsfMatchTask` (a base class of it; see the module docstring).
 
@@ -288,8 +317,8 @@ class InputPreparation:
         ):
             if not isinstance(mi, MaskedImage):
                 raise InvalidInputError(f"{name}: expected a MaskedImage, got {type(mi).__name__}")
-        template = self._prepareOne(templateMaskedImage, "templateMaskedImage")
-        science = self._prepareOne(scienceMaskedImage, "scienceMaskedImage")
+        template = self._prepareOne(templateMaskedImage, "templateMaskedImage", self)
+        science = self._prepareOne(scienceMaskedImage, "scienceMaskedImage", self)
         unitScale = _hostile.unitScale(science)
         self.metadata["internalUnitScale"] = unitScale
         if unitScale != 1.0:
@@ -422,7 +451,8 @@ class InputPreparation:
                 "those pixels)"
             )
 
-    def _prepareOne(self, mi: MaskedImage, name: str) -> MaskedImage:
+    @staticmethod
+    def _prepareOne(mi: MaskedImage, name: str, task: Any = None) -> MaskedImage:
         """The working version of one input, checked: read-only views of its own planes, or,
         when it has (masked) non-finite or absurd pixels, a copy with those zeroed and flagged
         ``NO_DATA`` (so that D is NaN with +inf variance wherever they reach). A view costs no
@@ -454,7 +484,8 @@ class InputPreparation:
                 )
         absurd = absurdPixels(mi, nonFinite if anyNonFinite else None)
         key = name.replace("MaskedImage", "")
-        self.metadata[f"{key}AbsurdPixelsFlagged"] = 0
+        if task is not None:
+            task.metadata[f"{key}AbsurdPixelsFlagged"] = 0
         if not anyNonFinite and absurd is None:
             return MaskedImage(
                 _readOnly(mi.image.view()),
@@ -473,33 +504,12 @@ class InputPreparation:
             unmasked = absurd & (mi.mask == 0)
             nUnmasked = int(np.count_nonzero(unmasked))
             if nUnmasked:
-                self._warnAbsurd(mi, key, unmasked, nUnmasked)
+                _warnAbsurd(task, mi, key, unmasked, nUnmasked)
                 work.mask[unmasked] |= Mask.getPlaneBitMask("BAD") | noData
-            self.metadata[f"{key}AbsurdPixelsFlagged"] = nUnmasked
+            if task is not None:
+                task.metadata[f"{key}AbsurdPixelsFlagged"] = nUnmasked
             work.image[absurd] = 0.0
         return work
-
-    def _warnAbsurd(self, mi: MaskedImage, key: str, unmasked: np.ndarray, count: int) -> None:
-        ys, xs = np.nonzero(unmasked)
-        x0, y0 = mi.getXY0()
-        values = mi.image[unmasked]
-        self.log.warning(
-            "%s: %d pixel(s) with absurd values (%.3g to %.3g: further than %.0e robust σ from "
-            "the image's median, or beyond float32's range) were flagged BAD and NO_DATA and "
-            "take no part (NaN in the difference wherever they reach); the first at (x, y) = "
-            "(%d, %d), all within x %d..%d, y %d..%d",
-            key,
-            count,
-            float(values.min()),
-            float(values.max()),
-            _ABSURD_SIGMAS,
-            int(xs[0]) + x0,
-            int(ys[0]) + y0,
-            int(xs.min()) + x0,
-            int(xs.max()) + x0,
-            int(ys.min()) + y0,
-            int(ys.max()) + y0,
-        )
 
     def _scaleVariance(
         self, mi: MaskedImage, which: str, factor: float | None = None
@@ -592,7 +602,7 @@ class InputPreparation:
                 f"{type(templateMaskedImage).__name__}"
             )
         # The same steps, on the same working copy, as _fit.
-        work = self._prepareOne(templateMaskedImage, "templateMaskedImage")
+        work = self._prepareOne(templateMaskedImage, "templateMaskedImage", self)
         badBits = self._badBits()
         factor: float | None = None
         if self.config.doScaleVariance:

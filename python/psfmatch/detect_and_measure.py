@@ -377,29 +377,27 @@ class Association:
     radius: float
 
 
-#: About this many pixels are sampled by `differenceChi2`.
-_CHI2_SAMPLE = 1 << 20
+#: About this many pixels are sampled by `differenceChi2` (its figure is then known to ~1 %,
+#: with a few hundred kB of temporaries for any image size).
+_CHI2_SAMPLE = 1 << 16
 
 #: A pixel of an input further than this many robust σ from its median is a source's.
 _SOURCE_SIGMAS = 3.0
 
 
-def _sourcePixels(mi: MaskedImage, step: int) -> np.ndarray:
-    """The pixels of a regular sample (every ``step``-th row and column) of ``mi`` that lie
-    on a source: further than `_SOURCE_SIGMAS` robust σ from the median, grown by 2
-    samples so that the wings go with the cores."""
-    sample = np.asarray(mi.image[::step, ::step], dtype=np.float64)
-    finite = np.isfinite(sample)
-    values = sample[finite & (mi.mask[::step, ::step] == 0)]
+def _level(mi: MaskedImage, step: int) -> tuple[float, float]:
+    """Median and 1.4826·MAD of a sparse sample (every ``8·step``-th row and column) of the
+    unmasked finite pixels of ``mi``; (NaN, 0) if fewer than 100."""
+    sample = np.asarray(mi.image[:: 8 * step, :: 8 * step], dtype=np.float64)
+    values = sample[np.isfinite(sample) & (mi.mask[:: 8 * step, :: 8 * step] == 0)]
     if values.size < 100:
-        return np.zeros(sample.shape, dtype=bool)
+        return math.nan, 0.0
     median = float(np.median(values))
-    sigma = 1.482602218505602 * float(np.median(np.abs(values - median)))
-    if not sigma > 0:
-        return np.zeros(sample.shape, dtype=bool)
-    with np.errstate(invalid="ignore"):
-        source = np.abs(sample - median) > _SOURCE_SIGMAS * sigma
-    return dilate(source, 2)
+    return median, 1.482602218505602 * float(np.median(np.abs(values - median)))
+
+
+#: Sampled rows of `differenceChi2` worked on at once (its temporaries stay ~50 kB).
+_CHI2_ROWS = 8
 
 
 def differenceChi2(
@@ -410,26 +408,40 @@ def differenceChi2(
     Sky pixels are the usable ones of D (finite, finite positive variance, none of
     ``badBits``) on a regular sample of about `_CHI2_SAMPLE`, off every source of the
     ``inputs`` (the images that were subtracted, on D's box: their pixels more than 3 robust σ
-    from their median, grown by 2): there D is noise alone in a good subtraction, so the
-    figure is ~1, and k² when D scatters k times its noise. Stars' and transients' residuals,
-    which are not noise, do not count (in a crowded field they cover several per cent of
-    the image). NaN when fewer than 100 sky pixels are usable."""
+    from their median, grown by 2 samples): there D is noise alone in a good subtraction, so
+    the figure is ~1, and k² when D scatters k times its noise. Stars' and transients'
+    residuals, which are not noise, do not count (in a crowded field they cover several per
+    cent of the image). NaN when fewer than 100 sky pixels are usable. Worked a few sampled
+    rows at a time: it runs while the run holds its largest images."""
     ny, nx = difference.image.shape
     step = max(1, int(math.sqrt(ny * nx / _CHI2_SAMPLE)))
-    image = np.asarray(difference.image[::step, ::step], dtype=np.float64)
-    variance = np.asarray(difference.variance[::step, ::step], dtype=np.float64)
-    mask = difference.mask[::step, ::step]
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        good = np.isfinite(image) & np.isfinite(variance) & (variance > 0)
-        good &= (mask & badBits) == 0
-        for mi in inputs:
-            if mi.image.shape == difference.image.shape:
-                good &= ~_sourcePixels(mi, step)
-        z2 = np.square(image[good]) / variance[good]
-    z2 = z2[np.isfinite(z2)]
-    if z2.size < 100:
-        return math.nan, int(z2.size)
-    return float(z2.mean()), int(z2.size) * step * step
+    levels = [(mi, *_level(mi, step)) for mi in inputs if mi.image.shape == difference.image.shape]
+    rows = range(0, ny, step)
+    total, count = 0.0, 0
+    grow = 2  # samples
+    for start in range(0, len(rows), _CHI2_ROWS):
+        lo = max(start - grow, 0)
+        hi = min(start + _CHI2_ROWS + grow, len(rows))
+        sl = slice(rows[lo], rows[hi - 1] + 1, step)
+        inner = slice(start - lo, start - lo + min(_CHI2_ROWS, len(rows) - start))
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            image = np.asarray(difference.image[sl, ::step], dtype=np.float64)
+            variance = np.asarray(difference.variance[sl, ::step], dtype=np.float64)
+            good = np.isfinite(image) & np.isfinite(variance) & (variance > 0)
+            good &= (difference.mask[sl, ::step] & badBits) == 0
+            for mi, median, sigma in levels:
+                if not sigma > 0:
+                    continue
+                source = np.abs(np.asarray(mi.image[sl, ::step], dtype=np.float64) - median)
+                good &= ~dilate(source > _SOURCE_SIGMAS * sigma, grow)
+            good = good[inner]
+            z2 = np.square(image[inner][good]) / variance[inner][good]
+        z2 = z2[np.isfinite(z2)]
+        total += float(z2.sum())
+        count += int(z2.size)
+    if count < 100:
+        return math.nan, count
+    return total / count, count * step * step
 
 
 def associate(
