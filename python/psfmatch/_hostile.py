@@ -212,7 +212,9 @@ def checkQuality(task: Any, fit: _Subtraction, difference: MaskedImage) -> None:
     ``maxDifferenceChi2``, unless ``allowPoorSubtraction``. Without ``doSubtractBackground``
     D holds the differential background by design: the figure is recorded, not judged."""
     badBits = Mask.getPlaneBitMask(list(task.config.diaSourceBadMaskPlanes), skipUnknown=True)
-    chi2, nSky = differenceChi2(difference, badBits, (fit.science, fit.template))
+    # A score image's sources are wider than the inputs' by its filter's half-width.
+    grow = 2 + (0 if fit.preConvKernel is None else fit.preConvKernel.shape[0] // 2)
+    chi2, nSky = differenceChi2(difference, badBits, (fit.science, fit.template), grow)
     task.metadata["differenceSkyChi2"] = chi2 if math.isfinite(chi2) else "nan"
     limit = float(task.config.maxDifferenceChi2)
     if not (math.isfinite(chi2) and chi2 > limit) or not task.config.doSubtractBackground:

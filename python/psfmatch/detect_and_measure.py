@@ -401,24 +401,25 @@ _CHI2_ROWS = 8
 
 
 def differenceChi2(
-    difference: MaskedImage, badBits: int, inputs: tuple[MaskedImage, ...] = ()
+    difference: MaskedImage, badBits: int, inputs: tuple[MaskedImage, ...] = (), grow: int = 2
 ) -> tuple[float, int]:
     """The mean of (D/σ)² over the sky of a difference image, and how many pixels it is over.
 
     Sky pixels are the usable ones of D (finite, finite positive variance, none of
     ``badBits``) on a regular sample of about `_CHI2_SAMPLE`, off every source of the
     ``inputs`` (the images that were subtracted, on D's box: their pixels more than 3 robust σ
-    from their median, grown by 2 samples): there D is noise alone in a good subtraction, so
-    the figure is ~1, and k² when D scatters k times its noise. Stars' and transients'
-    residuals, which are not noise, do not count (in a crowded field they cover several per
-    cent of the image). NaN when fewer than 100 sky pixels are usable. Worked a few sampled
-    rows at a time: it runs while the run holds its largest images."""
+    from their median, grown by ``grow`` pixels, at least 2 samples): there D is noise alone
+    in a good subtraction, so the figure is ~1, and k² when D scatters k times its noise.
+    Stars' and transients' residuals, which are not noise, do not count (in a crowded field
+    they cover several per cent of the image). NaN when fewer than 100 sky pixels are
+    usable. Worked a few sampled rows at a time: it runs while the run holds its largest
+    images."""
     ny, nx = difference.image.shape
     step = max(1, int(math.sqrt(ny * nx / _CHI2_SAMPLE)))
     levels = [(mi, *_level(mi, step)) for mi in inputs if mi.image.shape == difference.image.shape]
     rows = range(0, ny, step)
     total, count = 0.0, 0
-    grow = 2  # samples
+    grow = max(2, -(-grow // step))  # in samples
     for start in range(0, len(rows), _CHI2_ROWS):
         lo = max(start - grow, 0)
         hi = min(start + _CHI2_ROWS + grow, len(rows))
