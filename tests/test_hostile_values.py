@@ -285,3 +285,29 @@ def test_sep_deblending_overflow_is_retried_or_named(pair: Any, monkeypatch: Any
     data = np.ascontiguousarray(pair.science.image)
     with pytest.raises(errors.PsfMatchError, match="sep could not detect the stars"):
         _sepguard.extract(data, 5.0, what="stars")
+
+
+def test_command_line_fails_on_a_poor_subtraction_unless_allowed(
+    pair: Any, tmp_path: Any, capsys: Any
+) -> None:
+    """`psfmatch subtract`: exit 1 with one message and no output file; with
+    ``--allow-poor-subtraction`` the difference is written (exit 0)."""
+    from psfmatch import io as pmio
+    from psfmatch.cli import main
+
+    y, x = np.mgrid[0 : SHAPE[0], 0 : SHAPE[1]]
+    science = pair.science.clone()
+    science.image += (40.0 * np.sin(2 * np.pi * x / 96) * np.sin(2 * np.pi * y / 96)).astype(
+        np.float32
+    )
+    pmio.writeMaskedImage(tmp_path / "s.fits", science)
+    pmio.writeMaskedImage(tmp_path / "t.fits", pair.template)
+    argv = ["subtract", "--science", tmp_path / "s.fits", "--template", tmp_path / "t.fits"]
+    argv += ["--set", "doScaleVariance=False", "-q"]
+    out = tmp_path / "d.fits"
+    assert main([str(a) for a in [*argv, "--output", out]]) == 1
+    err = capsys.readouterr().err
+    assert "far from its own noise" in err and "--allow-poor-subtraction" in err
+    assert "Traceback" not in err and not out.exists()
+    status = main([str(a) for a in [*argv, "--output", out, "--allow-poor-subtraction"]])
+    assert status == 0 and out.exists()
