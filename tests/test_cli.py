@@ -19,7 +19,7 @@ import psfmatch
 from helpers import simulatedFitsPair
 from psfmatch import cli
 from psfmatch import io as pmio
-from psfmatch.cli import hotpants, main
+from psfmatch.cli import hotpants, main, parser, usage  # noqa: F401 (cli.parser, cli.usage)
 from psfmatch.image import Mask
 
 SHAPE = (320, 320)
@@ -563,7 +563,7 @@ def test_usage_errors(capsys: Any, argv: list[str], message: str) -> None:
 def test_one_letter_options_take_attached_values() -> None:
     # What the exact-match rule for single-dash options keeps: "-r8" is -r 8, "-vv" is -v -v.
     argv = ["subtract", "-inim", "s", "-tmplim", "t", "-outim", "d", "-r8", "-vv", "-nt"]
-    args = cli._buildParser().parse_args(argv)
+    args = cli.parser._buildParser().parse_args(argv)
     assert (args.kernel_half_width, args.verbose, args.normalize) == (8, 2, "template")
 
 
@@ -592,7 +592,7 @@ def test_version_and_help(capsys: Any) -> None:
 
 def _subtractParser() -> Any:
     commands = next(
-        a for a in cli._buildParser()._actions if isinstance(a, argparse._SubParsersAction)
+        a for a in cli.parser._buildParser()._actions if isinstance(a, argparse._SubParsersAction)
     )
     return commands.choices["subtract"]
 
@@ -683,7 +683,7 @@ def test_demo_default_output_is_ignored_by_git() -> None:
     git = shutil.which("git")
     if git is None or not (root / ".git").exists():
         pytest.skip("needs git and a git checkout")
-    default = cli._buildParser().parse_args(["demo"]).output_dir
+    default = cli.parser._buildParser().parse_args(["demo"]).output_dir
     for name in ("difference.fits", "transients.ecsv", "plots/report.html"):
         done = subprocess.run(
             [git, "-C", str(root), "check-ignore", "-q", f"{default}/{name}"],

@@ -37,6 +37,8 @@ BASE_DEFAULTS: dict[str, Any] = {
     "spatialModelType": "chebyshev1",
     "spatialKernelOrder": 2,
     "spatialBgOrder": 1,
+    "lowerSpatialOrders": True,
+    "maxSpatialUnknowns": 4000,
     "sizeCellX": 128,
     "sizeCellY": 128,
     "nStarPerCell": 5,

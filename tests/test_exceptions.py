@@ -28,6 +28,8 @@ HIERARCHY = [
     ("TemplateCoverageError", "InvalidInputError", ValueError),
     ("OriginMismatchError", "InvalidInputError", ValueError),
     ("PoorSubtractionError", "PsfMatchError", RuntimeError),
+    ("SpatialOrderError", "InvalidInputError", ValueError),
+    ("PsfMatchMemoryError", "PsfMatchError", MemoryError),
 ]
 
 

@@ -286,9 +286,10 @@ def test_all_candidates_rejected_raises(rng: np.random.Generator) -> None:
 def test_underconstrained_is_logged(
     rng: np.random.Generator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    field = makeField(rng, nStars=4)
-    # Spatial order 2 has 6 terms per basis kernel; four stars cannot constrain it.
-    config = alConfig(spatialKernelOrder=2, nStarPerCell=-1)
+    # Spatial order 2 has 6 terms per basis kernel: six stars could constrain it (kept, as
+    # lowerSpatialOrders is off), but the variable star is clipped and five cannot.
+    field = makeField(rng, nStars=6, variable=0)
+    config = alConfig(spatialKernelOrder=2, nStarPerCell=-1, lowerSpatialOrders=False)
     task = CellSetTask(config=config)
     cells, _ = task._buildCellSet(field)
     with caplog.at_level(logging.INFO, logger="psfmatch"):
@@ -724,7 +725,15 @@ def test_diagnostic_warns_on_negative_condition_number(
         task._diagnostic(cells, IndefiniteSolution(), kernel, bg)
     assert task.metadata["spatialConditionNum"] == -42.0
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("Condition number is negative" in m for m in warnings), warnings
+    # The diagnosis, not the bare number: singular, with the stars and unknowns it involves.
+    singular = [m for m in warnings if "singular or indefinite" in m]
+    assert singular, warnings
+    assert "-4.200e+01" in singular[0]
+    # nt of §5.2 for this AL fit: a constant first coefficient, the others with the kernel's
+    # spatial terms, and the background's.
+    nb, nkt = kernel.getNBasisKernels(), kernel.getNSpatialParameters()
+    nt = (nb - 1) * nkt + 1 + np.asarray(bg.getParameters()).size
+    assert f"cannot constrain its {nt} unknowns" in singular[0]
 
 
 def _residualStats(cand: Any, kernelImage: np.ndarray, bg: float, core: int) -> tuple[float, float]:

@@ -45,7 +45,9 @@ from .errors import (
     PsfComputeShapeError,
     PsfMatchError,
     PsfMatchIOError,
+    PsfMatchMemoryError,
     SingularMatrixError,
+    SpatialOrderError,
     TemplateCoverageError,
 )
 
@@ -243,6 +245,7 @@ __all__ = [
     "PsfMatchConfigDF",
     "PsfMatchError",
     "PsfMatchIOError",
+    "PsfMatchMemoryError",
     "PsfMatchTask",
     "Quadrupole",
     "RegularizedKernelSolution",
@@ -258,6 +261,7 @@ __all__ = [
     "SpatialFunction",
     "SpatialKernelSolution",
     "SpatialModelType",
+    "SpatialOrderError",
     "StaticKernelSolution",
     "Struct",
     "SubtractionResult",

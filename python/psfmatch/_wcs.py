@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from typing import Any
 
+from ._logcapture import _capturedWarnings
 from .errors import InvalidInputError
 
 _log = logging.getLogger("psfmatch.align")
@@ -89,8 +89,9 @@ def _wcsFromFile(path: Any, name: str) -> Any:
     filePath = _asPath(path, name)
     _checkInputFile(filePath)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the file's own oddities; its WCS is checked below
+        # The file's own oddities are dropped (its WCS is checked below); this thread's only:
+        # catch_warnings is process-wide, and overlapping blocks restore filters out of order.
+        with _capturedWarnings():
             with fits.open(filePath, memmap=False) as hdul:
                 headers = [hdu.header.copy() for hdu in hdul]
     except OSError as err:
@@ -107,8 +108,7 @@ def _wcsFromHeader(header: Any, name: str) -> Any:
     keywords, ...) are logged, not raised (they describe the file, not the caller's code)."""
     from astropy.wcs import WCS
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with _capturedWarnings() as caught:  # this thread's warnings only, as above
         try:
             wcs = WCS(header, naxis=2, relax=True)
         except KeyError:

@@ -159,6 +159,25 @@ class PsfMatchConfig(pexConfig.Config):
         default=1,
         min=0,
     )
+    lowerSpatialOrders: pexConfig.Field[bool] = pexConfig.Field(
+        dtype=bool,
+        doc="psfmatch only: lower spatialKernelOrder and spatialBgOrder, where they are at their "
+        "defaults, to the highest orders the kernel stars constrain: more than twice as many "
+        "stars as spatial terms, and spatial normal equations that are not singular "
+        "(docs/algorithm.md §5.8). An order set to any other value is kept (with a warning "
+        "when the stars constrain it poorly; SpatialOrderError when there are fewer stars than "
+        "its terms). False keeps the configured orders as if set explicitly.",
+        default=True,
+    )
+    maxSpatialUnknowns: pexConfig.Field[int] = pexConfig.RangeField(
+        dtype=int,
+        doc="psfmatch only: largest number of unknowns of the spatial fit's normal equations, "
+        "(nBasis - 1) * nKernelTerms + 1 + nBgTerms; a larger fit (its matrices grow as the "
+        "square and its solve as the cube of this number) is refused up front with "
+        "SpatialOrderError.",
+        default=4000,
+        min=1,
+    )
     sizeCellX: pexConfig.Field[int] = pexConfig.RangeField(
         dtype=int,
         doc="Width (pixels, along x) of the spatial cells that kernel candidates are grouped in.",

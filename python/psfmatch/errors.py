@@ -30,6 +30,11 @@ Which to raise when:
   and the limit. Set ``allowPoorSubtraction`` to keep such a result.
 - `PsfComputeShapeError` — a PSF model cannot give a size or shape at a position (it carries
   the position); raised by the PSF models and `ModelPsfMatchTask`.
+- `SpatialOrderError` — spatial orders (or a kernel basis) the kernel stars cannot constrain, or
+  a spatial fit too large to solve: it names the stars, the terms and the unknowns. An
+  `InvalidInputError`.
+- `PsfMatchMemoryError` — the work asked for needs more memory than the machine has (refused up
+  front, naming the estimate), or the compiled core ran out of memory. Also a `MemoryError`.
 - `PsfMatchError` — anything else that stops the work. A `RuntimeError`.
 
 A degraded but usable fit is not an exception: it is a logged warning and a metadata entry.
@@ -52,7 +57,9 @@ __all__ = [
     "PsfComputeShapeError",
     "PsfMatchError",
     "PsfMatchIOError",
+    "PsfMatchMemoryError",
     "SingularMatrixError",
+    "SpatialOrderError",
     "TemplateCoverageError",
 ]
 
@@ -149,6 +156,16 @@ class InsufficientKernelSourcesError(NoKernelCandidatesError):
         if detail:
             message += f": {detail}"
         super().__init__(message)
+
+
+class SpatialOrderError(InvalidInputError):
+    """Spatial orders or a kernel basis that the kernel stars cannot constrain, or a spatial
+    fit larger than ``maxSpatialUnknowns`` (docs/algorithm.md §5.8)."""
+
+
+class PsfMatchMemoryError(PsfMatchError, MemoryError):
+    """The work needs more memory than is available: refused before allocating (the message
+    gives the estimate), or the compiled core's allocation failed (``std::bad_alloc``)."""
 
 
 class TemplateCoverageError(InvalidInputError):

@@ -271,6 +271,29 @@ def _asPixelArray(array: Any, name: str) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("="))
 
 
+_INT32 = (-(2**31), 2**31 - 1)
+"""The pixel coordinates the compiled core (`Box2I`) holds: 32-bit signed integers."""
+
+
+def _checkedXY0(xy0: Any, shape: tuple[int, ...]) -> tuple[int, int]:
+    """``xy0`` as two Python ints, checked to put every pixel of an image of ``shape`` on
+    32-bit coordinates (beyond them the core's boxes were a `TypeError`, or wrapped round
+    into an empty region)."""
+    try:
+        x0, y0 = operator.index(xy0[0]), operator.index(xy0[1])
+    except (TypeError, IndexError) as err:
+        raise InvalidInputError(f"xy0: expected two integers, got {xy0!r}") from err
+    for axis, origin, length in (("x", x0, shape[1]), ("y", y0, shape[0])):
+        last = origin + max(length, 1) - 1
+        if origin < _INT32[0] or last > _INT32[1]:
+            raise InvalidInputError(
+                f"xy0: the origin {axis}0 = {origin} puts the image's pixels at {axis} = "
+                f"{origin} to {last}, beyond the 32-bit coordinates psfmatch uses "
+                f"({_INT32[0]} to {_INT32[1]})"
+            )
+    return x0, y0
+
+
 class MaskedImage:
     """An image with a mask of bit planes and a variance, at an origin in parent coordinates.
 
@@ -329,10 +352,7 @@ class MaskedImage:
                     f"variance: shape {v.shape} differs from the image's {shape}"
                 )
             self.variance = np.ascontiguousarray(v, dtype=self.image.dtype)
-        try:
-            self._xy0 = (operator.index(xy0[0]), operator.index(xy0[1]))
-        except (TypeError, IndexError) as err:
-            raise InvalidInputError(f"xy0: expected two integers, got {xy0!r}") from err
+        self._xy0 = _checkedXY0(xy0, shape)
 
     @property
     def dtype(self) -> np.dtype:
@@ -345,7 +365,7 @@ class MaskedImage:
 
     def setXY0(self, xy0: tuple[int, int]) -> None:
         """Set the parent coordinates of pixel ``[0, 0]``."""
-        self._xy0 = (operator.index(xy0[0]), operator.index(xy0[1]))
+        self._xy0 = _checkedXY0(xy0, self.image.shape)
 
     def getWidth(self) -> int:
         return int(self.image.shape[1])

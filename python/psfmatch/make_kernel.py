@@ -187,6 +187,20 @@ class MakeKernelTask(PsfMatchTask):
                 "larger image"
             )
 
+    def _checkBasisFits(self, basisList: list[Any]) -> None:
+        """Raise `InvalidInputError` when the basis has more kernels than the kernel has
+        pixels: they are then linearly dependent, every candidate's normal equations are
+        singular, and the fit is whatever the pseudo-inverse makes of it (a 3 x 3 kernel with
+        the default 27 Alard-Lupton kernels gave D a standard deviation 6 times its noise on a
+        simulated 512² pair)."""
+        width, height = basisList[0].getWidth(), basisList[0].getHeight()
+        if len(basisList) > width * height:
+            raise InvalidInputError(
+                f"the kernel basis has {len(basisList)} kernels but a {width} x {height} kernel "
+                f"has only {width * height} pixels, so they cannot be independent; raise "
+                "kernelSize (-r) or lower alardNGauss/alardDegGauss (-ng)"
+            )
+
     def _buildCellSet(
         self,
         targetMaskedImage: MaskedImage,
@@ -485,6 +499,7 @@ class MakeKernelTask(PsfMatchTask):
             basisList = makeKernelBasisList(
                 self.kConfig, targetFwhm, referenceFwhm, metadata=self.metadata
             )
+        self._checkBasisFits(basisList)
         # The stamp half-width: the kernel's whole width, so that its reach lies inside.
         kernelSize = max(basisList[0].getWidth(), int(stampHalfWidth or 0))
         self._checkStampFits(stampImage, kernelSize, "kernel")

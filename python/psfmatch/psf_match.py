@@ -15,6 +15,9 @@ Metadata
     Condition number of the spatial normal matrix (``conditionNumberType``).
 ``nCandidatesTotal``, ``nCandidatesGood``, ``nCandidatesBad``
     The candidates of the cell set after the fit, by status.
+``spatialKernelOrderUsed``, ``spatialBgOrderUsed``, ``spatialOrderReason``
+    The spatial orders the fit used and why they differ from the config's ("" if they do
+    not): default orders the stars cannot carry are lowered (docs/algorithm.md §5.8).
 ``spatialKernelConstraint``, ``spatialBackgroundConstraint``
     ``"well"``, ``"poorly"`` or ``"under"``: how many good candidates constrain the spatial
     kernel and background terms (§6.1).
@@ -58,9 +61,21 @@ from lsst.utils.timer import timeMethod
 
 from . import _core
 from . import debug as psfmatchDebug
+from ._spatial_orders import (
+    SpatialOrders,
+    isSingular,
+    lowerOrders,
+    planForCellSet,
+    unknownsOf,
+)
 from .basis import makeKernelBasisList, makeRegularizationMatrix, renormalizeKernelList
 from .config import PsfMatchConfig, PsfMatchConfigAL, PsfMatchConfigDF, makeKernelControl
-from .errors import InvalidInputError, NoKernelCandidatesError, PsfMatchError
+from .errors import (
+    InvalidInputError,
+    NoKernelCandidatesError,
+    PsfMatchError,
+    PsfMatchMemoryError,
+)
 from .progress import progressBar
 from .spatial import (
     AssessSpatialKernelVisitor,
@@ -77,6 +92,10 @@ _GOOD = _core.KernelCandidate.GOOD
 _BAD = _core.KernelCandidate.BAD
 _UNKNOWN = _core.KernelCandidate.UNKNOWN
 _RECENT = _core.KernelCandidate.RECENT
+
+# Largest spatial system whose eigenvalues are computed to catch a singular fit (§5.8): 600
+# unknowns take ~0.1 s (1 s on a loaded 2-core machine); the default 160 take milliseconds.
+_MAX_SINGULAR_CHECK_UNKNOWNS = 600
 
 _METRIC_STATISTICS: dict[str, Callable[[list[float]], Any]] = {
     "MEAN": np.mean,
@@ -199,6 +218,36 @@ class PsfMatchTask(Task, abc.ABC):
             for the spatial fit.
         """
         kConfig = self.kConfig
+        constantFirstTerm = isConstantFirstTerm(kConfig)
+        # Up front (§5.8): orders the stars cannot carry, and fits too large to solve, are
+        # refused (or, for default orders, lowered) before anything is allocated.
+        orders, work = planForCellSet(kConfig, kernelCellSet, basisList, constantFirstTerm)
+        self._spatialOrders = orders
+        try:
+            return self._solveLoop(kernelCellSet, basisList, orders, useRegularization)
+        except PsfMatchMemoryError:
+            raise
+        except MemoryError as err:
+            raise PsfMatchMemoryError(
+                f"out of memory while fitting the kernel ({work}): {err or type(err).__name__}"
+            ) from err
+
+    def _orderedControl(self, orders: SpatialOrders) -> Any:
+        """The core's option struct with the spatial orders in use."""
+        control = makeKernelControl(self.kConfig)
+        control.spatialKernelOrder = int(orders.kernel)
+        control.spatialBgOrder = int(orders.background)
+        return control
+
+    def _solveLoop(
+        self,
+        kernelCellSet: Any,
+        basisList: list[Any],
+        orders: SpatialOrders,
+        useRegularization: bool,
+    ) -> tuple[Any, Any, Any]:
+        """The loop of §5.6 with the spatial orders of ``orders`` (lowered as it goes)."""
+        kConfig = self.kConfig
         control = makeKernelControl(kConfig)
         nStarPerCell = int(kConfig.nStarPerCell)
         maxSpatialIterations = int(kConfig.maxSpatialIterations)
@@ -207,6 +256,7 @@ class PsfMatchTask(Task, abc.ABC):
         regionBBox = kernelCellSet.getBBox()
         traceLog = getTraceLogger(self.log.getChild("_solve"), 1)
         traceLog3 = getTraceLogger(self.log.getChild("_solve"), 3)
+        canLower = orders.kernelAdaptive or orders.backgroundAdaptive
 
         singlekv = BuildSingleKernelVisitor(
             basisList, control, self.hMat if useRegularization else None
@@ -215,16 +265,37 @@ class PsfMatchTask(Task, abc.ABC):
 
         def fitSpatial(spatialBasisList: list[Any]) -> tuple[Any, Any, Any]:
             with self.timer("fitSpatial"):
-                spatialkv = BuildSpatialKernelVisitor(
-                    spatialBasisList, regionBBox, control, constantFirstTerm
-                )
-                kernelCellSet.visitCandidates(spatialkv, nStarPerCell)
-                if spatialkv.getNCandidates() < 1:
-                    raise NoKernelCandidatesError(
-                        "No kernel candidates remain for the spatial fit; lower the spatial "
-                        "orders or loosen the candidate clipping"
+                while True:
+                    spatialkv = BuildSpatialKernelVisitor(
+                        spatialBasisList,
+                        regionBBox,
+                        self._orderedControl(orders),
+                        constantFirstTerm,
                     )
-                spatialkv.solveLinearEquation()
+                    kernelCellSet.visitCandidates(spatialkv, nStarPerCell)
+                    nUsed = spatialkv.getNCandidates()
+                    if nUsed < 1:
+                        raise NoKernelCandidatesError(
+                            "No kernel candidates remain for the spatial fit; lower the spatial "
+                            "orders or loosen the candidate clipping"
+                        )
+                    self._nSpatialStars = nUsed
+                    if canLower and lowerOrders(orders, nUsed, None):
+                        continue
+                    spatialkv.solveLinearEquation()
+                    # The eigenvalues cost nt³: checked where that is small next to the fit
+                    # (the default basis has nt = 160); a delta-function basis without PCA
+                    # (nt in the thousands) relies on the count alone.
+                    solution = spatialkv.getKernelSolution()
+                    if (
+                        canLower
+                        and (orders.kernel > 0 or orders.background > 0)
+                        and solution.getNt() <= _MAX_SINGULAR_CHECK_UNKNOWNS
+                    ):
+                        singular, ratio = isSingular(solution)
+                        if singular and lowerOrders(orders, nUsed, ratio):
+                            continue
+                    break
                 spatialKernel, spatialBackground = spatialkv.getSolutionPair()
             return spatialkv, spatialKernel, spatialBackground
 
@@ -290,9 +361,30 @@ class PsfMatchTask(Task, abc.ABC):
                 spatialkv, spatialKernel, spatialBackground = fitSpatial(spatialBasisList)
 
                 assesskv = AssessSpatialKernelVisitor(spatialKernel, spatialBackground, control)
+                unclipped = kernelCellSet.getAllCandidates(ignoreBad=True)
                 kernelCellSet.visitCandidates(assesskv, nStarPerCell)
                 nRejectedSpatial = assesskv.getNRejected()
                 nGoodSpatial = assesskv.getNGood()
+                if nGoodSpatial == 0 and nRejectedSpatial > 0 and orders.lowered:
+                    # The orders the stars can carry fit none of them within the residual
+                    # thresholds (the PSF varies more than so few stars can follow): clipping
+                    # would empty the fit, so this fit is kept, unclipped, and said so.
+                    for cand in unclipped:
+                        if cand.getStatus() == _BAD:
+                            cand.setStatus(_GOOD)
+                    self.log.warning(
+                        "The spatial model of kernel order %d, background order %d (lowered "
+                        "from %d, %d for %d stars) leaves every star's residuals above the "
+                        "clipping thresholds; it is kept unclipped. The PSF varies more than "
+                        "these stars can constrain: give more kernel stars",
+                        orders.kernel,
+                        orders.background,
+                        orders.configuredKernel,
+                        orders.configuredBackground,
+                        spatialkv.getNCandidates(),
+                    )
+                    nRejectedSpatial = 0
+                    break
                 traceLog.debug(
                     "Iteration %d, rejected %d candidates due to spatial kernel fit",
                     nIter,
@@ -506,8 +598,26 @@ class PsfMatchTask(Task, abc.ABC):
         conditionNum = float(spatialSolution.getConditionNumber(conditionType))
         self.metadata["spatialConditionNum"] = conditionNum
         self.log.info("Spatial model condition number %.3e", conditionNum)
-        if conditionNum < 0.0:
-            self.log.warning("Condition number is negative (%.3e)", conditionNum)
+        orders: SpatialOrders | None = getattr(self, "_spatialOrders", None)
+        nStars = int(getattr(self, "_nSpatialStars", 0))
+        self._recordOrders(orders)
+        if conditionNum < 0.0 or not math.isfinite(conditionNum):
+            # A normal matrix is positive semi-definite: a negative eigenvalue ratio means its
+            # smallest eigenvalue is zero up to rounding, i.e. some spatial term is fixed by no
+            # star (docs/algorithm.md §5.8).
+            self.log.warning(
+                "The spatial normal equations are singular or indefinite (eigenvalue condition "
+                "number %.3e: the smallest eigenvalue is not positive): %d stars cannot "
+                "constrain its %d unknowns (kernel order %d with %d terms, background order "
+                "%d); the minimum-norm solution is used. Lower the spatial orders or give "
+                "more kernel stars",
+                conditionNum,
+                nStars,
+                unknownsOf(spatialKernel, spatialBg, isConstantFirstTerm(kConfig)),
+                orders.kernel if orders else int(kConfig.spatialKernelOrder),
+                int(spatialKernel.getNSpatialParameters()),
+                orders.background if orders else int(kConfig.spatialBgOrder),
+            )
         if conditionNum > kConfig.maxSpatialConditionNumber:
             self.log.warning(
                 "Spatial solution exceeds max condition number (%.3e > %.3e)",
@@ -535,34 +645,70 @@ class PsfMatchTask(Task, abc.ABC):
         nKernelTerms = spatialKernel.getNSpatialParameters() or 1
         bgParams = np.asarray(spatialBg.getParameters())
         nBgTerms = 0 if (bgParams.size == 1 and bgParams[0] == 0.0) else int(bgParams.size)
+        explicitNote = ""
+        if orders is not None and not (orders.kernelAdaptive and orders.backgroundAdaptive):
+            explicitNote = (
+                f" (set explicitly, so kept; spatial condition number {conditionNum:.3e})"
+            )
         self.metadata["spatialKernelConstraint"] = self._judgeConstraint(
-            "Spatial kernel model", nGood, nKernelTerms, "spatialKernelOrder"
+            "Spatial kernel model",
+            nGood,
+            nKernelTerms,
+            "spatialKernelOrder",
+            explicitNote if orders is not None and not orders.kernelAdaptive else "",
         )
         if nBgTerms > 0:
             self.metadata["spatialBackgroundConstraint"] = self._judgeConstraint(
-                "Spatial background model", nGood, nBgTerms, "spatialBgOrder"
+                "Spatial background model",
+                nGood,
+                nBgTerms,
+                "spatialBgOrder",
+                explicitNote if orders is not None and not orders.backgroundAdaptive else "",
             )
         self._recordMetrics(kernelCellSet, spatialKernel, spatialBg)
 
-    def _judgeConstraint(self, what: str, nGood: int, nTerms: int, orderField: str) -> str:
+    def _recordOrders(self, orders: SpatialOrders | None) -> None:
+        """Record the spatial orders used (§5.8) and say once why they were lowered."""
+        if orders is None:
+            return
+        self.metadata["spatialKernelOrderUsed"] = int(orders.kernel)
+        self.metadata["spatialBgOrderUsed"] = int(orders.background)
+        self.metadata["spatialOrderReason"] = orders.reason if orders.lowered else ""
+        if orders.lowered:
+            self.log.info(
+                "Spatial orders lowered from kernel %d, background %d to kernel %d, "
+                "background %d: %s (docs/algorithm.md §5.8; set them to other values, or "
+                "lowerSpatialOrders=False, to keep them)",
+                orders.configuredKernel,
+                orders.configuredBackground,
+                orders.kernel,
+                orders.background,
+                orders.reason,
+            )
+
+    def _judgeConstraint(
+        self, what: str, nGood: int, nTerms: int, orderField: str, note: str = ""
+    ) -> str:
         """Log whether ``nGood`` candidates constrain ``nTerms`` spatial terms; return the word."""
         if nGood < nTerms:
             self.log.warning(
-                "%s underconstrained; %d candidates, %d terms. Consider lowering the "
+                "%s underconstrained; %d candidates, %d terms%s. Consider lowering the "
                 "spatial order (%s).",
                 what,
                 nGood,
                 nTerms,
+                note,
                 orderField,
             )
             return "under"
         if nGood <= 2 * nTerms:
             self.log.warning(
-                "%s poorly constrained; %d candidates, %d terms. Consider lowering the "
+                "%s poorly constrained; %d candidates, %d terms%s. Consider lowering the "
                 "spatial order (%s).",
                 what,
                 nGood,
                 nTerms,
+                note,
                 orderField,
             )
             return "poorly"

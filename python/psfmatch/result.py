@@ -6,7 +6,6 @@ from __future__ import annotations
 
 __all__ = ["HOTPANTS_KEYS", "UNITS", "SubtractionResult"]
 
-import contextlib
 import dataclasses
 import logging
 import math
@@ -23,6 +22,7 @@ from ._logcapture import collectWarnings
 from .errors import InvalidInputError, OutputExistsError, PsfMatchError
 from .image import Mask, MaskedImage
 from .image_psf_match import ImagePsfMatchConfig
+from .io.writing import _writingTogether
 from .task import TaskMetadata
 
 _log = logging.getLogger("psfmatch.subtract")
@@ -336,8 +336,12 @@ class SubtractionResult:
                 "CrossConvolution": "CROSS",
             }.get(self.convolved, "IMAGE"),
             "NGAUSS": int(mdValue("ALBasisNGauss", 0)),
-            "KO": int(kConfig.spatialKernelOrder),
-            "BGO": int(kConfig.spatialBgOrder) if kConfig.fitForBackground else 0,
+            # The orders the fit used (lowered from the config's when the stars could not
+            # carry them, docs/algorithm.md §5.8).
+            "KO": int(mdValue("spatialKernelOrderUsed", kConfig.spatialKernelOrder)),
+            "BGO": int(mdValue("spatialBgOrderUsed", kConfig.spatialBgOrder))
+            if kConfig.fitForBackground
+            else 0,
             "NSTAMP": int(mdValue("nCandidatesGood", 0)),
             "SSSIG": mdValue("metric_MEAN.SPATIAL_residualStd"),
             "SSSCAT": mdValue("metric_STDEV.SPATIAL_residualStd"),
@@ -412,9 +416,10 @@ class SubtractionResult:
         OutputExistsError
             A file exists and ``overwrite`` is false.
         PsfMatchIOError
-            A file cannot be written. Each file is written atomically (see
-            `psfmatch.io.writeMaskedImage`), so none is left half-written; if the convolved
-            image fails, a difference image this call created is removed again.
+            A file cannot be written. The two files are written as one unit: to temporaries
+            beside them, moved into place together only when both are complete (see
+            `psfmatch.io.writeMaskedImage`); a failure or an interrupt leaves the old files as
+            they were and no temporary.
         """
         matched = self.matched
         if matchedPath is not None and matched is None:
@@ -429,26 +434,21 @@ class SubtractionResult:
                 str(matchedPath),
             )
         header = self.header()
-        existed = os.path.lexists(path)
-        pmio.writeMaskedImage(
-            path,
-            self.difference,
-            header=header,
-            overwrite=overwrite,
-            extraHdus=self.extraHdus(),
-            wcs=self.wcs,
-        )
-        if matchedPath is not None and matched is not None:
-            try:
+        # One unit: both files are written to temporaries and moved into place together, so a
+        # failure or an interrupt in either leaves the old files as they were.
+        with _writingTogether():
+            pmio.writeMaskedImage(
+                path,
+                self.difference,
+                header=header,
+                overwrite=overwrite,
+                extraHdus=self.extraHdus(),
+                wcs=self.wcs,
+            )
+            if matchedPath is not None and matched is not None:
                 pmio.writeMaskedImage(
                     matchedPath, matched, header=header, overwrite=overwrite, wcs=self.wcs
                 )
-            except BaseException:
-                # Leave no half of a pair this call created; a replaced file stays replaced.
-                if not existed:
-                    with contextlib.suppress(OSError):
-                        os.unlink(path)
-                raise
 
 
 _ROWS = 256

@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .signals import _Terminated
 from .usage import _firstLine, _UsageError
 
 _log = logging.getLogger("psfmatch.cli")
@@ -111,7 +112,16 @@ def _loadConfigFile(config: Any, path: str) -> None:
         raise FileNotFoundError(f"config file {path!r} {problem}")
     try:
         config.load(path)
-    except Exception as err:  # anything the file's own Python code raises
+    except (KeyboardInterrupt, _Terminated):
+        raise
+    except SystemExit as err:
+        # sys.exit() or exit() in the file: it used to end psfmatch with that status (0: no
+        # output, no message). A config file only sets fields.
+        raise _UsageError(
+            f"config file {path!r} called sys.exit({err.code!r}); a config file may only set "
+            "the fields of `config`, not end the program"
+        ) from err
+    except BaseException as err:  # anything else the file's own Python code raises
         raise _UsageError(f"config file {path!r}: {type(err).__name__}: {_firstLine(err)}") from err
     _log.info("config: loaded %s", path)
 

@@ -7,6 +7,7 @@ threshold."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OutputExistsError
+from ..errors import OutputExistsError, PsfMatchIOError
 from ..simulate.compare import (
     KSUM_TOLERANCE,
     MEAN_TOLERANCE,
@@ -22,6 +23,7 @@ from ..simulate.compare import (
     TRANSIENT_TOLERANCE,
 )
 from .outputs import _checkPlots, _writePlots
+from .signals import _checkNotInterrupted
 from .usage import _UsageError
 
 
@@ -50,7 +52,12 @@ def _addParser(commands: Any, common: argparse.ArgumentParser) -> None:
         help="where to write the files (created; default: ./psfmatch-demo)",
     )
     demo.add_argument(
-        "--size", type=int, default=1024, metavar="N", help="image size N x N (default 1024)"
+        "--size",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="image size N x N (default 1024; at least 192, and what the available memory "
+        f"holds at about {_BYTES_PER_PIXEL} bytes a pixel)",
     )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument(
@@ -62,6 +69,50 @@ def _addParser(commands: Any, common: argparse.ArgumentParser) -> None:
     demo.set_defaults(func=_run)
 
 
+_BYTES_PER_PIXEL = 160
+"""Peak memory of ``psfmatch demo`` per pixel of one image, rounded up: measured 264 MB at
+1024², 703 MB at 2048² (140 bytes a pixel between them, beside ~120 MB of Python and
+libraries): the simulated pair with its truth, the two images read back, the subtraction and
+the outputs."""
+
+_BASE_BYTES = 150 * 2**20
+
+
+def _availableMemory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``, else the free
+    physical pages), or None where neither can be read."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _checkMemory(size: int) -> None:
+    """A usage error, with the numbers, for a demo that would not fit in memory (``--size
+    100000`` asked for 23 GiB for the simulation alone and was never checked)."""
+    needed = _BASE_BYTES + _BYTES_PER_PIXEL * size * size
+    available = _availableMemory()
+    if available is None or needed <= available:
+        return
+    largest = int(math.isqrt(max(0, available - _BASE_BYTES) // _BYTES_PER_PIXEL))
+    raise _UsageError(
+        f"--size {size}: the demo would need about {_gib(needed)} of memory (about "
+        f"{_BYTES_PER_PIXEL} bytes a pixel for {size} x {size} pixels), but {_gib(available)} "
+        f"are available; use --size {largest} or less"
+    )
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
 def _verdict(ok: bool) -> str:
     return "PASS" if ok else "CHECK"
 
@@ -71,6 +122,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from .. import io as pmio
     from ..api import subtract
+    from ..io.writing import _ioErrors, _rmdirIfEmpty, _stageFile, _writingTogether
     from ..simulate import compareToTruth, simulatePair
 
     size = args.size
@@ -78,6 +130,7 @@ def _run(args: argparse.Namespace) -> int:
         raise _UsageError(f"--size {size}: the demo needs at least 192 pixels on a side")
     if args.seed < 0:
         raise _UsageError(f"--seed {args.seed}: expected an integer >= 0")
+    _checkMemory(size)
     outDir = Path(args.output_dir)
     paths = {
         name: outDir / f"{name}.{'ecsv' if name == 'transients' else 'fits'}"
@@ -108,29 +161,51 @@ def _run(args: argparse.Namespace) -> int:
         nTransients=nTransients,
         transientFlux=transientFlux,
     )
-    outDir.mkdir(parents=True, exist_ok=True)
-    pmio.writeMaskedImage(paths["template"], sim.template, overwrite=args.overwrite)
-    pmio.writeMaskedImage(paths["science"], sim.science, overwrite=args.overwrite)
+    created = not outDir.exists()
+    try:
+        outDir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PsfMatchIOError(
+            f"cannot create --output-dir {str(outDir)!r}: {err.strerror or err}", str(outDir)
+        ) from err
+    # Every file lands at the end of the block, or (a full disk, an interrupt) none does. The
+    # pair is subtracted from its temporaries, through the same FITS path as the command line.
+    with _writingTogether() as group:
+        if created:
+            group.cleanups.append(_rmdirIfEmpty(outDir))  # nothing left of a failed run
+        pmio.writeMaskedImage(paths["template"], sim.template, overwrite=args.overwrite)
+        templateFile = group.staged[-1].temporary
+        pmio.writeMaskedImage(paths["science"], sim.science, overwrite=args.overwrite)
+        scienceFile = group.staged[-1].temporary
 
-    start = time.perf_counter()
-    result = subtract(str(paths["science"]), str(paths["template"]))
-    elapsed = time.perf_counter() - start
-    result.metadata["differenceUnits"] = result.differenceUnits
-    result.metadata["matchedUnits"] = result.matchedUnits
-    result.writeFits(paths["difference"], matchedPath=paths["matched"], overwrite=args.overwrite)
-    report = _writePlots(
-        result,
-        args,
-        {
-            "science": str(paths["science"]),
-            "template": str(paths["template"]),
-            "difference": str(paths["difference"]),
-            "elapsed (s)": round(elapsed, 2),
-        },
-    )
+        start = time.perf_counter()
+        result = subtract(str(scienceFile), str(templateFile))
+        elapsed = time.perf_counter() - start
+        result.metadata["differenceUnits"] = result.differenceUnits
+        result.metadata["matchedUnits"] = result.matchedUnits
+        result.writeFits(
+            paths["difference"], matchedPath=paths["matched"], overwrite=args.overwrite
+        )
+        report = _writePlots(
+            result,
+            args,
+            {
+                "science": str(paths["science"]),
+                "template": str(paths["template"]),
+                "difference": str(paths["difference"]),
+                "elapsed (s)": round(elapsed, 2),
+            },
+        )
 
-    c = compareToTruth(sim, result)
-    Table(c.transients).write(paths["transients"], format="ascii.ecsv", overwrite=args.overwrite)
+        c = compareToTruth(sim, result)
+        table = Table(c.transients)
+
+        def writeTable(temporary: Path) -> None:
+            with _ioErrors(paths["transients"], "write"):
+                table.write(temporary, format="ascii.ecsv")
+
+        _stageFile(paths["transients"], writeTable, args.overwrite)
+        _checkNotInterrupted()
 
     truth = sim.truth
     corners = np.array([0.0, size - 1.0])

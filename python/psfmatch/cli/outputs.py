@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -70,18 +72,46 @@ def _checkPlots(directory: str | None, overwrite: bool) -> None:
 
 
 def _writePlots(result: Any, args: argparse.Namespace, info: Mapping[str, Any]) -> Path | None:
+    """``--plots``: the figures and report drawn into a temporary directory beside the plots
+    directory and added to the current `_writingTogether` group, so that they land with the
+    images or not at all (a full disk, an interrupt: no half of them). Returns where the report
+    will be."""
     if args.plots is None:
         return None
     from .. import plot
+    from ..errors import PsfMatchError, PsfMatchIOError
+    from ..io.writing import _GROUP, _Staged
 
-    report = plot.writeReport(
-        result,
-        args.plots,
-        overwrite=args.overwrite,
-        info={
-            "psfmatch": __version__,
-            "command": shlex.join(["psfmatch", *getattr(args, "argv", [])]),
-            **info,
-        },
-    )
-    return report
+    group = _GROUP.get()
+    assert group is not None, "_writePlots runs inside a _writingTogether block"
+    target = Path(args.plots)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(
+            tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        )
+    except OSError as err:
+        raise PsfMatchIOError(
+            f"cannot write the plots into {args.plots!r}: {err.strerror or err}", args.plots
+        ) from err
+    group.cleanups.append(lambda: shutil.rmtree(staging, ignore_errors=True))
+    try:
+        report = plot.writeReport(
+            result,
+            staging,
+            overwrite=True,
+            info={
+                "psfmatch": __version__,
+                "command": shlex.join(["psfmatch", *getattr(args, "argv", [])]),
+                **info,
+            },
+        )
+    except PsfMatchError:
+        raise
+    except OSError as err:  # matplotlib's own write: a full disk, a quota
+        raise PsfMatchIOError(
+            f"cannot write the plots into {args.plots!r}: {err.strerror or err}", args.plots
+        ) from err
+    for file in sorted(staging.iterdir()):
+        group.add(_Staged(file, target / file.name, args.overwrite))
+    return target / report.name

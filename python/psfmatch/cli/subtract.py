@@ -24,6 +24,7 @@ from .hotpants import (
     _ownOptionsFor,
 )
 from .outputs import _checkOutputs, _checkPlots, _writePlots
+from .signals import _checkNotInterrupted
 from .usage import _UsageError
 
 _log = logging.getLogger("psfmatch.cli")
@@ -251,9 +252,17 @@ def _addParser(commands: Any, common: argparse.ArgumentParser, requireArguments:
         metavar="N",
         help="spatial order of the background",
     )
-    fit.add_argument("--science-fwhm", type=float, metavar="PIX", help="science PSF FWHM (pixels)")
     fit.add_argument(
-        "--template-fwhm", type=float, metavar="PIX", help="template PSF FWHM (pixels)"
+        "--science-fwhm",
+        type=float,
+        metavar="PIX",
+        help="science PSF FWHM in pixels, > 0 (default: measured from the stars)",
+    )
+    fit.add_argument(
+        "--template-fwhm",
+        type=float,
+        metavar="PIX",
+        help="template PSF FWHM in pixels, > 0 (default: measured from the stars)",
     )
     fit.add_argument(
         "--science-psf",
@@ -325,6 +334,30 @@ def _checkNoiseModel(args: argparse.Namespace) -> None:
             )
 
 
+def _checkPositive(args: argparse.Namespace) -> None:
+    """Usage errors for the options that only a positive number makes sense for.
+
+    A FWHM of 0 (or below) is not a PSF: it is a slip (an empty shell variable, a sign), not
+    a request to measure it, which leaving the option out already is; a constant variance of
+    0 would give its pixels infinite weight."""
+    for option, value, what in (
+        ("--science-fwhm", args.science_fwhm, "the science PSF's FWHM in pixels"),
+        ("--template-fwhm", args.template_fwhm, "the template PSF's FWHM in pixels"),
+    ):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise _UsageError(
+                f"{option} {value:g}: expected {what}, a number > 0 (leave the option out to "
+                "have it measured from the stars)"
+            )
+    for which in ("science", "template"):
+        value = _plane(getattr(args, f"{which}_variance"))
+        if isinstance(value, float) and not (math.isfinite(value) and value > 0):
+            raise _UsageError(
+                f"--{which}-variance {value:g}: a constant variance must be a number > 0 (or "
+                "give a FITS file)"
+            )
+
+
 def _checkValidRange(args: argparse.Namespace) -> None:
     """Usage errors for a valid data range that is not one, named by its options."""
     for which, short in (("science", "i"), ("template", "t")):
@@ -387,9 +420,11 @@ def _run(args: argparse.Namespace) -> int:
     from .. import io as pmio
     from .._logcapture import collectWarnings
     from ..api import subtract
+    from ..io.writing import _writingTogether
 
     _checkNoiseModel(args)
     _checkValidRange(args)
+    _checkPositive(args)
     config = _buildConfig(args)
     # The convolved image is kept only to be written: without --matched the difference takes
     # its planes (a third less memory beside the inputs).
@@ -461,17 +496,20 @@ def _run(args: argparse.Namespace) -> int:
     result.warnings = list(dict.fromkeys(warned))
     result.metadata["differenceUnits"] = result.differenceUnits
     result.metadata["matchedUnits"] = result.matchedUnits
-    result.writeFits(args.output, matchedPath=args.matched, overwrite=args.overwrite)
-    report = _writePlots(
-        result,
-        args,
-        {
-            "science": args.science,
-            "template": args.template,
-            "difference": args.output,
-            "elapsed (s)": round(elapsed, 2),
-        },
-    )
+    # The outputs land together at the end of the block, or none of them does.
+    with _writingTogether():
+        result.writeFits(args.output, matchedPath=args.matched, overwrite=args.overwrite)
+        report = _writePlots(
+            result,
+            args,
+            {
+                "science": args.science,
+                "template": args.template,
+                "difference": args.output,
+                "elapsed (s)": round(elapsed, 2),
+            },
+        )
+        _checkNotInterrupted()
 
     if not args.quiet:
         _printSummary(result, args, elapsed)
@@ -499,8 +537,9 @@ def _printSummary(result: Any, args: argparse.Namespace, elapsed: float) -> None
         f"  kernel sum      : {result.kernelSum:.6f} (at the image centre)",
         *([f"  mode auto       : {get('autoModeReason')}"] if "autoModeReason" in md else []),
         f"  kernel sources  : {get('nCandidatesGood', 0)} used of {get('nPsfSources', 0)} "
-        f"candidates; spatial orders kernel {result.config.kernel.active.spatialKernelOrder}, "
-        f"background {result.config.kernel.active.spatialBgOrder}",
+        f"candidates; spatial orders kernel "
+        f"{get('spatialKernelOrderUsed', result.config.kernel.active.spatialKernelOrder)}, "
+        f"background {get('spatialBgOrderUsed', result.config.kernel.active.spatialBgOrder)}",
         f"  difference      : {result.differenceUnits} units; mean {stats['DMEAN']:.4g}, std "
         f"{stats['DSIG']:.4g} (expected {stats['DSIGE']:.4g}), mean (D/sigma)^2 "
         f"{stats['X2NRM']:.3f}",

@@ -7,12 +7,12 @@ import contextlib
 import logging
 import math
 import re
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from astropy.io import fits
 
+from .._logcapture import _capturedWarnings
 from ..errors import InvalidInputError
 from ..task import TaskMetadata
 
@@ -79,10 +79,10 @@ def _addCard(header: fits.Header, key: str, value: Any, comment: str = "") -> bo
             key,
         )
         return False
-    with warnings.catch_warnings(record=True) as caught:
+    with _capturedWarnings() as caught:
         # astropy warns when a card is too long and would be cut; such a key is skipped
-        # (with a logged warning) rather than written truncated.
-        warnings.simplefilter("always")
+        # (with a logged warning) rather than written truncated. (This thread's warnings
+        # only: catch_warnings is process-wide.)
         try:
             card = fits.Card(_cardKey(key), value, comment)
             card.verify("exception")

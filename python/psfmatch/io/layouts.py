@@ -18,12 +18,13 @@ from typing import Any, TypeVar
 import numpy as np
 from astropy.io import fits
 
+from .._logcapture import _capturedWarnings
 from ..errors import InvalidInputError, PsfMatchError, PsfMatchIOError
 from ..image import MaskedImage
 from .fitsdata import _FitsReader, _openStream
 from .nddata import _fromNDData
 from .paths import _asPath, _checkInputFile
-from .planes import _mapMask, _planeBit, _xy0FromHeader
+from .planes import _checkHeaderOrigin, _mapMask, _planeBit, _xy0FromHeader
 
 _log = logging.getLogger("psfmatch.io")
 
@@ -108,10 +109,10 @@ def _withFits(path: Path, work: Callable[[_FitsReader], _T], info: dict[str, Any
     # LSST files carry non-standard keywords and third-party files anything at all: astropy
     # reports what it notices as warnings. They are diagnostics about the file, not about the
     # caller's code, so they are recorded here (and logged) rather than passed on; the ones
-    # that mean the data cannot be trusted are raised as errors below. catch_warnings changes
-    # process-wide state, so two threads reading at once may exchange their records.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    # that mean the data cannot be trusted are raised as errors below. The record is this
+    # thread's own (_capturedWarnings): with catch_warnings, which is process-wide, a damaged
+    # file read in one thread failed another thread's read of a good one, and was accepted.
+    with _capturedWarnings() as caught:
         failure: BaseException | None = None
         result: Any = _NOT_READ
         try:
@@ -243,6 +244,7 @@ def _readLayout(
         raise InvalidInputError(f"{where}: the image HDU {imageIndex} holds no data")
     info["imageHeader"] = imageHdu.header.copy()
     xy0, xy0Source = _xy0FromHeader(imageHdu.header, where)
+    _checkHeaderOrigin(imageHdu.header, xy0, xy0Source, image.shape, where)
     info["xy0Source"] = xy0Source
     mask = variance = None
     maskIndex = roles.get("MASK") if layout in ("lsst", "extname") else roles.get("DQ")
@@ -356,9 +358,8 @@ def _readCCDDataFile(path: Path, info: dict[str, Any]) -> MaskedImage:
     # CCDData insists on a unit; psfmatch does not use it, so a file without BUNIT is read as
     # dimensionless rather than refused.
     unit = None if "BUNIT" in header else u.dimensionless_unscaled
-    with warnings.catch_warnings(record=True) as caught:
+    with _capturedWarnings() as caught:
         # Same reason as in _withFits: these are diagnostics about the file.
-        warnings.simplefilter("always")
         try:
             ccd = CCDData.read(path, unit=unit)
         except Exception as err:

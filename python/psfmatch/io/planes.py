@@ -82,6 +82,34 @@ def _xy0FromHeader(header: Mapping[str, Any], where: str) -> tuple[tuple[int, in
     return (0, 0), "default"
 
 
+def _checkHeaderOrigin(
+    header: Mapping[str, Any],
+    xy0: tuple[int, int],
+    source: str,
+    shape: tuple[int, ...],
+    where: str,
+) -> None:
+    """An `InvalidInputError` naming the header card when the origin it gives puts the image
+    beyond the 32-bit pixel coordinates of the compiled core (a `TypeError` from `Box2I`, or
+    "SpatialCellSet: empty region" once the box wrapped round)."""
+    from ..image import _INT32
+
+    for index, (axis, length) in enumerate((("x", shape[-1]), ("y", shape[-2]))):
+        origin = xy0[index]
+        last = origin + max(length, 1) - 1
+        if origin >= _INT32[0] and last <= _INT32[1]:
+            continue
+        if source == "LTV1/LTV2":
+            card = f"LTV{index + 1} = {header.get(f'LTV{index + 1}')!r}"
+        else:
+            card = f"CRVAL{index + 1}A = {header.get(f'CRVAL{index + 1}A')!r}"
+        raise InvalidInputError(
+            f"{where}: the header's {card} puts the image's pixels at {axis} = {origin} to "
+            f"{last} (xy0 = {xy0}), beyond the 32-bit pixel coordinates psfmatch uses "
+            f"({_INT32[0]} to {_INT32[1]}); fix the header's origin ({source})"
+        )
+
+
 def _maskBitPattern(array: Any, where: str) -> np.ndarray:
     """Return an integer mask as ``uint32`` bit patterns, checking it fits in 32 bits."""
     a = np.asarray(array)

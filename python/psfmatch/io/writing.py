@@ -1,23 +1,27 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """`writeMaskedImage`: a `~psfmatch.image.MaskedImage` as an LSST MaskedImage FITS file,
-written atomically."""
+written atomically; `_writingTogether`: several files that land together or not at all."""
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import dataclasses
 import datetime
 import io
 import logging
 import os
+import signal
+import threading
 import uuid
-import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 from astropy.io import fits
 
+from .._logcapture import _capturedWarnings
 from .._version import __version__
 from ..errors import InvalidInputError, OutputExistsError, PsfMatchError, PsfMatchIOError
 from ..image import Mask, MaskedImage
@@ -125,9 +129,8 @@ def _wcsCards(wcs: Any) -> fits.Header | None:
         raise InvalidInputError(
             f"wcs: expected an astropy WCS or a FITS header, got {type(wcs).__name__}"
         )
-    with warnings.catch_warnings():
+    with _capturedWarnings():
         # astropy notes that relax=True writes non-standard (SIP) keywords: that is the point.
-        warnings.simplefilter("ignore")
         cards = to_header(relax=True)
     return fits.Header(cards)
 
@@ -198,6 +201,237 @@ def _removeQuietly(path: Path) -> None:
         os.unlink(path)
 
 
+_DEFERRED_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+@contextlib.contextmanager
+def _signalsDeferred() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP back while the block runs, then act on them.
+
+    Moving a set of files into place, or cleaning up after a failure, takes milliseconds but
+    must not stop half-way: an interrupt there would leave half of a pair replaced. Python
+    runs signal handlers in the main thread only, so only there is anything to hold back;
+    each handler that was installed (a Python function, Python's own `KeyboardInterrupt`, or
+    the default action) is run, or the signal raised again, when the block ends.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous: dict[int, Any] = {}
+    try:
+        for number in _DEFERRED_SIGNALS:
+            handler = signal.getsignal(number)
+            if handler is signal.SIG_IGN or handler is None:
+                continue  # ignored, or installed outside Python: left alone
+            # Noted before it is replaced: a signal between the two lines is restored below.
+            previous[number] = handler
+            signal.signal(number, lambda n, _frame: pending.append(n))
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for number in dict.fromkeys(pending):
+            handler = previous[number]
+            if callable(handler):
+                handler(number, None)  # Python's default_int_handler raises KeyboardInterrupt
+            else:
+                signal.raise_signal(number)  # SIG_DFL: what would have happened, now
+
+
+@dataclasses.dataclass
+class _Staged:
+    """A file written to ``temporary``, to be moved to ``target``."""
+
+    temporary: Path
+    target: Path
+    overwrite: bool
+    description: str = ""
+
+
+class _OutputGroup:
+    """Files written to temporaries beside their targets and moved into place together.
+
+    `commit` refuses before moving anything if a target appeared that may not be replaced;
+    while it moves, signals are held back (`_signalsDeferred`); if a move fails, the files it
+    already moved are moved back (a replaced file is restored from a hard link, or a rename,
+    kept until the end). `discard` removes every temporary. Either way no temporary is left.
+    """
+
+    def __init__(self) -> None:
+        self.staged: list[_Staged] = []
+        self.cleanups: list[Callable[[], None]] = []
+
+    def add(self, staged: _Staged) -> None:
+        with _LIVE_LOCK:
+            _LIVE.add(staged.temporary)
+        self.staged.append(staged)
+
+    def drop(self, staged: _Staged) -> None:
+        with _signalsDeferred():
+            _removeQuietly(staged.temporary)
+            with _LIVE_LOCK:
+                _LIVE.discard(staged.temporary)
+            self.staged.remove(staged)
+
+    def discard(self) -> None:
+        with _signalsDeferred():
+            self._removeTemporaries()
+            self._cleanUp()
+
+    def _removeTemporaries(self) -> None:
+        for staged in self.staged:
+            _removeQuietly(staged.temporary)
+        with _LIVE_LOCK:
+            _LIVE.difference_update(staged.temporary for staged in self.staged)
+
+    def _cleanUp(self) -> None:
+        for cleanup in reversed(self.cleanups):
+            with contextlib.suppress(OSError):
+                cleanup()
+
+    def commit(self) -> None:
+        with _signalsDeferred():
+            moved: list[tuple[Path, Path | None]] = []
+            try:
+                for staged in self.staged:
+                    if not staged.overwrite and os.path.lexists(staged.target):
+                        raise _exists(staged.target)
+                for staged in self.staged:
+                    with _ioErrors(staged.target, "write"):
+                        if not staged.target.parent.is_dir():
+                            staged.target.parent.mkdir(parents=True)
+                            self.cleanups.append(_rmdirIfEmpty(staged.target.parent))
+                        backup = _keepOld(staged.target) if staged.overwrite else None
+                        try:
+                            _moveIntoPlace(staged.temporary, staged.target, staged.overwrite)
+                        except BaseException:
+                            if backup is not None:
+                                _restore(backup, staged.target)
+                            raise
+                    moved.append((staged.target, backup))
+            except BaseException:
+                for target, backup in reversed(moved):
+                    with contextlib.suppress(OSError):
+                        if backup is None:
+                            os.unlink(target)
+                        else:
+                            _restore(backup, target)
+                self._removeTemporaries()
+                self._cleanUp()
+                raise
+            for _, backup in moved:
+                if backup is not None:
+                    _removeQuietly(backup)
+            self._removeTemporaries()  # the hard-linked ones; the others are gone already
+            self._cleanUp()
+        for staged in self.staged:
+            _log.info("wrote %s%s", staged.target, staged.description)
+
+
+def _rmdirIfEmpty(directory: Path) -> Callable[[], None]:
+    """Removes ``directory`` (made by a commit) if it holds nothing, e.g. after a rollback."""
+
+    def remove() -> None:
+        if directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
+
+    return remove
+
+
+def _exists(target: Path) -> OutputExistsError:
+    return OutputExistsError(
+        f"output file {str(target)!r} exists; pass overwrite=True to replace it", str(target)
+    )
+
+
+def _keepOld(target: Path) -> Path | None:
+    """A second name for the file at ``target`` (None if there is none), so that it can be put
+    back if the group fails later: a hard link, else (a file system without them) a rename."""
+    if not os.path.lexists(target):
+        return None
+    backup = target.parent / f".{target.name}.{uuid.uuid4().hex}.old"
+    try:
+        os.link(target, backup)
+    except OSError:
+        os.rename(target, backup)
+    return backup
+
+
+def _restore(backup: Path, target: Path) -> None:
+    """Put the old file kept by `_keepOld` back at ``target``."""
+    if os.path.lexists(target) and os.path.samefile(backup, target):
+        # Still the same file (the move failed before replacing it); rename() between two
+        # links of one file does nothing and would leave the backup behind.
+        os.unlink(backup)
+    else:
+        os.replace(backup, target)
+
+
+_GROUP: contextvars.ContextVar[_OutputGroup | None] = contextvars.ContextVar(
+    "psfmatchOutputGroup", default=None
+)
+
+
+@contextlib.contextmanager
+def _writingTogether() -> Iterator[_OutputGroup]:
+    """Every file `writeMaskedImage` (or `_stageFile`) writes in the block lands at its end,
+    together with the others, or, if the block fails or is interrupted, none does: the old
+    files stay as they were and no temporary is left.
+
+    A block inside another joins the outer one. The group is per thread (a context variable).
+    """
+    outer = _GROUP.get()
+    if outer is not None:
+        yield outer
+        return
+    group = _OutputGroup()
+    token = _GROUP.set(group)
+    try:
+        yield group
+    except BaseException:
+        group.discard()
+        raise
+    finally:
+        _GROUP.reset(token)
+    group.commit()
+
+
+def _stageFile(
+    target: Path, write: Callable[[Path], None], overwrite: bool, description: str = ""
+) -> None:
+    """Write ``target`` by ``write(temporary)`` beside it: moved into place at once, or with
+    the other files of the current `_writingTogether` block at its end."""
+    with _writingTogether() as group:
+        temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+        staged = _Staged(temporary, target, overwrite, description)
+        # Registered before it exists, so that whatever interrupts the write below, the
+        # group's discard (or _removeLeftovers) finds it.
+        group.add(staged)
+        try:
+            write(temporary)
+        except BaseException:
+            group.drop(staged)  # a caller that goes on must not commit half a file
+            raise
+
+
+_LIVE: set[Path] = set()
+"""Temporaries of every `_OutputGroup` not yet committed or discarded (all threads)."""
+
+_LIVE_LOCK = threading.Lock()
+
+
+def _removeLeftovers() -> None:
+    """Remove every temporary still registered: the command line's last word after an
+    interrupt, which may have come between two statements of the code that would have."""
+    with _signalsDeferred(), _LIVE_LOCK:
+        for path in list(_LIVE):
+            _removeQuietly(path)
+        _LIVE.clear()
+
+
 @contextlib.contextmanager
 def _ioErrors(target: Path, action: str) -> Iterator[None]:
     try:
@@ -264,7 +498,10 @@ def writeMaskedImage(
 
     The write is atomic: the file is written to a temporary file in the same directory and
     moved into place with `os.replace` (without ``overwrite``, hard-linked, which fails if the
-    target appeared meanwhile). A failure leaves neither a partial file nor the temporary one.
+    target appeared meanwhile), with SIGINT, SIGTERM and SIGHUP held back while it moves. A
+    failure or an interrupt leaves neither a partial file nor the temporary one. Inside a
+    `_writingTogether` block (`SubtractionResult.writeFits`, the command line) the file is
+    moved into place with the block's other files at its end, or not at all.
     """
     target = _asPath(path, "path")
     if not isinstance(maskedImage, MaskedImage):
@@ -287,36 +524,36 @@ def writeMaskedImage(
         raise PsfMatchIOError(
             f"cannot write {str(target)!r}: {str(directory)!r} {problem}", str(target)
         )
-    temporary = directory / f".{target.name}.{uuid.uuid4().hex}.tmp"
-    with _ioErrors(target, "write"):
-        # O_EXCL: never reuse a file someone else made; mode 0o666 lets the umask decide the
-        # final permissions, as for any newly created file.
-        descriptor = os.open(
-            temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
-        )
-    try:
+
+    def write(temporary: Path) -> None:
         with _ioErrors(target, "write"):
-            with os.fdopen(descriptor, "wb") as stream:
-                with warnings.catch_warnings(record=True) as caught:
-                    # Not expected (every card is built verified), but a warning from astropy
-                    # while writing is a diagnostic for the log, not for the caller.
-                    warnings.simplefilter("always")
-                    try:
-                        _writeFile(stream, planes, others)
-                    except (ValueError, TypeError, fits.VerifyError) as err:
-                        raise PsfMatchIOError(
-                            f"cannot write {str(target)!r}: {type(err).__name__}: {err}",
-                            str(target),
-                        ) from err
-                stream.flush()
-                os.fsync(stream.fileno())
-            for message in dict.fromkeys(_warningMessages(caught)):
-                _log.warning("writing %s: %s", target, message)
-            _moveIntoPlace(temporary, target, overwrite)
-    except BaseException:
-        _removeQuietly(temporary)
-        raise
-    _log.info("wrote %s (%dx%d)", target, maskedImage.getWidth(), maskedImage.getHeight())
+            # O_EXCL: never reuse a file someone else made; mode 0o666 lets the umask decide
+            # the final permissions, as for any newly created file.
+            descriptor = os.open(
+                temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
+            )
+        with _ioErrors(target, "write"), os.fdopen(descriptor, "wb") as stream:
+            with _capturedWarnings() as caught:
+                # Not expected (every card is built verified), but a warning from astropy
+                # while writing is a diagnostic for the log, not for the caller.
+                try:
+                    _writeFile(stream, planes, others)
+                except (ValueError, TypeError, fits.VerifyError) as err:
+                    raise PsfMatchIOError(
+                        f"cannot write {str(target)!r}: {type(err).__name__}: {err}",
+                        str(target),
+                    ) from err
+            stream.flush()
+            os.fsync(stream.fileno())
+        for message in dict.fromkeys(_warningMessages(caught)):
+            _log.warning("writing %s: %s", target, message)
+
+    _stageFile(
+        target,
+        write,
+        overwrite,
+        f" ({maskedImage.getWidth()}x{maskedImage.getHeight()})",
+    )
 
 
 def _moveIntoPlace(temporary: Path, target: Path, overwrite: bool) -> None:
