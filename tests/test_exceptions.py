@@ -27,6 +27,7 @@ HIERARCHY = [
     ("MissingDependencyError", "PsfMatchError", ImportError),
     ("TemplateCoverageError", "InvalidInputError", ValueError),
     ("OriginMismatchError", "InvalidInputError", ValueError),
+    ("PoorSubtractionError", "PsfMatchError", RuntimeError),
     ("SpatialOrderError", "InvalidInputError", ValueError),
     ("PsfMatchMemoryError", "PsfMatchError", MemoryError),
 ]

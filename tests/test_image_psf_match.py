@@ -362,8 +362,10 @@ def test_unmasked_nan_is_rejected_and_masked_nan_is_fine(small: Any) -> None:
     science.mask[100, 120] |= pm.Mask.getPlaneBitMask("BAD")
     result = ImagePsfMatchTask().subtractMaskedImages(small.template, science)
     d = result.subtractedMaskedImage
-    assert np.isfinite(d.image[100, 120])  # zeroed for the convolution, flagged BAD
+    # Zeroed for the convolution; NaN in, NaN out (issue 20): NaN, +inf, BAD | NO_DATA in D.
+    assert np.isnan(d.image[100, 120]) and np.isposinf(d.variance[100, 120])
     assert d.mask[100, 120] & pm.Mask.getPlaneBitMask("BAD")
+    assert d.mask[100, 120] & pm.Mask.getPlaneBitMask("NO_DATA")
     assert np.isnan(science.image[100, 120])  # the input is untouched
 
 

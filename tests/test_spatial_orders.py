@@ -222,11 +222,21 @@ def test_explicit_orders_on_a_line_get_the_singular_diagnosis(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     template, science, positions = _linePair(np.random.default_rng(5))
+    # Such a fit leaves D far from its noise (sky mean (D/σ)² 7.3): PoorSubtractionError, which
+    # allowPoorSubtraction turns into a warning; this test is about the singular diagnosis.
+    config = pm.ImagePsfMatchConfig()
+    config.allowPoorSubtraction = True
     with caplog.at_level(logging.WARNING, logger="psfmatch"):
         result = pm.subtract(
-            science, template, candidates=positions, mode="convolveTemplate", spatialKernelOrder=1
+            science,
+            template,
+            candidates=positions,
+            mode="convolveTemplate",
+            spatialKernelOrder=1,
+            config=config,
         )
     assert result.metadata["spatialKernelOrderUsed"] == 1  # explicit: kept
+    assert result.metadata["differenceSkyChi2"] > config.maxDifferenceChi2
     messages = [r.getMessage() for r in caplog.records]
     singular = [m for m in messages if "singular or indefinite" in m]
     assert singular, messages

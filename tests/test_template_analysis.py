@@ -47,9 +47,13 @@ def test_reuseIsBitIdentical(sims: dict[str, Any], mode: str) -> None:
     before = template.image.copy(), template.variance.copy(), template.mask.copy()
     analysis = analyzeTemplate(template, mode=mode)
     # Both science images in one mode (the analysis serves several); one in the others.
+    # convolveScience deconvolves this pair (the science PSF is the broader): it warns and its
+    # sky is far from its noise, which allowPoorSubtraction keeps; the test is about reuse.
+    config = ImagePsfMatchConfig()
+    config.allowPoorSubtraction = True
     for science in sims["sciences"] if mode == "auto" else sims["sciences"][:1]:
-        plain = subtract(science, template, mode=mode)
-        reused = subtract(science, template, mode=mode, templateAnalysis=analysis)
+        plain = subtract(science, template, mode=mode, config=config)
+        reused = subtract(science, template, mode=mode, templateAnalysis=analysis, config=config)
         assert _planesEqual(plain.difference, reused.difference)
         assert _planesEqual(plain.matched, reused.matched)
         np.testing.assert_array_equal(plain.kernelImage(), reused.kernelImage())

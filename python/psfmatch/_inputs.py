@@ -17,6 +17,7 @@ the caller's arrays.
 
 from __future__ import annotations
 
+import logging
 import math
 import zlib
 from collections.abc import Callable
@@ -26,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from lsst.utils.timer import timeMethod
 
+from . import _hostile
+from ._hostile import _ABSURD_SIGMAS, _unitNoise, absurdPixels, scaled
 from ._placement import Placement, cropView, placeTemplate, starOffset
 from ._sources import detectSources
 from ._varscale import skySample
@@ -36,6 +39,8 @@ from .image import Mask, MaskedImage, _rowBands
 
 if TYPE_CHECKING:
     from ._modes import _Subtraction
+
+_log = logging.getLogger("psfmatch.imagePsfMatch")
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,6 +141,32 @@ def _medianFilled(mi: MaskedImage, badBits: int) -> MaskedImage:
     return out
 
 
+def _warnAbsurd(task: Any, mi: MaskedImage, key: str, unmasked: np.ndarray, count: int) -> None:
+    """One warning: how many absurd pixels ``key``'s image has, their range and where (the
+    task's log; this module's without a task)."""
+    ys, xs = np.nonzero(unmasked)
+    x0, y0 = mi.getXY0()
+    values = mi.image[unmasked]
+    log = task.log if task is not None else _log
+    log.warning(
+        "%s: %d pixel(s) with absurd values (%.3g to %.3g: further than %.0e robust σ from "
+        "the image's median, or beyond float32's range) were flagged BAD and NO_DATA and "
+        "take no part (NaN in the difference wherever they reach); the first at (x, y) = "
+        "(%d, %d), all within x %d..%d, y %d..%d",
+        key,
+        count,
+        float(values.min()),
+        float(values.max()),
+        _ABSURD_SIGMAS,
+        int(xs[0]) + x0,
+        int(ys[0]) + y0,
+        int(xs.min()) + x0,
+        int(xs.max()) + x0,
+        int(ys.min()) + y0,
+        int(ys.max()) + y0,
+    )
+
+
 class InputPreparation:
     """The input stage of `ImagePsfMatchTask` (a base class of it; see the module docstring).
 
@@ -151,18 +182,32 @@ class InputPreparation:
 
     def _prepareInputs(
         self, templateMaskedImage: Any, scienceMaskedImage: Any
-    ) -> tuple[MaskedImage, MaskedImage, Placement | None]:
+    ) -> tuple[MaskedImage, MaskedImage, Placement | None, float]:
         """Check the inputs and return working copies (masked non-finite pixels zeroed): the
         whole template, the science image and, when the template's box is not the science
-        image's, the template placed on the science box (`_placeTemplate`)."""
+        image's, the template placed on the science box (`_placeTemplate`), all in internal
+        units, and the unit scale (`psfmatch._hostile.unitScale`): a working pixel times it
+        is the input's."""
         for name, mi in (
             ("templateMaskedImage", templateMaskedImage),
             ("scienceMaskedImage", scienceMaskedImage),
         ):
             if not isinstance(mi, MaskedImage):
                 raise InvalidInputError(f"{name}: expected a MaskedImage, got {type(mi).__name__}")
-        template = self._prepareOne(templateMaskedImage, "templateMaskedImage")
-        science = self._prepareOne(scienceMaskedImage, "scienceMaskedImage")
+        template = self._prepareOne(templateMaskedImage, "templateMaskedImage", self)
+        science = self._prepareOne(scienceMaskedImage, "scienceMaskedImage", self)
+        unitScale = _hostile.unitScale(science)
+        self.metadata["internalUnitScale"] = unitScale
+        if unitScale != 1.0:
+            self.log.info(
+                "Images in units where the science sky noise is %.3g: worked on divided by "
+                "%.6g (2^%d), results given back in the images' units",
+                _unitNoise(science),
+                unitScale,
+                int(math.log2(unitScale)),
+            )
+            template = scaled(template, 1.0 / unitScale)
+            science = scaled(science, 1.0 / unitScale)
         placement = None
         onScience = template
         self.metadata["templatePlacedByOrigin"] = False
@@ -196,7 +241,7 @@ class InputPreparation:
                 f"the template's box is {templateMaskedImage.getBBox()}",
                 coverage,
             )
-        return template, science, placement
+        return template, science, placement, unitScale
 
     def _placeTemplate(self, template: MaskedImage, science: MaskedImage) -> Placement:
         """The template on the science box by their origins, after checking that the stars
@@ -284,14 +329,22 @@ class InputPreparation:
             )
 
     @staticmethod
-    def _prepareOne(mi: MaskedImage, name: str) -> MaskedImage:
+    def _prepareOne(mi: MaskedImage, name: str, task: Any = None) -> MaskedImage:
         """The working version of one input, checked: read-only views of its own planes, or,
-        when it has (masked) non-finite pixels, a copy with those zeroed. A view costs no
-        memory (a 4096² pair's copies were 400 MB) and cannot be written by mistake."""
+        when it has (masked) non-finite or absurd pixels, a copy with those zeroed and flagged
+        ``NO_DATA`` (so that D is NaN with +inf variance wherever they reach). A view costs no
+        memory (a 4096² pair's copies were 400 MB) and cannot be written by mistake.
+
+        Absurd pixels (`psfmatch._hostile.absurdPixels`: finite values no measurement can
+        have, such as a −1e30 "no data" sentinel) are treated as non-finite ones: unmasked,
+        they are flagged ``BAD`` and ``NO_DATA`` with one warning giving how many and where
+        (metadata ``<image>AbsurdPixelsFlagged``); masked, their value is zeroed all the same,
+        so that no convolution or filter can carry it beyond its own mask bits."""
         # The usual, clean input is accepted from each plane's min and max (no temporaries);
         # a variance whose minimum is ≥ 0 has no negative pixel.
         anyNonFinite = False
         clean = _allFinite(mi.image) and _allFinite(mi.variance) and mi.variance.min() >= 0
+        nonFinite: np.ndarray | None = None
         if not clean:
             nonFinite = ~np.isfinite(mi.image)
             nonFinite |= ~np.isfinite(mi.variance)
@@ -306,7 +359,11 @@ class InputPreparation:
                     f"{name}: the variance is negative at (x, y) = ({x + mi.getXY0()[0]}, "
                     f"{y + mi.getXY0()[1]})"
                 )
-        if not anyNonFinite:
+        absurd = absurdPixels(mi, nonFinite if anyNonFinite else None)
+        key = name.replace("MaskedImage", "")
+        if task is not None:
+            task.metadata[f"{key}AbsurdPixelsFlagged"] = 0
+        if not anyNonFinite and absurd is None:
             return MaskedImage(
                 _readOnly(mi.image.view()),
                 _readOnly(mi.mask.view()),
@@ -314,8 +371,21 @@ class InputPreparation:
                 xy0=mi.getXY0(),
             )
         work = mi.clone()
-        work.image[nonFinite] = 0.0
-        work.variance[nonFinite] = 0.0
+        noData = Mask.getPlaneBitMask("NO_DATA")
+        if anyNonFinite:
+            assert nonFinite is not None
+            work.image[nonFinite] = 0.0
+            work.variance[nonFinite] = 0.0
+            work.mask[nonFinite] |= noData
+        if absurd is not None:
+            unmasked = absurd & (mi.mask == 0)
+            nUnmasked = int(np.count_nonzero(unmasked))
+            if nUnmasked:
+                _warnAbsurd(task, mi, key, unmasked, nUnmasked)
+                work.mask[unmasked] |= Mask.getPlaneBitMask("BAD") | noData
+            if task is not None:
+                task.metadata[f"{key}AbsurdPixelsFlagged"] = nUnmasked
+            work.image[absurd] = 0.0
         return work
 
     def _scaleVariance(
@@ -419,7 +489,7 @@ class InputPreparation:
                 f"{type(templateMaskedImage).__name__}"
             )
         # The same steps, on the same working copy, as _fit.
-        work = self._prepareOne(templateMaskedImage, "templateMaskedImage")
+        work = self._prepareOne(templateMaskedImage, "templateMaskedImage", self)
         badBits = self._badBits()
         factor: float | None = None
         if self.config.doScaleVariance:

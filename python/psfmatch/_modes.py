@@ -284,6 +284,8 @@ class _Subtraction:
     templateVarianceFactor: float | None = None
     templateWide: MaskedImage | None = None
     uncovered: np.ndarray | None = None
+    #: A working pixel times this is the input's (`psfmatch._inputs._unitScale`).
+    unitScale: float = 1.0
 
     @property
     def psfMatchingKernel(self) -> Any:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import sep
 
-from . import _core
+from . import _core, _sepguard
 from ._psfutil import fwhmFromR50
 from .convolution import _allFinite
 from .image import MaskedImage, _rowBands
@@ -137,7 +137,9 @@ def detectSources(
         with np.errstate(over="ignore", invalid="ignore"):
             background.subfrom(sub)
     else:
-        objects = sep.extract(sub, threshold, var=var, mask=masked, minarea=5, filter_type="conv")
+        objects = _sepguard.extract(
+            sub, threshold, var=var, mask=masked, minarea=5, filter_type="conv", what="stars"
+        )
     # Absurd but finite pixel values (~1e38) overflow sep's moments: such a detection has no
     # position and cannot be a kernel source.
     objects = objects[np.isfinite(objects["x"]) & np.isfinite(objects["y"])]

@@ -21,6 +21,7 @@ __all__ = [
     "DetectAndMeasureTask",
     "associate",
     "detectDifferenceSources",
+    "differenceChi2",
 ]
 
 import math
@@ -29,12 +30,12 @@ from typing import Any
 
 import lsst.pex.config as pexConfig
 import numpy as np
-import sep
 from astropy.table import Table
 from numpy.lib.stride_tricks import sliding_window_view
 
+from . import _sepguard
 from ._fft import _correlateRowBands
-from ._masks import UNUSABLE_PLANES
+from ._masks import UNUSABLE_PLANES, dilate
 from ._psfutil import _gaussianPsfImage, _psfFwhm, _psfImage
 from ._sources import _pairsWithin, detectSources
 from .errors import InvalidInputError
@@ -338,7 +339,9 @@ def detectDifferenceSources(
             np.negative(snr, out=snr)  # exact; the negative sources are the peaks of −S/N
         # Unusable pixels are 0 in snr, below any threshold > 0: what sep's mask would make
         # of them (sep zeroes masked pixels), without its pass over a mask.
-        objects = sep.extract(snr, float(threshold), minarea=1, filter_kernel=None)
+        objects = _sepguard.extract(
+            snr, float(threshold), minarea=1, filter_kernel=None, what="difference's sources"
+        )
         ix = np.asarray(objects["xpeak"], dtype=np.int64)
         iy = np.asarray(objects["ypeak"], dtype=np.int64)
         flux, fluxErr = _pointFluxes(difference, psf, badBits, iy, ix, isScore)
@@ -372,6 +375,74 @@ class Association:
     nSrcAssociated: int
     nUnassociated: int
     radius: float
+
+
+#: About this many pixels are sampled by `differenceChi2` (its figure is then known to ~1 %,
+#: with a few hundred kB of temporaries for any image size).
+_CHI2_SAMPLE = 1 << 16
+
+#: A pixel of an input further than this many robust σ from its median is a source's.
+_SOURCE_SIGMAS = 3.0
+
+
+def _level(mi: MaskedImage, step: int) -> tuple[float, float]:
+    """Median and 1.4826·MAD of a sparse sample (every ``8·step``-th row and column) of the
+    unmasked finite pixels of ``mi``; (NaN, 0) if fewer than 100."""
+    sample = np.asarray(mi.image[:: 8 * step, :: 8 * step], dtype=np.float64)
+    values = sample[np.isfinite(sample) & (mi.mask[:: 8 * step, :: 8 * step] == 0)]
+    if values.size < 100:
+        return math.nan, 0.0
+    median = float(np.median(values))
+    return median, 1.482602218505602 * float(np.median(np.abs(values - median)))
+
+
+#: Sampled rows of `differenceChi2` worked on at once (its temporaries stay ~50 kB).
+_CHI2_ROWS = 8
+
+
+def differenceChi2(
+    difference: MaskedImage, badBits: int, inputs: tuple[MaskedImage, ...] = (), grow: int = 2
+) -> tuple[float, int]:
+    """The mean of (D/σ)² over the sky of a difference image, and how many pixels it is over.
+
+    Sky pixels are the usable ones of D (finite, finite positive variance, none of
+    ``badBits``) on a regular sample of about `_CHI2_SAMPLE`, off every source of the
+    ``inputs`` (the images that were subtracted, on D's box: their pixels more than 3 robust σ
+    from their median, grown by ``grow`` pixels, at least 2 samples): there D is noise alone
+    in a good subtraction, so the figure is ~1, and k² when D scatters k times its noise.
+    Stars' and transients' residuals, which are not noise, do not count (in a crowded field
+    they cover several per cent of the image). NaN when fewer than 100 sky pixels are
+    usable. Worked a few sampled rows at a time: it runs while the run holds its largest
+    images."""
+    ny, nx = difference.image.shape
+    step = max(1, int(math.sqrt(ny * nx / _CHI2_SAMPLE)))
+    levels = [(mi, *_level(mi, step)) for mi in inputs if mi.image.shape == difference.image.shape]
+    rows = range(0, ny, step)
+    total, count = 0.0, 0
+    grow = max(2, -(-grow // step))  # in samples
+    for start in range(0, len(rows), _CHI2_ROWS):
+        lo = max(start - grow, 0)
+        hi = min(start + _CHI2_ROWS + grow, len(rows))
+        sl = slice(rows[lo], rows[hi - 1] + 1, step)
+        inner = slice(start - lo, start - lo + min(_CHI2_ROWS, len(rows) - start))
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            image = np.asarray(difference.image[sl, ::step], dtype=np.float64)
+            variance = np.asarray(difference.variance[sl, ::step], dtype=np.float64)
+            good = np.isfinite(image) & np.isfinite(variance) & (variance > 0)
+            good &= (difference.mask[sl, ::step] & badBits) == 0
+            for mi, median, sigma in levels:
+                if not sigma > 0:
+                    continue
+                source = np.abs(np.asarray(mi.image[sl, ::step], dtype=np.float64) - median)
+                good &= ~dilate(source > _SOURCE_SIGMAS * sigma, grow)
+            good = good[inner]
+            z2 = np.square(image[inner][good]) / variance[inner][good]
+        z2 = z2[np.isfinite(z2)]
+        total += float(z2.sum())
+        count += int(z2.size)
+    if count < 100:
+        return math.nan, count
+    return total / count, count * step * step
 
 
 def associate(

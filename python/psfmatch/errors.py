@@ -25,6 +25,9 @@ Which to raise when:
   ``requiredTemplateFraction``; it carries the covered fraction. An `InvalidInputError`.
 - `OriginMismatchError` — the images' origins (``xy0``) place the template where its stars do
   not lie; it carries both offsets. An `InvalidInputError`.
+- `PoorSubtractionError` — the subtraction ran but its difference image is far from its own
+  noise (the mean of (D/σ)² over the sky above ``maxDifferenceChi2``); it carries the figure
+  and the limit. Set ``allowPoorSubtraction`` to keep such a result.
 - `PsfComputeShapeError` — a PSF model cannot give a size or shape at a position (it carries
   the position); raised by the PSF models and `ModelPsfMatchTask`.
 - `SpatialOrderError` — spatial orders (or a kernel basis) the kernel stars cannot constrain, or
@@ -50,6 +53,7 @@ __all__ = [
     "NoKernelCandidatesError",
     "OriginMismatchError",
     "OutputExistsError",
+    "PoorSubtractionError",
     "PsfComputeShapeError",
     "PsfMatchError",
     "PsfMatchIOError",
@@ -182,6 +186,31 @@ class TemplateCoverageError(InvalidInputError):
 
     def __reduce__(self) -> tuple[type, tuple[str, float]]:
         return type(self), (str(self), self.coveredFraction)
+
+
+class PoorSubtractionError(PsfMatchError):
+    """The difference image is far from its own noise: the mean of (D/σ)² over its sky pixels
+    exceeds ``maxDifferenceChi2`` (``allowPoorSubtraction`` keeps such a result).
+
+    Parameters
+    ----------
+    message : `str`
+        What was found.
+    chi2 : `float`
+        The mean of (D/σ)² over the sky pixels, also the ``chi2`` attribute.
+    limit : `float`
+        The configured ``maxDifferenceChi2``, also the ``limit`` attribute.
+    """
+
+    def __init__(
+        self, message: str, chi2: float = float("nan"), limit: float = float("nan")
+    ) -> None:
+        super().__init__(message)
+        self.chi2 = chi2
+        self.limit = limit
+
+    def __reduce__(self) -> tuple[type, tuple[str, float, float]]:
+        return type(self), (str(self), self.chi2, self.limit)
 
 
 class OriginMismatchError(InvalidInputError):

@@ -127,8 +127,22 @@ class SubtractionResult:
 
     @property
     def kernelSum(self) -> float:
-        """The kernel sum at the image centre (``metadata["spatialKernelSum"]``)."""
+        """The raw sum of the matching kernel at the image centre
+        (``metadata["spatialKernelSum"]``, FITS ``KSUM``): the flux of the convolved image
+        relative to the other one. It is the science/template flux ratio when the template
+        was convolved, its inverse when the science image was (``convolved == "Science"``,
+        which ``mode="auto"`` chooses when the science PSF is the sharper); `fluxScale` is
+        that ratio in every mode."""
         return float(self.metadata["spatialKernelSum"])
+
+    @property
+    def fluxScale(self) -> float:
+        """Science flux / template flux, in every mode: the kernel sum when the template (or,
+        for a score image or cross-convolution, the template side) was convolved, its inverse
+        when the science image was. A source of template flux F has science flux
+        ``fluxScale · F``."""
+        kappa = self.kernelSum
+        return kappa if self.convolved != "Science" else 1.0 / kappa
 
     @property
     def differenceUnits(self) -> str:

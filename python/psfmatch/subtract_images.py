@@ -40,8 +40,16 @@ decorrelation is `psfmatch.decorrelate_cross`'s.
 Pixels within a kernel half-width of the edge cannot be convolved: in the matched image they
 are copies of the input with the ``EDGE`` bit; in the difference they are NaN with variance
 +inf and the ``EDGE`` and ``NO_DATA`` bits. Input pixels that are NaN or infinite must carry a
-mask bit; they are treated as 0 in the convolution and every output pixel they reach carries
-their bits.
+mask bit; they are treated as 0 in the convolution, get ``NO_DATA``, and every output pixel
+they reach carries their bits: NaN in, NaN out, as every ``NO_DATA`` pixel of D is NaN with
++inf variance. Absurd finite values (`psfmatch._hostile.absurdPixels`) are treated alike,
+flagged ``BAD`` and ``NO_DATA`` with a warning. Images whose sky noise is far from ~8 (in
+physical units, ×1e-10, or ×1e10) are worked on divided by a power of two and the results
+given back in their units (`psfmatch._hostile.unitScale`), so that no absolute constant of
+the fit or of sep decides anything. A forced mode that convolves the image with the broader
+PSF warns (metadata ``deconvolution``). A difference whose sky is far from its noise
+(``differenceSkyChi2`` above ``maxDifferenceChi2``) raises `PoorSubtractionError` unless
+``allowPoorSubtraction``.
 
 ``mode="preconvolve"`` makes the *score image* (docs/algorithm.md §7.4): the science image is
 first convolved with its own PSF (reflected, unit sum: a matched filter), the kernel is fitted
@@ -105,6 +113,7 @@ from lsst.utils.timer import timeMethod
 from . import _core
 from . import debug as psfmatchDebug
 from ._cross import CrossConvolveConfig, chooseAutoMode, crossPsfFields
+from ._hostile import blankNoData, checkDirection, checkQuality, toUnits
 from ._inputs import (
     InputPreparation,
     TemplateAnalysis,
@@ -220,6 +229,22 @@ class ImagePsfMatchConfig(MakeKernelConfig):
         "source, in units of the difference PSF's FWHM (``differencePsfSize``): the residual "
         "lobes of a badly subtracted star lie within about one FWHM of it.",
     )
+    maxDifferenceChi2: pexConfig.Field[float] = pexConfig.RangeField(
+        dtype=float,
+        default=4.0,
+        min=0.0,
+        inclusiveMin=False,
+        doc="The largest mean of (D/σ)² over the difference image's sky pixels (those of no "
+        "source's footprint, metadata differenceSkyChi2) a subtraction may end with; above it "
+        "the run raises PoorSubtractionError unless allowPoorSubtraction. Healthy runs give "
+        "0.99-1.42 (docs/errors.md); 4 means D's scatter is twice its noise.",
+    )
+    allowPoorSubtraction: pexConfig.Field[bool] = pexConfig.Field(
+        dtype=bool,
+        default=False,
+        doc="Keep a difference image whose sky is far from its noise (differenceSkyChi2 > "
+        "maxDifferenceChi2) with a warning, rather than raising PoorSubtractionError.",
+    )
     diaSourceBadMaskPlanes: pexConfig.ListField[str] = pexConfig.ListField(
         dtype=str,
         default=list(UNUSABLE_PLANES),
@@ -272,7 +297,7 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
         """Everything up to and including the kernel fit."""
         analysis: TemplateAnalysis | None = None
         with self.timer("prepare"):
-            fullTemplate, science, placement = self._prepareInputs(
+            fullTemplate, science, placement, unitScale = self._prepareInputs(
                 templateMaskedImage, scienceMaskedImage
             )
             kConfig = self.kConfig
@@ -313,6 +338,7 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
                 self, template, science, sizes, sciencePsf, templatePsf, candidateList
             )
         mode = _MODES[modeName]
+        checkDirection(self, mode.name, sizes)
         if mode.name == "crossConvolve" and crossPsfs is None:
             crossPsfs = crossPsfFields(
                 self, template, science, sizes, sciencePsf, templatePsf, candidateList
@@ -369,6 +395,7 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
             templateVarianceFactor=templateFactor,
             templateWide=templateWide,
             uncovered=None if placement is None else placement.uncovered,
+            unitScale=unitScale,
         )
 
     def _convolve(self, fit: _Subtraction) -> MaskedImage:
@@ -478,17 +505,31 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
         )
         with self.timer("convolve"):
             matched = self._convolve(fit)
+        toUnits([matched], fit.unitScale)
         return self._result(fit, matched)
 
     def _result(self, fit: _Subtraction, matched: MaskedImage | None, **extra: Any) -> Struct:
         for key, value in _MODES[fit.mode].resultExtras(fit).items():
             extra.setdefault(key, value)
+        scale = fit.unitScale
+        background = fit.backgroundModel
+        sources = self.kernelSourceTable(fit.kernel)
+        if scale != 1.0:
+            # Back from the working units (_hostile.unitScale) to the images': b and every
+            # flux scale with the images; the kernel, S/N and χ² do not.
+            toUnits([extra.get("matchedScience")], scale)
+            background = _core.SpatialBackground(
+                background.getSpatialFunction(), np.asarray(background.getParameters()) * scale
+            )
+            for name in sources.colnames:
+                if "Flux" in name or name == "backgroundErr":
+                    sources[name] = np.asarray(sources[name]) * scale
         return Struct(
             matchedImage=matched,
             psfMatchingKernel=fit.psfMatchingKernel,
-            backgroundModel=fit.backgroundModel,
+            backgroundModel=background,
             kernelCellSet=fit.kernelCellSet,
-            kernelSources=self.kernelSourceTable(fit.kernel),
+            kernelSources=sources,
             convolvedImage=_MODES[fit.mode].convolvedName,
             **extra,
         )
@@ -536,6 +577,10 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
         with self.timer("subtract"):
             raw = self._subtract(fit, convolved, inPlace=not self.config.keepMatchedImage)
             self._blankUncovered(fit, raw)
+            # NaN in, NaN out: a pixel with no data in either input (NaN, inf or absurd,
+            # _prepareOne), in the convolved one within the kernel's reach, is NaN in D with
+            # +inf variance, not the other image's value.
+            blankNoData(raw)
         # Without keepMatchedImage the convolved image's planes hold the difference now.
         matched = convolved if self.config.keepMatchedImage else None
         # The PSF of the raw difference: that of the unconvolved image (times the
@@ -573,6 +618,8 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
             ):
                 self.metadata[key] = value if math.isfinite(value) else "nan"
             self.metadata["decorrelated"] = bool(dec.decorrelated)
+            if difference is not raw:
+                blankNoData(difference)
         self.metadata["differencePsfSize"] = _psfFwhm(psf)
         self._displayDebugDifference(fit, difference)
         diaSources = None
@@ -584,6 +631,17 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
 
                     detectIn = detectionImageForTask(self, fit, difference, detectionFactor)
                 diaSources = self._detectDiaSources(fit, detectIn, psf)
+        checkQuality(self, fit, difference)
+        scale = fit.unitScale
+        if scale != 1.0:
+            toUnits([matched, raw] + ([] if difference is raw else [difference]), scale)
+            if diaSources is not None:
+                for name in ("flux", "fluxErr"):
+                    diaSources[name] = np.asarray(diaSources[name]) * scale
+            for key in ("decorrelationSvar", "decorrelationTvar"):
+                value = self.metadata.get(key) if key in self.metadata else None
+                if isinstance(value, float):
+                    self.metadata[key] = value * scale * scale
         return self._result(
             fit,
             matched,

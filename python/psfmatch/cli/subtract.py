@@ -188,6 +188,12 @@ def _addParser(commands: Any, common: argparse.ArgumentParser, requireArguments:
 
     fit = sub.add_argument_group("fit")
     fit.add_argument(
+        "--allow-poor-subtraction",
+        action="store_true",
+        help="keep a difference image whose sky is far from its own noise (mean (D/sigma)^2 "
+        "above maxDifferenceChi2, 4) with a warning, rather than failing",
+    )
+    fit.add_argument(
         "--mode",
         choices=["auto", "convolveTemplate", "convolveScience", "preconvolve", "crossConvolve"],
         default=None,
@@ -423,6 +429,8 @@ def _run(args: argparse.Namespace) -> int:
     # The convolved image is kept only to be written: without --matched the difference takes
     # its planes (a third less memory beside the inputs).
     config.keepMatchedImage = bool(args.matched)
+    if args.allow_poor_subtraction:
+        config.allowPoorSubtraction = True
     outputs = [("--output", args.output)]
     if args.matched:
         outputs.append(("--matched", args.matched))

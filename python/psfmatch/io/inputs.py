@@ -92,7 +92,9 @@ def _skyStatistics(image: np.ndarray, good: np.ndarray) -> tuple[float, float]:
     if step > 1 and values.size < max(_MIN_SKY_PIXELS, nGood // (2 * step)):
         values = image[good]  # good pixels the sample happens to miss: take all of them
     _, sky, skySigma = sigma_clipped_stats(
-        values,
+        # In float64: the clipping's variance squares the values, which overflows float32 for
+        # an image in units of ~1e19 and more (every pixel's variance was then inf).
+        values.astype(np.float64),
         sigma=_SKY_CLIP_SIGMA,
         maxiters=_SKY_CLIP_ITERS,
         cenfunc="median",
