@@ -98,6 +98,8 @@ IMAGE_OWN: dict[str, Any] = {
     "diaSourceThreshold": 5.0,
     "diaSourceMatchRadius": 1.0,
     "diaSourceBadMaskPlanes": UNUSABLE,
+    "maxDifferenceChi2": 4.0,
+    "allowPoorSubtraction": False,
 }
 
 # SnapPsfMatchConfig: snaps of one visit, nearly the same PSF: a small constant kernel and no
