@@ -225,8 +225,10 @@ def test_a_subtraction_far_from_its_noise_is_an_error(pair: Any) -> None:
     config.doScaleVariance = False
     with pytest.raises(errors.PoorSubtractionError, match="allowPoorSubtraction") as info:
         _subtract(pair, science, pair.template.image, config=config)
-    # Measured 18.0; 8..40 holds it with room for another noise draw, and is far above 4.
-    assert 8 < info.value.chi2 < 40
+    # Measured 18.0 when written, 7.3 since kernel sources are found at a matched-filter S/N
+    # (twice as many stars: the spatially varying kernel sum, times the template's sky,
+    # takes up more of the ripple). 5..40 holds both with room, and stays above the limit 4.
+    assert 5 < info.value.chi2 < 40
     assert info.value.limit == 4.0
     config.allowPoorSubtraction = True
     result = _subtract(pair, science, pair.template.image, config=config)

@@ -112,6 +112,20 @@ def expectedBackground(sim: Any, convolvesScience: bool, x: float, y: float) -> 
     return -truth / float(sim.truth.kernelSum(x, y)) if convolvesScience else truth
 
 
+def expectedBackgroundForKernel(
+    sim: Any, convolvesScience: bool, x: float, y: float, kernelSum: float
+) -> float:
+    """The background that goes with a fitted kernel sum ``kernelSum`` at (x, y): the two
+    sky levels must agree. The science sky is s = f·t + b_s (t the template's sky, f the true
+    flux ratio); convolving the template, s = ΣK·t + b, so b = s − ΣK·t (b_s when ΣK = f);
+    convolving the science image, t = ΣK·s + b, so b = t − ΣK·s (−b_s/f when ΣK = 1/f, as in
+    `expectedBackground`)."""
+    f = float(sim.truth.kernelSum(x, y))
+    t = float(sim.truth.templateSky)
+    s = f * t + float(sim.truth.background(x, y))
+    return t - kernelSum * s if convolvesScience else s - kernelSum * t
+
+
 @pytest.mark.slow
 def test_background_recovered(solved: dict[str, Any]) -> None:
     sim, result, mode = solved["sim"], solved["result"], solved["mode"]
@@ -137,11 +151,16 @@ def test_background_sign_without_detection(mode: str) -> None:
     result = task.subtractMaskedImages(sim.template, sim.science)
     assert result.diaSources is None
     background = result.backgroundModel
+    kernel = result.psfMatchingKernel
     for x, y in [(50.0, 50.0), (450.0, 100.0), (256.0, 256.0), (100.0, 450.0)]:
         # |b| ≈ 50 (science units) or 40 (template units): a sign error is off by ~80-100.
-        # 0.5 as in test_background_recovered (fewer stars here, but a smaller image to
-        # extrapolate over).
-        expected = expectedBackground(sim, mode == "convolveScience", x, y)
+        # On 200 stars the fitted kernel sum scatters by ~0.4 %, and b takes up that error
+        # times the sky (100 · 0.004): the sky levels must agree, so b is checked against
+        # what the fitted kernel sum implies. Left then: the background fit's own error,
+        # |Δb| ≤ 0.35 measured over seeds 11-14 in both modes; 0.5 leaves room.
+        expected = expectedBackgroundForKernel(
+            sim, mode == "convolveScience", x, y, kernel.getSum(x, y)
+        )
         assert background(x, y) == pytest.approx(expected, abs=0.5)
     # D is R − K⊗T − b (or (K⊗S + b − T)/κ): with b of the wrong sign in either the fit or
     # the subtraction the sky of D/σ would sit at ≈ 2·50/8 ≈ 12; it averages 0 to the §9
