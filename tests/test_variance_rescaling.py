@@ -13,6 +13,7 @@ measured up to 1.11 there and 1.87 on the crowded field.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import pytest
@@ -147,3 +148,21 @@ def test_a_factor_far_from_one_is_said_once(caplog: pytest.LogCaptureFixture) ->
     factor = task.metadata["scaleScienceVarianceFactor"]
     assert factor == pytest.approx(1.5, rel=0.03)
     assert f"{factor:.4g}" in said[0] and "Science" in said[0]
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (5, 17), (32, 32)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mesh_grid_median_filter_is_scipys(shape: tuple[int, int], dtype: Any) -> None:
+    """The sky mesh's 3×3 median filter (numpy, so that a run need not import scipy.ndimage)
+    gives exactly scipy.ndimage.median_filter's values, edges extended ("nearest"): the
+    middle of nine values is one of them, so any difference would be a wrong window."""
+    from scipy import ndimage
+
+    from psfmatch._varscale import _median3x3
+
+    grid = np.random.default_rng(3).normal(size=shape).astype(dtype)
+    grid[1, 1] = grid[0, 0]  # ties
+    expected = ndimage.median_filter(grid, size=3, mode="nearest")
+    got = _median3x3(grid)
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)

@@ -503,10 +503,11 @@ def _cutStamps(mi: MaskedImage, sources: np.ndarray, reach: int, badBits: int) -
         outside[edge] = (rows < 0) | (rows >= ny) | (cols < 0) | (cols >= nx)
         edgeRows, edgeCols = np.clip(rows, 0, ny - 1), np.clip(cols, 0, nx - 1)
 
-    def gather(plane: np.ndarray) -> np.ndarray:
-        """The (n, side, side) stamps of one plane: interior ones through a window view (one
-        copy each), those reaching past the edge by clipped indices."""
-        out = np.empty((n, side, side), dtype=plane.dtype)
+    def gather(plane: np.ndarray, dtype: Any = None) -> np.ndarray:
+        """The (n, side, side) stamps of one plane, as ``dtype`` (the plane's by default):
+        interior ones through a window view (one copy each, converted as it is made), those
+        reaching past the edge by clipped indices."""
+        out = np.empty((n, side, side), dtype=plane.dtype if dtype is None else dtype)
         inner = np.flatnonzero(interior)
         if inner.size:
             windows = np.lib.stride_tricks.sliding_window_view(plane, (side, side))
@@ -515,8 +516,8 @@ def _cutStamps(mi: MaskedImage, sources: np.ndarray, reach: int, badBits: int) -
             out[edge] = plane[edgeRows, edgeCols]
         return out
 
-    data = gather(np.asarray(mi.image)).astype(np.float64)
-    variance = gather(np.asarray(mi.variance)).astype(np.float64)
+    data = gather(np.asarray(mi.image), np.float64)
+    variance = gather(np.asarray(mi.variance), np.float64)
     bad = (gather(np.asarray(mi.mask)) & badBits) != 0
     bad |= ~np.isfinite(data)
     bad |= ~np.isfinite(variance)

@@ -364,9 +364,12 @@ def selectKernelSources(
             (template, _templateStore(sci, radiusCache), "template", locusT),
         )
         for mi, store, which, locus in stores:
-            if math.isfinite(locus.centre) and len(rows):
-                r50 = _radii(mi, store, rows, badBits, radiusCache, which)
-                ok &= locus.contains(sci["x"][rows], sci["y"][rows], r50)
+            # The template is measured only where the science image found a star: what it
+            # rejected needs no second radius (the same answer, ~1/7 fewer sep calls here).
+            todo = np.flatnonzero(ok)
+            if math.isfinite(locus.centre) and len(todo):
+                r50 = _radii(mi, store, rows[todo], badBits, radiusCache, which)
+                ok[todo] = locus.contains(sci["x"][rows[todo]], sci["y"][rows[todo]], r50)
         return ok
 
     start = 0
