@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy import ndimage
 from scipy.signal import fftconvolve
 
 import psfmatch as pm
@@ -547,19 +548,27 @@ def test_task_decorrelates_by_default():
     # The difference PSF is the science PSF filtered like the image: whitening this much
     # template noise sharpens it (FWHM from second moments 5.9 → 4.1 px) and it is the
     # point-source model of the decorrelated D. The PSF-fit fluxes of the 5e4 transients
-    # (S/N ≈ 70, set by their own photon noise at gain 1: 1.4 % each) average to the truth
-    # within 3 %: 0.8 % of noise on the mean, and ≤ 1 % on average from fitting at the peak
-    # pixel instead of the sub-pixel position.
+    # (S/N ≈ 70, set by their own photon noise at gain 1: 1.4 % each) are fitted at the peak
+    # pixel, not the sub-pixel position: each is divided by what that costs a noise-free star
+    # of the returned PSF (its Fourier-shifted copy, scipy: 0.980, 0.989, 0.989 here), and
+    # the mean is then within 3 % of the truth: 0.8 % of noise on the mean. Measured 0.975
+    # with the measured difference PSF and 0.978 with the true science PSF given (0.994 with
+    # the Gaussian of the measured FWHM, 1.5 % too wide, which hid part of the -2.2 %; not
+    # explained yet).
     assert result.differencePsf.sum() == pytest.approx(1.0, abs=1e-9)
     assert md["differencePsfSize"] < 0.8 * md["sciencePsfSize"]
     dia = result.diaSources
+    psf = np.asarray(result.differencePsf, dtype=np.float64)
     ratios = []
     for x, y, flux in zip(
         sim.transients["x"], sim.transients["y"], sim.transients["flux"], strict=True
     ):
         near = np.hypot(dia["x"] - x, dia["y"] - y) < 2.0
         assert near.sum() == 1
-        ratios.append(dia["flux"][near][0] / flux)
+        dx, dy = x - np.floor(x + 0.5), y - np.floor(y + 0.5)
+        shifted = np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(psf), (dy, dx))).real
+        peakPixelLoss = float((psf * shifted).sum() / (psf * psf).sum())
+        ratios.append(dia["flux"][near][0] / flux / peakPixelLoss)
     assert np.mean(ratios) == pytest.approx(1.0, abs=0.03)
     # The decorrelation subtask is part of the hierarchy.
     assert "imagePsfMatch.decorrelate" in task.getTaskDict()

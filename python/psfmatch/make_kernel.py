@@ -79,6 +79,9 @@ class PsfSizes:
         Half-light radii already measured, by the selection.
     wings : `PsfWings` or None
         The growth curves' verdict on the PSFs' wings (``scaleByWings``), or None.
+    starX, starY : `numpy.ndarray` or None
+        The preliminary kernel stars' parent positions, highest S/N first (the measured
+        difference PSF's stars, `psfmatch._diffpsf`), or None.
     """
 
     template: float
@@ -86,6 +89,8 @@ class PsfSizes:
     scienceSources: np.ndarray | None = None
     radiusCache: dict[str, Any] = field(default_factory=dict)
     wings: PsfWings | None = None
+    starX: np.ndarray | None = None
+    starY: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -459,7 +464,12 @@ class MakeKernelTask(PsfMatchTask):
         self.metadata["templatePsfSize"] = templateFwhm
         self.metadata["sciencePsfSize"] = scienceFwhm
         wings = self._measureWings(template, science, preliminary, (templateFwhm, scienceFwhm))
-        return PsfSizes(templateFwhm, scienceFwhm, sSources, radiusCache, wings)
+        starX = np.asarray(preliminary["x"], dtype=float)
+        starY = np.asarray(preliminary["y"], dtype=float)
+        if "snr" in preliminary.colnames and len(starX):
+            order = np.argsort(-np.asarray(preliminary["snr"], dtype=float), kind="stable")
+            starX, starY = starX[order], starY[order]
+        return PsfSizes(templateFwhm, scienceFwhm, sSources, radiusCache, wings, starX, starY)
 
     def _measureWings(
         self,

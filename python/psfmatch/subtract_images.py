@@ -113,6 +113,7 @@ from lsst.utils.timer import timeMethod
 from . import _core
 from . import debug as psfmatchDebug
 from ._cross import CrossConvolveConfig, chooseAutoMode, crossPsfFields
+from ._diffpsf import unconvolvedPsfImages
 from ._hostile import blankNoData, checkDirection, checkQuality, toUnits
 from ._inputs import (
     InputPreparation,
@@ -348,6 +349,15 @@ class ImagePsfMatchTask(MakeKernelTask, InputPreparation):
         yc = 0.5 * (bbox.getMinY() + bbox.getMaxY())
         sciencePsfImage = _psfImage(sciencePsf, sizes.science, xc, yc, "sciencePsf")
         templatePsfImage = _psfImage(templatePsf, sizes.template, xc, yc, "templatePsf")
+        if mode.name != "crossConvolve":  # which measures both PSF fields itself
+            sciencePsfImage, templatePsfImage = unconvolvedPsfImages(
+                self,
+                mode.convolvesScience,
+                template if mode.convolvesScience else science,
+                sizes,
+                (sciencePsf, sciencePsfImage),
+                (templatePsf, templatePsfImage),
+            )
         arranged = mode.arrange(self, template, science, sizes, sciencePsfImage, crossPsfs)
         if mode.convolvesScience:
             self._checkPositiveVariance(template, "templateMaskedImage", templateMaskedImage)
