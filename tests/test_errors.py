@@ -328,6 +328,20 @@ CASES: list[Case] = [
      InvalidInputError, r"mode: 'sideways' is not allowed"),
     ("config-subtract-order", _sub(sci, spatialKernelOrder=-1),
      InvalidInputError, r"spatialKernelOrder: -1 is not allowed: .*outside of valid range"),
+    ("config-subtract-order-bool", _sub(sci, spatialKernelOrder=True),
+     InvalidInputError, r"spatialKernelOrder: expected an integer order, got True"),
+    # -- given PSF sizes (was: NaN a bare ValueError from the detection filter; -2 "could not
+    # measure"; 0 silently "measure it"; "3" taken as truthy, a poor fit) ---------------------
+    ("fwhm-subtract-nan", _sub(sci, scienceFwhm=float("nan")),
+     InvalidInputError, r"scienceFwhm: expected a FWHM in pixels, a finite number > 0, got nan"),
+    ("fwhm-subtract-negative", _sub(sci, templateFwhm=-2.0),
+     InvalidInputError, r"templateFwhm: expected a FWHM in pixels, a finite number > 0, got -2.0"),
+    ("fwhm-subtract-zero", _sub(sci, scienceFwhm=0),
+     InvalidInputError, r"scienceFwhm: .* got 0.0; leave it out \(None\) to have it measured"),
+    ("fwhm-subtract-str", _sub(sci, scienceFwhm="3"),
+     InvalidInputError, r"scienceFwhm: expected a FWHM in pixels .* got str '3'"),
+    ("fwhm-subtractMaskedImages-inf", _task("subtractMaskedImages", lambda p: p.template, lambda p: p.science, scienceFwhmPix=np.inf),
+     InvalidInputError, r"scienceFwhmPix: expected a FWHM in pixels, a finite number > 0, got inf"),
     ("config-ImagePsfMatchTask", _plain(lambda p, t: pm.ImagePsfMatchTask(config=_config(**{"active.kernelSizeMin": 41}))),
      InvalidInputError, r"config: .*kernelSizeMin \(41\) must not exceed kernelSizeMax \(35\)"),
 ]

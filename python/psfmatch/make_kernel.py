@@ -418,6 +418,8 @@ class MakeKernelTask(PsfMatchTask):
         InvalidInputError
             A FWHM that is not a positive number.
         """
+        templateFwhmPix = givenFwhm("templateFwhmPix", templateFwhmPix)
+        scienceFwhmPix = givenFwhm("scienceFwhmPix", scienceFwhmPix)
         selection = self.config.selection
         sSources: np.ndarray | None
         radiusCache: dict[str, Any] = {}
@@ -636,3 +638,26 @@ class MakeKernelTask(PsfMatchTask):
             kernelCellSet=fit.kernelCellSet,
             kernelSources=self.kernelSourceTable(fit),
         )
+
+
+def givenFwhm(name: str, value: Any) -> float | None:
+    """A FWHM the caller gave, checked: `None` (measure it) or a finite number > 0.
+
+    Checked before any use, because a NaN reached the detection filter's size (a bare
+    `ValueError`), a string was taken as truthy and a bool as 1 pixel, a negative value was
+    reported as a failed measurement, and 0 silently meant "measure it".
+    """
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise InvalidInputError(
+            f"{name}: expected a FWHM in pixels (a number > 0) or None to measure it, "
+            f"got {type(value).__name__} {value!r}"
+        )
+    fwhm = float(value)
+    if not (math.isfinite(fwhm) and fwhm > 0):
+        raise InvalidInputError(
+            f"{name}: expected a FWHM in pixels, a finite number > 0, got {fwhm}; "
+            "leave it out (None) to have it measured from the stars"
+        )
+    return fwhm
