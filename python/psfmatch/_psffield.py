@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ._psfutil import userPsfImage
 from .errors import InvalidInputError
 from .image import Mask, MaskedImage
 
@@ -268,7 +269,7 @@ def psfFieldFromInput(
     samples = [
         _squareOdd(
             _cropped(
-                _checkedPsfImage(value.computeKernelImage(float(x), float(y)), name),
+                _checkedPsfImage(userPsfImage(value, float(x), float(y), name), name),
                 maxHalfWidth,
             )
         )
