@@ -23,6 +23,7 @@ from typing import Any
 import lsst.pex.config as pexConfig
 import numpy as np
 import pytest
+from astropy.table import MaskedColumn, Table
 
 import psfmatch as pm
 from helpers import configWith, simulatedFitsPair
@@ -296,6 +297,14 @@ CASES: list[Case] = [
      InvalidInputError, r"candidateList: expected \(x, y\) pairs or a table with x and y columns, got an array of shape \(3,\)"),
     ("candidates-columns", _sub(sci, candidates={"ra": [1.0], "dec": [2.0]}),
      InvalidInputError, r"candidateList: a table of positions needs x and y columns; missing 'x'"),
+    # A masked entry's hidden value was used as a position (was: "could not measure a
+    # positive FWHM"); a string column escaped as numpy's ValueError.
+    ("candidates-masked-table", _sub(sci, candidates=Table({"x": MaskedColumn([40.0, 60.0, 80.0], mask=[False, True, False]), "y": [40.0, 60.0, 80.0]})),
+     InvalidInputError, r"candidateList: 1 position\(s\) are masked \(missing\), the first at row 1"),
+    ("candidates-masked-array", _sub(sci, candidates=np.ma.masked_array([[40.0, 40.0], [60.0, 60.0]], mask=[[0, 0], [0, 1]])),
+     InvalidInputError, r"candidateList: 1 position\(s\) are masked \(missing\), the first at row 1"),
+    ("candidates-str-column", _sub(sci, candidates=Table({"x": ["40", "b"], "y": [40.0, 60.0]})),
+     InvalidInputError, r"candidateList: x and y must be numbers: could not convert string to float"),
     ("candidates-empty", _sub(sci, candidates=[]),
      InsufficientKernelSourcesError, r"found 0 usable kernel sources but 3 are required: candidateList is empty"),
     ("candidates-edge", _sub(sci, candidates=[(3.0, 3.0)] * 3, scienceFwhm=2.0, templateFwhm=1.5),

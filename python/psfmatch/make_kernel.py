@@ -140,8 +140,21 @@ def _asCandidatePositions(candidateList: Any) -> tuple[np.ndarray, np.ndarray]:
                 f"array of shape {arr.shape}"
             )
         x, y = arr[:, 0], arr[:, 1]
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
+    # A masked entry (an astropy MaskedColumn, a numpy masked array) is no position: its
+    # hidden value was used as one (was: a misleading "could not measure a positive FWHM").
+    masked = np.ma.getmaskarray(x) | np.ma.getmaskarray(y)
+    if isinstance(candidateList, np.ma.MaskedArray):
+        masked = masked | np.ma.getmaskarray(candidateList).reshape(len(masked), -1).any(axis=1)
+    if masked.any():
+        raise InvalidInputError(
+            f"candidateList: {int(masked.sum())} position(s) are masked (missing), the first "
+            f"at row {int(np.flatnonzero(masked)[0])}; remove them"
+        )
+    try:
+        x = np.asarray(np.ma.getdata(x), dtype=float)
+        y = np.asarray(np.ma.getdata(y), dtype=float)
+    except (TypeError, ValueError) as err:
+        raise InvalidInputError(f"candidateList: x and y must be numbers: {err}") from err
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise InvalidInputError("candidateList: positions must be finite")
     return x, y
