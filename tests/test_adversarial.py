@@ -83,3 +83,24 @@ def test_failing_psf_object_is_a_named_error(pair: pm.Struct, keyword: str, mode
         pm.subtract(pair.science, pair.template, mode=mode, **{keyword: _FailingPsf()})
     assert "RuntimeError: PSF model undefined here" in str(info.value)
     assert isinstance(info.value.__cause__, RuntimeError)
+
+
+@pytest.mark.parametrize(("suffix", "magic"), [(".gz", b"\x1f\x8b"), (".bz2", b"BZh")])
+def test_compressed_output_names_are_compressed(
+    pair: pm.Struct, tmp_path, caplog: pytest.LogCaptureFixture, suffix: str, magic: bytes
+) -> None:
+    """'d.fits.gz' is gzip data, as astropy writes for the name (was: an uncompressed FITS
+    file under a gzip name, written through a temporary whose name astropy never saw), and it
+    reads back bit for bit without a checksum warning."""
+    from psfmatch.io import readMaskedImage, writeMaskedImage
+
+    path = tmp_path / f"d.fits{suffix}"
+    with caplog.at_level(logging.WARNING, logger="psfmatch"):
+        writeMaskedImage(path, pair.science)
+        back = readMaskedImage(path)
+    assert path.read_bytes()[: len(magic)] == magic
+    assert caplog.text == ""
+    np.testing.assert_array_equal(back.image, pair.science.image)
+    np.testing.assert_array_equal(back.variance, pair.science.variance)
+    np.testing.assert_array_equal(back.mask, pair.science.mask)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left

@@ -4,10 +4,12 @@ written atomically; `_writingTogether`: several files that land together or not 
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import contextvars
 import dataclasses
 import datetime
+import gzip
 import io
 import logging
 import os
@@ -399,6 +401,22 @@ def _writingTogether() -> Iterator[_OutputGroup]:
     group.commit()
 
 
+@contextlib.contextmanager
+def _compressing(stream: Any, target: Path) -> Iterator[Any]:
+    """``stream``, gzip- or bzip2-compressed when ``target`` ends in .gz or .bz2, as astropy
+    does for such names: written through a temporary, the name did not reach astropy and
+    'd.fits.gz' was an uncompressed file under a gzip name."""
+    suffix = target.suffix.lower()
+    if suffix == ".gz":
+        with gzip.GzipFile(filename=target.stem, mode="wb", fileobj=stream) as packed:
+            yield packed
+    elif suffix == ".bz2":
+        with bz2.BZ2File(stream, mode="wb") as packed:
+            yield packed
+    else:
+        yield stream
+
+
 def _stageFile(
     target: Path, write: Callable[[Path], None], overwrite: bool, description: str = ""
 ) -> None:
@@ -537,7 +555,8 @@ def writeMaskedImage(
                 # Not expected (every card is built verified), but a warning from astropy
                 # while writing is a diagnostic for the log, not for the caller.
                 try:
-                    _writeFile(stream, planes, others)
+                    with _compressing(stream, target) as out:
+                        _writeFile(out, planes, others)
                 except (ValueError, TypeError, fits.VerifyError) as err:
                     raise PsfMatchIOError(
                         f"cannot write {str(target)!r}: {type(err).__name__}: {err}",
