@@ -4,6 +4,8 @@ main branch it was written against (see docs/errors.md)."""
 from __future__ import annotations
 
 import logging
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -104,3 +106,43 @@ def test_compressed_output_names_are_compressed(
     np.testing.assert_array_equal(back.variance, pair.science.variance)
     np.testing.assert_array_equal(back.mask, pair.science.mask)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left
+
+
+def test_output_through_a_symbolic_link_updates_the_file_it_names(
+    pair: pm.Struct, tmp_path
+) -> None:
+    """With overwrite, a symbolic link as the output is written through, as cp and a shell's
+    > do (was: the link itself replaced by the new file, the file it named left as it was)."""
+    from psfmatch.io import readMaskedImage, writeMaskedImage
+
+    real = tmp_path / "real.fits"
+    real.write_bytes(b"old")
+    link = tmp_path / "link.fits"
+    link.symlink_to(real.name)
+    writeMaskedImage(link, pair.science, overwrite=True)
+    assert link.is_symlink() and os.readlink(link) == real.name
+    np.testing.assert_array_equal(readMaskedImage(real).image, pair.science.image)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.fits", "real.fits"]
+
+
+def test_special_files_are_not_replaced(pair: pm.Struct, tmp_path, capsys) -> None:
+    """A named pipe (as /dev/null or /dev/stdout) as the output: refused, left as it is (was:
+    replaced by a regular file, which as root would replace the system's /dev/null); the
+    command line refuses it as a usage error before any work."""
+    from psfmatch.cli import main
+    from psfmatch.io import writeMaskedImage
+
+    fifo = tmp_path / "pipe.fits"
+    os.mkfifo(fifo)
+    with pytest.raises(pm.PsfMatchIOError, match=r"it is not a regular file \(a named pipe\)"):
+        writeMaskedImage(fifo, pair.science, overwrite=True)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    science, template = tmp_path / "s.fits", tmp_path / "t.fits"
+    writeMaskedImage(science, pair.science)
+    writeMaskedImage(template, pair.template)
+    argv = ["subtract", "--science", str(science), "--template", str(template)]
+    code = main([*argv, "--output", str(fifo), "--overwrite", "-q"])
+    assert code == 2
+    assert "is not a regular file" in capsys.readouterr().err
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.fits", "s.fits", "t.fits"]

@@ -14,6 +14,7 @@ import io
 import logging
 import os
 import signal
+import stat
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -536,6 +537,22 @@ def writeMaskedImage(
         raise OutputExistsError(
             f"output file {str(target)!r} exists; pass overwrite=True to replace it", str(target)
         )
+    if target.is_symlink():
+        # Written through the link, as cp and a shell's > do: moving the new file into place
+        # replaced the link itself, leaving the file it named unchanged.
+        target = Path(os.path.realpath(target))
+    if target.exists() and not target.is_file():
+        # A device, FIFO or socket (/dev/null, /dev/stdout, a named pipe): the atomic write
+        # would replace it with a regular file (as root, the system's /dev/null).
+        raise PsfMatchIOError(
+            f"cannot write {str(target)!r}: it is not a regular file ({_fileKind(target)}); "
+            "psfmatch writes a new file and moves it into place, which would replace it",
+            str(target),
+        )
+    if not overwrite and os.path.lexists(target):
+        raise OutputExistsError(
+            f"output file {str(target)!r} exists; pass overwrite=True to replace it", str(target)
+        )
     directory = target.parent
     if not directory.is_dir():
         problem = "is not a directory" if directory.exists() else "does not exist"
@@ -573,6 +590,20 @@ def writeMaskedImage(
         overwrite,
         f" ({maskedImage.getWidth()}x{maskedImage.getHeight()})",
     )
+
+
+def _fileKind(path: Path) -> str:
+    """What kind of file that is not a regular file or a directory ``path`` is."""
+    mode = os.stat(path).st_mode
+    for test, kind in (
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "a special file"
 
 
 def _moveIntoPlace(temporary: Path, target: Path, overwrite: bool) -> None:
