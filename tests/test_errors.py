@@ -247,6 +247,13 @@ CASES: list[Case] = [
      InvalidInputError, r"scienceMaskedImage: the variance is 0 at 16384 unmasked pixel\(s\), the first at \(x, y\) = \(0, 0\)"),
     ("zerovar-subtractMaskedImages", _task("subtractMaskedImages", lambda p: p.template, lambda p: pm.MaskedImage(p.science.image, p.science.mask, _with(p.science.variance, 64, 70, 0.0))),
      InvalidInputError, r"scienceMaskedImage: the variance is 0 at 1 unmasked pixel\(s\), the first at \(x, y\) = \(70, 64\)"),
+    # A constant that is not finite (was: "every pixel is masked …; nothing to match").
+    ("nanvar-subtract-constant", _sub(sci, scienceVariance=float("nan")),
+     InvalidInputError, r"variance: a constant variance must be finite, got nan"),
+    ("infvar-subtract-constant", _sub(sci, templateVariance=np.inf),
+     InvalidInputError, r"variance: a constant variance must be finite, got inf"),
+    ("nansigma-readImage-constant", _plain(lambda p, t: pmio.readImage(p.science.image, sigma=float("nan"))),
+     InvalidInputError, r"sigma: a constant sigma must be finite, got nan"),
     ("negvar-subtract", _sub(sci, scienceVariance=lambda p: _with(p.science.variance, 5, 6, -1.0)),
      InvalidInputError, r"variance: 1 pixels have a negative variance \(minimum -1\)"),
     ("negvar-subtractMaskedImages", _task("subtractMaskedImages", lambda p: pm.MaskedImage(p.template.image, p.template.mask, _with(p.template.variance, 5, 6, -1.0)), lambda p: p.science),

@@ -51,6 +51,10 @@ def _floatPlane(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
     if a.dtype.kind not in "fiub":
         raise InvalidInputError(f"{name}: expected real numbers, got dtype {a.dtype}")
     if a.ndim == 0:
+        if not math.isfinite(float(a)):
+            # One value for every pixel: NaN flagged them all NO_DATA, reported as "every
+            # pixel is masked"; inf gave every pixel an infinite variance.
+            raise InvalidInputError(f"{name}: a constant {name} must be finite, got {float(a)}")
         return np.full(shape, float(a), dtype=np.float64)
     if a.shape != shape:
         raise InvalidInputError(f"{name}: shape {a.shape} differs from the image's {shape}")
