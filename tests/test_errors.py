@@ -319,6 +319,14 @@ CASES: list[Case] = [
     # -- files ---------------------------------------------------------------------------------
     ("missing-subtract", _sub(lambda p: p.dir / "nowhere.fits"),
      InputFileNotFoundError, r"input file '.*nowhere.fits' does not exist"),
+    # A device as an input (was: /dev/zero read as an endless FITS header, a hang; /dev/null
+    # "corrupt FITS"; as a PSF, "no such file").
+    ("special-readImage", _plain(lambda p, t: pmio.readImage("/dev/null")),
+     InvalidInputError, r"input '/dev/null' is not a regular file \(a device or pipe\)"),
+    ("special-subtract-variance", _sub(sci, scienceVariance="/dev/null"),
+     InvalidInputError, r"input '/dev/null' is not a regular file"),
+    ("special-subtract-psf", _sub(sci, sciencePsf="/dev/null"),
+     InvalidInputError, r"sciencePsf: '/dev/null' is not a regular file"),
     ("missing-readImage", _plain(lambda p, t: pmio.readImage(p.dir / "nowhere.fits")),
      InputFileNotFoundError, r"input file '.*nowhere.fits' does not exist"),
     ("missing-readMaskedImage", _plain(lambda p, t: pmio.readMaskedImage(p.dir / "nowhere.fits")),

@@ -182,6 +182,8 @@ def readPsfStamp(path: str | os.PathLike[str], name: str) -> np.ndarray:
     from .errors import InputFileNotFoundError
 
     if not os.path.isfile(path):
+        if os.path.exists(path):  # was: "no such file" for /dev/null, a directory
+            raise InvalidInputError(f"{name}: {os.fspath(path)!r} is not a regular file")
         raise InputFileNotFoundError(f"{name}: no such file: {os.fspath(path)!r}")
     try:
         with fits.open(path, memmap=False) as hdus:
