@@ -321,6 +321,11 @@ CASES: list[Case] = [
      InputFileNotFoundError, r"input file '.*nowhere.fits' does not exist"),
     # A device as an input (was: /dev/zero read as an endless FITS header, a hang; /dev/null
     # "corrupt FITS"; as a PSF, "no such file").
+    # An origin of three numbers was taken as its first two; a bool as 0 or 1.
+    ("xy0-MaskedImage-three", _plain(lambda p, t: pm.MaskedImage(p.science.image, xy0=(0, 0, 0))),
+     InvalidInputError, r"xy0: expected two integers, got \(0, 0, 0\)"),
+    ("xy0-MaskedImage-bool", _plain(lambda p, t: pm.MaskedImage(p.science.image, xy0=(True, 0))),
+     InvalidInputError, r"xy0: expected two integers, got \(True, 0\)"),
     ("special-readImage", _plain(lambda p, t: pmio.readImage("/dev/null")),
      InvalidInputError, r"input '/dev/null' is not a regular file \(a device or pipe\)"),
     ("special-subtract-variance", _sub(sci, scienceVariance="/dev/null"),
