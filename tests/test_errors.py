@@ -23,6 +23,7 @@ from typing import Any
 import lsst.pex.config as pexConfig
 import numpy as np
 import pytest
+from astropy.table import MaskedColumn, Table
 
 import psfmatch as pm
 from helpers import configWith, simulatedFitsPair
@@ -246,6 +247,13 @@ CASES: list[Case] = [
      InvalidInputError, r"scienceMaskedImage: the variance is 0 at 16384 unmasked pixel\(s\), the first at \(x, y\) = \(0, 0\)"),
     ("zerovar-subtractMaskedImages", _task("subtractMaskedImages", lambda p: p.template, lambda p: pm.MaskedImage(p.science.image, p.science.mask, _with(p.science.variance, 64, 70, 0.0))),
      InvalidInputError, r"scienceMaskedImage: the variance is 0 at 1 unmasked pixel\(s\), the first at \(x, y\) = \(70, 64\)"),
+    # A constant that is not finite (was: "every pixel is masked …; nothing to match").
+    ("nanvar-subtract-constant", _sub(sci, scienceVariance=float("nan")),
+     InvalidInputError, r"variance: a constant variance must be finite, got nan"),
+    ("infvar-subtract-constant", _sub(sci, templateVariance=np.inf),
+     InvalidInputError, r"variance: a constant variance must be finite, got inf"),
+    ("nansigma-readImage-constant", _plain(lambda p, t: pmio.readImage(p.science.image, sigma=float("nan"))),
+     InvalidInputError, r"sigma: a constant sigma must be finite, got nan"),
     ("negvar-subtract", _sub(sci, scienceVariance=lambda p: _with(p.science.variance, 5, 6, -1.0)),
      InvalidInputError, r"variance: 1 pixels have a negative variance \(minimum -1\)"),
     ("negvar-subtractMaskedImages", _task("subtractMaskedImages", lambda p: pm.MaskedImage(p.template.image, p.template.mask, _with(p.template.variance, 5, 6, -1.0)), lambda p: p.science),
@@ -296,6 +304,14 @@ CASES: list[Case] = [
      InvalidInputError, r"candidateList: expected \(x, y\) pairs or a table with x and y columns, got an array of shape \(3,\)"),
     ("candidates-columns", _sub(sci, candidates={"ra": [1.0], "dec": [2.0]}),
      InvalidInputError, r"candidateList: a table of positions needs x and y columns; missing 'x'"),
+    # A masked entry's hidden value was used as a position (was: "could not measure a
+    # positive FWHM"); a string column escaped as numpy's ValueError.
+    ("candidates-masked-table", _sub(sci, candidates=Table({"x": MaskedColumn([40.0, 60.0, 80.0], mask=[False, True, False]), "y": [40.0, 60.0, 80.0]})),
+     InvalidInputError, r"candidateList: 1 position\(s\) are masked \(missing\), the first at row 1"),
+    ("candidates-masked-array", _sub(sci, candidates=np.ma.masked_array([[40.0, 40.0], [60.0, 60.0]], mask=[[0, 0], [0, 1]])),
+     InvalidInputError, r"candidateList: 1 position\(s\) are masked \(missing\), the first at row 1"),
+    ("candidates-str-column", _sub(sci, candidates=Table({"x": ["40", "b"], "y": [40.0, 60.0]})),
+     InvalidInputError, r"candidateList: x and y must be numbers: could not convert string to float"),
     ("candidates-empty", _sub(sci, candidates=[]),
      InsufficientKernelSourcesError, r"found 0 usable kernel sources but 3 are required: candidateList is empty"),
     ("candidates-edge", _sub(sci, candidates=[(3.0, 3.0)] * 3, scienceFwhm=2.0, templateFwhm=1.5),
@@ -303,6 +319,19 @@ CASES: list[Case] = [
     # -- files ---------------------------------------------------------------------------------
     ("missing-subtract", _sub(lambda p: p.dir / "nowhere.fits"),
      InputFileNotFoundError, r"input file '.*nowhere.fits' does not exist"),
+    # A device as an input (was: /dev/zero read as an endless FITS header, a hang; /dev/null
+    # "corrupt FITS"; as a PSF, "no such file").
+    # An origin of three numbers was taken as its first two; a bool as 0 or 1.
+    ("xy0-MaskedImage-three", _plain(lambda p, t: pm.MaskedImage(p.science.image, xy0=(0, 0, 0))),
+     InvalidInputError, r"xy0: expected two integers, got \(0, 0, 0\)"),
+    ("xy0-MaskedImage-bool", _plain(lambda p, t: pm.MaskedImage(p.science.image, xy0=(True, 0))),
+     InvalidInputError, r"xy0: expected two integers, got \(True, 0\)"),
+    ("special-readImage", _plain(lambda p, t: pmio.readImage("/dev/null")),
+     InvalidInputError, r"input '/dev/null' is not a regular file \(a device or pipe\)"),
+    ("special-subtract-variance", _sub(sci, scienceVariance="/dev/null"),
+     InvalidInputError, r"input '/dev/null' is not a regular file"),
+    ("special-subtract-psf", _sub(sci, sciencePsf="/dev/null"),
+     InvalidInputError, r"sciencePsf: '/dev/null' is not a regular file"),
     ("missing-readImage", _plain(lambda p, t: pmio.readImage(p.dir / "nowhere.fits")),
      InputFileNotFoundError, r"input file '.*nowhere.fits' does not exist"),
     ("missing-readMaskedImage", _plain(lambda p, t: pmio.readMaskedImage(p.dir / "nowhere.fits")),
@@ -328,6 +357,20 @@ CASES: list[Case] = [
      InvalidInputError, r"mode: 'sideways' is not allowed"),
     ("config-subtract-order", _sub(sci, spatialKernelOrder=-1),
      InvalidInputError, r"spatialKernelOrder: -1 is not allowed: .*outside of valid range"),
+    ("config-subtract-order-bool", _sub(sci, spatialKernelOrder=True),
+     InvalidInputError, r"spatialKernelOrder: expected an integer order, got True"),
+    # -- given PSF sizes (was: NaN a bare ValueError from the detection filter; -2 "could not
+    # measure"; 0 silently "measure it"; "3" taken as truthy, a poor fit) ---------------------
+    ("fwhm-subtract-nan", _sub(sci, scienceFwhm=float("nan")),
+     InvalidInputError, r"scienceFwhm: expected a FWHM in pixels, a finite number > 0, got nan"),
+    ("fwhm-subtract-negative", _sub(sci, templateFwhm=-2.0),
+     InvalidInputError, r"templateFwhm: expected a FWHM in pixels, a finite number > 0, got -2.0"),
+    ("fwhm-subtract-zero", _sub(sci, scienceFwhm=0),
+     InvalidInputError, r"scienceFwhm: .* got 0.0; leave it out \(None\) to have it measured"),
+    ("fwhm-subtract-str", _sub(sci, scienceFwhm="3"),
+     InvalidInputError, r"scienceFwhm: expected a FWHM in pixels .* got str '3'"),
+    ("fwhm-subtractMaskedImages-inf", _task("subtractMaskedImages", lambda p: p.template, lambda p: p.science, scienceFwhmPix=np.inf),
+     InvalidInputError, r"scienceFwhmPix: expected a FWHM in pixels, a finite number > 0, got inf"),
     ("config-ImagePsfMatchTask", _plain(lambda p, t: pm.ImagePsfMatchTask(config=_config(**{"active.kernelSizeMin": 41}))),
      InvalidInputError, r"config: .*kernelSizeMin \(41\) must not exceed kernelSizeMax \(35\)"),
 ]

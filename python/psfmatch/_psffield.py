@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ._psfutil import userPsfImage
 from .errors import InvalidInputError
 from .image import Mask, MaskedImage
 
@@ -181,6 +182,8 @@ def readPsfStamp(path: str | os.PathLike[str], name: str) -> np.ndarray:
     from .errors import InputFileNotFoundError
 
     if not os.path.isfile(path):
+        if os.path.exists(path):  # was: "no such file" for /dev/null, a directory
+            raise InvalidInputError(f"{name}: {os.fspath(path)!r} is not a regular file")
         raise InputFileNotFoundError(f"{name}: no such file: {os.fspath(path)!r}")
     try:
         with fits.open(path, memmap=False) as hdus:
@@ -268,7 +271,7 @@ def psfFieldFromInput(
     samples = [
         _squareOdd(
             _cropped(
-                _checkedPsfImage(value.computeKernelImage(float(x), float(y)), name),
+                _checkedPsfImage(userPsfImage(value, float(x), float(y), name), name),
                 maxHalfWidth,
             )
         )

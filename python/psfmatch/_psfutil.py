@@ -36,13 +36,25 @@ def _gaussianPsfImage(fwhm: float) -> np.ndarray:
     return np.outer(profile, profile)
 
 
+def userPsfImage(psf: Any, x: float, y: float, name: str) -> Any:
+    """``psf.computeKernelImage(x, y)`` of a user's PSF object, whose own failure becomes an
+    `InvalidInputError` naming the argument and position (was: its bare exception, a
+    traceback from deep inside the subtraction)."""
+    try:
+        return psf.computeKernelImage(x, y)
+    except Exception as err:
+        raise InvalidInputError(
+            f"{name}: its computeKernelImage({x:.1f}, {y:.1f}) raised {type(err).__name__}: {err}"
+        ) from err
+
+
 def _psfImage(psf: Any, fwhm: float, x: float, y: float, name: str) -> np.ndarray:
     """A unit-sum, odd-sized PSF image: ``psf`` evaluated at (x, y) if it is a PSF object (with
     ``computeKernelImage(x, y)``), ``psf`` itself if it is an array, else a Gaussian of
     ``fwhm``."""
     if psf is None:
         return _gaussianPsfImage(fwhm)
-    value = psf.computeKernelImage(x, y) if hasattr(psf, "computeKernelImage") else psf
+    value = userPsfImage(psf, x, y, name) if hasattr(psf, "computeKernelImage") else psf
     try:
         array = np.array(getattr(value, "array", value), dtype=np.float64)
     except (TypeError, ValueError):

@@ -24,6 +24,7 @@ from ._types import ImageInput, MaskInput, PositionsInput, PsfInput, VarianceInp
 from .errors import InvalidInputError
 from .image import MaskedImage
 from .image_psf_match import ImagePsfMatchConfig, ImagePsfMatchTask, TemplateAnalysis
+from .make_kernel import givenFwhm
 from .result import SubtractionResult
 
 _log = logging.getLogger("psfmatch.subtract")
@@ -76,6 +77,9 @@ def subtractConfig(
     for name, target, value in settings:
         if value is None:
             continue
+        if name != "mode" and isinstance(value, bool):
+            # operator.index(True) is 1: a flag passed where an order belongs.
+            raise InvalidInputError(f"{name}: expected an integer order, got {value!r}")
         try:
             setattr(target, name, value if name == "mode" else operator.index(value))
         except Exception as err:  # pex_config raises FieldValidationError, TypeError, ...
@@ -286,6 +290,8 @@ optional
     the report.
     """
     with collectWarnings() as warned:
+        scienceFwhm = givenFwhm("scienceFwhm", scienceFwhm)
+        templateFwhm = givenFwhm("templateFwhm", templateFwhm)
         sciInfo: dict[str, Any] = {}
         tmpInfo: dict[str, Any] = {}
         sci = _readInput(

@@ -280,6 +280,9 @@ def _checkedXY0(xy0: Any, shape: tuple[int, ...]) -> tuple[int, int]:
     32-bit coordinates (beyond them the core's boxes were a `TypeError`, or wrapped round
     into an empty region)."""
     try:
+        # Exactly two: (0, 0, 0) was taken as (0, 0), and a bool as 0 or 1.
+        if len(xy0) != 2 or any(isinstance(v, bool | np.bool_) for v in xy0):
+            raise TypeError
         x0, y0 = operator.index(xy0[0]), operator.index(xy0[1])
     except (TypeError, IndexError) as err:
         raise InvalidInputError(f"xy0: expected two integers, got {xy0!r}") from err

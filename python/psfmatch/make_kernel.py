@@ -145,8 +145,21 @@ def _asCandidatePositions(candidateList: Any) -> tuple[np.ndarray, np.ndarray]:
                 f"array of shape {arr.shape}"
             )
         x, y = arr[:, 0], arr[:, 1]
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
+    # A masked entry (an astropy MaskedColumn, a numpy masked array) is no position: its
+    # hidden value was used as one (was: a misleading "could not measure a positive FWHM").
+    masked = np.ma.getmaskarray(x) | np.ma.getmaskarray(y)
+    if isinstance(candidateList, np.ma.MaskedArray):
+        masked = masked | np.ma.getmaskarray(candidateList).reshape(len(masked), -1).any(axis=1)
+    if masked.any():
+        raise InvalidInputError(
+            f"candidateList: {int(masked.sum())} position(s) are masked (missing), the first "
+            f"at row {int(np.flatnonzero(masked)[0])}; remove them"
+        )
+    try:
+        x = np.asarray(np.ma.getdata(x), dtype=float)
+        y = np.asarray(np.ma.getdata(y), dtype=float)
+    except (TypeError, ValueError) as err:
+        raise InvalidInputError(f"candidateList: x and y must be numbers: {err}") from err
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise InvalidInputError("candidateList: positions must be finite")
     return x, y
@@ -423,6 +436,8 @@ class MakeKernelTask(PsfMatchTask):
         InvalidInputError
             A FWHM that is not a positive number.
         """
+        templateFwhmPix = givenFwhm("templateFwhmPix", templateFwhmPix)
+        scienceFwhmPix = givenFwhm("scienceFwhmPix", scienceFwhmPix)
         selection = self.config.selection
         sSources: np.ndarray | None
         radiusCache: dict[str, Any] = {}
@@ -646,3 +661,26 @@ class MakeKernelTask(PsfMatchTask):
             kernelCellSet=fit.kernelCellSet,
             kernelSources=self.kernelSourceTable(fit),
         )
+
+
+def givenFwhm(name: str, value: Any) -> float | None:
+    """A FWHM the caller gave, checked: `None` (measure it) or a finite number > 0.
+
+    Checked before any use, because a NaN reached the detection filter's size (a bare
+    `ValueError`), a string was taken as truthy and a bool as 1 pixel, a negative value was
+    reported as a failed measurement, and 0 silently meant "measure it".
+    """
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise InvalidInputError(
+            f"{name}: expected a FWHM in pixels (a number > 0) or None to measure it, "
+            f"got {type(value).__name__} {value!r}"
+        )
+    fwhm = float(value)
+    if not (math.isfinite(fwhm) and fwhm > 0):
+        raise InvalidInputError(
+            f"{name}: expected a FWHM in pixels, a finite number > 0, got {fwhm}; "
+            "leave it out (None) to have it measured from the stars"
+        )
+    return fwhm

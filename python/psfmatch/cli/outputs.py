@@ -42,6 +42,13 @@ def _checkOutputs(
         seen.append(path)
         if os.path.isdir(path):
             raise _UsageError(f"{option} {path!r} is a directory")
+        if os.path.exists(path) and not os.path.isfile(path):
+            # /dev/null, /dev/stdout, a named pipe: refused before the work, not after it
+            # (the atomic write would replace it with a regular file).
+            raise _UsageError(
+                f"{option} {path!r} is not a regular file; psfmatch writes a new file and "
+                "moves it into place, which would replace it"
+            )
         if not overwrite and os.path.lexists(path):
             raise OutputExistsError(
                 f"output file {path!r} exists; pass --overwrite to replace it", path

@@ -30,3 +30,8 @@ def _checkInputFile(path: Path) -> None:
         raise InputFileNotFoundError(f"input file {str(path)!r} does not exist", str(path))
     if path.is_dir():
         raise InvalidInputError(f"input {str(path)!r} is a directory, not a FITS file")
+    if not path.is_file():
+        # A device or pipe: /dev/zero was read as an endless FITS header (a hang).
+        raise InvalidInputError(
+            f"input {str(path)!r} is not a regular file (a device or pipe); give a FITS file"
+        )

@@ -4,14 +4,17 @@ written atomically; `_writingTogether`: several files that land together or not 
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import contextvars
 import dataclasses
 import datetime
+import gzip
 import io
 import logging
 import os
 import signal
+import stat
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -399,6 +402,22 @@ def _writingTogether() -> Iterator[_OutputGroup]:
     group.commit()
 
 
+@contextlib.contextmanager
+def _compressing(stream: Any, target: Path) -> Iterator[Any]:
+    """``stream``, gzip- or bzip2-compressed when ``target`` ends in .gz or .bz2, as astropy
+    does for such names: written through a temporary, the name did not reach astropy and
+    'd.fits.gz' was an uncompressed file under a gzip name."""
+    suffix = target.suffix.lower()
+    if suffix == ".gz":
+        with gzip.GzipFile(filename=target.stem, mode="wb", fileobj=stream) as packed:
+            yield packed
+    elif suffix == ".bz2":
+        with bz2.BZ2File(stream, mode="wb") as packed:
+            yield packed
+    else:
+        yield stream
+
+
 def _stageFile(
     target: Path, write: Callable[[Path], None], overwrite: bool, description: str = ""
 ) -> None:
@@ -518,6 +537,22 @@ def writeMaskedImage(
         raise OutputExistsError(
             f"output file {str(target)!r} exists; pass overwrite=True to replace it", str(target)
         )
+    if target.is_symlink():
+        # Written through the link, as cp and a shell's > do: moving the new file into place
+        # replaced the link itself, leaving the file it named unchanged.
+        target = Path(os.path.realpath(target))
+    if target.exists() and not target.is_file():
+        # A device, FIFO or socket (/dev/null, /dev/stdout, a named pipe): the atomic write
+        # would replace it with a regular file (as root, the system's /dev/null).
+        raise PsfMatchIOError(
+            f"cannot write {str(target)!r}: it is not a regular file ({_fileKind(target)}); "
+            "psfmatch writes a new file and moves it into place, which would replace it",
+            str(target),
+        )
+    if not overwrite and os.path.lexists(target):
+        raise OutputExistsError(
+            f"output file {str(target)!r} exists; pass overwrite=True to replace it", str(target)
+        )
     directory = target.parent
     if not directory.is_dir():
         problem = "is not a directory" if directory.exists() else "does not exist"
@@ -537,7 +572,8 @@ def writeMaskedImage(
                 # Not expected (every card is built verified), but a warning from astropy
                 # while writing is a diagnostic for the log, not for the caller.
                 try:
-                    _writeFile(stream, planes, others)
+                    with _compressing(stream, target) as out:
+                        _writeFile(out, planes, others)
                 except (ValueError, TypeError, fits.VerifyError) as err:
                     raise PsfMatchIOError(
                         f"cannot write {str(target)!r}: {type(err).__name__}: {err}",
@@ -554,6 +590,20 @@ def writeMaskedImage(
         overwrite,
         f" ({maskedImage.getWidth()}x{maskedImage.getHeight()})",
     )
+
+
+def _fileKind(path: Path) -> str:
+    """What kind of file that is not a regular file or a directory ``path`` is."""
+    mode = os.stat(path).st_mode
+    for test, kind in (
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "a special file"
 
 
 def _moveIntoPlace(temporary: Path, target: Path, overwrite: bool) -> None:
