@@ -50,7 +50,13 @@ struct Box2I {
 
     Box2I() = default;
     /// A box from its lower corner and its dimensions.
-    Box2I(int x0, int y0, int width, int height) : minX(x0), minY(y0), maxX(x0 + width - 1), maxY(y0 + height - 1) {}
+    /// The far corner is computed in 64 bits: a box whose last pixel is exactly 2^31 - 1 has
+    /// x0 + width = 2^31, which overflows int (undefined behaviour) before the - 1.
+    Box2I(int x0, int y0, int width, int height)
+        : minX(x0),
+          minY(y0),
+          maxX(static_cast<int>(static_cast<long long>(x0) + width - 1)),
+          maxY(static_cast<int>(static_cast<long long>(y0) + height - 1)) {}
     int getWidth() const { return maxX - minX + 1; }
     int getHeight() const { return maxY - minY + 1; }
     bool isEmpty() const { return maxX < minX || maxY < minY; }
