@@ -32,6 +32,21 @@ def _run(capsys: Any, *argv: Any) -> tuple[int, str]:
     return status, capsys.readouterr().err
 
 
+def _subtract(capsys: Any, pair: dict[str, Any], out: Path, *extra: Any) -> tuple[int, str]:
+    """`psfmatch subtract` of ``pair`` into ``out`` with ``extra`` options."""
+    return _run(
+        capsys,
+        "subtract",
+        "--science",
+        pair["science"],
+        "--template",
+        pair["template"],
+        "--output",
+        out,
+        *extra,
+    )
+
+
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
@@ -50,18 +65,7 @@ def test_positive_only_options_are_usage_errors(
     """Exit 2 before any work (-2 was a failed measurement, exit 1; 0 silently meant
     "measure it", which leaving the option out already says)."""
     out = tmp_path / "d.fits"
-    status, err = _run(
-        capsys,
-        "subtract",
-        "--science",
-        pair["science"],
-        "--template",
-        pair["template"],
-        "--output",
-        out,
-        option,
-        value,
-    )
+    status, err = _subtract(capsys, pair, out, option, value)
     assert status == 2, err
     assert err.startswith(f"psfmatch: error: {message}"), err
     assert "leave the option out" in err or "FITS file" in err
@@ -84,18 +88,7 @@ def test_config_file_that_ends_the_program_is_an_error(
     config = tmp_path / "config.py"
     config.write_text(code)
     out = tmp_path / "d.fits"
-    status, err = _run(
-        capsys,
-        "subtract",
-        "--science",
-        pair["science"],
-        "--template",
-        pair["template"],
-        "--output",
-        out,
-        "--config-file",
-        config,
-    )
+    status, err = _subtract(capsys, pair, out, "--config-file", config)
     assert status == 2, err
     assert err == (
         f"psfmatch: error: config file {str(config)!r} called {shown}; a config file may only "

@@ -288,14 +288,7 @@ def _measuredField(
     from ._psfstack import measurePsfField
 
     cfg = task.config.crossConvolve
-    detections = sizes.scienceSources
-    neighbours = None
-    if detections is not None and len(detections):
-        x0, y0 = mi.getXY0()
-        neighbours = (
-            np.asarray(detections["x"], dtype=float) + x0,
-            np.asarray(detections["y"], dtype=float) + y0,
-        )
+    neighbours = sizes.detectionPositions(mi.getXY0())
     return measurePsfField(
         mi,
         x,

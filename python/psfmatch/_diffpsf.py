@@ -73,14 +73,7 @@ def measuredPsfImage(
     # detections' light within 2 FWHMs is left out pixel by pixel by the stacker, the rest
     # clipped. Stars without a brighter neighbour within the whole stamp (_cross._isolated)
     # were ~5 % of them on a 300-star field, too few for a stack without noise bias (0.7 %).
-    detections = sizes.scienceSources
-    neighbours = None
-    if detections is not None and len(detections):
-        x0, y0 = mi.getXY0()
-        neighbours = (
-            np.asarray(detections["x"], dtype=float) + x0,
-            np.asarray(detections["y"], dtype=float) + y0,
-        )
+    neighbours = sizes.detectionPositions(mi.getXY0())
     try:
         with task.timer("measureDifferencePsf"):
             measured = measurePsf(

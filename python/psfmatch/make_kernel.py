@@ -92,6 +92,17 @@ class PsfSizes:
     starX: np.ndarray | None = None
     starY: np.ndarray | None = None
 
+    def detectionPositions(self, xy0: tuple[int, int]) -> tuple[np.ndarray, np.ndarray] | None:
+        """The science detections' parent positions (array indices + ``xy0``), the
+        neighbours whose light the PSF stackers leave out; None without detections."""
+        detections = self.scienceSources
+        if detections is None or not len(detections):
+            return None
+        return (
+            np.asarray(detections["x"], dtype=float) + xy0[0],
+            np.asarray(detections["y"], dtype=float) + xy0[1],
+        )
+
 
 @dataclass(frozen=True, eq=False)
 class KernelFit:
