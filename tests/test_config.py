@@ -702,7 +702,7 @@ def test_control_enum_mapping(field: str, choice: str, member: enum.Enum) -> Non
 )
 def test_every_choice_has_an_enum_mapping(cls: type[PsfMatchConfig], field: str) -> None:
     # A choice added to a config without a mapping would fail only at run time.
-    from psfmatch import config as configModule
+    from psfmatch import _control as configModule
 
     mapping = {
         "conditionNumberType": configModule._CONDITION_NUMBER_TYPES,
